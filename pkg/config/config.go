@@ -1,0 +1,250 @@
+// Package config owns vmpod's configuration: the Config struct with its
+// defaults, loading from the TOML file, VMPOD_* environment variables and
+// command-line flags (in that order of precedence, lowest first), validation,
+// and the commented default file printed by `vmpod config default`.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/go-viper/mapstructure/v2"
+	toml "github.com/pelletier/go-toml/v2"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+// DefaultConfigFile is where `vmpod serve` looks for its configuration when
+// --config is not given. A missing default file means "all defaults".
+const DefaultConfigFile = "/etc/vmpod/vmpod.toml"
+
+// Duration is a time.Duration written as a Go duration string ("30s", "10m")
+// in the configuration file.
+type Duration time.Duration
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (use a Go duration such as 30s or 10m): %w", b, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Std returns d as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+// Config is the complete vmpod configuration. The toml tag is the key in the
+// file (and, upper-cased with a VMPOD_ prefix, the environment variable); the
+// comment tag is printed above the key by `vmpod config default`.
+type Config struct {
+	// Socket is the path of the CRI gRPC unix socket. Default /run/vmpod/vmpod.sock.
+	Socket string `toml:"socket" mapstructure:"socket" comment:"Path of the CRI gRPC unix socket served to the kubelet and crictl (flag --socket, env VMPOD_SOCKET).\nCreated with mode 0660; parent directories are created."`
+	// StateDir holds the metadata store, the image store and per-VM files. Default /var/lib/vmpod.
+	StateDir string `toml:"state_dir" mapstructure:"state_dir" comment:"Directory for vmpod's state: metadata.db (bbolt), images/, VM disks (flag --state-dir, env VMPOD_STATE_DIR).\nOnly one vmpod may use a state directory at a time (vmpod.lock)."`
+	// LibvirtURI is the libvirt connection URI. Default qemu:///system.
+	LibvirtURI string `toml:"libvirt_uri" mapstructure:"libvirt_uri" comment:"libvirt connection URI (flag --libvirt-uri, env VMPOD_LIBVIRT_URI)."`
+	// LogLevel is one of debug, info, warn, error. Default info.
+	LogLevel string `toml:"log_level" mapstructure:"log_level" comment:"Log level: debug, info, warn or error (flag --log-level, env VMPOD_LOG_LEVEL).\nAt debug, the kubelet's polling calls (List*, *Status) are logged too."`
+	// LogFormat is text or json. Default text.
+	LogFormat string `toml:"log_format" mapstructure:"log_format" comment:"Log format: text or json (env VMPOD_LOG_FORMAT)."`
+	// ImageTranslationsDir holds the image translation files (*.toml, *.yaml, *.yml).
+	ImageTranslationsDir string `toml:"image_translations_dir" mapstructure:"image_translations_dir" comment:"Directory of image translation files (*.toml, *.yaml, *.yml) that map image names to URLs\n(env VMPOD_IMAGE_TRANSLATIONS_DIR). Re-read when they change. See docs/image-translation.md."`
+	// CgroupDriver is reported to the kubelet by the RuntimeConfig RPC: cgroupfs or systemd.
+	CgroupDriver string `toml:"cgroup_driver" mapstructure:"cgroup_driver" comment:"Cgroup driver reported to the kubelet (RuntimeConfig RPC): cgroupfs or systemd.\nMust match the kubelet's cgroupDriver setting (env VMPOD_CGROUP_DRIVER)."`
+	// ShutdownTimeout bounds how long SIGTERM waits for in-flight calls.
+	ShutdownTimeout Duration `toml:"shutdown_timeout" mapstructure:"shutdown_timeout" comment:"On SIGTERM, how long in-flight CRI calls may run before they are cancelled\n(a cancelled image pull removes its partial file) (env VMPOD_SHUTDOWN_TIMEOUT)."`
+	// PullProgressInterval is how often a running pull logs its progress.
+	PullProgressInterval Duration `toml:"pull_progress_interval" mapstructure:"pull_progress_interval" comment:"How often a running image pull logs bytes, percent and rate at info level\n(env VMPOD_PULL_PROGRESS_INTERVAL)."`
+	// ImageCheckCPUSeconds and ImageCheckMemoryMiB bound `qemu-img info`.
+	ImageCheckCPUSeconds int `toml:"image_check_cpu_seconds" mapstructure:"image_check_cpu_seconds" comment:"CPU-time limit, in seconds, for 'qemu-img info' when a pulled image is checked\n(env VMPOD_IMAGE_CHECK_CPU_SECONDS)."`
+	// ImageCheckMemoryMiB is the address-space limit for qemu-img info.
+	ImageCheckMemoryMiB int `toml:"image_check_memory_mib" mapstructure:"image_check_memory_mib" comment:"Address-space limit, in MiB, for 'qemu-img info' when a pulled image is checked\n(env VMPOD_IMAGE_CHECK_MEMORY_MIB)."`
+}
+
+// Default returns the built-in configuration.
+func Default() Config {
+	return Config{
+		Socket:               "/run/vmpod/vmpod.sock",
+		StateDir:             "/var/lib/vmpod",
+		LibvirtURI:           "qemu:///system",
+		LogLevel:             "info",
+		LogFormat:            "text",
+		ImageTranslationsDir: "/etc/vmpod/images.d",
+		CgroupDriver:         "cgroupfs",
+		ShutdownTimeout:      Duration(30 * time.Second),
+		PullProgressInterval: Duration(5 * time.Second),
+		ImageCheckCPUSeconds: 30,
+		ImageCheckMemoryMiB:  1024,
+	}
+}
+
+// keys returns every configuration key in struct order.
+func keys() []string {
+	t := reflect.TypeOf(Config{})
+	out := make([]string, 0, t.NumField())
+	for i := 0; i < t.NumField(); i++ {
+		out = append(out, t.Field(i).Tag.Get("mapstructure"))
+	}
+	return out
+}
+
+// Load reads the configuration. Precedence, lowest first: Default(), the
+// file, VMPOD_<KEY> environment variables, then the flags in flags that were
+// actually set on the command line (a flag named "state-dir" sets key
+// "state_dir"). path == "" means DefaultConfigFile, whose absence is not an
+// error; an explicitly named file must exist. Unknown keys in the file are
+// rejected so typos do not pass silently.
+func Load(path string, flags *pflag.FlagSet) (Config, error) {
+	v := viper.New()
+	v.SetConfigType("toml")
+	v.SetEnvPrefix("VMPOD")
+	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
+	def := Default()
+	defMap, err := toMap(def)
+	if err != nil {
+		return Config{}, err
+	}
+	for _, k := range keys() {
+		v.SetDefault(k, defMap[k])
+		if err := v.BindEnv(k); err != nil {
+			return Config{}, err
+		}
+	}
+
+	explicit := path != ""
+	if !explicit {
+		path = DefaultConfigFile
+	}
+	data, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
+			return Config{}, fmt.Errorf("config file %s: %v: %w", path, err, errdefs.ErrInvalidArgument)
+		}
+	case errors.Is(err, os.ErrNotExist) && !explicit:
+		// No file: defaults, env and flags only.
+	default:
+		return Config{}, fmt.Errorf("read config file: %w", err)
+	}
+
+	if flags != nil {
+		var bindErr error
+		flags.VisitAll(func(f *pflag.Flag) {
+			key := strings.ReplaceAll(f.Name, "-", "_")
+			if _, ok := defMap[key]; ok && bindErr == nil {
+				bindErr = v.BindPFlag(key, f)
+			}
+		})
+		if bindErr != nil {
+			return Config{}, bindErr
+		}
+	}
+
+	var c Config
+	err = v.UnmarshalExact(&c, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
+		mapstructure.TextUnmarshallerHookFunc(),
+		mapstructure.StringToTimeDurationHookFunc(),
+	)))
+	if err != nil {
+		return Config{}, fmt.Errorf("config file %s: %v (run 'vmpod config default' for the valid keys): %w", path, err, errdefs.ErrInvalidArgument)
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// toMap converts c into the flat key -> value map viper wants as defaults,
+// with durations as strings.
+func toMap(c Config) (map[string]any, error) {
+	out := map[string]any{}
+	rv := reflect.ValueOf(c)
+	rt := rv.Type()
+	for i := 0; i < rt.NumField(); i++ {
+		val := rv.Field(i).Interface()
+		if d, ok := val.(Duration); ok {
+			val = time.Duration(d).String()
+		}
+		out[rt.Field(i).Tag.Get("mapstructure")] = val
+	}
+	return out, nil
+}
+
+// Validate checks every field and returns an InvalidArgument error naming the
+// key and the accepted values.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("config key %s: %s", key, fmt.Sprintf(format, a...)))
+	}
+	if c.Socket == "" || !filepath.IsAbs(c.Socket) {
+		bad("socket", "must be an absolute path, got %q", c.Socket)
+	}
+	if c.StateDir == "" || !filepath.IsAbs(c.StateDir) {
+		bad("state_dir", "must be an absolute path, got %q", c.StateDir)
+	}
+	if c.LibvirtURI == "" {
+		bad("libvirt_uri", "must not be empty (e.g. qemu:///system)")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level", "must be debug, info, warn or error, got %q", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		bad("log_format", "must be text or json, got %q", c.LogFormat)
+	}
+	if c.ImageTranslationsDir == "" {
+		bad("image_translations_dir", "must not be empty")
+	}
+	switch c.CgroupDriver {
+	case "cgroupfs", "systemd":
+	default:
+		bad("cgroup_driver", "must be cgroupfs or systemd, got %q", c.CgroupDriver)
+	}
+	if c.ShutdownTimeout < 0 {
+		bad("shutdown_timeout", "must not be negative")
+	}
+	if c.PullProgressInterval <= 0 {
+		bad("pull_progress_interval", "must be positive")
+	}
+	if c.ImageCheckCPUSeconds <= 0 {
+		bad("image_check_cpu_seconds", "must be positive")
+	}
+	if c.ImageCheckMemoryMiB < 64 {
+		bad("image_check_memory_mib", "must be at least 64")
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("invalid configuration: %w: %w", errors.Join(errs...), errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// DefaultTOML returns the complete default configuration as TOML with a
+// comment above every key.
+func DefaultTOML() ([]byte, error) {
+	var buf bytes.Buffer
+	buf.WriteString("# vmpod configuration (default: /etc/vmpod/vmpod.toml).\n")
+	buf.WriteString("# Every key can also be set as an environment variable VMPOD_<KEY> (upper case);\n")
+	buf.WriteString("# command-line flags of 'vmpod serve' override both.\n\n")
+	enc := toml.NewEncoder(&buf)
+	enc.SetIndentTables(true)
+	if err := enc.Encode(Default()); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}

@@ -1,0 +1,116 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	toml "github.com/pelletier/go-toml/v2"
+	"github.com/spf13/pflag"
+)
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "vmpod.toml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func serveFlags() *pflag.FlagSet {
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	d := Default()
+	fs.String("socket", d.Socket, "")
+	fs.String("state-dir", d.StateDir, "")
+	fs.String("libvirt-uri", d.LibvirtURI, "")
+	fs.String("log-level", d.LogLevel, "")
+	return fs
+}
+
+func TestDefaultTOMLRoundTrips(t *testing.T) {
+	b, err := DefaultTOML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every key is preceded by a comment line.
+	lines := strings.Split(string(b), "\n")
+	for i, l := range lines {
+		if strings.Contains(l, " = ") && (i == 0 || !strings.HasPrefix(lines[i-1], "#")) {
+			t.Errorf("key line %q has no comment above it", l)
+		}
+	}
+	var got Config
+	dec := toml.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != Default() {
+		t.Fatalf("default TOML decodes to %+v, want %+v", got, Default())
+	}
+	// And Load of the printed file gives the defaults.
+	c, err := Load(writeFile(t, string(b)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c != Default() {
+		t.Fatalf("Load(default file) = %+v", c)
+	}
+}
+
+func TestLoadPrecedence(t *testing.T) {
+	file := writeFile(t, "socket = '/file.sock'\nstate_dir = '/file-state'\nlog_level = 'warn'\nshutdown_timeout = '1m'\n")
+	t.Setenv("VMPOD_STATE_DIR", "/env-state")
+	t.Setenv("VMPOD_LIBVIRT_URI", "qemu:///session")
+	fs := serveFlags()
+	if err := fs.Parse([]string{"--log-level=debug"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(file, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Default()
+	want.Socket = "/file.sock"                   // file, flag not set
+	want.StateDir = "/env-state"                 // env beats file
+	want.LibvirtURI = "qemu:///session"          // env beats default
+	want.LogLevel = "debug"                      // set flag beats file
+	want.ShutdownTimeout = Duration(time.Minute) // duration string
+	if c != want {
+		t.Fatalf("got %+v\nwant %+v", c, want)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, body, want string
+	}{
+		{"unknown key", "sockt = '/x'\n", "sockt"},
+		{"bad level", "log_level = 'loud'\n", "log_level"},
+		{"bad driver", "cgroup_driver = 'x'\n", "cgroupfs or systemd"},
+		{"relative socket", "socket = 'x.sock'\n", "absolute path"},
+		{"bad duration", "shutdown_timeout = 'soon'\n", "duration"},
+		{"bad toml", "socket = \n", "config file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(writeFile(t, tc.body), nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want mention of %q", err, tc.want)
+			}
+			if !errors.Is(err, errdefs.ErrInvalidArgument) {
+				t.Fatalf("err %v is not InvalidArgument", err)
+			}
+		})
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	if _, err := Load(filepath.Join(t.TempDir(), "nope.toml"), nil); err == nil {
+		t.Fatal("explicit missing config file accepted")
+	}
+}

@@ -1,0 +1,150 @@
+// Package daemon assembles and runs `vmpod serve`: it locks the state
+// directory and the socket, opens the metadata and image stores, connects to
+// libvirt, serves the CRI on the unix socket, opens the readiness gate once
+// state is recovered, and shuts down gracefully.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/grpc"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/vmpod/vmpod/pkg/config"
+	"github.com/vmpod/vmpod/pkg/cri"
+	"github.com/vmpod/vmpod/pkg/image"
+	"github.com/vmpod/vmpod/pkg/imagetranslation"
+	"github.com/vmpod/vmpod/pkg/libvirttools"
+	"github.com/vmpod/vmpod/pkg/store"
+	"github.com/vmpod/vmpod/pkg/version"
+)
+
+// maxMsgSize matches the kubelet's CRI client limit (16 MiB).
+const maxMsgSize = 16 << 20
+
+// Run serves the CRI until ctx is cancelled (SIGTERM/SIGINT in main), then
+// shuts down gracefully: new calls are refused, in-flight calls get up to
+// cfg.ShutdownTimeout to finish and are cancelled after that.
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error) {
+	log.Info("starting vmpod", "version", version.Version, "socket", cfg.Socket, "state_dir", cfg.StateDir, "libvirt_uri", cfg.LibvirtURI)
+	if err := os.MkdirAll(cfg.StateDir, 0o711); err != nil {
+		return fmt.Errorf("create state dir: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.Socket), 0o755); err != nil {
+		return fmt.Errorf("create socket dir: %w", err)
+	}
+	stateLock, err := acquireLock(filepath.Join(cfg.StateDir, "vmpod.lock"), "state directory "+cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer stateLock.release()
+	sockLock, err := acquireLock(cfg.Socket+".lock", "socket "+cfg.Socket)
+	if err != nil {
+		return err
+	}
+	defer sockLock.release()
+
+	meta, err := store.Open(filepath.Join(cfg.StateDir, "metadata.db"))
+	if err != nil {
+		return err
+	}
+	defer meta.Close()
+
+	images, err := image.Open(image.Options{
+		Dir:        filepath.Join(cfg.StateDir, "images"),
+		Meta:       meta,
+		Translator: imagetranslation.New(cfg.ImageTranslationsDir, log),
+		Checker: image.Checker{
+			CPUSeconds:  cfg.ImageCheckCPUSeconds,
+			MemoryBytes: int64(cfg.ImageCheckMemoryMiB) << 20,
+		},
+		ProgressInterval: cfg.PullProgressInterval.Std(),
+		Log:              log,
+	})
+	if err != nil {
+		return fmt.Errorf("open image store: %w", err)
+	}
+
+	conn := libvirttools.NewLibvirt(cfg.LibvirtURI)
+	defer conn.Close()
+	if info, err := conn.Ping(ctx); err != nil {
+		log.Warn("libvirt is not reachable yet; the runtime reports not ready until it is", "err", err)
+	} else {
+		log.Info("connected to libvirt", "uri", info.URI, "libvirt_version", info.LibvirtVersion, "hypervisor", info.Hypervisor)
+	}
+
+	svc := cri.NewService(cfg, images, conn, log)
+	gate := cri.NewGate()
+	ic := &cri.Interceptors{Log: log, Gate: gate}
+	srv := grpc.NewServer(
+		grpc.UnaryInterceptor(ic.Unary),
+		grpc.StreamInterceptor(ic.Stream),
+		grpc.MaxRecvMsgSize(maxMsgSize),
+		grpc.MaxSendMsgSize(maxMsgSize),
+	)
+	runtimeapi.RegisterRuntimeServiceServer(srv, svc)
+	runtimeapi.RegisterImageServiceServer(srv, svc)
+
+	lis, err := listen(cfg.Socket)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(cfg.Socket)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(lis) }()
+	log.Info("serving CRI", "socket", cfg.Socket)
+
+	// Recovery of VM state will run here; images were reconciled by Open.
+	gate.Open()
+	log.Info("vmpod ready")
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("CRI server stopped: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: waiting for in-flight calls", "timeout", cfg.ShutdownTimeout.Std())
+	stopped := make(chan struct{})
+	go func() { srv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(cfg.ShutdownTimeout.Std()):
+		log.Warn("in-flight calls did not finish in time; cancelling them")
+		srv.Stop()
+		<-stopped
+	}
+	log.Info("vmpod stopped")
+	return nil
+}
+
+// listen creates the unix socket with mode 0660, replacing a stale socket
+// left by a crashed daemon (the socket lock proves nobody serves it).
+func listen(path string) (net.Listener, error) {
+	if st, err := os.Lstat(path); err == nil {
+		if st.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("%s exists and is not a socket; remove it or choose another --socket", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket: %w", err)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		lis.Close()
+		return nil, err
+	}
+	return lis, nil
+}
