@@ -83,8 +83,11 @@ func (s *Store) fetch(ctx context.Context, r Reference, name string, src imagetr
 	log := logging.From(ctx).With("image", name, "url", src.URL)
 	client, err := src.Transport.HTTPClient()
 	if err != nil {
-		return Image{}, fmt.Errorf("transport %q of rule in %s: %w: %w", src.Transport.Name, src.RuleFile, err, errdefs.ErrInvalidArgument)
+		return Image{}, fmt.Errorf("transport %q of rule in %s: %w", src.Transport.Name, src.RuleFile, err)
 	}
+	// Each pull builds its client from the rule's transport; drop its
+	// keep-alive connections when done so they do not pile up.
+	defer client.CloseIdleConnections()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, src.URL, nil)
 	if err != nil {
 		return Image{}, fmt.Errorf("bad url %q in %s: %w: %w", src.URL, src.RuleFile, err, errdefs.ErrInvalidArgument)
@@ -165,7 +168,7 @@ func (s *Store) fetch(ctx context.Context, r Reference, name string, src imagetr
 	}
 	info, err := s.opts.Checker.Check(ctx, tmpName)
 	if err != nil {
-		return Image{}, fmt.Errorf("refused %s: %w", src.URL, err)
+		return Image{}, fmt.Errorf("refused: %w", err)
 	}
 	if err := tmp.Chmod(0o444); err != nil {
 		return Image{}, err

@@ -9,6 +9,7 @@
 package image
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -61,13 +62,22 @@ type Translator interface {
 	Translate(name string) (imagetranslation.Source, error)
 }
 
+// DiskChecker inspects a downloaded file and accepts it only as a disk
+// image vmpod may boot. Errors wrap errdefs.ErrInvalidArgument with the
+// reason.
+type DiskChecker interface {
+	Check(ctx context.Context, path string) (DiskInfo, error)
+}
+
 // Options configures a Store.
 type Options struct {
 	// Dir is the image store directory (<state_dir>/images).
 	Dir        string
 	Meta       *store.Store
 	Translator Translator
-	Checker    Checker
+	// Checker validates a downloaded file before it is stored; Checker
+	// (qemu-img info) in production.
+	Checker DiskChecker
 	// ProgressInterval is how often a running pull logs progress.
 	ProgressInterval time.Duration
 	Log              *slog.Logger
