@@ -1,0 +1,160 @@
+// Command pull benchmarks vmpod's HTTP image pull against curl.
+//
+// It makes a 1 GiB qcow2 of incompressible data (cached in a work dir),
+// serves it from an in-process Go HTTP server on 127.0.0.1 (sendfile), and
+// in the same run alternates `curl -o` of the file with `crictl pull`
+// through a freshly started vmpod (empty image store each time). It prints
+// each time, the medians, the ratio vmpod/curl (target: at most 1.15), and
+// vmpod's RSS after the pull (target: under 40 MiB).
+//
+// Usage (root, libvirtd running, vmpod and crictl built):
+//
+//	go run ./bench/pull -vmpod ./bin/vmpod -runs 3
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	vmpod := flag.String("vmpod", "./bin/vmpod", "vmpod binary")
+	work := flag.String("work", "/var/tmp/vmpod-bench-pull", "work dir (the 1 GiB image is cached here)")
+	runs := flag.Int("runs", 3, "runs of each")
+	sizeMiB := flag.Int("size-mib", 1024, "image size in MiB")
+	flag.Parse()
+	if err := os.MkdirAll(*work, 0o755); err != nil {
+		log.Fatal(err)
+	}
+	img := filepath.Join(*work, fmt.Sprintf("bench-%dm.qcow2", *sizeMiB))
+	if _, err := os.Stat(img); err != nil {
+		makeImage(*work, img, *sizeMiB)
+	}
+	st, _ := os.Stat(img)
+	fmt.Printf("image: %s, %d bytes\n", img, st.Size())
+
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.FileServer(http.Dir(*work))}
+	go srv.Serve(lis)
+	defer srv.Close()
+	url := "http://" + lis.Addr().String() + "/" + filepath.Base(img)
+
+	var curlT, vmpodT []time.Duration
+	var rss, hwm []int
+	for i := 0; i < *runs; i++ {
+		// Flush dirty pages first so neither side pays for the other's
+		// writeback.
+		exec.Command("sync").Run()
+		curlT = append(curlT, timeCurl(url, *work))
+		exec.Command("sync").Run()
+		t, r, h := timeVmpod(*vmpod, url, *work)
+		vmpodT = append(vmpodT, t)
+		rss, hwm = append(rss, r), append(hwm, h)
+		fmt.Printf("run %d: curl %.2fs  vmpod %.2fs  vmpod RSS after pull %d KiB (peak %d KiB)\n",
+			i+1, curlT[i].Seconds(), t.Seconds(), r, h)
+	}
+	mc, mv := median(curlT), median(vmpodT)
+	fmt.Printf("\nmedian over %d runs: curl -o %.2fs (%.0f MiB/s), vmpod pull %.2fs (%.0f MiB/s), ratio vmpod/curl %.2f (target <= 1.15)\n",
+		*runs, mc.Seconds(), float64(st.Size())/(1<<20)/mc.Seconds(), mv.Seconds(), float64(st.Size())/(1<<20)/mv.Seconds(), mv.Seconds()/mc.Seconds())
+	fmt.Printf("vmpod RSS after pull: median %d KiB (%.1f MiB), peak during pull %.1f MiB (target < 40 MiB)\n",
+		medianInt(rss), float64(medianInt(rss))/1024, float64(medianInt(hwm))/1024)
+}
+
+func makeImage(work, img string, sizeMiB int) {
+	raw := filepath.Join(work, "bench.raw")
+	fmt.Printf("making a %d MiB qcow2 of random data (once)...\n", sizeMiB)
+	must(exec.Command("dd", "if=/dev/urandom", "of="+raw, "bs=1M", fmt.Sprint("count=", sizeMiB), "status=none").Run())
+	must(exec.Command("qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, img).Run())
+	os.Remove(raw)
+}
+
+func timeCurl(url, work string) time.Duration {
+	out := filepath.Join(work, "curl.out")
+	defer os.Remove(out)
+	start := time.Now()
+	must(exec.Command("curl", "-sSf", "-o", out, url).Run())
+	return time.Since(start)
+}
+
+// timeVmpod starts vmpod on an empty state dir, times `crictl pull`, reads
+// vmpod's RSS, and stops it.
+func timeVmpod(bin, url, work string) (time.Duration, int, int) {
+	dir, err := os.MkdirTemp(work, "vmpod-")
+	must(err)
+	defer os.RemoveAll(dir)
+	tr := filepath.Join(dir, "images.d")
+	must(os.MkdirAll(tr, 0o755))
+	must(os.WriteFile(filepath.Join(tr, "bench.toml"), []byte(fmt.Sprintf("[[translations]]\nname = \"bench\"\nurl = %q\n", url)), 0o644))
+	sock := filepath.Join(dir, "vmpod.sock")
+	cmd := exec.Command(bin, "serve", "--config", "/dev/null", "--socket", sock, "--state-dir", filepath.Join(dir, "state"), "--log-level", "warn")
+	cmd.Env = append(os.Environ(), "VMPOD_IMAGE_TRANSLATIONS_DIR="+tr)
+	cmd.Stderr = os.Stderr
+	must(cmd.Start())
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	crictl := func(args ...string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		return exec.CommandContext(ctx, "crictl", append([]string{"-r", "unix://" + sock, "-i", "unix://" + sock, "-t", "600s"}, args...)...).Run()
+	}
+	for i := 0; crictl("version") != nil; i++ {
+		if i > 100 {
+			log.Fatal("vmpod did not start")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	idle, _ := procStatus(cmd.Process.Pid)
+	fmt.Printf("  vmpod RSS before pull %d KiB\n", idle)
+	start := time.Now()
+	must(crictl("pull", "bench"))
+	d := time.Since(start)
+	rss, hwm := procStatus(cmd.Process.Pid)
+	return d, rss, hwm
+}
+
+// procStatus returns VmRSS and VmHWM of pid in KiB.
+func procStatus(pid int) (rss, hwm int) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	must(err)
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 2 && f[0] == "VmRSS:" {
+			fmt.Sscan(f[1], &rss)
+		}
+		if len(f) >= 2 && f[0] == "VmHWM:" {
+			fmt.Sscan(f[1], &hwm)
+		}
+	}
+	return rss, hwm
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func medianInt(v []int) int {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func must(err error) {
+	if err != nil {
+		log.Fatal(err)
+	}
+}

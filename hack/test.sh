@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every vmpod test on a Debian 12 machine, as root: installs what the
+# tests need, starts virtlogd + libvirtd, builds the test guest image, then
+# runs vet, the unit tests (no root or libvirtd needed) and the end-to-end
+# tests (real vmpod, libvirtd, QEMU/TCG, crictl).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=$PATH:/usr/local/go/bin:/usr/local/bin:/usr/sbin:/sbin
+
+hack/install-deps.sh
+hack/start-libvirt.sh
+tests/e2e/images/build-guest.sh tests/e2e/images/out/vmpod-test-guest.qcow2
+
+echo "== go vet"
+go vet ./...
+echo "== unit tests"
+go test -count=1 ./pkg/...
+echo "== end-to-end tests"
+VMPOD_E2E=1 VMPOD_TEST_GUEST="$PWD/tests/e2e/images/out/vmpod-test-guest.qcow2" \
+	go test -count=1 -timeout 25m -v ./tests/e2e/...
