@@ -114,3 +114,20 @@ func TestLoadMissingFile(t *testing.T) {
 		t.Fatal("explicit missing config file accepted")
 	}
 }
+
+// The documentation shows the default configuration; keep it current.
+func TestDocsShowDefaultConfig(t *testing.T) {
+	b, err := DefaultTOML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, doc := range []string{"../../README.md", "../../docs/configuration.md"} {
+		data, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(data), string(b)) {
+			t.Errorf("%s does not contain the current `vmpod config default` output; paste it in", doc)
+		}
+	}
+}
