@@ -8,9 +8,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -71,22 +74,54 @@ type Config struct {
 	ImageCheckCPUSeconds int `toml:"image_check_cpu_seconds" mapstructure:"image_check_cpu_seconds" comment:"CPU-time limit, in seconds, for 'qemu-img info' when a pulled image is checked\n(env VMPOD_IMAGE_CHECK_CPU_SECONDS)."`
 	// ImageCheckMemoryMiB is the address-space limit for qemu-img info.
 	ImageCheckMemoryMiB int `toml:"image_check_memory_mib" mapstructure:"image_check_memory_mib" comment:"Address-space limit, in MiB, for 'qemu-img info' when a pulled image is checked\n(env VMPOD_IMAGE_CHECK_MEMORY_MIB)."`
+	// StreamingAddress is where the CRI streaming server (attach) listens.
+	StreamingAddress string `toml:"streaming_address" mapstructure:"streaming_address" comment:"host:port of the CRI streaming server (attach, exec, port-forward) that the kubelet proxies to.\nPort 0 picks a free port. It has no authentication: keep it on loopback (env VMPOD_STREAMING_ADDRESS)."`
+	// Accelerator is kvm, tcg or auto for every handler that does not override it.
+	Accelerator string `toml:"accelerator" mapstructure:"accelerator" comment:"How QEMU runs guests: kvm (libvirt domain type kvm), tcg (software emulation, domain type qemu)\nor auto (kvm when /dev/kvm can be opened, else tcg). Overridable per runtime handler (env VMPOD_ACCELERATOR)."`
+	// DefaultMemoryMiB is guest RAM when the pod sets no memory limit or annotation.
+	DefaultMemoryMiB int `toml:"default_memory_mib" mapstructure:"default_memory_mib" comment:"Guest RAM in MiB when the container has no memory limit and no vmpod.dev/memory annotation\n(env VMPOD_DEFAULT_MEMORY_MIB)."`
+	// TCGTBCacheMiB caps QEMU's TCG translation cache.
+	TCGTBCacheMiB int `toml:"tcg_tb_cache_mib" mapstructure:"tcg_tb_cache_mib" comment:"Under TCG, size of QEMU's translation block cache in MiB (libvirt <tb-cache>); smaller saves host\nmemory per VM. 0 leaves QEMU's default (env VMPOD_TCG_TB_CACHE_MIB)."`
+	// OVMFCode and OVMFVars are the UEFI firmware files for vmpod.dev/firmware: uefi.
+	OVMFCode string `toml:"ovmf_code" mapstructure:"ovmf_code" comment:"UEFI firmware code file used for pods annotated vmpod.dev/firmware: uefi (Debian package ovmf)\n(env VMPOD_OVMF_CODE)."`
+	// OVMFVars is the UEFI variable store template.
+	OVMFVars string `toml:"ovmf_vars" mapstructure:"ovmf_vars" comment:"UEFI variable store template copied per VM (env VMPOD_OVMF_VARS)."`
+	// DefaultRuntimeHandler is the handler used when a pod names none.
+	DefaultRuntimeHandler string `toml:"default_runtime_handler" mapstructure:"default_runtime_handler" comment:"The [runtimes.<handler>] used for pods with no RuntimeClass handler (env VMPOD_DEFAULT_RUNTIME_HANDLER)."`
+	// Runtimes are the RuntimeClass handlers vmpod serves.
+	Runtimes map[string]Runtime `toml:"runtimes" mapstructure:"runtimes" comment:"RuntimeClass handlers served by vmpod. A pod's runtimeClassName selects a RuntimeClass whose handler\nmust be one of these; an unknown handler is refused. Empty values inherit the top-level setting."`
+}
+
+// Runtime is one RuntimeClass handler's settings.
+type Runtime struct {
+	// Accelerator overrides the top-level accelerator: kvm, tcg, auto or "" (inherit).
+	Accelerator string `toml:"accelerator" mapstructure:"accelerator" comment:"kvm, tcg, auto, or empty to inherit the top-level accelerator."`
+	// TCGTBCacheMiB overrides the top-level tcg_tb_cache_mib when > 0.
+	TCGTBCacheMiB int `toml:"tcg_tb_cache_mib" mapstructure:"tcg_tb_cache_mib" comment:"Overrides the top-level tcg_tb_cache_mib when above 0."`
 }
 
 // Default returns the built-in configuration.
 func Default() Config {
 	return Config{
-		Socket:               "/run/vmpod/vmpod.sock",
-		StateDir:             "/var/lib/vmpod",
-		LibvirtURI:           "qemu:///system",
-		LogLevel:             "info",
-		LogFormat:            "text",
-		ImageTranslationsDir: "/etc/vmpod/images.d",
-		CgroupDriver:         "cgroupfs",
-		ShutdownTimeout:      Duration(30 * time.Second),
-		PullProgressInterval: Duration(5 * time.Second),
-		ImageCheckCPUSeconds: 30,
-		ImageCheckMemoryMiB:  1024,
+		Socket:                "/run/vmpod/vmpod.sock",
+		StateDir:              "/var/lib/vmpod",
+		LibvirtURI:            "qemu:///system",
+		LogLevel:              "info",
+		LogFormat:             "text",
+		ImageTranslationsDir:  "/etc/vmpod/images.d",
+		CgroupDriver:          "cgroupfs",
+		ShutdownTimeout:       Duration(30 * time.Second),
+		PullProgressInterval:  Duration(5 * time.Second),
+		ImageCheckCPUSeconds:  30,
+		ImageCheckMemoryMiB:   1024,
+		StreamingAddress:      "127.0.0.1:0",
+		Accelerator:           "auto",
+		DefaultMemoryMiB:      512,
+		TCGTBCacheMiB:         1024,
+		OVMFCode:              "/usr/share/OVMF/OVMF_CODE_4M.fd",
+		OVMFVars:              "/usr/share/OVMF/OVMF_VARS_4M.fd",
+		DefaultRuntimeHandler: "vmpod",
+		Runtimes:              map[string]Runtime{"vmpod": {}},
 	}
 }
 
@@ -95,7 +130,9 @@ func keys() []string {
 	t := reflect.TypeOf(Config{})
 	out := make([]string, 0, t.NumField())
 	for i := 0; i < t.NumField(); i++ {
-		out = append(out, t.Field(i).Tag.Get("mapstructure"))
+		if k := t.Field(i).Tag.Get("mapstructure"); k != "runtimes" {
+			out = append(out, k)
+		}
 	}
 	return out
 }
@@ -160,6 +197,20 @@ func Load(path string, flags *pflag.FlagSet) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("config file %s: %v (run 'vmpod config default' for the valid keys): %w", path, err, errdefs.ErrInvalidArgument)
 	}
+	// viper drops empty tables such as a bare [runtimes.vmpod]; read the
+	// handler tables straight from the file instead.
+	c.Runtimes = def.Runtimes
+	if len(data) > 0 {
+		var rt struct {
+			Runtimes map[string]Runtime `toml:"runtimes"`
+		}
+		if err := toml.Unmarshal(data, &rt); err != nil {
+			return Config{}, fmt.Errorf("config file %s: %v: %w", path, err, errdefs.ErrInvalidArgument)
+		}
+		if rt.Runtimes != nil {
+			c.Runtimes = rt.Runtimes
+		}
+	}
 	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
@@ -173,6 +224,9 @@ func toMap(c Config) (map[string]any, error) {
 	rv := reflect.ValueOf(c)
 	rt := rv.Type()
 	for i := 0; i < rt.NumField(); i++ {
+		if rt.Field(i).Tag.Get("mapstructure") == "runtimes" {
+			continue
+		}
 		val := rv.Field(i).Interface()
 		if d, ok := val.(Duration); ok {
 			val = time.Duration(d).String()
@@ -228,10 +282,80 @@ func (c Config) Validate() error {
 	if c.ImageCheckMemoryMiB < 64 {
 		bad("image_check_memory_mib", "must be at least 64")
 	}
+	if _, _, err := net.SplitHostPort(c.StreamingAddress); err != nil {
+		bad("streaming_address", "must be host:port, got %q", c.StreamingAddress)
+	}
+	if !validAccel(c.Accelerator, false) {
+		bad("accelerator", "must be kvm, tcg or auto, got %q", c.Accelerator)
+	}
+	if c.DefaultMemoryMiB < 64 {
+		bad("default_memory_mib", "must be at least 64")
+	}
+	if c.TCGTBCacheMiB < 0 {
+		bad("tcg_tb_cache_mib", "must not be negative")
+	}
+	if len(c.Runtimes) == 0 {
+		bad("runtimes", "at least one [runtimes.<handler>] table is needed")
+	}
+	if _, ok := c.Runtimes[c.DefaultRuntimeHandler]; !ok {
+		bad("default_runtime_handler", "%q has no [runtimes.%s] table", c.DefaultRuntimeHandler, c.DefaultRuntimeHandler)
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Runtimes)) {
+		r := c.Runtimes[name]
+		if name == "" {
+			bad("runtimes", "a handler name must not be empty")
+		}
+		if !validAccel(r.Accelerator, true) {
+			bad("runtimes."+name+".accelerator", "must be kvm, tcg, auto or empty, got %q", r.Accelerator)
+		}
+		if r.TCGTBCacheMiB < 0 {
+			bad("runtimes."+name+".tcg_tb_cache_mib", "must not be negative")
+		}
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("invalid configuration: %w: %w", errors.Join(errs...), errdefs.ErrInvalidArgument)
 	}
 	return nil
+}
+
+func validAccel(a string, allowEmpty bool) bool {
+	switch a {
+	case "kvm", "tcg", "auto":
+		return true
+	case "":
+		return allowEmpty
+	}
+	return false
+}
+
+// Handler is a resolved RuntimeClass handler: the per-handler settings with
+// the top-level defaults filled in.
+type Handler struct {
+	Name          string
+	Accelerator   string // kvm, tcg or auto
+	TCGTBCacheMiB int
+}
+
+// ResolveHandler returns the settings for a RuntimeClass handler: "" means
+// default_runtime_handler; an unknown handler is an InvalidArgument error
+// listing the known ones.
+func (c Config) ResolveHandler(name string) (Handler, error) {
+	if name == "" {
+		name = c.DefaultRuntimeHandler
+	}
+	r, ok := c.Runtimes[name]
+	if !ok {
+		return Handler{}, fmt.Errorf("runtime handler %q is not configured in vmpod (known: %s); fix the RuntimeClass handler or add [runtimes.%s] to the vmpod config: %w",
+			name, strings.Join(slices.Sorted(maps.Keys(c.Runtimes)), ", "), name, errdefs.ErrInvalidArgument)
+	}
+	h := Handler{Name: name, Accelerator: c.Accelerator, TCGTBCacheMiB: c.TCGTBCacheMiB}
+	if r.Accelerator != "" {
+		h.Accelerator = r.Accelerator
+	}
+	if r.TCGTBCacheMiB > 0 {
+		h.TCGTBCacheMiB = r.TCGTBCacheMiB
+	}
+	return h, nil
 }
 
 // DefaultTOML returns the complete default configuration as TOML with a

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -40,7 +41,7 @@ func TestDefaultTOMLRoundTrips(t *testing.T) {
 	// Every key is preceded by a comment line.
 	lines := strings.Split(string(b), "\n")
 	for i, l := range lines {
-		if strings.Contains(l, " = ") && (i == 0 || !strings.HasPrefix(lines[i-1], "#")) {
+		if strings.Contains(l, " = ") && (i == 0 || !strings.HasPrefix(strings.TrimSpace(lines[i-1]), "#")) {
 			t.Errorf("key line %q has no comment above it", l)
 		}
 	}
@@ -50,7 +51,7 @@ func TestDefaultTOMLRoundTrips(t *testing.T) {
 	if err := dec.Decode(&got); err != nil {
 		t.Fatal(err)
 	}
-	if got != Default() {
+	if !reflect.DeepEqual(got, Default()) {
 		t.Fatalf("default TOML decodes to %+v, want %+v", got, Default())
 	}
 	// And Load of the printed file gives the defaults.
@@ -58,7 +59,7 @@ func TestDefaultTOMLRoundTrips(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c != Default() {
+	if !reflect.DeepEqual(c, Default()) {
 		t.Fatalf("Load(default file) = %+v", c)
 	}
 }
@@ -81,7 +82,7 @@ func TestLoadPrecedence(t *testing.T) {
 	want.LibvirtURI = "qemu:///session"          // env beats default
 	want.LogLevel = "debug"                      // set flag beats file
 	want.ShutdownTimeout = Duration(time.Minute) // duration string
-	if c != want {
+	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("got %+v\nwant %+v", c, want)
 	}
 }
@@ -129,5 +130,43 @@ func TestDocsShowDefaultConfig(t *testing.T) {
 		if !strings.Contains(string(data), string(b)) {
 			t.Errorf("%s does not contain the current `vmpod config default` output; paste it in", doc)
 		}
+	}
+}
+
+func TestRuntimeHandlers(t *testing.T) {
+	c, err := Load(writeFile(t, `
+accelerator = "tcg"
+tcg_tb_cache_mib = 256
+default_runtime_handler = "vm"
+[runtimes.vm]
+[runtimes.fast]
+accelerator = "kvm"
+tcg_tb_cache_mib = 64
+`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		want Handler
+	}{
+		{"", Handler{Name: "vm", Accelerator: "tcg", TCGTBCacheMiB: 256}},
+		{"vm", Handler{Name: "vm", Accelerator: "tcg", TCGTBCacheMiB: 256}},
+		{"fast", Handler{Name: "fast", Accelerator: "kvm", TCGTBCacheMiB: 64}},
+	} {
+		got, err := c.ResolveHandler(tc.name)
+		if err != nil || got != tc.want {
+			t.Errorf("ResolveHandler(%q) = %+v, %v; want %+v", tc.name, got, err, tc.want)
+		}
+	}
+	_, err = c.ResolveHandler("runc")
+	if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "known: fast, vm") {
+		t.Fatalf("unknown handler: %v", err)
+	}
+	if _, err := Load(writeFile(t, "default_runtime_handler = 'nope'\n"), nil); err == nil {
+		t.Fatal("default handler without a table accepted")
+	}
+	if _, err := Load(writeFile(t, "[runtimes.x]\naccelerator = 'fast'\n"), nil); err == nil || !strings.Contains(err.Error(), "runtimes.x.accelerator") {
+		t.Fatalf("bad handler accelerator: %v", err)
 	}
 }
