@@ -130,6 +130,9 @@ type Console struct {
 	exited   chan struct{} // closed when run returns
 	done     chan struct{} // see Done
 	doneOnce sync.Once
+	// connected is closed at the first successful connection; see Connected.
+	connected     chan struct{}
+	connectedOnce sync.Once
 
 	// Owned by the run goroutine, and by Close once run has returned.
 	lines      *lineSplitter
@@ -162,15 +165,16 @@ func Start(opts Options) (*Console, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Console{
-		opts:    opts,
-		log:     opts.Logger.With("socket", opts.SocketPath),
-		ctx:     ctx,
-		cancel:  cancel,
-		exited:  make(chan struct{}),
-		done:    make(chan struct{}),
-		lines:   newLineSplitter(opts.MaxLineLen),
-		logFile: f,
-		subs:    make(map[*Subscription]struct{}),
+		opts:      opts,
+		log:       opts.Logger.With("socket", opts.SocketPath),
+		ctx:       ctx,
+		cancel:    cancel,
+		exited:    make(chan struct{}),
+		done:      make(chan struct{}),
+		connected: make(chan struct{}),
+		lines:     newLineSplitter(opts.MaxLineLen),
+		logFile:   f,
+		subs:      make(map[*Subscription]struct{}),
 	}
 	go c.run()
 	return c, nil
@@ -196,6 +200,11 @@ func openLog(path string) (*os.File, error) {
 func (c *Console) Done() <-chan struct{} {
 	return c.done
 }
+
+// Connected is closed once the Console has connected to the socket for the
+// first time. A caller that starts the domain paused waits for it before
+// resuming, so no boot output is lost.
+func (c *Console) Connected() <-chan struct{} { return c.connected }
 
 // Subscribe attaches a client: the returned Subscription yields the console
 // output from now on, until it or the Console is closed. It fails with
@@ -327,6 +336,7 @@ func (c *Console) dial() net.Conn {
 			}
 			c.conn = conn
 			c.mu.Unlock()
+			c.connectedOnce.Do(func() { close(c.connected) })
 			c.log.Info("serial console connected")
 			return conn
 		}

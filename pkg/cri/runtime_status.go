@@ -20,6 +20,11 @@ func (s *Service) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*r
 		runtimeCond.Message = err.Error()
 		logging.From(ctx).Warn("runtime not ready", logging.KeyErr, err)
 	}
+	if runtimeCond.Status && s.hostCheck != "" {
+		// Ready, but say why VM creation will be slow.
+		runtimeCond.Reason = "HostMisconfigured"
+		runtimeCond.Message = s.hostCheck
+	}
 	networkCond := &runtimeapi.RuntimeCondition{Type: runtimeapi.NetworkReady, Status: true}
 	resp := &runtimeapi.StatusResponse{
 		Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{runtimeCond, networkCond}},

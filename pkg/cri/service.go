@@ -7,14 +7,18 @@ package cri
 
 import (
 	"context"
+	"io"
 	"log/slog"
+	"path/filepath"
 	"sync"
+	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/vmpod/vmpod/pkg/config"
 	"github.com/vmpod/vmpod/pkg/image"
 	"github.com/vmpod/vmpod/pkg/libvirttools"
+	"github.com/vmpod/vmpod/pkg/store"
 )
 
 // ImageStore is what the ImageService needs from the image store
@@ -33,6 +37,26 @@ type ImageStore interface {
 	Usage() (image.FsUsage, error)
 	// Path returns the file of image id.
 	Path(id string) string
+	// Release tells the store a container using image id is gone.
+	Release(id string)
+}
+
+// ConsoleHandle is a VM's serial console reader (pkg/console).
+type ConsoleHandle interface {
+	Subscribe() (io.ReadCloser, error)
+	Write(p []byte) (int, error)
+	ReopenLog() error
+	Close() error
+	Done() <-chan struct{}
+}
+
+// ConsoleFactory starts the console reader of a VM: it connects to the
+// serial socket and writes the CRI log at logPath.
+type ConsoleFactory func(socketPath, logPath string, log *slog.Logger) (ConsoleHandle, error)
+
+// StreamServer is the CRI streaming server (k8s.io/cri-streaming).
+type StreamServer interface {
+	GetAttach(*runtimeapi.AttachRequest) (*runtimeapi.AttachResponse, error)
 }
 
 // Service implements runtimeapi.RuntimeServiceServer and
@@ -41,19 +65,66 @@ type Service struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
 	runtimeapi.UnimplementedImageServiceServer
 
-	cfg     config.Config
-	images  ImageStore
-	libvirt libvirttools.Connection
-	log     *slog.Logger
+	cfg        config.Config
+	images     ImageStore
+	libvirt    libvirttools.Connection
+	log        *slog.Logger
+	state      *state
+	newConsole ConsoleFactory
+	streams    StreamServer
+	overlays   OverlayMaker
+	now        func() time.Time
+	hostCheck  string // why VM creation may be slow, from the start-up host check
+	// pending holds creates whose caller gave up (deadline) while the work
+	// went on, by reserved name, so the retry gets the result.
+	pending *pendingCreates
 
 	mu      sync.Mutex
 	podCIDR string // from UpdateRuntimeConfig
 }
 
-// NewService returns the CRI service over its dependencies.
-func NewService(cfg config.Config, images ImageStore, conn libvirttools.Connection, log *slog.Logger) *Service {
-	return &Service{cfg: cfg, images: images, libvirt: conn, log: log}
+// Options are the Service's dependencies.
+type Options struct {
+	Config     config.Config
+	Images     ImageStore
+	Libvirt    libvirttools.Connection
+	Meta       *store.Store
+	Log        *slog.Logger
+	NewConsole ConsoleFactory
+	Overlays   OverlayMaker
+	Now        func() time.Time
+	// HostCheck is a problem found on the host at start-up that makes VMs
+	// slow or failing; Status reports it.
+	HostCheck string
 }
+
+// NewService returns the CRI service over its dependencies.
+func NewService(o Options) *Service {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Overlays == nil {
+		o.Overlays = QemuImg{}
+	}
+	return &Service{
+		cfg: o.Config, images: o.Images, libvirt: o.Libvirt, log: o.Log,
+		state: newState(o.Meta), newConsole: o.NewConsole, overlays: o.Overlays, now: o.Now,
+		pending: newPendingCreates(), hostCheck: o.HostCheck,
+	}
+}
+
+// SetStreamServer installs the streaming server Attach URLs come from.
+func (s *Service) SetStreamServer(ss StreamServer) { s.streams = ss }
+
+// ImageInUse reports whether a container's disk is backed by image id.
+func (s *Service) ImageInUse(id string) bool { return s.state.imageInUse(id) }
+
+// runDir is where per-VM sockets live: beside the CRI socket, because
+// unix socket paths are limited to 107 bytes and the state dir may be deep.
+func (s *Service) runDir() string { return filepath.Join(filepath.Dir(s.cfg.Socket), "vms") }
+
+// containersDir holds each container's directory (root overlay, serial log).
+func (s *Service) containersDir() string { return filepath.Join(s.cfg.StateDir, "containers") }
 
 var (
 	_ runtimeapi.RuntimeServiceServer = (*Service)(nil)

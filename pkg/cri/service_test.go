@@ -15,7 +15,7 @@ import (
 
 func TestStatusFollowsLibvirt(t *testing.T) {
 	conn := fake.New()
-	s := NewService(config.Default(), nil, conn, quietLog())
+	s := NewService(Options{Config: config.Default(), Libvirt: conn, Log: quietLog()})
 	ready := func() *runtimeapi.RuntimeCondition {
 		resp, err := s.Status(context.Background(), &runtimeapi.StatusRequest{})
 		if err != nil {
@@ -49,7 +49,7 @@ func TestRuntimeConfigDriver(t *testing.T) {
 	}{{"cgroupfs", runtimeapi.CgroupDriver_CGROUPFS}, {"systemd", runtimeapi.CgroupDriver_SYSTEMD}} {
 		cfg := config.Default()
 		cfg.CgroupDriver = tc.driver
-		resp, err := NewService(cfg, nil, fake.New(), quietLog()).RuntimeConfig(context.Background(), &runtimeapi.RuntimeConfigRequest{})
+		resp, err := NewService(Options{Config: cfg, Libvirt: fake.New(), Log: quietLog()}).RuntimeConfig(context.Background(), &runtimeapi.RuntimeConfigRequest{})
 		if err != nil || resp.GetLinux().GetCgroupDriver() != tc.want {
 			t.Errorf("%s: %v %v", tc.driver, resp, err)
 		}
@@ -57,14 +57,14 @@ func TestRuntimeConfigDriver(t *testing.T) {
 }
 
 func TestVersion(t *testing.T) {
-	resp, err := NewService(config.Default(), nil, fake.New(), quietLog()).Version(context.Background(), &runtimeapi.VersionRequest{})
+	resp, err := NewService(Options{Config: config.Default(), Libvirt: fake.New(), Log: quietLog()}).Version(context.Background(), &runtimeapi.VersionRequest{})
 	if err != nil || resp.RuntimeName != "vmpod" || resp.RuntimeApiVersion != "v1" {
 		t.Fatalf("Version = %+v, %v", resp, err)
 	}
 }
 
 func TestUnimplementedNamesArea(t *testing.T) {
-	s := NewService(config.Default(), nil, fake.New(), quietLog())
+	s := NewService(Options{Config: config.Default(), Libvirt: fake.New(), Log: quietLog()})
 	_, err := s.ExecSync(context.Background(), &runtimeapi.ExecSyncRequest{})
 	if err == nil || !strings.Contains(err.Error(), "guest agent") {
 		t.Fatalf("ExecSync err = %v", err)

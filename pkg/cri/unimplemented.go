@@ -19,79 +19,9 @@ func notYet(method, area string) error {
 
 // Area: the VM pod lifecycle (sandboxes and containers as libvirt domains).
 
-// RunPodSandbox is not implemented yet.
-func (s *Service) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandboxRequest) (*runtimeapi.RunPodSandboxResponse, error) {
-	return nil, notYet("RunPodSandbox", "the VM pod lifecycle (sandboxes and containers as libvirt domains)")
-}
-
-// StopPodSandbox is not implemented yet.
-func (s *Service) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSandboxRequest) (*runtimeapi.StopPodSandboxResponse, error) {
-	return nil, notYet("StopPodSandbox", "the VM pod lifecycle (sandboxes and containers as libvirt domains)")
-}
-
-// RemovePodSandbox is not implemented yet.
-func (s *Service) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePodSandboxRequest) (*runtimeapi.RemovePodSandboxResponse, error) {
-	return nil, notYet("RemovePodSandbox", "the VM pod lifecycle (sandboxes and containers as libvirt domains)")
-}
-
-// PodSandboxStatus is not implemented yet.
-func (s *Service) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandboxStatusRequest) (*runtimeapi.PodSandboxStatusResponse, error) {
-	return nil, notYet("PodSandboxStatus", "the VM pod lifecycle (sandboxes and containers as libvirt domains)")
-}
-
-// ListPodSandbox is not implemented yet.
-func (s *Service) ListPodSandbox(ctx context.Context, req *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
-	return nil, notYet("ListPodSandbox", "the VM pod lifecycle (sandboxes and containers as libvirt domains)")
-}
-
-// CreateContainer is not implemented yet.
-func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
-	return nil, notYet("CreateContainer", "the VM pod lifecycle (sandboxes and containers as libvirt domains)")
-}
-
-// StartContainer is not implemented yet.
-func (s *Service) StartContainer(ctx context.Context, req *runtimeapi.StartContainerRequest) (*runtimeapi.StartContainerResponse, error) {
-	return nil, notYet("StartContainer", "the VM pod lifecycle (sandboxes and containers as libvirt domains)")
-}
-
-// StopContainer is not implemented yet.
-func (s *Service) StopContainer(ctx context.Context, req *runtimeapi.StopContainerRequest) (*runtimeapi.StopContainerResponse, error) {
-	return nil, notYet("StopContainer", "the VM pod lifecycle (sandboxes and containers as libvirt domains)")
-}
-
-// RemoveContainer is not implemented yet.
-func (s *Service) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveContainerRequest) (*runtimeapi.RemoveContainerResponse, error) {
-	return nil, notYet("RemoveContainer", "the VM pod lifecycle (sandboxes and containers as libvirt domains)")
-}
-
-// ListContainers is not implemented yet.
-func (s *Service) ListContainers(ctx context.Context, req *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
-	return nil, notYet("ListContainers", "the VM pod lifecycle (sandboxes and containers as libvirt domains)")
-}
-
-// ContainerStatus is not implemented yet.
-func (s *Service) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {
-	return nil, notYet("ContainerStatus", "the VM pod lifecycle (sandboxes and containers as libvirt domains)")
-}
-
-// UpdateContainerResources is not implemented yet.
-func (s *Service) UpdateContainerResources(ctx context.Context, req *runtimeapi.UpdateContainerResourcesRequest) (*runtimeapi.UpdateContainerResourcesResponse, error) {
-	return nil, notYet("UpdateContainerResources", "the VM pod lifecycle (sandboxes and containers as libvirt domains)")
-}
-
 // UpdatePodSandboxResources is not implemented yet.
 func (s *Service) UpdatePodSandboxResources(ctx context.Context, req *runtimeapi.UpdatePodSandboxResourcesRequest) (*runtimeapi.UpdatePodSandboxResourcesResponse, error) {
 	return nil, notYet("UpdatePodSandboxResources", "the VM pod lifecycle (sandboxes and containers as libvirt domains)")
-}
-
-// ReopenContainerLog is not implemented yet.
-func (s *Service) ReopenContainerLog(ctx context.Context, req *runtimeapi.ReopenContainerLogRequest) (*runtimeapi.ReopenContainerLogResponse, error) {
-	return nil, notYet("ReopenContainerLog", "the VM pod lifecycle (sandboxes and containers as libvirt domains)")
-}
-
-// Attach is not implemented yet.
-func (s *Service) Attach(ctx context.Context, req *runtimeapi.AttachRequest) (*runtimeapi.AttachResponse, error) {
-	return nil, notYet("Attach", "the VM pod lifecycle (sandboxes and containers as libvirt domains)")
 }
 
 // Area: exec through the QEMU guest agent.

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -19,6 +20,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/vmpod/vmpod/pkg/config"
+	"github.com/vmpod/vmpod/pkg/console"
 	"github.com/vmpod/vmpod/pkg/cri"
 	"github.com/vmpod/vmpod/pkg/image"
 	"github.com/vmpod/vmpod/pkg/imagetranslation"
@@ -81,7 +83,18 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 		log.Info("connected to libvirt", "uri", info.URI, "libvirt_version", info.LibvirtVersion, "hypervisor", info.Hypervisor)
 	}
 
-	svc := cri.NewService(cfg, images, conn, log)
+	if msg := checkKVMAccess(); msg != "" {
+		log.Warn("host check: " + msg)
+	}
+	svc := cri.NewService(cri.Options{
+		Config: cfg, Images: images, Libvirt: conn, Meta: meta, Log: log,
+		NewConsole: newConsole, HostCheck: checkKVMAccess(),
+	})
+	stopStreaming, err := svc.StartStreaming(cfg.StreamingAddress)
+	if err != nil {
+		return err
+	}
+	defer stopStreaming()
 	gate := cri.NewGate()
 	ic := &cri.Interceptors{Log: log, Gate: gate}
 	srv := grpc.NewServer(
@@ -102,7 +115,17 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 	go func() { serveErr <- srv.Serve(lis) }()
 	log.Info("serving CRI", "socket", cfg.Socket)
 
-	// Recovery of VM state will run here; images were reconciled by Open.
+	if err := svc.Recover(ctx); err != nil {
+		srv.Stop()
+		return fmt.Errorf("recover state: %w", err)
+	}
+	images.SetInUse(svc.ImageInUse)
+	if err := images.RemoveUnreferenced(); err != nil {
+		log.Warn("clean unreferenced image files", "err", err)
+	}
+	monitorCtx, stopMonitor := context.WithCancel(context.Background())
+	defer stopMonitor()
+	go svc.Monitor(monitorCtx)
 	gate.Open()
 	log.Info("vmpod ready")
 
@@ -124,6 +147,20 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 	log.Info("vmpod stopped")
 	return nil
 }
+
+// newConsole starts a VM's serial console reader.
+func newConsole(socketPath, logPath string, log *slog.Logger) (cri.ConsoleHandle, error) {
+	c, err := console.Start(console.Options{SocketPath: socketPath, LogPath: logPath, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	return consoleAdapter{c}, nil
+}
+
+// consoleAdapter returns the Subscription as an io.ReadCloser.
+type consoleAdapter struct{ *console.Console }
+
+func (a consoleAdapter) Subscribe() (io.ReadCloser, error) { return a.Console.Subscribe() }
 
 // listen creates the unix socket with mode 0660, replacing a stale socket
 // left by a crashed daemon (the socket lock proves nobody serves it).

@@ -100,8 +100,9 @@ type Store struct {
 }
 
 // Open opens the store at opts.Dir, creating it if needed. It removes
-// leftovers of interrupted pulls and reconciles records with files: a record
-// whose file is gone is dropped, a file with no record is deleted.
+// leftovers of interrupted pulls and drops records whose file is gone.
+// Files without a record may still back a VM's disk; RemoveUnreferenced
+// deletes them once the runtime knows its containers.
 func Open(opts Options) (*Store, error) {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
@@ -136,20 +137,43 @@ func Open(opts Options) (*Store, error) {
 		}
 		s.images[img.ID] = &img
 	}
+	return s, nil
+}
+
+// RemoveUnreferenced deletes image files that have no record and that no
+// container uses (an image removed while a VM used it, or a crash between
+// writing a file and its record).
+func (s *Store) RemoveUnreferenced() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	entries, err := os.ReadDir(s.blobDir())
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for _, e := range entries {
 		id := "sha256:" + e.Name()
-		if _, ok := s.images[id]; !ok {
-			s.log.Warn("image file has no record, deleting it", "image", id)
-			if err := os.Remove(filepath.Join(s.blobDir(), e.Name())); err != nil {
-				return nil, err
-			}
+		if _, ok := s.images[id]; ok || (s.inUse != nil && s.inUse(id)) {
+			continue
+		}
+		s.log.Info("deleting image file that has no record and no user", "image", id)
+		if err := os.Remove(filepath.Join(s.blobDir(), e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
 		}
 	}
-	return s, nil
+	return nil
+}
+
+// Release is called when a container that used image id is gone: if the
+// image was removed meanwhile and nobody else uses it, its file goes too.
+func (s *Store) Release(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.images[id]; ok || (s.inUse != nil && s.inUse(id)) {
+		return
+	}
+	if err := os.Remove(s.Path(id)); err == nil {
+		s.log.Info("deleted the file of a removed image after its last user went", "image", id)
+	}
 }
 
 // SetInUse installs the function that says whether a container uses an

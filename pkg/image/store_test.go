@@ -422,6 +422,11 @@ func TestRemove(t *testing.T) {
 	if _, err := os.Stat(s.Path(used.ID)); err != nil {
 		t.Fatalf("in-use file deleted: %v", err)
 	}
+	s.SetInUse(func(string) bool { return false })
+	s.Release(used.ID)
+	if _, err := os.Stat(s.Path(used.ID)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("released file of a removed image kept: %v", err)
+	}
 }
 
 func TestOpenReconciles(t *testing.T) {
@@ -445,8 +450,20 @@ func TestOpenReconciles(t *testing.T) {
 	if got := s2.List(); len(got) != 1 || got[0].ID != keep.ID {
 		t.Fatalf("after reopen: %+v", got)
 	}
+	usedOrphan := filepath.Join(s.blobDir(), strings.Repeat("b", 64))
+	os.WriteFile(usedOrphan, []byte("y"), 0o644)
+	s2.SetInUse(func(id string) bool { return id == "sha256:"+strings.Repeat("b", 64) })
+	if err := s2.RemoveUnreferenced(); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := os.Stat(orphan); !errors.Is(err, os.ErrNotExist) {
 		t.Fatal("orphan file kept")
+	}
+	if _, err := os.Stat(usedOrphan); err != nil {
+		t.Fatal("orphan file still used by a container was deleted")
+	}
+	if _, err := os.Stat(s.Path(keep.ID)); err != nil {
+		t.Fatal("recorded image deleted")
 	}
 	if len(tmpEntries(t, s2)) != 0 {
 		t.Fatal("partial download kept")

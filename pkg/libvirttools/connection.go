@@ -8,8 +8,11 @@ package libvirttools
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"libvirt.org/go/libvirt"
@@ -17,6 +20,7 @@ import (
 
 // Connection is vmpod's view of a libvirt daemon.
 type Connection interface {
+	Domains
 	// Ping checks that libvirtd answers, reconnecting when the previous
 	// connection died. It returns an error wrapping errdefs.ErrUnavailable
 	// when libvirtd cannot be reached.
@@ -33,11 +37,46 @@ type Info struct {
 }
 
 // Libvirt is a Connection to a real libvirtd. It connects lazily and
-// reconnects after libvirtd restarts.
+// reconnects after libvirtd restarts. Without an event loop there is no
+// keepalive, so the client learns of a restart only from the next call,
+// which fails with ErrUnavailable ("Cannot write data: Broken pipe"); the
+// call after it reconnects.
+//
+// One libvirt connection is shared by all goroutines (virConnect is
+// thread-safe); l.mu guards only which connection is current and how many
+// calls use it, never a libvirt call other than (re)connecting. A
+// connection found dead, or one a call failed on with ErrUnavailable, is
+// retired: the next call opens a new one, and the old one is closed by the
+// last call still using it, so no goroutine ever uses a freed virConnect.
 type Libvirt struct {
-	uri  string
-	mu   sync.Mutex
-	conn *libvirt.Connect
+	uri string
+	mu  sync.Mutex
+	cur *libvirtConn
+}
+
+// libvirtConn is one libvirt connection and the calls using it. users and
+// retired are guarded by Libvirt.mu.
+type libvirtConn struct {
+	c       *libvirt.Connect
+	users   int
+	retired bool
+}
+
+var _ Connection = (*Libvirt)(nil)
+
+// statusPollInterval is how often WaitShutoff asks libvirt for the state.
+const statusPollInterval = 150 * time.Millisecond
+
+// undefineFlags are tried in order until libvirt accepts one: older
+// daemons reject flags they do not know with VIR_ERR_INVALID_ARG
+// ("unsupported flags"). libvirt refuses to undefine a UEFI domain without
+// the NVRAM flag, which the last set lacks: that error is then reported.
+var undefineFlags = []libvirt.DomainUndefineFlagsValues{
+	libvirt.DOMAIN_UNDEFINE_NVRAM | libvirt.DOMAIN_UNDEFINE_MANAGED_SAVE |
+		libvirt.DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.DOMAIN_UNDEFINE_CHECKPOINTS_METADATA,
+	libvirt.DOMAIN_UNDEFINE_NVRAM | libvirt.DOMAIN_UNDEFINE_MANAGED_SAVE |
+		libvirt.DOMAIN_UNDEFINE_SNAPSHOTS_METADATA,
+	0,
 }
 
 // NewLibvirt returns a Connection for uri (e.g. qemu:///system). It does not
@@ -45,37 +84,314 @@ type Libvirt struct {
 // reports why the runtime is not ready.
 func NewLibvirt(uri string) *Libvirt { return &Libvirt{uri: uri} }
 
-func (l *Libvirt) connect() (*libvirt.Connect, error) {
+// connect returns the current connection, opening a new one when there is
+// none or the current one is dead, and counts the caller as its user. The
+// caller must pass it to release when done.
+func (l *Libvirt) connect(ctx context.Context) (*libvirtConn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.conn != nil {
-		if alive, err := l.conn.IsAlive(); err == nil && alive {
-			return l.conn, nil
+	if cur := l.cur; cur != nil {
+		// IsAlive is local to the client (no RPC): it turns false once the
+		// client saw the socket close.
+		if alive, err := cur.c.IsAlive(); err == nil && alive {
+			cur.users++
+			return cur, nil
 		}
-		l.conn.Close()
-		l.conn = nil
+		l.retireLocked(cur)
 	}
 	c, err := libvirt.NewConnect(l.uri)
 	if err != nil {
-		return nil, fmt.Errorf("connect to libvirt at %s (is libvirtd running?): %v: %w", l.uri, err, errdefs.ErrUnavailable)
+		return nil, fmt.Errorf("connect to libvirt at %s (is libvirtd running?): %s: %w", l.uri, errorMessage(err), errdefs.ErrUnavailable)
 	}
-	l.conn = c
-	return c, nil
+	l.cur = &libvirtConn{c: c, users: 1}
+	return l.cur, nil
+}
+
+// release ends a call's use of lc, closing lc if it was retired and this
+// was its last user.
+func (l *Libvirt) release(lc *libvirtConn) {
+	l.mu.Lock()
+	lc.users--
+	closeNow := lc.retired && lc.users == 0
+	l.mu.Unlock()
+	if closeNow {
+		lc.c.Close()
+	}
+}
+
+// retireLocked makes lc no longer current; it is closed now if unused, or
+// by release when its last user is done. l.mu must be held.
+func (l *Libvirt) retireLocked(lc *libvirtConn) {
+	if l.cur == lc {
+		l.cur = nil
+	}
+	if lc.retired {
+		return
+	}
+	lc.retired = true
+	if lc.users == 0 {
+		lc.c.Close()
+	}
+}
+
+// fail translates err from a libvirt call made on lc for op and, when it
+// says the connection is unusable, retires lc so the next call reconnects.
+func (l *Libvirt) fail(lc *libvirtConn, op string, err error) error {
+	err = translateError(op, err)
+	if errors.Is(err, errdefs.ErrUnavailable) {
+		l.mu.Lock()
+		l.retireLocked(lc)
+		l.mu.Unlock()
+	}
+	return err
+}
+
+// withDomain looks up the domain name and runs fn on it. Errors fn returns
+// from libvirt are translated for op; op is completed with the name.
+func (l *Libvirt) withDomain(ctx context.Context, op, name string, fn func(*libvirt.Domain) error) error {
+	op = fmt.Sprintf("%s %q", op, name)
+	lc, err := l.connect(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	defer l.release(lc)
+	dom, err := lc.c.LookupDomainByName(name)
+	if err != nil {
+		return l.fail(lc, op, err)
+	}
+	defer dom.Free()
+	if err := fn(dom); err != nil {
+		return l.fail(lc, op, err)
+	}
+	return nil
+}
+
+// Define implements Domains.
+func (l *Libvirt) Define(ctx context.Context, xml string) error {
+	const op = "define domain"
+	lc, err := l.connect(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	defer l.release(lc)
+	dom, err := lc.c.DomainDefineXML(xml)
+	if err != nil {
+		return l.fail(lc, op, err)
+	}
+	dom.Free()
+	return nil
+}
+
+// Start implements Domains.
+func (l *Libvirt) Start(ctx context.Context, name string, paused bool) error {
+	return l.withDomain(ctx, "start domain", name, func(dom *libvirt.Domain) error {
+		flags := libvirt.DOMAIN_NONE
+		if paused {
+			flags = libvirt.DOMAIN_START_PAUSED
+		}
+		return dom.CreateWithFlags(flags)
+	})
+}
+
+// Resume implements Domains.
+func (l *Libvirt) Resume(ctx context.Context, name string) error {
+	return l.withDomain(ctx, "resume domain", name, func(dom *libvirt.Domain) error {
+		return dom.Resume()
+	})
+}
+
+// Shutdown implements Domains.
+func (l *Libvirt) Shutdown(ctx context.Context, name string) error {
+	return l.withDomain(ctx, "shut down domain", name, func(dom *libvirt.Domain) error {
+		return dom.Shutdown()
+	})
+}
+
+// Destroy implements Domains.
+func (l *Libvirt) Destroy(ctx context.Context, name string) error {
+	return l.withDomain(ctx, "destroy domain", name, func(dom *libvirt.Domain) error {
+		err := dom.Destroy()
+		if hasCode(err, libvirt.ERR_OPERATION_INVALID) {
+			// "domain is not running", unless the check below says otherwise.
+			if active, aerr := dom.IsActive(); aerr == nil && !active {
+				return nil
+			}
+		}
+		return err
+	})
+}
+
+// Undefine implements Domains.
+func (l *Libvirt) Undefine(ctx context.Context, name string) error {
+	err := l.withDomain(ctx, "undefine domain", name, func(dom *libvirt.Domain) error {
+		// libvirt undefines a running domain by making it transient, which
+		// vmpod never wants (it would vanish without a shutoff reason).
+		state, reason, err := dom.GetState()
+		if err != nil {
+			return err
+		}
+		if st, _ := statusFromState(state, reason); st != DomainShutoff {
+			return fmt.Errorf("domain is %s, not shut off: %w", st, errdefs.ErrFailedPrecondition)
+		}
+		for _, flags := range undefineFlags {
+			err = dom.UndefineFlags(flags)
+			if !hasCode(err, libvirt.ERR_INVALID_ARG) && !hasCode(err, libvirt.ERR_NO_SUPPORT) {
+				break
+			}
+		}
+		return err
+	})
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// Status implements Domains.
+func (l *Libvirt) Status(ctx context.Context, name string) (DomainStatus, error) {
+	var st DomainStatus
+	err := l.withDomain(ctx, "get state of domain", name, func(dom *libvirt.Domain) error {
+		state, reason, err := dom.GetState()
+		if err != nil {
+			return err
+		}
+		uuid, err := dom.GetUUIDString() // local, no RPC
+		if err != nil {
+			return err
+		}
+		st = DomainStatus{Name: name, UUID: uuid}
+		st.State, st.Reason = statusFromState(state, reason)
+		return nil
+	})
+	return st, err
+}
+
+// List implements Domains. It makes one RPC,
+// virConnectGetAllDomainStats(VIR_DOMAIN_STATS_STATE), which returns the
+// state and reason of every domain, running or not; names and UUIDs of
+// the returned domain handles are read locally.
+func (l *Libvirt) List(ctx context.Context, prefix string) ([]DomainStatus, error) {
+	const op = "list domains"
+	lc, err := l.connect(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	defer l.release(lc)
+	stats, err := lc.c.GetAllDomainStats(nil, libvirt.DOMAIN_STATS_STATE, 0)
+	if err != nil {
+		return nil, l.fail(lc, op, err)
+	}
+	defer func() {
+		for _, s := range stats {
+			s.Domain.Free()
+		}
+	}()
+	var out []DomainStatus
+	for _, s := range stats {
+		name, err := s.Domain.GetName()
+		if err != nil {
+			return nil, l.fail(lc, op, err)
+		}
+		if !strings.HasPrefix(name, prefix) {
+			continue
+		}
+		uuid, err := s.Domain.GetUUIDString()
+		if err != nil {
+			return nil, l.fail(lc, op, err)
+		}
+		st := DomainStatus{Name: name, UUID: uuid}
+		if s.State != nil && s.State.StateSet {
+			st.State, st.Reason = statusFromState(s.State.State, s.State.Reason)
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// XML implements Domains.
+func (l *Libvirt) XML(ctx context.Context, name string) (string, error) {
+	var doc string
+	err := l.withDomain(ctx, "get XML of domain", name, func(dom *libvirt.Domain) error {
+		var err error
+		doc, err = dom.GetXMLDesc(0)
+		return err
+	})
+	return doc, err
+}
+
+// SetCPUTune implements Domains. periodUS and quotaUS are the whole
+// domain's CFS period and quota (<global_period>, <global_quota>), as the
+// domain builder writes them; shares is <shares>. A domain that is not
+// running has only its definition changed.
+func (l *Libvirt) SetCPUTune(ctx context.Context, name string, shares uint64, periodUS uint64, quotaUS int64) error {
+	params := &libvirt.DomainSchedulerParameters{
+		CpuSharesSet: shares != 0, CpuShares: shares,
+		GlobalPeriodSet: periodUS != 0, GlobalPeriod: periodUS,
+		GlobalQuotaSet: quotaUS != 0, GlobalQuota: quotaUS,
+	}
+	return l.withDomain(ctx, "set CPU tuning of domain", name, func(dom *libvirt.Domain) error {
+		if shares == 0 && periodUS == 0 && quotaUS == 0 {
+			return nil
+		}
+		active, err := dom.IsActive()
+		if err != nil {
+			return err
+		}
+		if active {
+			err = dom.SetSchedulerParametersFlags(params, libvirt.DOMAIN_AFFECT_LIVE|libvirt.DOMAIN_AFFECT_CONFIG)
+			if !hasCode(err, libvirt.ERR_OPERATION_INVALID) {
+				return err
+			}
+			// It stopped since IsActive: change the definition only.
+		}
+		return dom.SetSchedulerParametersFlags(params, libvirt.DOMAIN_AFFECT_CONFIG)
+	})
+}
+
+// WaitShutoff implements Domains by polling Status. It rides out a
+// libvirtd restart: while libvirtd is unavailable it keeps polling, and
+// returns the ErrUnavailable error only if the timeout passes so.
+func (l *Libvirt) WaitShutoff(ctx context.Context, name string, timeout time.Duration) (bool, error) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(statusPollInterval)
+	defer tick.Stop()
+	for {
+		st, err := l.Status(ctx, name)
+		switch {
+		case errors.Is(err, errdefs.ErrUnavailable):
+		case err != nil:
+			return false, err
+		case st.State == DomainShutoff:
+			return true, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, fmt.Errorf("wait for domain %q to shut off: %w", name, ctx.Err())
+		case <-deadline.C:
+			return false, err
+		case <-tick.C:
+		}
+	}
 }
 
 // Ping implements Connection.
 func (l *Libvirt) Ping(ctx context.Context) (Info, error) {
-	c, err := l.connect()
+	lc, err := l.connect(ctx)
 	if err != nil {
 		return Info{}, err
 	}
-	v, err := c.GetLibVersion()
+	defer l.release(lc)
+	v, err := lc.c.GetLibVersion()
 	if err != nil {
-		return Info{}, fmt.Errorf("libvirt at %s: %v: %w", l.uri, err, errdefs.ErrUnavailable)
+		return Info{}, l.unavailable(lc, err)
 	}
-	hv, err := c.GetType()
+	hv, err := lc.c.GetType()
 	if err != nil {
-		return Info{}, fmt.Errorf("libvirt at %s: %v: %w", l.uri, err, errdefs.ErrUnavailable)
+		return Info{}, l.unavailable(lc, err)
 	}
 	return Info{
 		URI:            l.uri,
@@ -84,14 +400,110 @@ func (l *Libvirt) Ping(ctx context.Context) (Info, error) {
 	}, nil
 }
 
-// Close implements Connection.
+// unavailable reports a failed Ping: whatever failed, libvirtd is not
+// usable, so lc is retired.
+func (l *Libvirt) unavailable(lc *libvirtConn, err error) error {
+	l.mu.Lock()
+	l.retireLocked(lc)
+	l.mu.Unlock()
+	return fmt.Errorf("libvirt at %s: %s: %w", l.uri, errorMessage(err), errdefs.ErrUnavailable)
+}
+
+// Close implements Connection. Calls still running finish on the old
+// connection; a later call connects again.
 func (l *Libvirt) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.conn == nil {
-		return nil
+	if l.cur != nil {
+		l.retireLocked(l.cur)
 	}
-	_, err := l.conn.Close()
-	l.conn = nil
-	return err
+	return nil
+}
+
+// translateError turns err from a libvirt call into an error for op that
+// wraps vmpod's error class (errdefs) and keeps libvirt's message. Errors
+// with no class keep the libvirt error code in the text instead.
+func translateError(op string, err error) error {
+	var lv libvirt.Error
+	if !errors.As(err, &lv) {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	var class error
+	switch lv.Code {
+	case libvirt.ERR_NO_DOMAIN:
+		class = errdefs.ErrNotFound
+	case libvirt.ERR_OPERATION_INVALID:
+		class = errdefs.ErrFailedPrecondition
+	case libvirt.ERR_DOM_EXIST:
+		class = errdefs.ErrAlreadyExists
+	case libvirt.ERR_OPERATION_FAILED:
+		// virDomainDefineXML on a name or UUID held by another domain:
+		// "domain 'a' already exists with uuid U" (same name) and
+		// "domain 'a' is already defined with uuid U" (same UUID). The
+		// code is generic, so the (untranslated, C locale) text decides.
+		if strings.Contains(lv.Message, "already exists with uuid") ||
+			strings.Contains(lv.Message, "already defined with uuid") {
+			class = errdefs.ErrAlreadyExists
+		}
+	case libvirt.ERR_NO_CONNECT, libvirt.ERR_INVALID_CONN:
+		class = errdefs.ErrUnavailable
+	case libvirt.ERR_SYSTEM_ERROR, libvirt.ERR_INTERNAL_ERROR, libvirt.ERR_RPC:
+		// From the RPC layer these mean the socket to libvirtd is gone
+		// ("End of file while reading data", "Cannot write data: Broken
+		// pipe", "client socket is closed"); from elsewhere they are
+		// failures of the operation itself.
+		if lv.Domain == libvirt.FROM_RPC {
+			class = errdefs.ErrUnavailable
+		}
+	case libvirt.ERR_CONFIG_UNSUPPORTED, libvirt.ERR_XML_ERROR, libvirt.ERR_XML_DETAIL,
+		libvirt.ERR_XML_INVALID_SCHEMA, libvirt.ERR_INVALID_ARG,
+		libvirt.ERR_NO_NAME, libvirt.ERR_NO_OS: // definitions lacking <name>, <os>
+		class = errdefs.ErrInvalidArgument
+	}
+	if class == nil {
+		return fmt.Errorf("%s: %s (libvirt error %d)", op, lv.Message, lv.Code)
+	}
+	return fmt.Errorf("%s: %s: %w", op, lv.Message, class)
+}
+
+// errorMessage is libvirt's message of err, or err's text.
+func errorMessage(err error) string {
+	var lv libvirt.Error
+	if errors.As(err, &lv) {
+		return lv.Message
+	}
+	return err.Error()
+}
+
+// hasCode reports whether err is a libvirt error with code.
+func hasCode(err error, code libvirt.ErrorNumber) bool {
+	var lv libvirt.Error
+	return errors.As(err, &lv) && lv.Code == code
+}
+
+// statusFromState maps libvirt's state and reason to vmpod's.
+func statusFromState(state libvirt.DomainState, reason int) (DomainState, ShutoffReason) {
+	switch state {
+	case libvirt.DOMAIN_RUNNING, libvirt.DOMAIN_BLOCKED, libvirt.DOMAIN_PMSUSPENDED, libvirt.DOMAIN_SHUTDOWN:
+		return DomainRunning, ShutoffUnknown
+	case libvirt.DOMAIN_PAUSED:
+		return DomainPaused, ShutoffUnknown
+	case libvirt.DOMAIN_CRASHED:
+		return DomainCrashed, ShutoffUnknown
+	case libvirt.DOMAIN_SHUTOFF:
+		switch libvirt.DomainShutoffReason(reason) {
+		case libvirt.DOMAIN_SHUTOFF_UNKNOWN:
+			return DomainShutoff, ShutoffUnknown
+		case libvirt.DOMAIN_SHUTOFF_SHUTDOWN:
+			return DomainShutoff, ShutoffShutdown
+		case libvirt.DOMAIN_SHUTOFF_DESTROYED:
+			return DomainShutoff, ShutoffDestroyed
+		case libvirt.DOMAIN_SHUTOFF_CRASHED:
+			return DomainShutoff, ShutoffCrashed
+		case libvirt.DOMAIN_SHUTOFF_FAILED:
+			return DomainShutoff, ShutoffFailed
+		}
+		return DomainShutoff, ShutoffOther
+	}
+	return DomainUnknown, ShutoffUnknown
 }

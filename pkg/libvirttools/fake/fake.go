@@ -1,53 +1,513 @@
 // Package fake is an in-memory libvirttools.Connection for unit tests. It
-// records calls and can be switched "down" to simulate a dead libvirtd.
+// keeps domains defined from XML, enforces libvirt's unique names and
+// UUIDs and its state transitions, records calls, and has hooks to
+// simulate what the guest or libvirtd does on its own: power off, crash,
+// ignore ACPI, fail a call, go down.
 package fake
 
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/containerd/errdefs"
+	"libvirt.org/go/libvirtxml"
 
 	"github.com/vmpod/vmpod/pkg/libvirttools"
 )
 
-// Connection is a fake libvirttools.Connection.
+// A fake domain moves between the states of a persistent libvirt domain:
+//
+//	(none) --Define--> Shutoff --Undefine--> (none)
+//	                   |  |  ^
+//	     Start(paused) |  |  |  Destroy: reason destroyed
+//	                   v  |  |  GuestPowerOff: reason shutdown
+//	              Paused  |  |  Crash: reason crashed
+//	                   |  |  |    (each from Paused or Running)
+//	            Resume |  |  |  Shutdown: reason shutdown
+//	                   v  v  |    (from Running; none after SetIgnoreACPI)
+//	              Running ---+
+//	          (the middle arrow is Start)
+//
+// Start needs Shutoff, Resume needs Paused, Shutdown needs Running and
+// Undefine needs Shutoff; otherwise the call fails with
+// errdefs.ErrFailedPrecondition. Destroy of a shut-off domain and
+// Undefine of a missing one succeed.
+
+// Connection is a fake libvirttools.Connection. It is safe for concurrent
+// use.
 type Connection struct {
-	mu    sync.Mutex
-	down  bool
-	calls []string
+	mu         sync.Mutex
+	down       bool
+	calls      []string
+	domains    map[string]*domain // by name
+	ignoreACPI map[string]bool    // by name, kept across Define/Undefine
+	failNext   map[string][]error // by method, in order
+	changed    chan struct{}      // closed and replaced on every state change
+}
+
+// domain is one defined domain.
+type domain struct {
+	name   string
+	uuid   string // lower case, 8-4-4-4-12
+	config string // the persistent definition
+	live   string // the running definition; "" when shut off
+	state  libvirttools.DomainState
+	reason libvirttools.ShutoffReason
+}
+
+func (d *domain) active() bool { return d.state != libvirttools.DomainShutoff }
+
+func (d *domain) status() libvirttools.DomainStatus {
+	return libvirttools.DomainStatus{Name: d.name, UUID: d.uuid, State: d.state, Reason: d.reason}
 }
 
 var _ libvirttools.Connection = (*Connection)(nil)
 
-// New returns a fake connection that is up.
-func New() *Connection { return &Connection{} }
-
-// SetDown makes every call fail as if libvirtd were unreachable.
-func (c *Connection) SetDown(down bool) {
-	c.mu.Lock()
-	c.down = down
-	c.mu.Unlock()
+// methods are the names FailNext accepts.
+var methods = []string{
+	"Define", "Start", "Resume", "Shutdown", "Destroy", "Undefine", "Status",
+	"List", "XML", "SetCPUTune", "WaitShutoff", "Ping",
 }
 
-// Calls returns the names of the calls made so far.
+// New returns a fake connection that is up and has no domains.
+func New() *Connection {
+	return &Connection{
+		domains:    map[string]*domain{},
+		ignoreACPI: map[string]bool{},
+		failNext:   map[string][]error{},
+		changed:    make(chan struct{}),
+	}
+}
+
+// SetDown makes every call fail as if libvirtd were unreachable
+// (errdefs.ErrUnavailable), or back up when down is false. Domains are
+// kept; WaitShutoff keeps waiting through the outage, like the real one.
+func (c *Connection) SetDown(down bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.down = down
+	c.notifyLocked()
+}
+
+// Calls returns the calls made so far, failed ones included, e.g.
+// "Define vmpod-x", "Start vmpod-x paused", "List vmpod-".
 func (c *Connection) Calls() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([]string(nil), c.calls...)
 }
 
+// FailNext makes the next call of method (a Connection method name such
+// as "Start") return err without doing anything. Several calls queue up.
+// It panics on a method name Connection does not have.
+func (c *Connection) FailNext(method string, err error) {
+	if !slices.Contains(methods, method) {
+		panic(fmt.Sprintf("fake: FailNext: no method %q", method))
+	}
+	c.mu.Lock()
+	c.failNext[method] = append(c.failNext[method], err)
+	c.mu.Unlock()
+}
+
+// SetIgnoreACPI makes the guest of the domain called name ignore (true) or
+// obey (false, the default) Shutdown. It may be set before the domain is
+// defined and outlives Undefine.
+func (c *Connection) SetIgnoreACPI(name string, ignore bool) {
+	c.mu.Lock()
+	c.ignoreACPI[name] = ignore
+	c.mu.Unlock()
+}
+
+// GuestPowerOff simulates the guest powering itself off: the domain goes
+// shut off with reason ShutoffShutdown. It panics unless the domain is
+// defined and running or paused.
+func (c *Connection) GuestPowerOff(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopLocked(c.activeForHook("GuestPowerOff", name), libvirttools.ShutoffShutdown)
+}
+
+// Crash simulates QEMU or the guest crashing with on_crash=destroy: the
+// domain goes shut off with reason ShutoffCrashed. It panics unless the
+// domain is defined and running or paused.
+func (c *Connection) Crash(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopLocked(c.activeForHook("Crash", name), libvirttools.ShutoffCrashed)
+}
+
+// Domain returns the persistent definition and the state of the domain
+// called name, and whether it is defined.
+func (c *Connection) Domain(name string) (xml string, state libvirttools.DomainStatus, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d, ok := c.domains[name]
+	if !ok {
+		return "", libvirttools.DomainStatus{}, false
+	}
+	return d.config, d.status(), true
+}
+
+func (c *Connection) activeForHook(hook, name string) *domain {
+	d, ok := c.domains[name]
+	if !ok {
+		panic(fmt.Sprintf("fake: %s: no domain %q", hook, name))
+	}
+	if !d.active() {
+		panic(fmt.Sprintf("fake: %s: domain %q is shut off", hook, name))
+	}
+	return d
+}
+
+// begin records call (method and arguments) and returns the error it
+// must fail with: down, an injected failure, or a done ctx. c.mu must be
+// held.
+func (c *Connection) begin(ctx context.Context, method string, args ...string) error {
+	call := method
+	for _, a := range args {
+		if a != "" {
+			call += " " + a
+		}
+	}
+	c.calls = append(c.calls, call)
+	if c.down {
+		return fmt.Errorf("%s: fake libvirt is down: %w", method, errdefs.ErrUnavailable)
+	}
+	if q := c.failNext[method]; len(q) > 0 {
+		c.failNext[method] = q[1:]
+		return q[0]
+	}
+	return ctx.Err()
+}
+
+// lookupLocked returns the domain called name or a NotFound error for op.
+func (c *Connection) lookupLocked(op, name string) (*domain, error) {
+	d, ok := c.domains[name]
+	if !ok {
+		return nil, fmt.Errorf("%s %q: no domain with matching name: %w", op, name, errdefs.ErrNotFound)
+	}
+	return d, nil
+}
+
+// setStateLocked changes d's state and wakes WaitShutoff callers.
+func (c *Connection) setStateLocked(d *domain, state libvirttools.DomainState, reason libvirttools.ShutoffReason) {
+	d.state, d.reason = state, reason
+	c.notifyLocked()
+}
+
+// notifyLocked wakes WaitShutoff callers.
+func (c *Connection) notifyLocked() {
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// stopLocked shuts d off for reason; its live definition is dropped.
+func (c *Connection) stopLocked(d *domain, reason libvirttools.ShutoffReason) {
+	d.live = ""
+	c.setStateLocked(d, libvirttools.DomainShutoff, reason)
+}
+
+// Define implements libvirttools.Domains.
+func (c *Connection) Define(ctx context.Context, xml string) error {
+	var def libvirtxml.Domain
+	parseErr := def.Unmarshal(xml)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.begin(ctx, "Define", def.Name); err != nil {
+		return err
+	}
+	if parseErr != nil {
+		return fmt.Errorf("define domain: XML error: %v: %w", parseErr, errdefs.ErrInvalidArgument)
+	}
+	uuid, ok := canonicalUUID(def.UUID)
+	switch {
+	case def.Name == "":
+		return fmt.Errorf("define domain: missing domain name: %w", errdefs.ErrInvalidArgument)
+	case def.Type == "":
+		return fmt.Errorf("define domain %q: missing domain type: %w", def.Name, errdefs.ErrInvalidArgument)
+	case !ok:
+		return fmt.Errorf("define domain %q: missing or malformed uuid %q: %w", def.Name, def.UUID, errdefs.ErrInvalidArgument)
+	}
+	if d, ok := c.domains[def.Name]; ok {
+		if d.uuid != uuid {
+			return fmt.Errorf("define domain: domain %q already exists with uuid %s: %w", d.name, d.uuid, errdefs.ErrAlreadyExists)
+		}
+		d.config = xml // redefine; a running domain keeps its live definition
+		return nil
+	}
+	for _, d := range c.domains {
+		if d.uuid == uuid {
+			return fmt.Errorf("define domain: domain %q is already defined with uuid %s: %w", d.name, d.uuid, errdefs.ErrAlreadyExists)
+		}
+	}
+	c.domains[def.Name] = &domain{
+		name: def.Name, uuid: uuid, config: xml,
+		state: libvirttools.DomainShutoff, reason: libvirttools.ShutoffUnknown,
+	}
+	return nil
+}
+
+// Start implements libvirttools.Domains.
+func (c *Connection) Start(ctx context.Context, name string, paused bool) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	args := []string{name}
+	if paused {
+		args = append(args, "paused")
+	}
+	if err := c.begin(ctx, "Start", args...); err != nil {
+		return err
+	}
+	d, err := c.lookupLocked("start domain", name)
+	if err != nil {
+		return err
+	}
+	if d.active() {
+		return fmt.Errorf("start domain %q: domain is already running: %w", name, errdefs.ErrFailedPrecondition)
+	}
+	d.live = d.config
+	state := libvirttools.DomainRunning
+	if paused {
+		state = libvirttools.DomainPaused
+	}
+	c.setStateLocked(d, state, libvirttools.ShutoffUnknown)
+	return nil
+}
+
+// Resume implements libvirttools.Domains. Like libvirt 9.0 ("domain is
+// already running") it fails unless the domain is paused.
+func (c *Connection) Resume(ctx context.Context, name string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.begin(ctx, "Resume", name); err != nil {
+		return err
+	}
+	d, err := c.lookupLocked("resume domain", name)
+	if err != nil {
+		return err
+	}
+	if d.state != libvirttools.DomainPaused {
+		return fmt.Errorf("resume domain %q: domain is %s, not paused: %w", name, d.state, errdefs.ErrFailedPrecondition)
+	}
+	c.setStateLocked(d, libvirttools.DomainRunning, libvirttools.ShutoffUnknown)
+	return nil
+}
+
+// Shutdown implements libvirttools.Domains. The guest obeys at once
+// unless SetIgnoreACPI was set for the domain.
+func (c *Connection) Shutdown(ctx context.Context, name string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.begin(ctx, "Shutdown", name); err != nil {
+		return err
+	}
+	d, err := c.lookupLocked("shut down domain", name)
+	if err != nil {
+		return err
+	}
+	if d.state != libvirttools.DomainRunning {
+		return fmt.Errorf("shut down domain %q: domain is %s, not running: %w", name, d.state, errdefs.ErrFailedPrecondition)
+	}
+	if !c.ignoreACPI[name] {
+		c.stopLocked(d, libvirttools.ShutoffShutdown)
+	}
+	return nil
+}
+
+// Destroy implements libvirttools.Domains.
+func (c *Connection) Destroy(ctx context.Context, name string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.begin(ctx, "Destroy", name); err != nil {
+		return err
+	}
+	d, err := c.lookupLocked("destroy domain", name)
+	if err != nil {
+		return err
+	}
+	if d.active() {
+		c.stopLocked(d, libvirttools.ShutoffDestroyed)
+	}
+	return nil
+}
+
+// Undefine implements libvirttools.Domains.
+func (c *Connection) Undefine(ctx context.Context, name string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.begin(ctx, "Undefine", name); err != nil {
+		return err
+	}
+	d, ok := c.domains[name]
+	if !ok {
+		return nil
+	}
+	if d.active() {
+		return fmt.Errorf("undefine domain %q: domain is %s, not shut off: %w", name, d.state, errdefs.ErrFailedPrecondition)
+	}
+	delete(c.domains, name)
+	c.notifyLocked() // WaitShutoff callers see NotFound
+	return nil
+}
+
+// Status implements libvirttools.Domains.
+func (c *Connection) Status(ctx context.Context, name string) (libvirttools.DomainStatus, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.begin(ctx, "Status", name); err != nil {
+		return libvirttools.DomainStatus{}, err
+	}
+	d, err := c.lookupLocked("get state of domain", name)
+	if err != nil {
+		return libvirttools.DomainStatus{}, err
+	}
+	return d.status(), nil
+}
+
+// List implements libvirttools.Domains. Domains come sorted by name.
+func (c *Connection) List(ctx context.Context, prefix string) ([]libvirttools.DomainStatus, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.begin(ctx, "List", prefix); err != nil {
+		return nil, err
+	}
+	var out []libvirttools.DomainStatus
+	for _, name := range slices.Sorted(maps.Keys(c.domains)) {
+		if strings.HasPrefix(name, prefix) {
+			out = append(out, c.domains[name].status())
+		}
+	}
+	return out, nil
+}
+
+// XML implements libvirttools.Domains.
+func (c *Connection) XML(ctx context.Context, name string) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.begin(ctx, "XML", name); err != nil {
+		return "", err
+	}
+	d, err := c.lookupLocked("get XML of domain", name)
+	if err != nil {
+		return "", err
+	}
+	if d.active() {
+		return d.live, nil
+	}
+	return d.config, nil
+}
+
+// SetCPUTune implements libvirttools.Domains. It rewrites <cputune>
+// <shares>, <global_period> and <global_quota> in the definition and,
+// when the domain runs, in the live definition.
+func (c *Connection) SetCPUTune(ctx context.Context, name string, shares uint64, periodUS uint64, quotaUS int64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.begin(ctx, "SetCPUTune", name, fmt.Sprintf("shares=%d period=%d quota=%d", shares, periodUS, quotaUS)); err != nil {
+		return err
+	}
+	d, err := c.lookupLocked("set CPU tuning of domain", name)
+	if err != nil {
+		return err
+	}
+	if shares == 0 && periodUS == 0 && quotaUS == 0 {
+		return nil
+	}
+	config, err := setCPUTune(d.config, shares, periodUS, quotaUS)
+	if err != nil {
+		return fmt.Errorf("set CPU tuning of domain %q: %w", name, err)
+	}
+	live := d.live
+	if d.active() {
+		if live, err = setCPUTune(d.live, shares, periodUS, quotaUS); err != nil {
+			return fmt.Errorf("set CPU tuning of domain %q: %w", name, err)
+		}
+	}
+	d.config, d.live = config, live
+	return nil
+}
+
+func setCPUTune(doc string, shares uint64, periodUS uint64, quotaUS int64) (string, error) {
+	var def libvirtxml.Domain
+	if err := def.Unmarshal(doc); err != nil {
+		return "", err
+	}
+	if def.CPUTune == nil {
+		def.CPUTune = &libvirtxml.DomainCPUTune{}
+	}
+	if shares != 0 {
+		def.CPUTune.Shares = &libvirtxml.DomainCPUTuneShares{Value: uint(shares)}
+	}
+	if periodUS != 0 {
+		def.CPUTune.GlobalPeriod = &libvirtxml.DomainCPUTunePeriod{Value: periodUS}
+	}
+	if quotaUS != 0 {
+		def.CPUTune.GlobalQuota = &libvirtxml.DomainCPUTuneQuota{Value: quotaUS}
+	}
+	return def.Marshal()
+}
+
+// WaitShutoff implements libvirttools.Domains. It wakes on every state
+// change instead of polling. While the fake is down it keeps waiting and
+// returns the ErrUnavailable error only if the timeout passes so.
+func (c *Connection) WaitShutoff(ctx context.Context, name string, timeout time.Duration) (bool, error) {
+	c.mu.Lock()
+	err := c.begin(ctx, "WaitShutoff", name, timeout.String())
+	down := c.down
+	c.mu.Unlock()
+	if err != nil && !down {
+		return false, err
+	}
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		c.mu.Lock()
+		var d *domain
+		if c.down {
+			err = fmt.Errorf("WaitShutoff: fake libvirt is down: %w", errdefs.ErrUnavailable)
+		} else if d, err = c.lookupLocked("get state of domain", name); err != nil {
+			c.mu.Unlock()
+			return false, err
+		} else if !d.active() {
+			c.mu.Unlock()
+			return true, nil
+		}
+		changed := c.changed
+		c.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return false, fmt.Errorf("wait for domain %q to shut off: %w", name, ctx.Err())
+		case <-deadline.C:
+			return false, err
+		case <-changed:
+		}
+	}
+}
+
 // Ping implements libvirttools.Connection.
 func (c *Connection) Ping(ctx context.Context) (libvirttools.Info, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.calls = append(c.calls, "Ping")
-	if c.down {
-		return libvirttools.Info{}, fmt.Errorf("fake libvirt is down: %w", errdefs.ErrUnavailable)
+	if err := c.begin(ctx, "Ping"); err != nil {
+		return libvirttools.Info{}, err
 	}
 	return libvirttools.Info{URI: "test:///fake", LibvirtVersion: "9.0.0", Hypervisor: "QEMU"}, nil
 }
 
 // Close implements libvirttools.Connection.
 func (c *Connection) Close() error { return nil }
+
+// canonicalUUID returns s, which may lack dashes, in lower-case 8-4-4-4-12
+// form, and whether it is a UUID at all.
+func canonicalUUID(s string) (string, bool) {
+	hex := strings.ToLower(strings.ReplaceAll(s, "-", ""))
+	if len(hex) != 32 || strings.Trim(hex, "0123456789abcdef") != "" {
+		return "", false
+	}
+	return hex[:8] + "-" + hex[8:12] + "-" + hex[12:16] + "-" + hex[16:20] + "-" + hex[20:], true
+}

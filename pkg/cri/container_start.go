@@ -1,0 +1,89 @@
+package cri
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/containerd/errdefs"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/vmpod/vmpod/pkg/logging"
+)
+
+// consoleConnectTimeout bounds how long a start waits for vmpod's console
+// reader to connect before it resumes the guest anyway.
+const consoleConnectTimeout = 10 * time.Second
+
+// StartContainer boots the VM. The domain starts paused, vmpod's console
+// reader connects to the serial socket, then the guest runs, so the log has
+// the whole boot.
+func (s *Service) StartContainer(ctx context.Context, req *runtimeapi.StartContainerRequest) (*runtimeapi.StartContainerResponse, error) {
+	c, err := s.state.getContainer(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.rec.State != containerCreated {
+		return nil, fmt.Errorf("container %s is %s; only a created container can be started (create a new one to boot again): %w",
+			c.rec.ID, c.rec.State, errdefs.ErrFailedPrecondition)
+	}
+	log := logging.From(ctx).With(logging.KeyContainerID, c.rec.ID, logging.KeyDomain, c.rec.Domain)
+	if err := s.libvirt.Start(ctx, c.rec.Domain, true); err != nil {
+		return nil, fmt.Errorf("start domain %s: %w", c.rec.Domain, err)
+	}
+	con, err := s.startConsole(c.rec, log)
+	if err != nil {
+		s.libvirt.Destroy(context.WithoutCancel(ctx), c.rec.Domain)
+		return nil, err
+	}
+	select {
+	case <-connected(con):
+	case <-time.After(consoleConnectTimeout):
+		log.Warn("serial console did not connect in time; early boot output may be missing from the log")
+	}
+	if err := s.libvirt.Resume(ctx, c.rec.Domain); err != nil {
+		con.Close()
+		s.libvirt.Destroy(context.WithoutCancel(ctx), c.rec.Domain)
+		return nil, fmt.Errorf("resume domain %s: %w", c.rec.Domain, err)
+	}
+	rec := c.rec
+	rec.State = containerRunning
+	rec.StartedAt = s.now().UnixNano()
+	if err := s.state.saveContainer(rec); err != nil {
+		con.Close()
+		s.libvirt.Destroy(context.WithoutCancel(ctx), c.rec.Domain)
+		return nil, fmt.Errorf("store container record: %w", err)
+	}
+	c.rec = rec
+	c.console = con
+	log.Info("VM started")
+	return &runtimeapi.StartContainerResponse{}, nil
+}
+
+// startConsole starts the console reader of a container's VM.
+func (s *Service) startConsole(rec containerRecord, log interface{ Info(string, ...any) }) (ConsoleHandle, error) {
+	logPath := rec.LogPath
+	if logPath == "" {
+		// No CRI log requested: keep the console in the container's dir so
+		// attach still has a reader.
+		logPath = filepath.Join(rec.Dir, "console.log")
+	}
+	con, err := s.newConsole(serialSocket(rec.RunDir), logPath, s.log.With(logging.KeyContainerID, rec.ID))
+	if err != nil {
+		return nil, fmt.Errorf("start serial console reader: %w", err)
+	}
+	return con, nil
+}
+
+// connected returns the console's first-connection channel when it has one.
+func connected(con ConsoleHandle) <-chan struct{} {
+	if cc, ok := con.(interface{ Connected() <-chan struct{} }); ok {
+		return cc.Connected()
+	}
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}

@@ -1,0 +1,66 @@
+package cri
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/containerd/errdefs"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/vmpod/vmpod/pkg/logging"
+)
+
+// RunPodSandbox reserves the pod's name and records the sandbox. The VM
+// itself is the pod's container (CreateContainer).
+func (s *Service) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandboxRequest) (*runtimeapi.RunPodSandboxResponse, error) {
+	cfg := req.GetConfig()
+	m := cfg.GetMetadata()
+	if m.GetName() == "" || m.GetNamespace() == "" || m.GetUid() == "" {
+		return nil, fmt.Errorf("RunPodSandbox: metadata name, namespace and uid are required: %w", errdefs.ErrInvalidArgument)
+	}
+	if cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() == runtimeapi.NamespaceMode_NODE {
+		return nil, fmt.Errorf("pod %s/%s asks for the host network (hostNetwork: true); a VM cannot share the node's network stack: %w",
+			m.GetNamespace(), m.GetName(), errdefs.ErrInvalidArgument)
+	}
+	h, err := s.cfg.ResolveHandler(req.GetRuntimeHandler())
+	if err != nil {
+		return nil, err
+	}
+	if _, err := parseAnnotations(cfg.GetAnnotations()); err != nil {
+		return nil, err
+	}
+	name := sandboxName(m)
+	id, err := s.pending.run(ctx, name, func(ctx context.Context) (string, error) {
+		return s.runPodSandbox(ctx, name, h.Name, cfg)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
+}
+
+func (s *Service) runPodSandbox(ctx context.Context, name, handler string, cfg *runtimeapi.PodSandboxConfig) (_ string, retErr error) {
+	id := newID()
+	log := logging.From(ctx).With(logging.KeySandboxID, id, logging.KeyPod, name, logging.KeyHandler, handler)
+	if err := s.state.reserve(name, id); err != nil {
+		return "", fmt.Errorf("pod sandbox %s: %w", name, err)
+	}
+	defer func() {
+		if retErr != nil {
+			s.state.release(name, id)
+		}
+	}()
+	raw, err := encodeSandboxConfig(cfg)
+	if err != nil {
+		return "", err
+	}
+	sb := &sandbox{config: cfg, rec: sandboxRecord{
+		ID: id, Name: name, Handler: handler, State: sandboxReady, CreatedAt: s.now().UnixNano(), Config: raw,
+	}}
+	if err := s.state.saveSandbox(sb.rec); err != nil {
+		return "", fmt.Errorf("store sandbox record: %w", err)
+	}
+	s.state.addSandbox(sb)
+	log.Info("pod sandbox ready")
+	return id, nil
+}

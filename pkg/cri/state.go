@@ -1,0 +1,270 @@
+package cri
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/encoding/protojson"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/vmpod/vmpod/pkg/store"
+)
+
+// Sandbox states, as stored:
+//
+//	RunPodSandbox ──> READY ──StopPodSandbox──> NOTREADY ──RemovePodSandbox──> (gone)
+//
+// A sandbox owns no domain of its own: the VM is its container.
+const (
+	sandboxReady    = "READY"
+	sandboxNotReady = "NOTREADY"
+)
+
+// sandboxRecord is a sandbox as persisted in the metadata store.
+type sandboxRecord struct {
+	ID        string `json:"id"`
+	Name      string `json:"name"` // name_namespace_uid_attempt, reserved
+	Handler   string `json:"handler"`
+	State     string `json:"state"`
+	CreatedAt int64  `json:"created_at"`
+	// Config is the PodSandboxConfig as protojson.
+	Config []byte `json:"config"`
+}
+
+// Container states, as stored:
+//
+//	CreateContainer ──> CREATING ──(overlay + domain defined)──> CREATED
+//	CREATED ──StartContainer──> RUNNING ──(domain off: poweroff, crash, StopContainer)──> EXITED
+//	any ──RemoveContainer──> (gone)
+//
+// CREATING exists only while CreateContainer runs; a CREATING record found
+// at start-up is a crash mid-create and is cleaned up.
+const (
+	containerCreating = "CREATING"
+	containerCreated  = "CREATED"
+	containerRunning  = "RUNNING"
+	containerExited   = "EXITED"
+)
+
+// containerRecord is a container (one VM boot) as persisted.
+type containerRecord struct {
+	ID         string `json:"id"`
+	SandboxID  string `json:"sandbox_id"`
+	Name       string `json:"name"` // reserved name
+	State      string `json:"state"`
+	ImageName  string `json:"image_name"`
+	ImageRef   string `json:"image_ref"` // image ID
+	LogPath    string `json:"log_path,omitempty"`
+	Domain     string `json:"domain"`
+	Dir        string `json:"dir"`
+	RunDir     string `json:"run_dir"`
+	RootDisk   string `json:"root_disk"`
+	CreatedAt  int64  `json:"created_at"`
+	StartedAt  int64  `json:"started_at,omitempty"`
+	FinishedAt int64  `json:"finished_at,omitempty"`
+	ExitCode   int32  `json:"exit_code"`
+	Reason     string `json:"reason,omitempty"`
+	Message    string `json:"message,omitempty"`
+	// StopRequested is set by StopContainer so a destroyed domain is
+	// reported as killed by the stop, not as a crash.
+	StopRequested bool   `json:"stop_requested,omitempty"`
+	Config        []byte `json:"config"` // ContainerConfig as protojson
+	VM            vmSpec `json:"vm"`
+}
+
+func encodeSandboxConfig(c *runtimeapi.PodSandboxConfig) ([]byte, error) { return protojson.Marshal(c) }
+
+func decodeSandboxConfig(b []byte) (*runtimeapi.PodSandboxConfig, error) {
+	c := &runtimeapi.PodSandboxConfig{}
+	return c, protojson.Unmarshal(b, c)
+}
+
+func encodeContainerConfig(c *runtimeapi.ContainerConfig) ([]byte, error) {
+	return protojson.Marshal(c)
+}
+
+func decodeContainerConfig(b []byte) (*runtimeapi.ContainerConfig, error) {
+	c := &runtimeapi.ContainerConfig{}
+	return c, protojson.Unmarshal(b, c)
+}
+
+// sandbox is a live sandbox: its record plus the lock that serialises
+// operations on it.
+type sandbox struct {
+	mu     sync.Mutex // held by Stop/Remove and by CreateContainer's check
+	rec    sandboxRecord
+	config *runtimeapi.PodSandboxConfig
+}
+
+// container is a live container.
+type container struct {
+	mu      sync.Mutex // serialises lifecycle operations on this container
+	rec     containerRecord
+	config  *runtimeapi.ContainerConfig
+	console ConsoleHandle // nil unless running
+}
+
+// state holds membership of sandboxes and containers and the reserved
+// names. It guards only membership; objects guard themselves (their mu).
+type state struct {
+	meta *store.Store
+
+	mu         sync.RWMutex
+	sandboxes  map[string]*sandbox
+	containers map[string]*container
+	names      map[string]string // reserved name -> ID (sandboxes and containers share no names: containers' carry the sandbox ID)
+}
+
+func newState(meta *store.Store) *state {
+	return &state{meta: meta, sandboxes: map[string]*sandbox{}, containers: map[string]*container{}, names: map[string]string{}}
+}
+
+// reserve takes name for id, or reports who holds it.
+func (st *state) reserve(name, id string) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if holder, ok := st.names[name]; ok && holder != id {
+		return fmt.Errorf("name %q is reserved for %s: %w", name, holder, errdefs.ErrAlreadyExists)
+	}
+	st.names[name] = id
+	return nil
+}
+
+func (st *state) release(name, id string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.names[name] == id {
+		delete(st.names, name)
+	}
+}
+
+func (st *state) nameHolder(name string) (string, bool) {
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	id, ok := st.names[name]
+	return id, ok
+}
+
+// resolve finds a full ID from an ID or a unique prefix of one.
+func resolve[T any](m map[string]T, id string) (T, string, bool) {
+	var zero T
+	if v, ok := m[id]; ok {
+		return v, id, true
+	}
+	if len(id) < 6 {
+		return zero, "", false
+	}
+	var found string
+	for k := range m {
+		if strings.HasPrefix(k, id) {
+			if found != "" {
+				return zero, "", false
+			}
+			found = k
+		}
+	}
+	if found == "" {
+		return zero, "", false
+	}
+	return m[found], found, true
+}
+
+func (st *state) getSandbox(id string) (*sandbox, error) {
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	sb, _, ok := resolve(st.sandboxes, id)
+	if !ok {
+		return nil, fmt.Errorf("pod sandbox %q: %w", id, errdefs.ErrNotFound)
+	}
+	return sb, nil
+}
+
+func (st *state) getContainer(id string) (*container, error) {
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	c, _, ok := resolve(st.containers, id)
+	if !ok {
+		return nil, fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
+	}
+	return c, nil
+}
+
+func (st *state) addSandbox(sb *sandbox) {
+	st.mu.Lock()
+	st.sandboxes[sb.rec.ID] = sb
+	st.mu.Unlock()
+}
+
+func (st *state) removeSandbox(id string) {
+	st.mu.Lock()
+	delete(st.sandboxes, id)
+	st.mu.Unlock()
+}
+
+func (st *state) addContainer(c *container) {
+	st.mu.Lock()
+	st.containers[c.rec.ID] = c
+	st.mu.Unlock()
+}
+
+func (st *state) removeContainer(id string) {
+	st.mu.Lock()
+	delete(st.containers, id)
+	st.mu.Unlock()
+}
+
+func (st *state) listSandboxes() []*sandbox {
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	out := make([]*sandbox, 0, len(st.sandboxes))
+	for _, sb := range st.sandboxes {
+		out = append(out, sb)
+	}
+	slices.SortFunc(out, func(a, b *sandbox) int { return strings.Compare(a.rec.ID, b.rec.ID) })
+	return out
+}
+
+func (st *state) listContainers() []*container {
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	out := make([]*container, 0, len(st.containers))
+	for _, c := range st.containers {
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b *container) int { return strings.Compare(a.rec.ID, b.rec.ID) })
+	return out
+}
+
+// containersOf returns the containers of a sandbox.
+func (st *state) containersOf(sandboxID string) []*container {
+	var out []*container
+	for _, c := range st.listContainers() {
+		if c.rec.SandboxID == sandboxID {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// imageInUse reports whether any container's root disk is backed by image id.
+func (st *state) imageInUse(id string) bool {
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	for _, c := range st.containers {
+		if c.rec.ImageRef == id {
+			return true
+		}
+	}
+	return false
+}
+
+func (st *state) saveSandbox(rec sandboxRecord) error {
+	return st.meta.Put(store.Sandboxes, rec.ID, rec)
+}
+
+func (st *state) saveContainer(rec containerRecord) error {
+	return st.meta.Put(store.Containers, rec.ID, rec)
+}

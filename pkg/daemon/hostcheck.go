@@ -1,0 +1,34 @@
+package daemon
+
+import (
+	"fmt"
+	"os"
+	"os/user"
+	"strconv"
+	"syscall"
+)
+
+// checkKVMAccess explains, when /dev/kvm exists but QEMU (running as the
+// libvirt-qemu user, group kvm) cannot open it, why every domain create will
+// take about a minute: libvirt then re-probes QEMU's capabilities on every
+// call. It returns "" when all is well.
+func checkKVMAccess() string {
+	st, err := os.Stat("/dev/kvm")
+	if err != nil {
+		return "" // no KVM: TCG only, nothing to fix here
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return ""
+	}
+	kvm, err := user.LookupGroup("kvm")
+	if err != nil {
+		return "/dev/kvm exists but there is no kvm group; QEMU may not open it and libvirt then re-probes QEMU on every call (domain creates take about a minute)"
+	}
+	gid, _ := strconv.Atoi(kvm.Gid)
+	if int(sys.Gid) != gid || st.Mode().Perm()&0o060 != 0o060 {
+		return fmt.Sprintf("/dev/kvm is %s with group id %d: QEMU (group kvm) cannot open it, so libvirt re-probes QEMU on every call and each domain create takes about a minute; fix: chgrp kvm /dev/kvm && chmod 0660 /dev/kvm",
+			st.Mode().Perm(), sys.Gid)
+	}
+	return ""
+}

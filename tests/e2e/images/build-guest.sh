@@ -1,0 +1,585 @@
+#!/usr/bin/env bash
+# Builds the vmpod e2e "test guest": a tiny bootable qcow2 disk image.
+#
+#   MBR (syslinux mbr.bin) -> one bootable ext2 partition with extlinux,
+#   the Debian 12 cloud kernel and a busybox initramfs that does everything
+#   (modules, DHCP on every NIC, httpd on :8080, acpid, serial shell).
+#
+# Usage (as root, on Debian 12):
+#   tests/e2e/images/build-guest.sh [OUTPUT.qcow2]
+# Default output: tests/e2e/images/out/vmpod-test-guest.qcow2
+#
+# Environment (all optional):
+#   VMPOD_GUEST_WORKDIR      work/cache dir   (default: tests/e2e/images/.work)
+#   VMPOD_GUEST_KERNEL_META  kernel meta pkg  (default: linux-image-cloud-amd64)
+#   VMPOD_GUEST_CMDLINE      kernel cmdline   (default: see KERNEL_CMDLINE below)
+#
+# Downloaded .deb files are cached in the work dir (checked against apt's
+# SHA256), so a second run needs no download. Guest packages are only
+# unpacked with dpkg -x, never installed on the host. See README.md.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+OUT=${1:-$SCRIPT_DIR/out/vmpod-test-guest.qcow2}
+WORK=${VMPOD_GUEST_WORKDIR:-$SCRIPT_DIR/.work}
+KERNEL_META=${VMPOD_GUEST_KERNEL_META:-linux-image-cloud-amd64}
+# Kernel command line, tuned for boot time under TCG:
+#  quiet                  kernel messages over the emulated UART cost seconds;
+#  cryptomgr.notests      skips the crypto self-tests (~0.3 s);
+#  initcall_blacklist=    crypto_kdf108_init only runs a KDF self-test and
+#                         init_kprobe_trace only creates tracefs kprobe files
+#                         (~0.15 s together);
+#  nokaslr edd=off        no kernel relocation, no BIOS EDD probing.
+KERNEL_CMDLINE=${VMPOD_GUEST_CMDLINE:-console=ttyS0,115200 quiet cryptomgr.notests initcall_blacklist=crypto_kdf108_init,init_kprobe_trace nokaslr edd=off}
+
+# Kernel modules. Dependencies are resolved from the kernel package (Debian
+# ships no modules.dep, so depmod makes one; modprobe --show-depends gives the
+# load order).
+# Loaded by /init at boot, in this order; they must exist:
+BOOT_MODULES=(
+	virtio_pci virtio_blk virtio_net virtio_console virtio_scsi sd_mod
+	sr_mod iso9660 button evdev
+)
+# Loaded at boot when this kernel has them (skipped otherwise):
+BOOT_MODULES_OPTIONAL=(virtio_rng qemu_fw_cfg)
+# Copied into the initramfs when this kernel has them, NOT loaded at boot
+# (each insmod costs boot time under TCG): `modprobe NAME` in the guest, or
+# the kernel autoloads them (e.g. `mount -t virtiofs` -> fs-virtiofs).
+# NOTE: the Debian 12 cloud kernel has CONFIG_NET_9P unset: no 9p at all there
+# (9p/9pnet/9pnet_virtio are skipped); virtiofs/fuse are available instead.
+ONDEMAND_MODULES=(
+	netfs fscache 9pnet 9pnet_virtio 9p fuse virtiofs
+	virtio_balloon vmw_vsock_virtio_transport
+)
+
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+export LC_ALL=C
+
+log() { printf '[build-guest] %s\n' "$*" >&2; }
+die() { printf '[build-guest] ERROR: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "must run as root (needs loop devices, mount, mknod)"
+
+mkdir -p "$WORK/debs"
+exec 9>"$WORK/.lock"
+flock -w 600 9 || die "another build-guest.sh is running on $WORK"
+
+# ---------------------------------------------------------------- host tools
+apt_updated=0
+apt_update_once() {
+	if [ "$apt_updated" = 0 ]; then
+		log "apt-get update"
+		apt-get update -qq >&2
+		apt_updated=1
+	fi
+}
+
+find_mbr_bin() {
+	local f
+	for f in /usr/lib/syslinux/mbr/mbr.bin /usr/lib/EXTLINUX/mbr.bin /usr/share/syslinux/mbr.bin; do
+		if [ -f "$f" ]; then echo "$f"; return 0; fi
+	done
+	return 1
+}
+
+ensure_host_tools() {
+	local need=()
+	command -v extlinux >/dev/null || need+=(extlinux)
+	find_mbr_bin >/dev/null || need+=(syslinux-common)
+	command -v sfdisk >/dev/null || need+=(fdisk)
+	command -v mkfs.ext2 >/dev/null || need+=(e2fsprogs)
+	command -v cpio >/dev/null || need+=(cpio)
+	command -v depmod >/dev/null || need+=(kmod)
+	command -v modprobe >/dev/null || need+=(kmod)
+	command -v qemu-img >/dev/null || need+=(qemu-utils)
+	command -v gzip >/dev/null || need+=(gzip)
+	command -v losetup >/dev/null || need+=(mount)
+	command -v dpkg-deb >/dev/null || need+=(dpkg)
+	if [ "${#need[@]}" -gt 0 ]; then
+		mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
+		log "installing host tools: ${need[*]}"
+		if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2; then
+			apt_update_once
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+		fi
+	fi
+}
+
+# -------------------------------------------------------------- guest debs
+# fetch_deb PKG -> prints the path of the cached .deb of apt's candidate
+# version (downloads it unless the cached file matches apt's SHA256).
+fetch_deb() {
+	local pkg=$1 attempt line uri file size sum
+	for attempt in 1 2; do
+		line=$(apt-get download --print-uris "$pkg" 2>/dev/null | tail -n1 || true)
+		if [ -z "$line" ]; then
+			[ "$attempt" = 1 ] && { apt_update_once; continue; }
+			die "apt cannot find package $pkg"
+		fi
+		# line: 'URI' FILE SIZE SHA256:HEX
+		read -r uri file size sum <<<"$line"
+		case "$sum" in SHA256:*) sum=${sum#SHA256:} ;; *) sum="" ;; esac
+		if [ -f "$WORK/debs/$file" ] &&
+			{ [ -z "$sum" ] || [ "$(sha256sum "$WORK/debs/$file" | cut -d' ' -f1)" = "$sum" ]; }; then
+			log "cached: $file"
+			break
+		fi
+		log "downloading: $file ($size bytes)"
+		rm -f "$WORK/debs/$file"
+		if (cd "$WORK/debs" && apt-get download -qq -o APT::Sandbox::User=root "$pkg" >&2) &&
+			[ -f "$WORK/debs/$file" ]; then
+			break
+		fi
+		# Stale package lists (the mirror moved on): refresh once and retry.
+		[ "$attempt" = 1 ] && { apt_update_once; continue; }
+		die "apt-get download $pkg failed ($uri)"
+	done
+	# Drop cached versions of this package that are no longer the candidate.
+	find "$WORK/debs" -maxdepth 1 -name "${pkg}_*.deb" ! -name "$file" -delete
+	echo "$WORK/debs/$file"
+}
+
+resolve_kernel_pkg() {
+	local pkg
+	pkg=$(apt-cache depends "$KERNEL_META" 2>/dev/null |
+		awk '$1 ~ /Depends:$/ && $2 ~ /^linux-image-[0-9]/ { print $2; exit }')
+	if [ -z "$pkg" ]; then
+		apt_update_once
+		pkg=$(apt-cache depends "$KERNEL_META" 2>/dev/null |
+			awk '$1 ~ /Depends:$/ && $2 ~ /^linux-image-[0-9]/ { print $2; exit }')
+	fi
+	[ -n "$pkg" ] || die "cannot resolve the versioned kernel package of $KERNEL_META"
+	echo "$pkg"
+}
+
+# ------------------------------------------------------------------ cleanup
+MNT=""
+LOOP=""
+cleanup() {
+	set +e
+	if [ -n "$MNT" ] && mountpoint -q "$MNT"; then umount "$MNT"; fi
+	if [ -n "$LOOP" ]; then losetup -d "$LOOP" 2>/dev/null; fi
+	if [ -n "$MNT" ]; then rmdir "$MNT" 2>/dev/null; fi
+	rm -f "${OUT_TMP:-}"
+}
+trap cleanup EXIT
+
+# ==================================================================== main
+ensure_host_tools
+
+KPKG=$(resolve_kernel_pkg)
+log "kernel package: $KPKG (from $KERNEL_META)"
+KDEB=$(fetch_deb "$KPKG")
+BBDEB=$(fetch_deb busybox-static)
+
+BUILD=$WORK/build
+# Leftovers of an interrupted run: unmount and detach before deleting.
+if [ -d "$BUILD" ]; then
+	awk -v b="$BUILD/" 'index($2, b) == 1 { print $2 }' /proc/mounts | sort -r |
+		while read -r m; do umount "$m" || umount -l "$m"; done
+	losetup -j "$BUILD/disk.raw" 2>/dev/null | cut -d: -f1 |
+		while read -r l; do losetup -d "$l" || true; done
+fi
+rm -rf "$BUILD"
+mkdir -p "$BUILD"
+KROOT=$BUILD/kernel
+ROOT=$BUILD/initramfs
+dpkg -x "$KDEB" "$KROOT"
+dpkg -x "$BBDEB" "$BUILD/busybox"
+
+KVER=$(ls "$KROOT/lib/modules")
+[ "$(echo "$KVER" | wc -w)" = 1 ] || die "expected exactly one kernel in $KDEB, got: $KVER"
+VMLINUZ=$KROOT/boot/vmlinuz-$KVER
+[ -f "$VMLINUZ" ] || die "no $VMLINUZ in $KDEB"
+log "kernel version: $KVER"
+# Debian's kernel packages ship no modules.dep (postinst runs depmod): make one.
+depmod -b "$KROOT" "$KVER"
+
+# ------------------------------------------------------------- initramfs
+mkdir -p "$ROOT"/{bin,sbin,usr/bin,usr/sbin,etc,proc,sys,dev,run,tmp,root,mnt,var/log}
+mkdir -p "$ROOT"/{www/cgi-bin,etc/acpi/PWRF,usr/share/udhcpc,etc/udhcpc,lib/modules/"$KVER"}
+ln -s ../run "$ROOT/var/run"
+chmod 1777 "$ROOT/tmp"
+chmod 700 "$ROOT/root"
+
+install -m 0755 "$BUILD/busybox/bin/busybox" "$ROOT/bin/busybox"
+# Equivalent of `busybox --install -s`, done at build time (the host must not
+# run --install: it would write into the host's own /bin).
+while read -r applet; do
+	[ "$applet" = bin/busybox ] && continue
+	mkdir -p "$ROOT/$(dirname "$applet")"
+	ln -sf /bin/busybox "$ROOT/$applet"
+done < <("$ROOT/bin/busybox" --list-full)
+rm -f "$ROOT/linuxrc"
+[ -L "$ROOT/bin/sh" ] || die "busybox has no sh applet?"
+
+# The kernel opens /dev/console before /init runs and before devtmpfs is mounted.
+mknod -m 600 "$ROOT/dev/console" c 5 1
+mknod -m 666 "$ROOT/dev/null" c 1 3
+
+# --- kernel modules (with dependencies, in load order)
+MODLIST=$BUILD/modules.boot   # load order for /init
+ALLMODS=$BUILD/modules.all    # everything copied
+: >"$MODLIST"
+: >"$ALLMODS"
+# strip_signature FILE: drop the appended PKCS#7 signature. The guest kernel
+# does not enforce signatures, and verifying them (RSA) is slow under TCG.
+strip_signature() {
+	local f=$1 magic='~Module signature appended~' size siglen
+	[ "$(tail -c 28 "$f" | head -c 27)" = "$magic" ] || return 0
+	size=$(stat -c %s "$f")
+	# struct module_signature (12 bytes, sig_len big-endian at its end) + magic
+	siglen=$(tail -c 32 "$f" | head -c 4 | od -An -tu1 |
+		awk '{ print $1 * 16777216 + $2 * 65536 + $3 * 256 + $4 }')
+	truncate -s $((size - 28 - 12 - siglen)) "$f"
+}
+add_module() { # add_module NAME required|optional boot|ondemand
+	local name=$1 kind=$2 when=$3 out line path rel
+	if ! out=$(modprobe -d "$KROOT" -S "$KVER" --show-depends "$name" 2>/dev/null); then
+		[ "$kind" = required ] && die "module $name not found in $KPKG"
+		log "module $name: not available in $KVER (skipped)"
+		return 0
+	fi
+	while read -r line; do
+		case "$line" in
+		builtin\ *) log "module ${line#builtin }: built into the kernel" ;;
+		insmod\ *)
+			path=${line#insmod }
+			path=${path%% *}
+			rel=${path#"$KROOT/lib/modules/$KVER/"}
+			if ! grep -qxF "$rel" "$ALLMODS"; then
+				echo "$rel" >>"$ALLMODS"
+				mkdir -p "$ROOT/lib/modules/$KVER/$(dirname "$rel")"
+				cp "$path" "$ROOT/lib/modules/$KVER/$rel"
+				strip_signature "$ROOT/lib/modules/$KVER/$rel"
+			fi
+			if [ "$when" = boot ] && ! grep -qxF "$rel" "$MODLIST"; then
+				echo "$rel" >>"$MODLIST"
+			fi
+			;;
+		esac
+	done <<<"$out"
+}
+for m in "${BOOT_MODULES[@]}"; do add_module "$m" required boot; done
+for m in "${BOOT_MODULES_OPTIONAL[@]}"; do add_module "$m" optional boot; done
+for m in "${ONDEMAND_MODULES[@]}"; do add_module "$m" optional ondemand; done
+install -m 0644 "$MODLIST" "$ROOT/etc/modules.boot"
+for f in modules.builtin modules.builtin.modinfo modules.order; do
+	cp "$KROOT/lib/modules/$KVER/$f" "$ROOT/lib/modules/$KVER/$f"
+done
+# modules.dep & co. for the copied subset, so `modprobe` works in the guest too.
+depmod -b "$ROOT" "$KVER"
+modnames() { sed 's#.*/##; s#\.ko$##' "$1" | tr '\n' ' '; }
+log "modules loaded at boot: $(modnames "$MODLIST")"
+log "modules on demand: $(grep -vxF -f "$MODLIST" "$ALLMODS" | sed 's#.*/##; s#\.ko$##' | tr '\n' ' ')"
+
+# --- /etc
+echo vmpod-test-guest >"$ROOT/etc/hostname"
+cat >"$ROOT/etc/passwd" <<'EOF'
+root:x:0:0:root:/root:/bin/sh
+nobody:x:65534:65534:nobody:/nonexistent:/bin/false
+EOF
+cat >"$ROOT/etc/group" <<'EOF'
+root:x:0:
+nogroup:x:65534:
+EOF
+cat >"$ROOT/etc/hosts" <<'EOF'
+127.0.0.1	localhost
+::1	localhost ip6-localhost ip6-loopback
+EOF
+: >"$ROOT/etc/resolv.conf"
+echo /bin/sh >"$ROOT/etc/shells"
+
+cat >"$ROOT/etc/profile" <<'EOF'
+export PATH=/sbin:/usr/sbin:/bin:/usr/bin
+export HOME=/root
+export PS1='# '
+export TERM="${TERM:-vt100}"
+case "$TERM" in linux|dumb|'') export TERM=vt100 ;; esac
+cd "$HOME" 2>/dev/null || cd /
+# udhcpc's script starts its late console lines on a fresh line once a shell runs.
+: >/run/vmpod-shell-started 2>/dev/null
+EOF
+
+# busybox init: the shell on the serial console, respawned forever.
+# `poweroff`/`reboot`/`halt` (no -f) signal busybox init, which runs the
+# shutdown actions, kills everything and powers off / reboots.
+cat >"$ROOT/etc/inittab" <<'EOF'
+# vmpod test guest: /init does the setup and then execs busybox init.
+ttyS0::respawn:/bin/cttyhack /bin/sh -l
+::ctrlaltdel:/sbin/reboot
+::shutdown:/etc/shutdown.sh
+::restart:/sbin/init
+EOF
+cat >"$ROOT/etc/shutdown.sh" <<'EOF'
+#!/bin/sh
+# Run by busybox init before it kills all processes and powers off.
+echo "vmpod-test-guest shutting down" >/dev/ttyS0 2>/dev/null
+killall -q udhcpc httpd acpid 2>/dev/null
+sync
+EOF
+chmod 0755 "$ROOT/etc/shutdown.sh"
+
+# acpid: the power button (virsh shutdown / QEMU system_powerdown) maps to the
+# event "PWRF" -> action file /etc/acpi/PWRF/00000080.
+cat >"$ROOT/etc/acpid.conf" <<'EOF'
+PWRF PWRF/00000080
+PWRB PWRF/00000080
+EOF
+cat >"$ROOT/etc/acpi/PWRF/00000080" <<'EOF'
+#!/bin/sh
+echo "vmpod-test-guest acpi power button" >/dev/ttyS0 2>/dev/null
+exec /sbin/poweroff
+EOF
+chmod 0755 "$ROOT/etc/acpi/PWRF/00000080"
+
+# --- udhcpc event script
+cat >"$ROOT/usr/share/udhcpc/default.script" <<'EOF'
+#!/bin/sh
+# udhcpc event script of the vmpod test guest.
+# udhcpc passes: $1 = deconfig|bound|renew|leasefail|nak, and $interface,
+# $ip, $mask (prefix length), $broadcast, $router, $dns, $domain, $search,
+# $hostname, $staticroutes, $mtu in the environment.
+# shellcheck disable=SC2154,SC2086
+PATH=/sbin:/usr/sbin:/bin:/usr/bin
+STATE=/run/udhcpc
+RESOLV=/run/resolv
+mkdir -p "$STATE" "$RESOLV"
+
+say() {
+	# Once the serial shell runs (its prompt has no newline), start on a new line.
+	if [ -e /run/vmpod-shell-started ]; then
+		printf '\r\n%s\n' "$*" >/dev/ttyS0 2>/dev/null
+	else
+		printf '%s\n' "$*" >/dev/ttyS0 2>/dev/null
+	fi
+}
+
+update_resolv() {
+	cat "$RESOLV"/* >/etc/resolv.conf.new 2>/dev/null
+	mv -f /etc/resolv.conf.new /etc/resolv.conf
+}
+
+set_routes() {
+	metric=$(( 100 + $(cat /sys/class/net/"$interface"/ifindex 2>/dev/null || echo 0) ))
+	if [ -n "$staticroutes" ]; then
+		# "dest/prefix gateway dest/prefix gateway ..."
+		set -- $staticroutes
+		while [ $# -ge 2 ]; do
+			ip -4 route replace "$1" via "$2" dev "$interface" metric "$metric" 2>/dev/null ||
+				ip -4 route replace "$1" via "$2" dev "$interface" metric "$metric" onlink
+			shift 2
+		done
+	elif [ -n "$router" ]; then
+		for r in $router; do
+			ip -4 route replace default via "$r" dev "$interface" metric "$metric" 2>/dev/null ||
+				ip -4 route replace default via "$r" dev "$interface" metric "$metric" onlink
+			break
+		done
+	fi
+}
+
+set_dns() {
+	{
+		s="${search:-$domain}"
+		[ -n "$s" ] && echo "search $s"
+		for n in $dns; do echo "nameserver $n"; done
+	} >"$RESOLV/$interface"
+	update_resolv
+}
+
+case "$1" in
+deconfig)
+	ip -4 addr flush dev "$interface" 2>/dev/null
+	ip link set dev "$interface" up
+	rm -f "$RESOLV/$interface" "$STATE/$interface.ip"
+	update_resolv
+	;;
+bound|renew)
+	old=$(cat "$STATE/$interface.ip" 2>/dev/null)
+	new="$ip/${mask:-32}"
+	[ -n "$mtu" ] && ip link set dev "$interface" mtu "$mtu" 2>/dev/null
+	if [ "$1" = bound ] || [ "$old" != "$new" ]; then
+		ip -4 addr flush dev "$interface"
+		ip -4 addr add "$new" ${broadcast:+broadcast "$broadcast"} dev "$interface"
+	fi
+	set_routes
+	set_dns
+	if [ -n "$hostname" ] && [ "$hostname" != "$(hostname)" ]; then
+		hostname "$hostname"
+		echo "$hostname" >/etc/hostname
+		{ grep -v '^127\.0\.1\.1' /etc/hosts; printf '127.0.1.1\t%s\n' "$hostname"; } >/etc/hosts.new
+		mv -f /etc/hosts.new /etc/hosts
+		say "vmpod-test-guest hostname=$hostname"
+	fi
+	echo "$new" >"$STATE/$interface.ip"
+	if [ "$old" != "$new" ]; then
+		say "vmpod-test-guest ip $interface=$new"
+	fi
+	;;
+leasefail|nak)
+	;;
+esac
+exit 0
+EOF
+chmod 0755 "$ROOT/usr/share/udhcpc/default.script"
+ln -s /usr/share/udhcpc/default.script "$ROOT/etc/udhcpc/default.script"
+
+# --- web root
+cat >"$ROOT/www/index.html" <<'EOF'
+<!DOCTYPE html>
+<html><head><title>vmpod-test-guest</title></head>
+<body>vmpod-test-guest</body></html>
+EOF
+cat >"$ROOT/www/cgi-bin/info" <<'EOF'
+#!/bin/sh
+# GET /cgi-bin/info: plain-text facts about this guest.
+printf 'Content-Type: text/plain\r\n\r\n'
+echo "vmpod-test-guest"
+echo "hostname=$(hostname)"
+echo "cpus=$(grep -c '^processor' /proc/cpuinfo)"
+echo "mem_kb=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)"
+for f in /run/udhcpc/*.ip; do
+	[ -e "$f" ] || continue
+	n=${f##*/}
+	echo "ip ${n%.ip}=$(cat "$f")"
+done
+EOF
+chmod 0755 "$ROOT/www/cgi-bin/info"
+
+# --- /init
+cat >"$ROOT/init" <<'EOF'
+#!/bin/sh
+# /init of the vmpod test guest (busybox initramfs). Sets everything up, prints
+# the readiness lines on ttyS0, then execs busybox init (serial shell, poweroff).
+export PATH=/sbin:/usr/sbin:/bin:/usr/bin
+umask 022
+
+mount -t proc -o nosuid,nodev,noexec proc /proc
+mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
+mount -t devtmpfs -o mode=0755,nosuid devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts -o gid=5,mode=620,ptmxmode=000 devpts /dev/pts
+mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /run
+exec </dev/console >/dev/console 2>&1
+
+TTY=/dev/ttyS0
+say() { echo "$*" >"$TTY"; }
+
+# Kernel modules, in dependency order (see /etc/modules.boot).
+kver=$(uname -r)
+while read -r m; do
+	insmod "/lib/modules/$kver/$m" 2>/dev/null ||
+		echo "init: insmod $m failed"
+done </etc/modules.boot
+
+# Hostname: fw_cfg opt/vmpod/hostname, else vmpod.hostname= on the kernel
+# command line, else /etc/hostname. DHCP (option 12) may change it later.
+name=$(cat /etc/hostname)
+# shellcheck disable=SC2013
+for arg in $(cat /proc/cmdline); do
+	case "$arg" in vmpod.hostname=?*) name=${arg#vmpod.hostname=} ;; esac
+done
+fwcfg=/sys/firmware/qemu_fw_cfg/by_name/opt/vmpod/hostname/raw
+if [ -r "$fwcfg" ]; then
+	n=$(cat "$fwcfg")
+	[ -n "$n" ] && name=$n
+fi
+hostname "$name"
+echo "$name" >/etc/hostname
+printf '127.0.1.1\t%s\n' "$name" >>/etc/hosts
+
+# Network: lo, then DHCP in the background on every ethernet interface.
+ip link set dev lo up
+for d in /sys/class/net/*; do
+	n=${d##*/}
+	case "$n" in
+	eth*|en*)
+		ip link set dev "$n" up
+		udhcpc -f -i "$n" -s /usr/share/udhcpc/default.script \
+			-t 5 -T 1 -A 3 -O search -O staticroutes \
+			</dev/null >"/var/log/udhcpc.$n.log" 2>&1 &
+		;;
+	esac
+done
+
+httpd -p 8080 -h /www
+acpid -c /etc/acpi -a /etc/acpid.conf -l /var/log/acpid.log
+
+# Keep ttyS0 open from now on so that input typed right after the ready line
+# is buffered for the shell (the 8250 resets its FIFO when first opened).
+# (Checked in a subshell first: a failing exec redirection would end PID 1.)
+if (exec 3<>"$TTY") 2>/dev/null; then exec 3<>"$TTY"; fi
+cpus=$(grep -c '^processor' /proc/cpuinfo)
+mem=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)
+# Empty line first: firmware may have left escape codes (SeaBIOS sercon's
+# clear screen) without a newline on the console.
+say ""
+say "vmpod-test-guest ready"
+say "vmpod-test-guest cpus=$cpus"
+say "vmpod-test-guest mem_kb=$mem"
+say "vmpod-test-guest hostname=$(hostname)"
+
+exec /sbin/init
+EOF
+chmod 0755 "$ROOT/init"
+
+INITRD=$BUILD/initrd.img
+(cd "$ROOT" && find . -mindepth 1 | sort | cpio -o -H newc -R 0:0 --quiet) | gzip -9 -n >"$INITRD"
+log "initramfs: $(stat -c %s "$INITRD") bytes"
+
+# -------------------------------------------------------------- disk image
+MIB=$((1024 * 1024))
+payload=$(($(stat -c %s "$VMLINUZ") + $(stat -c %s "$INITRD")))
+PART_MB=$(((payload + MIB - 1) / MIB + 6))
+DISK_MB=$((PART_MB + 1))
+RAW=$BUILD/disk.raw
+truncate -s "${DISK_MB}M" "$RAW"
+printf 'label: dos\nstart=2048, type=83, bootable\n' | sfdisk -q --no-reread --no-tell-kernel "$RAW" >&2
+dd if="$(find_mbr_bin)" of="$RAW" bs=440 count=1 conv=notrunc status=none
+
+LOOP=$(losetup --find --show --offset $MIB --sizelimit $((PART_MB * MIB)) "$RAW")
+mkfs.ext2 -q -F -L vmpod-boot -m 0 -N 64 "$LOOP"
+MNT=$(mktemp -d "$BUILD/mnt.XXXXXX")
+mount -t ext2 "$LOOP" "$MNT"
+mkdir -p "$MNT/boot/extlinux"
+cp "$VMLINUZ" "$MNT/boot/vmlinuz"
+cp "$INITRD" "$MNT/boot/initrd.img"
+cat >"$MNT/boot/extlinux/extlinux.conf" <<EOF
+# vmpod test guest ($KPKG, $KVER)
+DEFAULT vmpod
+PROMPT 0
+NOESCAPE 1
+TIMEOUT 1
+TOTALTIMEOUT 1
+LABEL vmpod
+	LINUX /boot/vmlinuz
+	INITRD /boot/initrd.img
+	APPEND $KERNEL_CMDLINE
+EOF
+# (extlinux warns that a loop device has no geometry: harmless, the MBR
+# passes the partition offset to the boot sector at boot time)
+extlinux --install "$MNT/boot/extlinux" 2>&1 | grep -v -e 'is device /dev/loop' \
+	-e 'unable to obtain device geometry' -e 'usually harmless' >&2 || true
+[ -f "$MNT/boot/extlinux/ldlinux.sys" ] || die "extlinux --install failed"
+sync
+umount "$MNT"
+rmdir "$MNT"
+MNT=""
+losetup -d "$LOOP"
+LOOP=""
+
+mkdir -p "$(dirname "$OUT")"
+OUT_TMP="$OUT.tmp.$$"
+qemu-img convert -c -O qcow2 "$RAW" "$OUT_TMP"
+mv -f "$OUT_TMP" "$OUT"
+OUT_TMP=""
+# Keep the work dir small: only the .deb cache, the initramfs tree, initrd.img
+# and vmlinuz (for direct kernel boot while debugging) stay.
+cp "$VMLINUZ" "$BUILD/vmlinuz"
+rm -rf "$RAW" "$KROOT" "$BUILD/busybox"
+
+size=$(stat -c %s "$OUT")
+log "built $OUT"
+log "size: $size bytes ($(awk -v s="$size" 'BEGIN { printf "%.1f", s / 1048576 }') MiB), virtual ${DISK_MB} MiB, kernel $KVER"
+echo "$OUT"
