@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -83,12 +84,16 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 		log.Info("connected to libvirt", "uri", info.URI, "libvirt_version", info.LibvirtVersion, "hypervisor", info.Hypervisor)
 	}
 
-	if msg := checkKVMAccess(); msg != "" {
-		log.Warn("host check: " + msg)
+	var problems []string
+	for _, msg := range []string{checkKVMAccess(), checkStateDirReachable(cfg.StateDir)} {
+		if msg != "" {
+			log.Warn("host check: " + msg)
+			problems = append(problems, msg)
+		}
 	}
 	svc := cri.NewService(cri.Options{
 		Config: cfg, Images: images, Libvirt: conn, Meta: meta, Log: log,
-		NewConsole: newConsole, HostCheck: checkKVMAccess(),
+		NewConsole: newConsole, HostCheck: strings.Join(problems, "; "),
 	})
 	stopStreaming, err := svc.StartStreaming(cfg.StreamingAddress)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"syscall"
 )
@@ -31,4 +32,19 @@ func checkKVMAccess() string {
 			st.Mode().Perm(), sys.Gid)
 	}
 	return ""
+}
+
+// checkStateDirReachable explains when a parent of the state directory
+// cannot be traversed by other users: QEMU runs as libvirt-qemu and must
+// open the VMs' disks below it.
+func checkStateDirReachable(stateDir string) string {
+	for p := filepath.Clean(stateDir); ; p = filepath.Dir(p) {
+		st, err := os.Stat(p)
+		if err == nil && st.Mode().Perm()&0o001 == 0 {
+			return fmt.Sprintf("%s has mode %s: QEMU (user libvirt-qemu) cannot reach the VM disks in the state dir %s; fix: chmod o+x %s", p, st.Mode().Perm(), stateDir, p)
+		}
+		if p == "/" || p == "." {
+			return ""
+		}
+	}
 }

@@ -69,10 +69,22 @@ type daemonOpts struct {
 func startDaemon(t *testing.T, o daemonOpts) *daemon {
 	t.Helper()
 	dir := t.TempDir()
+	// QEMU runs as libvirt-qemu and must reach the VMs' disks under the
+	// state dir: open the test's private temp dirs for traversal.
+	for p := dir; p != os.TempDir() && p != "/"; p = filepath.Dir(p) {
+		os.Chmod(p, 0o755)
+	}
 	d := &daemon{t: t, dir: dir, socket: o.socket, stateDir: o.stateDir,
 		translations: filepath.Join(dir, "images.d"), logPath: filepath.Join(dir, "vmpod.log")}
 	if d.socket == "" {
-		d.socket = filepath.Join(dir, "run", "vmpod.sock")
+		// Short: per-VM serial sockets live beside it and unix socket
+		// paths are limited to 107 bytes.
+		run, err := os.MkdirTemp("", "vp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(run) })
+		d.socket = filepath.Join(run, "vmpod.sock")
 	}
 	if d.stateDir == "" {
 		d.stateDir = filepath.Join(dir, "state")
@@ -98,7 +110,9 @@ func (d *daemon) start(extraEnv []string) error {
 		return err
 	}
 	cmd := exec.Command(vmpodBin, "serve", "--config", "/dev/null", "--socket", d.socket, "--state-dir", d.stateDir, "--log-level", "debug")
-	cmd.Env = append(os.Environ(), "VMPOD_IMAGE_TRANSLATIONS_DIR="+d.translations, "VMPOD_PULL_PROGRESS_INTERVAL=1s")
+	cmd.Env = append(os.Environ(), "VMPOD_IMAGE_TRANSLATIONS_DIR="+d.translations, "VMPOD_PULL_PROGRESS_INTERVAL=1s",
+		// Nested KVM is broken on the test machines: run guests under TCG.
+		"VMPOD_ACCELERATOR=tcg", "VMPOD_TCG_TB_CACHE_MIB=256")
 	cmd.Env = append(cmd.Env, extraEnv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {

@@ -1,0 +1,405 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// bootTimeout is generous: TCG on a loaded 2-core machine.
+const bootTimeout = 90 * time.Second
+
+// vmEnv is a daemon with the test guest pulled as image "guest".
+type vmEnv struct {
+	*daemon
+	logDir string
+}
+
+func newVMEnv(t *testing.T) *vmEnv {
+	t.Helper()
+	guest := guestImage(t)
+	srv := newFileServer(t)
+	run(t, "cp", guest, srv.path("guest.qcow2"))
+	d := startDaemon(t, daemonOpts{})
+	d.writeTranslations("guest.toml", fmt.Sprintf("[[translations]]\nname = \"guest\"\nurl = \"%s/guest.qcow2\"\n", srv.URL))
+	d.mustCrictl("pull", "guest")
+	e := &vmEnv{daemon: d, logDir: filepath.Join(d.dir, "pods")}
+	t.Cleanup(func() { e.cleanupAll() })
+	return e
+}
+
+// cleanupAll removes every pod so no domain outlives the test.
+func (e *vmEnv) cleanupAll() {
+	if e.cmd == nil || e.cmd.ProcessState != nil {
+		return
+	}
+	out, _, _ := e.crictl("pods", "-q")
+	for _, id := range strings.Fields(out) {
+		e.crictl("stopp", id)
+		e.crictl("rmp", id)
+	}
+}
+
+func (e *vmEnv) writeJSON(name string, v any) string {
+	e.t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	p := filepath.Join(e.dir, name)
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
+type podFiles struct {
+	pod, ctr string
+	logPath  string
+}
+
+// podConfigs writes a sandbox and a container config for a VM pod.
+func (e *vmEnv) podConfigs(name string, attempt int, annotations map[string]string) podFiles {
+	logDir := filepath.Join(e.logDir, name)
+	pod := map[string]any{
+		"metadata":      map[string]any{"name": name, "namespace": "e2e", "uid": "uid-" + name, "attempt": 0},
+		"log_directory": logDir,
+		"annotations":   annotations,
+		"labels":        map[string]string{"app": name},
+	}
+	ctr := map[string]any{
+		"metadata": map[string]any{"name": "vm", "attempt": attempt},
+		"image":    map[string]any{"image": "guest"},
+		"log_path": fmt.Sprintf("vm/%d.log", attempt),
+		"stdin":    true, "tty": true,
+	}
+	return podFiles{
+		pod:     e.writeJSON(name+"-pod.json", pod),
+		ctr:     e.writeJSON(fmt.Sprintf("%s-ctr-%d.json", name, attempt), ctr),
+		logPath: filepath.Join(logDir, fmt.Sprintf("vm/%d.log", attempt)),
+	}
+}
+
+// startVM runs a pod and boots its VM; it returns the pod and container IDs.
+func (e *vmEnv) startVM(f podFiles) (podID, ctrID string) {
+	e.t.Helper()
+	podID = strings.TrimSpace(e.mustCrictl("runp", f.pod))
+	ctrID = strings.TrimSpace(e.mustCrictl("create", podID, f.ctr, f.pod))
+	e.mustCrictl("start", ctrID)
+	return podID, ctrID
+}
+
+// waitLog waits until the file contains a line matching re and returns the
+// submatches.
+func waitLog(t *testing.T, path string, re *regexp.Regexp, timeout time.Duration) []string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if b, err := os.ReadFile(path); err == nil {
+			if m := re.FindStringSubmatch(string(b)); m != nil {
+				return m
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	b, _ := os.ReadFile(path)
+	t.Fatalf("%s: no line matching %q within %v; log:\n%s", path, re, timeout, tail(string(b), 40))
+	return nil
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// attach runs `crictl attach -i` with a pipe to its stdin; it returns a
+// function that sends a line and one that waits for output matching re.
+type attachSession struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	lines  chan string
+	output strings.Builder
+}
+
+func (e *vmEnv) attach(ctrID string) *attachSession {
+	e.t.Helper()
+	cmd := exec.Command("crictl", "--config", e.crictlConfig, "attach", "-i", ctrID)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	a := &attachSession{t: e.t, cmd: cmd, stdin: stdin, lines: make(chan string, 1000)}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			a.lines <- sc.Text()
+		}
+		close(a.lines)
+	}()
+	e.t.Cleanup(a.close)
+	return a
+}
+
+func (a *attachSession) send(line string) {
+	a.t.Helper()
+	if _, err := io.WriteString(a.stdin, line+"\n"); err != nil {
+		a.t.Fatalf("attach stdin: %v", err)
+	}
+}
+
+func (a *attachSession) expect(re *regexp.Regexp, timeout time.Duration) string {
+	a.t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case l, ok := <-a.lines:
+			if !ok {
+				a.t.Fatalf("attach ended before %q; output:\n%s", re, a.output.String())
+			}
+			a.output.WriteString(l + "\n")
+			if re.MatchString(l) {
+				return l
+			}
+		case <-deadline:
+			a.t.Fatalf("attach: no %q within %v; output:\n%s", re, timeout, a.output.String())
+		}
+	}
+}
+
+func (a *attachSession) close() {
+	if a.cmd.ProcessState == nil {
+		a.cmd.Process.Kill()
+		a.cmd.Wait()
+	}
+}
+
+type ctrInspect struct {
+	Status struct {
+		State    string
+		ExitCode int
+		Reason   string
+		Message  string
+		LogPath  string
+	}
+	Info struct {
+		Domain string
+		Disks  map[string]string
+	}
+}
+
+func (e *vmEnv) inspect(ctrID string) ctrInspect {
+	e.t.Helper()
+	var ci ctrInspect
+	if err := json.Unmarshal([]byte(e.mustCrictl("inspect", ctrID)), &ci); err != nil {
+		e.t.Fatal(err)
+	}
+	return ci
+}
+
+// waitState polls the container until it reaches state.
+func (e *vmEnv) waitState(ctrID, state string, timeout time.Duration) ctrInspect {
+	e.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var ci ctrInspect
+	for time.Now().Before(deadline) {
+		ci = e.inspect(ctrID)
+		if ci.Status.State == state {
+			return ci
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	e.t.Fatalf("container %s is %s after %v, want %s", ctrID, ci.Status.State, timeout, state)
+	return ci
+}
+
+func virshDomains(t *testing.T) string {
+	t.Helper()
+	return run(t, "virsh", "-c", "qemu:///system", "list", "--all", "--name")
+}
+
+var readyRE = regexp.MustCompile(`stdout F vmpod-test-guest ready`)
+
+func TestVMLifecycle(t *testing.T) {
+	e := newVMEnv(t)
+	f := e.podConfigs("life", 0, map[string]string{"vmpod.dev/vcpus": "2", "vmpod.dev/memory": "300Mi"})
+	podID, ctrID := e.startVM(f)
+
+	// The serial console reaches the CRI log, in the CRI format.
+	waitLog(t, f.logPath, readyRE, bootTimeout)
+	// Annotations shape what the guest sees.
+	cpus := waitLog(t, f.logPath, regexp.MustCompile(`vmpod-test-guest cpus=(\d+)`), 10*time.Second)[1]
+	memKB, _ := strconv.Atoi(waitLog(t, f.logPath, regexp.MustCompile(`vmpod-test-guest mem_kb=(\d+)`), 10*time.Second)[1])
+	if cpus != "2" {
+		t.Errorf("guest sees %s CPUs, want 2 (vmpod.dev/vcpus)", cpus)
+	}
+	if memKB < 200*1024 || memKB > 300*1024 {
+		t.Errorf("guest MemTotal %d kB, want a little under 300Mi (vmpod.dev/memory)", memKB)
+	}
+	if out := e.mustCrictl("logs", ctrID); !strings.Contains(out, "vmpod-test-guest ready") {
+		t.Errorf("crictl logs lacks the ready line:\n%s", tail(out, 20))
+	}
+	ci := e.inspect(ctrID)
+	if ci.Status.State != "CONTAINER_RUNNING" || !strings.HasPrefix(ci.Info.Domain, "vmpod-") {
+		t.Fatalf("inspect = %+v", ci)
+	}
+	if !strings.Contains(virshDomains(t), ci.Info.Domain) {
+		t.Fatalf("domain %s not in virsh list", ci.Info.Domain)
+	}
+	var pi struct {
+		Info struct {
+			VMs []struct {
+				Domain    string
+				DomainXML string
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(e.mustCrictl("inspectp", podID)), &pi); err != nil {
+		t.Fatal(err)
+	}
+	if len(pi.Info.VMs) != 1 || !strings.Contains(pi.Info.VMs[0].DomainXML, "<domain type='qemu'") {
+		t.Fatalf("inspectp verbose info lacks the domain XML: %+v", pi)
+	}
+
+	// One VM per pod.
+	f2 := e.podConfigs("life", 1, nil)
+	if errOut := e.failCrictl("create", podID, f2.ctr, f2.pod); !strings.Contains(errOut, "FailedPrecondition") || !strings.Contains(errOut, "one VM at a time") {
+		t.Fatalf("second create while running: %s", errOut)
+	}
+
+	// Attach: a command typed on the serial console runs in the guest.
+	a := e.attach(ctrID)
+	time.Sleep(500 * time.Millisecond)
+	a.send("echo attach-$((6*7))")
+	a.expect(regexp.MustCompile(`^attach-42`), 20*time.Second)
+	// A second attach and the log both see the output.
+	b := e.attach(ctrID)
+	time.Sleep(500 * time.Millisecond)
+	a.send("echo both-$((2+3))")
+	b.expect(regexp.MustCompile(`^both-5`), 20*time.Second)
+	waitLog(t, f.logPath, regexp.MustCompile(`stdout F both-5`), 10*time.Second)
+	b.close()
+
+	// The guest powers itself off: EXITED, exit code 0.
+	a.send("poweroff")
+	ci = e.waitState(ctrID, "CONTAINER_EXITED", 60*time.Second)
+	if ci.Status.ExitCode != 0 || ci.Status.Reason != "Completed" {
+		t.Fatalf("after guest poweroff: %+v", ci.Status)
+	}
+	a.close()
+
+	// The kubelet's restart: attempt 1 while attempt 0 is kept, exited.
+	ctr2 := strings.TrimSpace(e.mustCrictl("create", podID, f2.ctr, f2.pod))
+	e.mustCrictl("start", ctr2)
+	waitLog(t, f2.logPath, readyRE, bootTimeout)
+	if ci2 := e.inspect(ctr2); ci2.Info.Disks["root"] == ci.Info.Disks["root"] {
+		t.Fatalf("restarted VM reuses the root overlay %s", ci.Info.Disks["root"])
+	}
+	// StopContainer: ACPI power button, the guest obeys -> exit 0.
+	e.mustCrictl("stop", "--timeout", "60", ctr2)
+	if ci2 := e.inspect(ctr2); ci2.Status.State != "CONTAINER_EXITED" || ci2.Status.ExitCode != 0 {
+		t.Fatalf("after StopContainer: %+v", ci2.Status)
+	}
+	e.mustCrictl("stop", ctr2) // idempotent
+	e.mustCrictl("rm", ctrID)
+	e.mustCrictl("rm", ctr2)
+	e.mustCrictl("stopp", podID)
+	e.mustCrictl("rmp", podID)
+	// StopPodSandbox of an unknown ID succeeds. (crictl rmp looks the pod
+	// up itself first, so RemovePodSandbox's idempotence is unit-tested.)
+	e.mustCrictl("stopp", podID)
+
+	// Nothing left behind.
+	if doms := virshDomains(t); strings.Contains(doms, ci.Info.Domain) || strings.Contains(doms, "vmpod-"+ctr2) {
+		t.Fatalf("domains left:\n%s", doms)
+	}
+	for _, dir := range []string{filepath.Join(e.stateDir, "containers"), filepath.Join(filepath.Dir(e.socket), "vms")} {
+		if es, _ := os.ReadDir(dir); len(es) != 0 {
+			t.Fatalf("%s not empty: %v", dir, es)
+		}
+	}
+	if out := e.mustCrictl("ps", "-a", "-q"); strings.TrimSpace(out) != "" {
+		t.Fatalf("containers left: %s", out)
+	}
+	if out := e.mustCrictl("pods", "-q"); strings.TrimSpace(out) != "" {
+		t.Fatalf("pods left: %s", out)
+	}
+}
+
+func TestVMSurvivesDaemonKill(t *testing.T) {
+	e := newVMEnv(t)
+	f := e.podConfigs("survivor", 0, nil)
+	_, ctrID := e.startVM(f)
+	waitLog(t, f.logPath, readyRE, bootTimeout)
+
+	e.kill9()
+	if err := e.start(nil); err != nil {
+		t.Fatal(err)
+	}
+	if ci := e.inspect(ctrID); ci.Status.State != "CONTAINER_RUNNING" {
+		t.Fatalf("after kill -9 and restart: %+v", ci.Status)
+	}
+	// The log continues: output after the restart reaches the same file.
+	a := e.attach(ctrID)
+	time.Sleep(500 * time.Millisecond)
+	a.send("echo after-restart-$((40+2))")
+	a.expect(regexp.MustCompile(`^after-restart-42`), 20*time.Second)
+	waitLog(t, f.logPath, regexp.MustCompile(`stdout F after-restart-42`), 10*time.Second)
+}
+
+func TestBadAnnotationsRejected(t *testing.T) {
+	e := newVMEnv(t)
+	for i, tc := range []struct{ key, value string }{
+		{"vmpod.dev/vcpus", "0"},
+		{"vmpod.dev/vcpus", "65"},
+		{"vmpod.dev/vcpus", "two"},
+		{"vmpod.dev/memory", "12Mi"},
+		{"vmpod.dev/memory", "lots"},
+		{"vmpod.dev/root-volume-size", "-1Gi"},
+		{"vmpod.dev/disk-bus", "ide"},
+		{"vmpod.dev/cpu-model", "bad model!"},
+		{"vmpod.dev/firmware", "coreboot"},
+	} {
+		t.Run(tc.key+"="+tc.value, func(t *testing.T) {
+			f := e.podConfigs(fmt.Sprintf("bad%d", i), 0, map[string]string{tc.key: tc.value})
+			errOut := e.failCrictl("runp", f.pod)
+			if !strings.Contains(errOut, "InvalidArgument") || !strings.Contains(errOut, tc.key) || !strings.Contains(errOut, "accepted values") {
+				t.Fatalf("runp with %s=%s: %s", tc.key, tc.value, errOut)
+			}
+		})
+	}
+	// A root volume smaller than the image is refused at create time.
+	f := e.podConfigs("tiny-root", 0, map[string]string{"vmpod.dev/root-volume-size": "1Mi"})
+	podID := strings.TrimSpace(e.mustCrictl("runp", f.pod))
+	if errOut := e.failCrictl("create", podID, f.ctr, f.pod); !strings.Contains(errOut, "InvalidArgument") || !strings.Contains(errOut, "smaller than the image") {
+		t.Fatalf("create with a too small root volume: %s", errOut)
+	}
+	if out := e.mustCrictl("ps", "-a", "-q"); strings.TrimSpace(out) != "" {
+		t.Fatalf("refused create left a container: %s", out)
+	}
+	if es, _ := os.ReadDir(filepath.Join(e.stateDir, "containers")); len(es) != 0 {
+		t.Fatalf("refused create left %v", es)
+	}
+	if out := e.mustCrictl("pods", "-q"); strings.TrimSpace(out) != podID {
+		t.Fatalf("pods after refused runp calls: %q", out)
+	}
+}
