@@ -122,6 +122,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 
 	if err := svc.Recover(ctx); err != nil {
 		srv.Stop()
+		if ctx.Err() != nil {
+			log.Info("vmpod stopped before recovery finished")
+			return nil
+		}
 		return fmt.Errorf("recover state: %w", err)
 	}
 	images.SetInUse(svc.ImageInUse)

@@ -72,8 +72,8 @@ func TestRuntimeInfo(t *testing.T) {
 		t.Errorf("runtime-config = %q, want the cgroupfs driver", out)
 	}
 	// Not yet built RPCs say what is missing.
-	if errOut := d.failCrictl("pods"); !strings.Contains(errOut, "Unimplemented") || !strings.Contains(errOut, "VM pod lifecycle") {
-		t.Errorf("crictl pods error = %q", errOut)
+	if errOut := d.failCrictl("stats"); !strings.Contains(errOut, "Unimplemented") || !strings.Contains(errOut, "stats") {
+		t.Errorf("crictl stats error = %q", errOut)
 	}
 }
 
