@@ -16,9 +16,8 @@ func (s *Service) Attach(ctx context.Context, req *runtimeapi.AttachRequest) (*r
 	if err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
-	state := c.rec.State
-	c.mu.Unlock()
+	rec, _ := c.snapshot()
+	state := rec.State
 	if state != containerRunning {
 		return nil, fmt.Errorf("container %s is %s; attach needs a running VM: %w", req.GetContainerId(), state, errdefs.ErrFailedPrecondition)
 	}
@@ -37,9 +36,7 @@ func (s *Service) AttachConsole(ctx context.Context, containerID string, in io.R
 	if err != nil {
 		return err
 	}
-	c.mu.Lock()
-	con := c.console
-	c.mu.Unlock()
+	con := c.getConsole()
 	if con == nil {
 		return fmt.Errorf("container %s is not running: %w", containerID, errdefs.ErrFailedPrecondition)
 	}

@@ -65,9 +65,8 @@ func (s *Service) createContainer(ctx context.Context, sb *sandbox, name string,
 		return "", fmt.Errorf("pod sandbox %s is %s; create containers only in a ready sandbox: %w", sb.rec.ID, sb.rec.State, errdefs.ErrFailedPrecondition)
 	}
 	for _, other := range s.state.containersOf(sb.rec.ID) {
-		other.mu.Lock()
-		st, oname := other.rec.State, other.config.GetMetadata().GetName()
-		other.mu.Unlock()
+		orec, ocfg := other.snapshot()
+		st, oname := orec.State, ocfg.GetMetadata().GetName()
 		if st != containerExited {
 			return "", fmt.Errorf("container %s (%s) of pod sandbox %s is %s; a VM pod runs one VM at a time, so stop it before creating another: %w",
 				other.rec.ID, oname, sb.rec.ID, st, errdefs.ErrFailedPrecondition)
@@ -155,9 +154,7 @@ func (s *Service) createContainer(ctx context.Context, sb *sandbox, name string,
 	if err := s.state.saveContainer(rec); err != nil {
 		return "", fmt.Errorf("store container record: %w", err)
 	}
-	c.mu.Lock()
-	c.rec = rec
-	c.mu.Unlock()
+	c.setRec(rec)
 	log.Info("container created", "image", img.ID, "vcpus", vm.VCPUs, "memory_bytes", vm.MemoryBytes, "domain_type", vm.DomainType)
 	return id, nil
 }

@@ -46,34 +46,48 @@ func exitStatus(st libvirttools.DomainStatus, stopRequested bool) (int32, string
 	}
 }
 
-// markExitedLocked records that a running container's VM stopped. c.mu is
-// held.
-func (s *Service) markExitedLocked(ctx context.Context, c *container, st libvirttools.DomainStatus) error {
-	if c.rec.State != containerRunning {
+// markExitedOpLocked records that a running container's VM stopped. c.op
+// is held.
+func (s *Service) markExitedOpLocked(ctx context.Context, c *container, st libvirttools.DomainStatus) error {
+	rec, _ := c.snapshot()
+	if rec.State != containerRunning {
 		return nil
 	}
-	rec := c.rec
 	rec.State = containerExited
 	rec.FinishedAt = s.now().UnixNano()
 	rec.ExitCode, rec.Reason, rec.Message = exitStatus(st, rec.StopRequested)
 	if err := s.state.saveContainer(rec); err != nil {
 		return err
 	}
+	c.mu.Lock()
 	c.rec = rec
-	if c.console != nil {
-		c.console.Close()
-		c.console = nil
+	con := c.console
+	c.console = nil
+	c.mu.Unlock()
+	if con != nil {
+		con.Close()
 	}
 	logging.From(ctx).Info("VM exited", logging.KeyContainerID, rec.ID, "exit_code", rec.ExitCode, "reason", rec.Reason)
 	return nil
 }
 
-// refreshLocked updates a RUNNING container from its domain's state now.
-func (s *Service) refreshLocked(ctx context.Context, c *container) {
-	if c.rec.State != containerRunning {
+// refresh updates a RUNNING container from its domain's state now, unless
+// a lifecycle operation holds it (that operation records the outcome).
+func (s *Service) refresh(ctx context.Context, c *container) {
+	if !c.op.TryLock() {
 		return
 	}
-	st, err := s.libvirt.Status(ctx, c.rec.Domain)
+	defer c.op.Unlock()
+	s.refreshOpLocked(ctx, c)
+}
+
+// refreshOpLocked is refresh with c.op held.
+func (s *Service) refreshOpLocked(ctx context.Context, c *container) {
+	rec, _ := c.snapshot()
+	if rec.State != containerRunning {
+		return
+	}
+	st, err := s.libvirt.Status(ctx, rec.Domain)
 	if err != nil {
 		// NotFound: the domain was undefined behind our back.
 		st = libvirttools.DomainStatus{State: libvirttools.DomainShutoff, Reason: libvirttools.ShutoffDestroyed}
@@ -82,8 +96,8 @@ func (s *Service) refreshLocked(ctx context.Context, c *container) {
 		}
 	}
 	if st.State == libvirttools.DomainShutoff || st.State == libvirttools.DomainCrashed {
-		if err := s.markExitedLocked(ctx, c, st); err != nil {
-			logging.From(ctx).Error("record VM exit", logging.KeyContainerID, c.rec.ID, logging.KeyErr, err)
+		if err := s.markExitedOpLocked(ctx, c, st); err != nil {
+			logging.From(ctx).Error("record VM exit", logging.KeyContainerID, rec.ID, logging.KeyErr, err)
 		}
 	}
 }
@@ -111,11 +125,9 @@ func (s *Service) Monitor(ctx context.Context) {
 func (s *Service) checkRunning(ctx context.Context) {
 	var running []*container
 	for _, c := range s.state.listContainers() {
-		c.mu.Lock()
-		if c.rec.State == containerRunning {
+		if rec, _ := c.snapshot(); rec.State == containerRunning {
 			running = append(running, c)
 		}
-		c.mu.Unlock()
 	}
 	if len(running) == 0 {
 		return
@@ -129,15 +141,11 @@ func (s *Service) checkRunning(ctx context.Context) {
 		byName[d.Name] = d
 	}
 	for _, c := range running {
-		d, ok := byName[c.rec.Domain]
+		rec, _ := c.snapshot()
+		d, ok := byName[rec.Domain]
 		if ok && d.State != libvirttools.DomainShutoff && d.State != libvirttools.DomainCrashed {
 			continue
 		}
-		// TryLock: a container under a Stop/Remove is handled there.
-		if !c.mu.TryLock() {
-			continue
-		}
-		s.refreshLocked(ctx, c)
-		c.mu.Unlock()
+		s.refresh(ctx, c)
 	}
 }

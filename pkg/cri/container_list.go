@@ -14,9 +14,7 @@ func (s *Service) ListContainers(ctx context.Context, req *runtimeapi.ListContai
 	f := req.GetFilter()
 	out := []*runtimeapi.Container{}
 	for _, c := range s.state.listContainers() {
-		c.mu.Lock()
-		rec, cfg := c.rec, c.config
-		c.mu.Unlock()
+		rec, cfg := c.snapshot()
 		if rec.State == containerCreating {
 			continue
 		}

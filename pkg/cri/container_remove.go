@@ -32,22 +32,25 @@ func (s *Service) removeContainer(ctx context.Context, c *container) error {
 	if err := s.stopContainer(ctx, c, 0); err != nil {
 		return err
 	}
+	c.op.Lock()
+	defer c.op.Unlock()
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.console != nil {
-		c.console.Close()
-		c.console = nil
+	rec, con := c.rec, c.console
+	c.console = nil
+	c.mu.Unlock()
+	if con != nil {
+		con.Close()
 	}
-	if err := s.destroyContainerResources(ctx, c.rec); err != nil {
+	if err := s.destroyContainerResources(ctx, rec); err != nil {
 		return err
 	}
-	if err := s.state.meta.Delete(store.Containers, c.rec.ID); err != nil {
+	if err := s.state.meta.Delete(store.Containers, rec.ID); err != nil {
 		return err
 	}
-	s.state.removeContainer(c.rec.ID)
-	s.state.release(c.rec.Name, c.rec.ID)
-	s.images.Release(c.rec.ImageRef)
-	logging.From(ctx).Info("container removed", logging.KeyContainerID, c.rec.ID)
+	s.state.removeContainer(rec.ID)
+	s.state.release(rec.Name, rec.ID)
+	s.images.Release(rec.ImageRef)
+	logging.From(ctx).Info("container removed", logging.KeyContainerID, rec.ID)
 	return nil
 }
 

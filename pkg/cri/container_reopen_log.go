@@ -15,13 +15,12 @@ func (s *Service) ReopenContainerLog(ctx context.Context, req *runtimeapi.Reopen
 	if err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.rec.State != containerRunning || c.console == nil {
-		return nil, fmt.Errorf("container %s is not running; its log is closed: %w", c.rec.ID, errdefs.ErrFailedPrecondition)
+	con := c.getConsole()
+	if con == nil {
+		return nil, fmt.Errorf("container %s is not running; its log is closed: %w", req.GetContainerId(), errdefs.ErrFailedPrecondition)
 	}
-	if err := c.console.ReopenLog(); err != nil {
-		return nil, fmt.Errorf("reopen log of %s: %w", c.rec.ID, err)
+	if err := con.ReopenLog(); err != nil {
+		return nil, fmt.Errorf("reopen log of %s: %w", req.GetContainerId(), err)
 	}
 	return &runtimeapi.ReopenContainerLogResponse{}, nil
 }

@@ -24,19 +24,20 @@ func (s *Service) StartContainer(ctx context.Context, req *runtimeapi.StartConta
 	if err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.rec.State != containerCreated {
+	c.op.Lock()
+	defer c.op.Unlock()
+	rec, _ := c.snapshot()
+	if rec.State != containerCreated {
 		return nil, fmt.Errorf("container %s is %s; only a created container can be started (create a new one to boot again): %w",
-			c.rec.ID, c.rec.State, errdefs.ErrFailedPrecondition)
+			rec.ID, rec.State, errdefs.ErrFailedPrecondition)
 	}
-	log := logging.From(ctx).With(logging.KeyContainerID, c.rec.ID, logging.KeyDomain, c.rec.Domain)
-	if err := s.libvirt.Start(ctx, c.rec.Domain, true); err != nil {
-		return nil, fmt.Errorf("start domain %s: %w", c.rec.Domain, err)
+	log := logging.From(ctx).With(logging.KeyContainerID, rec.ID, logging.KeyDomain, rec.Domain)
+	if err := s.libvirt.Start(ctx, rec.Domain, true); err != nil {
+		return nil, fmt.Errorf("start domain %s: %w", rec.Domain, err)
 	}
-	con, err := s.startConsole(c.rec, log)
+	con, err := s.startConsole(rec, log)
 	if err != nil {
-		s.libvirt.Destroy(context.WithoutCancel(ctx), c.rec.Domain)
+		s.libvirt.Destroy(context.WithoutCancel(ctx), rec.Domain)
 		return nil, err
 	}
 	select {
@@ -44,21 +45,22 @@ func (s *Service) StartContainer(ctx context.Context, req *runtimeapi.StartConta
 	case <-time.After(consoleConnectTimeout):
 		log.Warn("serial console did not connect in time; early boot output may be missing from the log")
 	}
-	if err := s.libvirt.Resume(ctx, c.rec.Domain); err != nil {
+	if err := s.libvirt.Resume(ctx, rec.Domain); err != nil {
 		con.Close()
-		s.libvirt.Destroy(context.WithoutCancel(ctx), c.rec.Domain)
-		return nil, fmt.Errorf("resume domain %s: %w", c.rec.Domain, err)
+		s.libvirt.Destroy(context.WithoutCancel(ctx), rec.Domain)
+		return nil, fmt.Errorf("resume domain %s: %w", rec.Domain, err)
 	}
-	rec := c.rec
 	rec.State = containerRunning
 	rec.StartedAt = s.now().UnixNano()
 	if err := s.state.saveContainer(rec); err != nil {
 		con.Close()
-		s.libvirt.Destroy(context.WithoutCancel(ctx), c.rec.Domain)
+		s.libvirt.Destroy(context.WithoutCancel(ctx), rec.Domain)
 		return nil, fmt.Errorf("store container record: %w", err)
 	}
+	c.mu.Lock()
 	c.rec = rec
 	c.console = con
+	c.mu.Unlock()
 	log.Info("VM started")
 	return &runtimeapi.StartContainerResponse{}, nil
 }

@@ -15,10 +15,8 @@ func (s *Service) ContainerStatus(ctx context.Context, req *runtimeapi.Container
 	if err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
-	s.refreshLocked(ctx, c)
-	rec, cfg := c.rec, c.config
-	c.mu.Unlock()
+	s.refresh(ctx, c)
+	rec, cfg := c.snapshot()
 	resp := &runtimeapi.ContainerStatusResponse{Status: containerStatus(rec, cfg)}
 	if req.GetVerbose() {
 		info := map[string]any{

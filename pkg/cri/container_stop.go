@@ -30,25 +30,25 @@ func (s *Service) StopContainer(ctx context.Context, req *runtimeapi.StopContain
 }
 
 func (s *Service) stopContainer(ctx context.Context, c *container, timeout time.Duration) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	s.refreshLocked(ctx, c)
-	if c.rec.State != containerRunning {
+	c.op.Lock()
+	defer c.op.Unlock()
+	s.refreshOpLocked(ctx, c)
+	rec, _ := c.snapshot()
+	if rec.State != containerRunning {
 		return nil
 	}
-	log := logging.From(ctx).With(logging.KeyContainerID, c.rec.ID, logging.KeyDomain, c.rec.Domain)
-	rec := c.rec
+	log := logging.From(ctx).With(logging.KeyContainerID, rec.ID, logging.KeyDomain, rec.Domain)
 	rec.StopRequested = true
 	if err := s.state.saveContainer(rec); err != nil {
 		return err
 	}
-	c.rec = rec
+	c.setRec(rec)
 	if timeout > 0 {
 		log.Info("asking the guest to power off", "timeout", timeout)
 		if err := s.libvirt.Shutdown(ctx, rec.Domain); err != nil && !errors.Is(err, errdefs.ErrFailedPrecondition) {
 			log.Warn("ACPI shutdown failed; destroying", logging.KeyErr, err)
 		} else if off, err := s.libvirt.WaitShutoff(ctx, rec.Domain, timeout); err == nil && off {
-			s.refreshLocked(ctx, c)
+			s.refreshOpLocked(ctx, c)
 			return nil
 		}
 	}
@@ -56,6 +56,6 @@ func (s *Service) stopContainer(ctx context.Context, c *container, timeout time.
 		return fmt.Errorf("destroy domain %s: %w", rec.Domain, err)
 	}
 	log.Info("VM destroyed")
-	s.refreshLocked(ctx, c)
+	s.refreshOpLocked(ctx, c)
 	return nil
 }

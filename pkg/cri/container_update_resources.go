@@ -21,34 +21,34 @@ func (s *Service) UpdateContainerResources(ctx context.Context, req *runtimeapi.
 	if res == nil {
 		return &runtimeapi.UpdateContainerResourcesResponse{}, nil
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	vm := c.rec.VM
+	c.op.Lock()
+	defer c.op.Unlock()
+	rec, _ := c.snapshot()
+	vm := rec.VM
 	if m := res.GetMemoryLimitInBytes(); m > 0 && m != vm.MemoryBytes {
 		return nil, fmt.Errorf("container %s: changing guest memory from %d to %d bytes on a live VM is not supported; recreate the pod: %w",
-			c.rec.ID, vm.MemoryBytes, m, errdefs.ErrFailedPrecondition)
+			rec.ID, vm.MemoryBytes, m, errdefs.ErrFailedPrecondition)
 	}
 	if q, p := res.GetCpuQuota(), res.GetCpuPeriod(); q > 0 && p > 0 {
 		if n := int((q + p - 1) / p); n > vm.VCPUs {
 			return nil, fmt.Errorf("container %s: a CPU limit of %d needs %d vCPUs but the VM has %d; adding vCPUs to a live VM is not supported, recreate the pod: %w",
-				c.rec.ID, q/p, n, vm.VCPUs, errdefs.ErrFailedPrecondition)
+				rec.ID, q/p, n, vm.VCPUs, errdefs.ErrFailedPrecondition)
 		}
 		vm.CPUQuotaUS, vm.CPUPeriodUS = q, uint64(p)
 	}
 	if sh := res.GetCpuShares(); sh > 0 {
 		vm.CPUShares = uint64(sh)
 	}
-	if vm == c.rec.VM {
+	if vm == rec.VM {
 		return &runtimeapi.UpdateContainerResourcesResponse{}, nil
 	}
-	if err := s.libvirt.SetCPUTune(ctx, c.rec.Domain, vm.CPUShares, vm.CPUPeriodUS, vm.CPUQuotaUS); err != nil {
-		return nil, fmt.Errorf("update cputune of %s: %w", c.rec.Domain, err)
+	if err := s.libvirt.SetCPUTune(ctx, rec.Domain, vm.CPUShares, vm.CPUPeriodUS, vm.CPUQuotaUS); err != nil {
+		return nil, fmt.Errorf("update cputune of %s: %w", rec.Domain, err)
 	}
-	rec := c.rec
 	rec.VM = vm
 	if err := s.state.saveContainer(rec); err != nil {
 		return nil, err
 	}
-	c.rec = rec
+	c.setRec(rec)
 	return &runtimeapi.UpdateContainerResourcesResponse{}, nil
 }

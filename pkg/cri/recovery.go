@@ -129,7 +129,7 @@ func (s *Service) recoverContainer(ctx context.Context, rec containerRecord) (ke
 		}
 		switch st.State {
 		case libvirttools.DomainShutoff, libvirttools.DomainCrashed:
-			if err := s.markExitedLocked(ctx, c, st); err != nil {
+			if err := s.markExitedOpLocked(ctx, c, st); err != nil {
 				return false, err
 			}
 		default:

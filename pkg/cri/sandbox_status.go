@@ -22,9 +22,7 @@ func (s *Service) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandb
 		info := map[string]any{"handler": rec.Handler, "name": rec.Name}
 		var vms []map[string]any
 		for _, c := range s.state.containersOf(rec.ID) {
-			c.mu.Lock()
-			crec := c.rec
-			c.mu.Unlock()
+			crec, _ := c.snapshot()
 			vm := map[string]any{
 				"containerID": crec.ID, "state": crec.State, "domain": crec.Domain,
 				"disks":        map[string]string{"root": crec.RootDisk, "image": s.images.Path(crec.ImageRef)},

@@ -99,12 +99,37 @@ type sandbox struct {
 	config *runtimeapi.PodSandboxConfig
 }
 
-// container is a live container.
+// container is a live container. Two locks: op serialises lifecycle
+// operations (start, stop, remove, update, exit detection) and may be held
+// across libvirt calls; mu guards the fields and is held only to read or
+// swap them, so List and Status calls never wait behind a slow stop.
 type container struct {
-	mu      sync.Mutex // serialises lifecycle operations on this container
+	op      sync.Mutex
+	mu      sync.Mutex
 	rec     containerRecord
 	config  *runtimeapi.ContainerConfig
 	console ConsoleHandle // nil unless running
+}
+
+// snapshot returns the record and config.
+func (c *container) snapshot() (containerRecord, *runtimeapi.ContainerConfig) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rec, c.config
+}
+
+// setRec replaces the record.
+func (c *container) setRec(rec containerRecord) {
+	c.mu.Lock()
+	c.rec = rec
+	c.mu.Unlock()
+}
+
+// getConsole returns the console reader, nil unless running.
+func (c *container) getConsole() ConsoleHandle {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.console
 }
 
 // state holds membership of sandboxes and containers and the reserved
