@@ -2,7 +2,8 @@
 //
 // It makes a 1 GiB qcow2 of incompressible data (cached in a work dir),
 // serves it from an in-process Go HTTP server on 127.0.0.1 (sendfile), and
-// in the same run alternates `curl -o` of the file with `crictl pull`
+// in the same run alternates `curl -o` of the file (and `curl -o` followed
+// by an fsync of the file, the durable baseline) with `crictl pull`
 // through a freshly started vmpod (empty image store each time). It prints
 // each time, the medians, the ratio vmpod/curl (target: at most 1.15), and
 // vmpod's RSS after the pull (target: under 40 MiB).
@@ -53,23 +54,28 @@ func main() {
 	defer srv.Close()
 	url := "http://" + lis.Addr().String() + "/" + filepath.Base(img)
 
-	var curlT, vmpodT []time.Duration
+	var curlT, curlSyncT, vmpodT []time.Duration
 	var rss, hwm []int
 	for i := 0; i < *runs; i++ {
 		// Flush dirty pages first so neither side pays for the other's
 		// writeback.
 		exec.Command("sync").Run()
-		curlT = append(curlT, timeCurl(url, *work))
+		curlT = append(curlT, timeCurl(url, *work, false))
+		exec.Command("sync").Run()
+		curlSyncT = append(curlSyncT, timeCurl(url, *work, true))
 		exec.Command("sync").Run()
 		t, r, h := timeVmpod(*vmpod, url, *work)
 		vmpodT = append(vmpodT, t)
 		rss, hwm = append(rss, r), append(hwm, h)
-		fmt.Printf("run %d: curl %.2fs  vmpod %.2fs  vmpod RSS after pull %d KiB (peak %d KiB)\n",
-			i+1, curlT[i].Seconds(), t.Seconds(), r, h)
+		fmt.Printf("run %d: curl %.2fs  curl+fsync %.2fs  vmpod %.2fs  vmpod RSS after pull %d KiB (peak %d KiB)\n",
+			i+1, curlT[i].Seconds(), curlSyncT[i].Seconds(), t.Seconds(), r, h)
 	}
 	mc, mv := median(curlT), median(vmpodT)
 	fmt.Printf("\nmedian over %d runs: curl -o %.2fs (%.0f MiB/s), vmpod pull %.2fs (%.0f MiB/s), ratio vmpod/curl %.2f (target <= 1.15)\n",
 		*runs, mc.Seconds(), float64(st.Size())/(1<<20)/mc.Seconds(), mv.Seconds(), float64(st.Size())/(1<<20)/mv.Seconds(), mv.Seconds()/mc.Seconds())
+	ms := median(curlSyncT)
+	fmt.Printf("durable baseline: curl -o + fsync of the file %.2fs, ratio vmpod/(curl+fsync) %.2f (vmpod fsyncs before it records an image)\n",
+		ms.Seconds(), mv.Seconds()/ms.Seconds())
 	fmt.Printf("vmpod RSS after pull: median %d KiB (%.1f MiB), peak during pull %.1f MiB (target < 40 MiB)\n",
 		medianInt(rss), float64(medianInt(rss))/1024, float64(medianInt(hwm))/1024)
 }
@@ -82,11 +88,16 @@ func makeImage(work, img string, sizeMiB int) {
 	os.Remove(raw)
 }
 
-func timeCurl(url, work string) time.Duration {
+// timeCurl times `curl -o` of url; with durable it also fsyncs the file
+// (coreutils `sync FILE`), as vmpod does before recording an image.
+func timeCurl(url, work string, durable bool) time.Duration {
 	out := filepath.Join(work, "curl.out")
 	defer os.Remove(out)
 	start := time.Now()
 	must(exec.Command("curl", "-sSf", "-o", out, url).Run())
+	if durable {
+		must(exec.Command("sync", out).Run())
+	}
 	return time.Since(start)
 }
 

@@ -109,7 +109,7 @@ func (s *Service) createContainer(ctx context.Context, sb *sandbox, name string,
 	dir := filepath.Join(s.containersDir(), id)
 	rec := containerRecord{
 		ID: id, SandboxID: sb.rec.ID, Name: name, State: containerCreating,
-		ImageName: cfg.GetImage().GetImage(), ImageRef: img.ID, LogPath: logPath,
+		ImageName: cfg.GetImage().GetImage(), ImageRef: img.ID, ImageDisk: img.Disk(), LogPath: logPath,
 		Domain: domainName(id), Dir: dir, RunDir: filepath.Join(s.runDir(), id[:16]),
 		RootDisk: filepath.Join(dir, "root.qcow2"), CreatedAt: s.now().UnixNano(), Config: raw, VM: vm,
 	}

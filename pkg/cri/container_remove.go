@@ -49,7 +49,7 @@ func (s *Service) removeContainer(ctx context.Context, c *container) error {
 	}
 	s.state.removeContainer(rec.ID)
 	s.state.release(rec.Name, rec.ID)
-	s.images.Release(rec.ImageRef)
+	s.images.Release(rec.ImageDisk)
 	logging.From(ctx).Info("container removed", logging.KeyContainerID, rec.ID)
 	return nil
 }

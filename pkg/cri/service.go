@@ -37,8 +37,9 @@ type ImageStore interface {
 	Usage() (image.FsUsage, error)
 	// Path returns the file of image id.
 	Path(id string) string
-	// Release tells the store a container using image id is gone.
-	Release(id string)
+	// Release tells the store a container whose overlay was backed by the
+	// disk file with digest d is gone.
+	Release(d string)
 }
 
 // ConsoleHandle is a VM's serial console reader (pkg/console).
@@ -116,8 +117,9 @@ func NewService(o Options) *Service {
 // SetStreamServer installs the streaming server Attach URLs come from.
 func (s *Service) SetStreamServer(ss StreamServer) { s.streams = ss }
 
-// ImageInUse reports whether a container's disk is backed by image id.
-func (s *Service) ImageInUse(id string) bool { return s.state.imageInUse(id) }
+// ImageDiskInUse reports whether a container's root overlay is backed by
+// the image disk file with digest d.
+func (s *Service) ImageDiskInUse(d string) bool { return s.state.diskInUse(d) }
 
 // runDir is where per-VM sockets live: beside the CRI socket, because
 // unix socket paths are limited to 107 bytes and the state dir may be deep.

@@ -57,6 +57,9 @@ type containerRecord struct {
 	State      string `json:"state"`
 	ImageName  string `json:"image_name"`
 	ImageRef   string `json:"image_ref"` // image ID
+	// ImageDisk is the digest of the image's disk file backing the root
+	// overlay; the file is kept while a container uses it.
+	ImageDisk string `json:"image_disk"`
 	LogPath    string `json:"log_path,omitempty"`
 	Domain     string `json:"domain"`
 	Dir        string `json:"dir"`
@@ -274,12 +277,13 @@ func (st *state) containersOf(sandboxID string) []*container {
 	return out
 }
 
-// imageInUse reports whether any container's root disk is backed by image id.
-func (st *state) imageInUse(id string) bool {
+// diskInUse reports whether any container's root overlay is backed by the
+// image disk file with digest d.
+func (st *state) diskInUse(d string) bool {
 	st.mu.RLock()
 	defer st.mu.RUnlock()
 	for _, c := range st.containers {
-		if c.rec.ImageRef == id {
+		if rec, _ := c.snapshot(); rec.ImageDisk == d {
 			return true
 		}
 	}

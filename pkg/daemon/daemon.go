@@ -128,7 +128,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 		}
 		return fmt.Errorf("recover state: %w", err)
 	}
-	images.SetInUse(svc.ImageInUse)
+	images.SetInUse(svc.ImageDiskInUse)
 	if err := images.RemoveUnreferenced(); err != nil {
 		log.Warn("clean unreferenced image files", "err", err)
 	}

@@ -191,7 +191,7 @@ func (s *Store) fetch(ctx context.Context, r Reference, name string, src imagetr
 	if _, have := s.images[id]; have {
 		return s.recordLocked(id, r, origin, nil) // same bytes under another name
 	}
-	final := s.Path(id)
+	final := s.filePath(id)
 	if err := os.Rename(tmpName, final); err != nil {
 		return Image{}, fmt.Errorf("store image file: %w", err)
 	}

@@ -30,8 +30,12 @@ import (
 
 // Image is the metadata record of one stored image.
 type Image struct {
-	// ID is "sha256:<hex>" of the file.
+	// ID is "sha256:<hex>": the digest of the file for HTTP(S) images, the
+	// config digest for OCI images.
 	ID string `json:"id"`
+	// DiskDigest is "sha256:<hex>" of the disk file, which is stored once
+	// under that name however many images share it. Empty means ID.
+	DiskDigest string `json:"disk_digest,omitempty"`
 	// RepoTags are the repo:tag names that point at this image.
 	RepoTags []string `json:"repo_tags,omitempty"`
 	// RepoDigests are repo@sha256:<hex> names of this image.
@@ -128,7 +132,7 @@ func Open(opts Options) (*Store, error) {
 	}
 	for i := range recs {
 		img := recs[i]
-		if _, err := os.Stat(s.Path(img.ID)); err != nil {
+		if _, err := os.Stat(s.filePath(img.disk())); err != nil {
 			s.log.Warn("image file missing, dropping its record", "image", img.ID, "err", err)
 			if err := opts.Meta.Delete(store.Images, img.ID); err != nil {
 				return nil, err
@@ -151,10 +155,10 @@ func (s *Store) RemoveUnreferenced() error {
 		return err
 	}
 	for _, e := range entries {
-		id := "sha256:" + e.Name()
-		if _, ok := s.images[id]; ok || (s.inUse != nil && s.inUse(id)) {
+		if s.diskUsedLocked("sha256:" + e.Name()) {
 			continue
 		}
+		id := "sha256:" + e.Name()
 		s.log.Info("deleting image file that has no record and no user", "image", id)
 		if err := os.Remove(filepath.Join(s.blobDir(), e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
@@ -163,21 +167,22 @@ func (s *Store) RemoveUnreferenced() error {
 	return nil
 }
 
-// Release is called when a container that used image id is gone: if the
-// image was removed meanwhile and nobody else uses it, its file goes too.
-func (s *Store) Release(id string) {
+// Release is called when a container whose disk was backed by the disk
+// file with digest d is gone: if no image record and no other container
+// uses that file any more (the image was removed meanwhile), it goes too.
+func (s *Store) Release(d string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.images[id]; ok || (s.inUse != nil && s.inUse(id)) {
+	if s.diskUsedLocked(d) {
 		return
 	}
-	if err := os.Remove(s.Path(id)); err == nil {
-		s.log.Info("deleted the file of a removed image after its last user went", "image", id)
+	if err := os.Remove(s.filePath(d)); err == nil {
+		s.log.Info("deleted the file of a removed image after its last user went", "disk", d)
 	}
 }
 
-// SetInUse installs the function that says whether a container uses an
-// image; RemoveImage keeps the file of such an image.
+// SetInUse installs the function that says whether a container uses the
+// disk file with a digest; RemoveImage keeps such a file.
 func (s *Store) SetInUse(f func(id string) bool) {
 	s.mu.Lock()
 	s.inUse = f
@@ -190,9 +195,42 @@ func (s *Store) tmpDir() string  { return filepath.Join(s.opts.Dir, "tmp") }
 // Dir returns the store's directory.
 func (s *Store) Dir() string { return s.opts.Dir }
 
-// Path returns the file of image id.
+// Disk returns the digest of the image's disk file.
+func (img Image) Disk() string { return img.disk() }
+
+// disk returns the digest naming the image's file.
+func (img *Image) disk() string {
+	if img.DiskDigest != "" {
+		return img.DiskDigest
+	}
+	return img.ID
+}
+
+// filePath is where the disk file with digest d is stored.
+func (s *Store) filePath(d string) string {
+	return filepath.Join(s.blobDir(), strings.TrimPrefix(d, "sha256:"))
+}
+
+// Path returns the disk file of image id (or of disk digest id when no
+// image has that ID).
 func (s *Store) Path(id string) string {
-	return filepath.Join(s.blobDir(), strings.TrimPrefix(id, "sha256:"))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if img, ok := s.images[id]; ok {
+		return s.filePath(img.disk())
+	}
+	return s.filePath(id)
+}
+
+// diskUsedLocked reports whether a stored image or a container uses the
+// disk file with digest d.
+func (s *Store) diskUsedLocked(d string) bool {
+	for _, img := range s.images {
+		if img.disk() == d {
+			return true
+		}
+	}
+	return s.inUse != nil && s.inUse(d)
 }
 
 // Get returns the image a reference names: an ID ("sha256:<hex>", or the
@@ -284,11 +322,11 @@ func (s *Store) Remove(ref string) error {
 		return fmt.Errorf("remove image record %s: %w", img.ID, err)
 	}
 	delete(s.images, img.ID)
-	if s.inUse != nil && s.inUse(img.ID) {
-		s.log.Info("image removed; its file stays while a container uses it", "image", img.ID)
+	if s.diskUsedLocked(img.disk()) {
+		s.log.Info("image removed; its disk file stays while a container or another image uses it", "image", img.ID)
 		return nil
 	}
-	if err := os.Remove(s.Path(img.ID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := os.Remove(s.filePath(img.disk())); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove image file %s: %w", img.ID, err)
 	}
 	s.log.Info("image removed", "image", img.ID, "names", img.RepoTags)
