@@ -51,15 +51,15 @@ const (
 
 // containerRecord is a container (one VM boot) as persisted.
 type containerRecord struct {
-	ID         string `json:"id"`
-	SandboxID  string `json:"sandbox_id"`
-	Name       string `json:"name"` // reserved name
-	State      string `json:"state"`
-	ImageName  string `json:"image_name"`
-	ImageRef   string `json:"image_ref"` // image ID
+	ID        string `json:"id"`
+	SandboxID string `json:"sandbox_id"`
+	Name      string `json:"name"` // reserved name
+	State     string `json:"state"`
+	ImageName string `json:"image_name"`
+	ImageRef  string `json:"image_ref"` // image ID
 	// ImageDisk is the digest of the image's disk file backing the root
 	// overlay; the file is kept while a container uses it.
-	ImageDisk string `json:"image_disk"`
+	ImageDisk  string `json:"image_disk"`
 	LogPath    string `json:"log_path,omitempty"`
 	Domain     string `json:"domain"`
 	Dir        string `json:"dir"`
