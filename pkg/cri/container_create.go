@@ -102,6 +102,10 @@ func (s *Service) createContainer(ctx context.Context, sb *sandbox, name string,
 	if err != nil {
 		return "", err
 	}
+	resRaw, err := encodeResources(cfg.GetLinux().GetResources())
+	if err != nil {
+		return "", err
+	}
 	logPath := ""
 	if cfg.GetLogPath() != "" {
 		logPath = filepath.Join(sbCfg.GetLogDirectory(), cfg.GetLogPath())
@@ -111,7 +115,7 @@ func (s *Service) createContainer(ctx context.Context, sb *sandbox, name string,
 		ID: id, SandboxID: sb.rec.ID, Name: name, State: containerCreating,
 		ImageName: cfg.GetImage().GetImage(), ImageRef: img.ID, ImageDisk: img.Disk(), LogPath: logPath,
 		Domain: domainName(id), Dir: dir, RunDir: filepath.Join(s.runDir(), id[:16]),
-		RootDisk: filepath.Join(dir, "root.qcow2"), CreatedAt: s.now().UnixNano(), Config: raw, VM: vm,
+		RootDisk: filepath.Join(dir, "root.qcow2"), CreatedAt: s.now().UnixNano(), Config: raw, VM: vm, Resources: resRaw,
 	}
 	// The CREATING record goes first, so a crash at any later point leaves
 	// a trace that start-up recovery cleans up.
@@ -125,7 +129,17 @@ func (s *Service) createContainer(ctx context.Context, sb *sandbox, name string,
 			cctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 			defer cancel()
 			if err := s.destroyContainerResources(cctx, rec); err != nil {
-				log.Error("rollback of failed create left resources behind; start-up recovery retries", logging.KeyErr, err)
+				// Keep it visible and removable: as EXITED, the kubelet
+				// lists and removes it, and RemoveContainer retries the
+				// cleanup. Its name is released so a retry can proceed.
+				log.Error("rollback of failed create left resources behind; the container is kept as exited until it is removed", logging.KeyErr, err)
+				failed := rec
+				failed.State = containerExited
+				failed.ExitCode, failed.Reason = exitError, reasonError
+				failed.Message = fmt.Sprintf("creation failed (%v) and its cleanup failed (%v); remove the container to retry the cleanup", retErr, err)
+				failed.FinishedAt = s.now().UnixNano()
+				s.state.saveContainer(failed)
+				c.setRec(failed)
 				return
 			}
 			s.state.meta.Delete(store.Containers, id)

@@ -31,6 +31,16 @@ func (s *Service) StartContainer(ctx context.Context, req *runtimeapi.StartConta
 		return nil, fmt.Errorf("container %s is %s; only a created container can be started (create a new one to boot again): %w",
 			rec.ID, rec.State, errdefs.ErrFailedPrecondition)
 	}
+	sb, err := s.state.getSandbox(rec.SandboxID)
+	if err != nil {
+		return nil, err
+	}
+	sb.mu.Lock()
+	sbState := sb.rec.State
+	sb.mu.Unlock()
+	if sbState != sandboxReady {
+		return nil, fmt.Errorf("pod sandbox %s is %s; containers start only in a ready sandbox: %w", rec.SandboxID, sbState, errdefs.ErrFailedPrecondition)
+	}
 	log := logging.From(ctx).With(logging.KeyContainerID, rec.ID, logging.KeyDomain, rec.Domain)
 	if err := s.libvirt.Start(ctx, rec.Domain, true); err != nil {
 		return nil, fmt.Errorf("start domain %s: %w", rec.Domain, err)

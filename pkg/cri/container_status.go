@@ -63,7 +63,7 @@ func containerStatus(rec containerRecord, cfg *runtimeapi.ContainerConfig) *runt
 		Annotations: cfg.GetAnnotations(),
 		Mounts:      cfg.GetMounts(),
 		LogPath:     rec.LogPath,
-		Resources:   &runtimeapi.ContainerResources{Linux: cfg.GetLinux().GetResources()},
+		Resources:   &runtimeapi.ContainerResources{Linux: decodeResources(rec.Resources, cfg.GetLinux().GetResources())},
 	}
 	if rec.State == containerExited {
 		st.ExitCode, st.Reason, st.Message = rec.ExitCode, rec.Reason, rec.Message

@@ -11,9 +11,10 @@ import (
 	"github.com/vmpod/vmpod/pkg/logging"
 )
 
-// StopPodSandbox stops the pod's VM at once (the kubelet has already given
-// its containers their grace period) and marks the sandbox NOTREADY.
-// Stopping an unknown or already stopped sandbox succeeds.
+// StopPodSandbox marks the sandbox NOTREADY (so nothing new is created or
+// started in it) and then stops the pod's VM at once (the kubelet has
+// already given its containers their grace period). Stopping an unknown or
+// already stopped sandbox succeeds.
 func (s *Service) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSandboxRequest) (*runtimeapi.StopPodSandboxResponse, error) {
 	sb, err := s.state.getSandbox(req.GetPodSandboxId())
 	if errors.Is(err, errdefs.ErrNotFound) {
@@ -22,21 +23,23 @@ func (s *Service) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSan
 	if err != nil {
 		return nil, err
 	}
-	for _, c := range s.state.containersOf(sb.rec.ID) {
-		if err := s.stopContainer(ctx, c, 0); err != nil {
-			return nil, fmt.Errorf("stop container %s of pod sandbox %s: %w", c.rec.ID, sb.rec.ID, err)
-		}
-	}
+	// The sandbox lock waits for a CreateContainer in progress.
 	sb.mu.Lock()
-	defer sb.mu.Unlock()
 	if sb.rec.State != sandboxNotReady {
 		rec := sb.rec
 		rec.State = sandboxNotReady
 		if err := s.state.saveSandbox(rec); err != nil {
+			sb.mu.Unlock()
 			return nil, err
 		}
 		sb.rec = rec
 		logging.From(ctx).Info("pod sandbox stopped", logging.KeySandboxID, sb.rec.ID)
+	}
+	sb.mu.Unlock()
+	for _, c := range s.state.containersOf(sb.rec.ID) {
+		if err := s.stopContainer(ctx, c, 0); err != nil {
+			return nil, fmt.Errorf("stop container %s of pod sandbox %s: %w", c.rec.ID, sb.rec.ID, err)
+		}
 	}
 	return &runtimeapi.StopPodSandboxResponse{}, nil
 }

@@ -73,9 +73,12 @@ type containerRecord struct {
 	Message    string `json:"message,omitempty"`
 	// StopRequested is set by StopContainer so a destroyed domain is
 	// reported as killed by the stop, not as a crash.
-	StopRequested bool   `json:"stop_requested,omitempty"`
-	Config        []byte `json:"config"` // ContainerConfig as protojson
-	VM            vmSpec `json:"vm"`
+	StopRequested bool `json:"stop_requested,omitempty"`
+	// Resources are the Linux resources applied to the VM: those of the
+	// create request, then of each UpdateContainerResources (protojson).
+	Resources []byte `json:"resources,omitempty"`
+	Config    []byte `json:"config"` // ContainerConfig as protojson
+	VM        vmSpec `json:"vm"`
 }
 
 func encodeSandboxConfig(c *runtimeapi.PodSandboxConfig) ([]byte, error) { return protojson.Marshal(c) }
@@ -83,6 +86,26 @@ func encodeSandboxConfig(c *runtimeapi.PodSandboxConfig) ([]byte, error) { retur
 func decodeSandboxConfig(b []byte) (*runtimeapi.PodSandboxConfig, error) {
 	c := &runtimeapi.PodSandboxConfig{}
 	return c, protojson.Unmarshal(b, c)
+}
+
+func encodeResources(r *runtimeapi.LinuxContainerResources) ([]byte, error) {
+	if r == nil {
+		return nil, nil
+	}
+	return protojson.Marshal(r)
+}
+
+// decodeResources returns the stored resources, or fallback when none were
+// stored.
+func decodeResources(b []byte, fallback *runtimeapi.LinuxContainerResources) *runtimeapi.LinuxContainerResources {
+	if len(b) == 0 {
+		return fallback
+	}
+	r := &runtimeapi.LinuxContainerResources{}
+	if protojson.Unmarshal(b, r) != nil {
+		return fallback
+	}
+	return r
 }
 
 func encodeContainerConfig(c *runtimeapi.ContainerConfig) ([]byte, error) {

@@ -3,9 +3,12 @@ package cri
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/containerd/errdefs"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -27,6 +30,12 @@ const (
 	annFirmware       = "vmpod.dev/firmware"
 )
 
+// annPrefix starts every annotation vmpod reads; an unknown one with this
+// prefix is refused, so a typo does not pass silently.
+const annPrefix = "vmpod.dev/"
+
+var knownAnnotations = []string{annVCPUs, annMemory, annRootVolumeSize, annDiskBus, annCPUModel, annFirmware}
+
 const maxVCPUs = 64
 
 var cpuModelRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
@@ -47,6 +56,10 @@ type vmSpec struct {
 	CPUPeriodUS    uint64 `json:"cpu_period_us,omitempty"`
 	TBCacheMiB     int    `json:"tb_cache_mib,omitempty"`
 	CgroupParent   string `json:"cgroup_parent,omitempty"`
+	// VCPUsFixed and MemoryFixed say the annotations set vCPUs and memory,
+	// so resource limits do not shape them.
+	VCPUsFixed  bool `json:"vcpus_fixed,omitempty"`
+	MemoryFixed bool `json:"memory_fixed,omitempty"`
 }
 
 // vmAnnotations are the validated vmpod.dev/* annotations.
@@ -62,9 +75,9 @@ type vmAnnotations struct {
 // parseAnnotations validates every vmpod.dev/* annotation of the merged
 // maps (later maps win) and returns them; all problems are reported at once,
 // each naming the annotation and what it accepts.
-func parseAnnotations(maps ...map[string]string) (vmAnnotations, error) {
+func parseAnnotations(sources ...map[string]string) (vmAnnotations, error) {
 	ann := map[string]string{}
-	for _, m := range maps {
+	for _, m := range sources {
 		for k, v := range m {
 			ann[k] = v
 		}
@@ -73,6 +86,11 @@ func parseAnnotations(maps ...map[string]string) (vmAnnotations, error) {
 	var errs []error
 	bad := func(key, val, accepted string) {
 		errs = append(errs, fmt.Errorf("annotation %s=%q is invalid: accepted values are %s", key, val, accepted))
+	}
+	for _, k := range slices.Sorted(maps.Keys(ann)) {
+		if strings.HasPrefix(k, annPrefix) && !slices.Contains(knownAnnotations, k) {
+			errs = append(errs, fmt.Errorf("annotation %s is not one vmpod knows (a typo?); known: %s", k, strings.Join(knownAnnotations, ", ")))
+		}
 	}
 	if v, ok := ann[annVCPUs]; ok {
 		n, err := strconv.Atoi(v)
@@ -165,10 +183,10 @@ func resolveVMSpec(cfg config.Config, h config.Handler, a vmAnnotations, res *ru
 		s.MemoryBytes = m
 	}
 	if a.vcpus > 0 {
-		s.VCPUs = a.vcpus
+		s.VCPUs, s.VCPUsFixed = a.vcpus, true
 	}
 	if a.memory > 0 {
-		s.MemoryBytes = a.memory
+		s.MemoryBytes, s.MemoryFixed = a.memory, true
 	}
 	if s.VCPUs > maxVCPUs {
 		s.VCPUs = maxVCPUs
