@@ -10,7 +10,8 @@ GOBIN_DIR=${GOBIN_DIR:-/usr/local/bin}
 packages=(
 	libvirt-daemon-system libvirt-dev pkg-config gcc
 	qemu-system-x86 qemu-utils genisoimage ovmf
-	containernetworking-plugins docker-registry skopeo
+	containernetworking-plugins docker-registry skopeo apache2-utils
+	extlinux syslinux-common fdisk cpio kmod socat e2fsprogs dosfstools
 	iproute2 util-linux curl python3 ca-certificates
 )
 missing=()

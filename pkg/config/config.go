@@ -74,6 +74,8 @@ type Config struct {
 	ImageCheckCPUSeconds int `toml:"image_check_cpu_seconds" mapstructure:"image_check_cpu_seconds" comment:"CPU-time limit, in seconds, for 'qemu-img info' when a pulled image is checked\n(env VMPOD_IMAGE_CHECK_CPU_SECONDS)."`
 	// ImageCheckMemoryMiB is the address-space limit for qemu-img info.
 	ImageCheckMemoryMiB int `toml:"image_check_memory_mib" mapstructure:"image_check_memory_mib" comment:"Address-space limit, in MiB, for 'qemu-img info' when a pulled image is checked\n(env VMPOD_IMAGE_CHECK_MEMORY_MIB)."`
+	// RegistriesConf is the containers-registries.conf(5) file for OCI pulls.
+	RegistriesConf string `toml:"registries_conf" mapstructure:"registries_conf" comment:"containers-registries.conf(5) file used for OCI registry pulls: mirrors, blocked registries,\n'insecure = true' for plain-HTTP registries, short-name resolution; a missing file means none\n(env VMPOD_REGISTRIES_CONF). CA files go in /etc/containers/certs.d/<host:port>/ca.crt."`
 	// StreamingAddress is where the CRI streaming server (attach) listens.
 	StreamingAddress string `toml:"streaming_address" mapstructure:"streaming_address" comment:"host:port of the CRI streaming server (attach, exec, port-forward) that the kubelet proxies to.\nPort 0 picks a free port. It has no authentication: keep it on loopback (env VMPOD_STREAMING_ADDRESS)."`
 	// Accelerator is kvm, tcg or auto for every handler that does not override it.
@@ -114,6 +116,7 @@ func Default() Config {
 		PullProgressInterval:  Duration(5 * time.Second),
 		ImageCheckCPUSeconds:  30,
 		ImageCheckMemoryMiB:   1024,
+		RegistriesConf:        "/etc/containers/registries.conf",
 		StreamingAddress:      "127.0.0.1:0",
 		Accelerator:           "auto",
 		DefaultMemoryMiB:      512,

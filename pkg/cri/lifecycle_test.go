@@ -24,6 +24,7 @@ import (
 
 	"github.com/vmpod/vmpod/pkg/config"
 	"github.com/vmpod/vmpod/pkg/image"
+	"github.com/vmpod/vmpod/pkg/image/oci"
 	"github.com/vmpod/vmpod/pkg/libvirttools"
 	"github.com/vmpod/vmpod/pkg/libvirttools/fake"
 	"github.com/vmpod/vmpod/pkg/logging"
@@ -84,10 +85,12 @@ func (s *lcImages) Get(ref string) (image.Image, error) {
 	return image.Image{}, fmt.Errorf("image %q: %w", ref, errdefs.ErrNotFound)
 }
 
-func (s *lcImages) Pull(ctx context.Context, name string) (image.Image, error) { return s.Get(name) }
-func (s *lcImages) List() []image.Image                                        { return s.images }
-func (s *lcImages) Remove(ref string) error                                    { return nil }
-func (s *lcImages) Usage() (image.FsUsage, error)                              { return image.FsUsage{}, nil }
+func (s *lcImages) Pull(ctx context.Context, name string, _ *oci.Auth) (image.Image, error) {
+	return s.Get(name)
+}
+func (s *lcImages) List() []image.Image           { return s.images }
+func (s *lcImages) Remove(ref string) error       { return nil }
+func (s *lcImages) Usage() (image.FsUsage, error) { return image.FsUsage{}, nil }
 
 // Path returns the disk file of image id, or of disk digest id.
 func (s *lcImages) Path(id string) string {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/vmpod/vmpod/pkg/config"
 	"github.com/vmpod/vmpod/pkg/image"
+	"github.com/vmpod/vmpod/pkg/image/oci"
 	"github.com/vmpod/vmpod/pkg/libvirttools"
 	"github.com/vmpod/vmpod/pkg/store"
 )
@@ -24,8 +25,9 @@ import (
 // ImageStore is what the ImageService needs from the image store
 // (*image.Store implements it). Errors wrap errdefs classes.
 type ImageStore interface {
-	// Pull fetches name and returns its record.
-	Pull(ctx context.Context, name string) (image.Image, error)
+	// Pull fetches name (with registry credentials auth, may be nil) and
+	// returns its record.
+	Pull(ctx context.Context, name string, auth *oci.Auth) (image.Image, error)
 	// Get returns the image a name or ID refers to, or an error wrapping
 	// errdefs.ErrNotFound.
 	Get(ref string) (image.Image, error)

@@ -24,6 +24,7 @@ import (
 	"github.com/vmpod/vmpod/pkg/console"
 	"github.com/vmpod/vmpod/pkg/cri"
 	"github.com/vmpod/vmpod/pkg/image"
+	"github.com/vmpod/vmpod/pkg/image/oci"
 	"github.com/vmpod/vmpod/pkg/imagetranslation"
 	"github.com/vmpod/vmpod/pkg/libvirttools"
 	"github.com/vmpod/vmpod/pkg/store"
@@ -70,6 +71,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 			MemoryBytes: int64(cfg.ImageCheckMemoryMiB) << 20,
 		},
 		ProgressInterval: cfg.PullProgressInterval.Std(),
+		OCI:              oci.Options{RegistriesConf: cfg.RegistriesConf},
 		Log:              log,
 	})
 	if err != nil {

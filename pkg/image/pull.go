@@ -21,6 +21,7 @@ import (
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
+	"github.com/vmpod/vmpod/pkg/image/oci"
 	"github.com/vmpod/vmpod/pkg/imagetranslation"
 	"github.com/vmpod/vmpod/pkg/logging"
 )
@@ -32,10 +33,13 @@ const copyBufferSize = 256 << 10
 // writebackChunk is how much is written between sync_file_range calls.
 const writebackChunk = 32 << 20
 
-// Pull fetches the image name refers to and returns its record. A pull of
-// name@sha256:<hex> whose digest is already stored downloads nothing;
-// concurrent pulls of one URL (or one pinned digest) share one download.
-func (s *Store) Pull(ctx context.Context, name string) (Image, error) {
+// Pull fetches the image name refers to and returns its record. Names an
+// image translation rule matches are fetched over HTTP(S); any other name
+// is an OCI reference pulled from its registry with auth (may be nil). A
+// pull of name@sha256:<hex> whose digest is already stored downloads
+// nothing; concurrent pulls of one URL (or one pinned digest) share one
+// download.
+func (s *Store) Pull(ctx context.Context, name string, auth *oci.Auth) (Image, error) {
 	r, err := ParseReference(name)
 	if err != nil {
 		return Image{}, err
@@ -51,10 +55,10 @@ func (s *Store) Pull(ctx context.Context, name string) (Image, error) {
 		s.mu.Unlock()
 	}
 	src, err := s.opts.Translator.Translate(name)
+	if errors.Is(err, imagetranslation.ErrNoMatch) {
+		return s.pullOCI(ctx, name, r, auth, err)
+	}
 	if err != nil {
-		if errors.Is(err, imagetranslation.ErrNoMatch) {
-			return Image{}, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
-		}
 		return Image{}, fmt.Errorf("translate image name %q: %w", name, err)
 	}
 	key := "url:" + src.URL

@@ -24,6 +24,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vmpod/vmpod/pkg/image/oci"
 	"github.com/vmpod/vmpod/pkg/imagetranslation"
 	"github.com/vmpod/vmpod/pkg/store"
 )
@@ -84,7 +85,10 @@ type Options struct {
 	Checker DiskChecker
 	// ProgressInterval is how often a running pull logs progress.
 	ProgressInterval time.Duration
-	Log              *slog.Logger
+	// OCI configures pulls from OCI registries (names no translation rule
+	// matches); its TmpDir is set by the store.
+	OCI oci.Options
+	Log *slog.Logger
 }
 
 // Store is the image store. It is safe for concurrent use: mu guards the
@@ -115,6 +119,10 @@ func Open(opts Options) (*Store, error) {
 		opts.ProgressInterval = 5 * time.Second
 	}
 	s := &Store{opts: opts, log: opts.Log, images: map[string]*Image{}}
+	s.opts.OCI.TmpDir = s.tmpDir()
+	if s.opts.OCI.ProgressInterval == 0 {
+		s.opts.OCI.ProgressInterval = opts.ProgressInterval
+	}
 	for _, d := range []string{s.blobDir(), s.tmpDir()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("create image store: %w", err)
@@ -275,7 +283,7 @@ func (s *Store) lookupLocked(ref string) *Image {
 	}
 	for _, img := range s.images {
 		if r.Digest != "" {
-			if img.ID == r.Digest && slices.Contains(img.RepoDigests, r.DigestName(r.Digest)) {
+			if slices.Contains(img.RepoDigests, r.DigestName(r.Digest)) {
 				return img
 			}
 			continue
@@ -376,10 +384,19 @@ func cloneImage(img *Image) Image {
 	return c
 }
 
-// recordLocked adds the names of r to image id (creating its record from
-// newImg when absent), moves the tag away from any other image, and persists
-// every changed record.
+// recordLocked adds the names of r to image id; see recordNamesLocked.
 func (s *Store) recordLocked(id string, r Reference, origin *Origin, newImg *Image) (Image, error) {
+	var tags []string
+	if t := r.TagName(); t != "" {
+		tags = append(tags, t)
+	}
+	return s.recordNamesLocked(id, tags, []string{r.DigestName(id)}, origin, newImg)
+}
+
+// recordNamesLocked adds repo tags and repo digests to image id (creating
+// its record from newImg when absent), moves each tag away from any other
+// image, and persists every changed record.
+func (s *Store) recordNamesLocked(id string, tags, digests []string, origin *Origin, newImg *Image) (Image, error) {
 	img, ok := s.images[id]
 	if !ok {
 		if newImg == nil {
@@ -388,7 +405,7 @@ func (s *Store) recordLocked(id string, r Reference, origin *Origin, newImg *Ima
 		img = newImg
 	}
 	changed := map[string]*Image{id: img}
-	if tag := r.TagName(); tag != "" {
+	for _, tag := range tags {
 		for oid, other := range s.images {
 			if oid != id && slices.Contains(other.RepoTags, tag) {
 				other.RepoTags = slices.DeleteFunc(other.RepoTags, func(t string) bool { return t == tag })
@@ -400,9 +417,11 @@ func (s *Store) recordLocked(id string, r Reference, origin *Origin, newImg *Ima
 			slices.Sort(img.RepoTags)
 		}
 	}
-	if dn := r.DigestName(id); !slices.Contains(img.RepoDigests, dn) {
-		img.RepoDigests = append(img.RepoDigests, dn)
-		slices.Sort(img.RepoDigests)
+	for _, dn := range digests {
+		if !slices.Contains(img.RepoDigests, dn) {
+			img.RepoDigests = append(img.RepoDigests, dn)
+			slices.Sort(img.RepoDigests)
+		}
 	}
 	if origin != nil {
 		img.Origins = slices.DeleteFunc(img.Origins, func(o Origin) bool { return o.URL == origin.URL })

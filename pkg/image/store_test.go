@@ -21,6 +21,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vmpod/vmpod/pkg/image/oci"
 	"github.com/vmpod/vmpod/pkg/imagetranslation"
 	"github.com/vmpod/vmpod/pkg/store"
 )
@@ -143,7 +144,9 @@ func newStore(t *testing.T, tr Translator) (*Store, string) {
 	s, err := Open(Options{
 		Dir: filepath.Join(dir, "images"), Meta: meta, Translator: tr, Checker: fakeChecker{},
 		ProgressInterval: 10 * time.Millisecond,
-		Log:              slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// Hermetic: no registries.conf of the machine's.
+		OCI: oci.Options{RegistriesConf: filepath.Join(dir, "registries.conf")},
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -170,7 +173,7 @@ func TestPullStoresContentAddressed(t *testing.T) {
 	srv.put("/a.qcow2", body)
 	s, _ := newStore(t, mapTranslator{"vms/a": srv.URL + "/a.qcow2"})
 
-	img, err := s.Pull(context.Background(), "vms/a")
+	img, err := s.Pull(context.Background(), "vms/a", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +211,7 @@ func TestPullByDigest(t *testing.T) {
 	ctx := context.Background()
 
 	wrong := "sha256:" + strings.Repeat("0", 64)
-	_, err := s.Pull(ctx, "p@"+wrong)
+	_, err := s.Pull(ctx, "p@"+wrong, nil)
 	if err == nil || !strings.Contains(err.Error(), "digest mismatch") || !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Fatalf("mismatch: err = %v", err)
 	}
@@ -219,7 +222,7 @@ func TestPullByDigest(t *testing.T) {
 		t.Fatalf("mismatch left a blob")
 	}
 
-	img, err := s.Pull(ctx, "p@"+sha(body))
+	img, err := s.Pull(ctx, "p@"+sha(body), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +231,7 @@ func TestPullByDigest(t *testing.T) {
 	}
 	gets := srv.gets.Load()
 	// A present digest is not downloaded again, even under another name.
-	img2, err := s.Pull(ctx, "q@"+sha(body))
+	img2, err := s.Pull(ctx, "q@"+sha(body), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +257,7 @@ func TestConcurrentPullsDownloadOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i], errs[i] = s.Pull(context.Background(), n)
+			results[i], errs[i] = s.Pull(context.Background(), n, nil)
 		}()
 	}
 	// Let every puller join before the body flows.
@@ -291,7 +294,7 @@ func TestCancelledPullLeavesNothing(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
-	go func() { _, err := s.Pull(ctx, "slow"); done <- err }()
+	go func() { _, err := s.Pull(ctx, "slow", nil); done <- err }()
 	for srv.gets.Load() == 0 {
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -336,7 +339,7 @@ func TestPullErrors(t *testing.T) {
 		class error
 		want  string
 	}{
-		{"untranslated", errdefs.ErrInvalidArgument, "no rule"},
+		{"untranslated", errdefs.ErrInvalidArgument, "so it was taken as an OCI reference"},
 		{"missing", errdefs.ErrNotFound, "404 Not Found"},
 		{"backed", errdefs.ErrInvalidArgument, "backing file"},
 		{"page", errdefs.ErrInvalidArgument, "not a disk image"},
@@ -348,7 +351,7 @@ func TestPullErrors(t *testing.T) {
 		{"bad@sha256:xyz", errdefs.ErrInvalidArgument, "digest"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := s.Pull(context.Background(), tc.name)
+			_, err := s.Pull(context.Background(), tc.name, nil)
 			if err == nil || !errors.Is(err, tc.class) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v; want class %v containing %q", err, tc.class, tc.want)
 			}
@@ -364,18 +367,18 @@ func TestRepullUnchangedAndMovedTag(t *testing.T) {
 	srv.put("/m.qcow2", qcow2("v1"))
 	s, _ := newStore(t, mapTranslator{"m": srv.URL + "/m.qcow2"})
 	ctx := context.Background()
-	v1, err := s.Pull(ctx, "m")
+	v1, err := s.Pull(ctx, "m", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Pull(ctx, "m"); err != nil {
+	if _, err := s.Pull(ctx, "m", nil); err != nil {
 		t.Fatal(err)
 	}
 	if n := srv.gets.Load(); n != 1 {
 		t.Fatalf("unchanged re-pull downloaded: %d bodies", n)
 	}
 	srv.put("/m.qcow2", qcow2("v2"))
-	v2, err := s.Pull(ctx, "m")
+	v2, err := s.Pull(ctx, "m", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,8 +400,8 @@ func TestRemove(t *testing.T) {
 	srv.put("/u.qcow2", qcow2("used"))
 	s, _ := newStore(t, mapTranslator{"r": srv.URL + "/r.qcow2", "r2": srv.URL + "/r.qcow2", "u": srv.URL + "/u.qcow2"})
 	ctx := context.Background()
-	img, _ := s.Pull(ctx, "r")
-	if _, err := s.Pull(ctx, "r2:x"); err != nil {
+	img, _ := s.Pull(ctx, "r", nil)
+	if _, err := s.Pull(ctx, "r2:x", nil); err != nil {
 		t.Fatal(err)
 	}
 	// Removing by one name removes all names of the digest, and the file.
@@ -414,7 +417,7 @@ func TestRemove(t *testing.T) {
 	if err := s.Remove("r"); err != nil {
 		t.Fatalf("second remove: %v", err)
 	}
-	used, _ := s.Pull(ctx, "u")
+	used, _ := s.Pull(ctx, "u", nil)
 	s.SetInUse(func(id string) bool { return id == used.ID })
 	if err := s.Remove("u"); err != nil {
 		t.Fatal(err)
@@ -435,8 +438,8 @@ func TestOpenReconciles(t *testing.T) {
 	srv.put("/g.qcow2", qcow2("gone"))
 	s, dir := newStore(t, mapTranslator{"k": srv.URL + "/k.qcow2", "g": srv.URL + "/g.qcow2"})
 	ctx := context.Background()
-	keep, _ := s.Pull(ctx, "k")
-	gone, _ := s.Pull(ctx, "g")
+	keep, _ := s.Pull(ctx, "k", nil)
+	gone, _ := s.Pull(ctx, "g", nil)
 	os.Chmod(s.Path(gone.ID), 0o644)
 	os.Remove(s.Path(gone.ID))
 	orphan := filepath.Join(s.blobDir(), strings.Repeat("a", 64))
@@ -478,7 +481,7 @@ func TestUsageCountsStoreOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Pull(context.Background(), "big"); err != nil {
+	if _, err := s.Pull(context.Background(), "big", nil); err != nil {
 		t.Fatal(err)
 	}
 	after, err := s.Usage()
