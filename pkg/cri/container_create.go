@@ -58,11 +58,12 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 
 func (s *Service) createContainer(ctx context.Context, sb *sandbox, name string, cfg *runtimeapi.ContainerConfig,
 	sbCfg *runtimeapi.PodSandboxConfig, ann vmAnnotations) (_ string, retErr error) {
-	// The sandbox lock makes "no other live VM" and the creation one step.
-	sb.mu.Lock()
-	defer sb.mu.Unlock()
-	if sb.rec.State != sandboxReady {
-		return "", fmt.Errorf("pod sandbox %s is %s; create containers only in a ready sandbox: %w", sb.rec.ID, sb.rec.State, errdefs.ErrFailedPrecondition)
+	// The sandbox's op lock makes "no other live VM" and the creation one
+	// step.
+	sb.op.Lock()
+	defer sb.op.Unlock()
+	if st := sb.state(); st != sandboxReady {
+		return "", fmt.Errorf("pod sandbox %s is %s; create containers only in a ready sandbox: %w", sb.rec.ID, st, errdefs.ErrFailedPrecondition)
 	}
 	for _, other := range s.state.containersOf(sb.rec.ID) {
 		orec, ocfg := other.snapshot()

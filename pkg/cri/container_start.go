@@ -35,10 +35,7 @@ func (s *Service) StartContainer(ctx context.Context, req *runtimeapi.StartConta
 	if err != nil {
 		return nil, err
 	}
-	sb.mu.Lock()
-	sbState := sb.rec.State
-	sb.mu.Unlock()
-	if sbState != sandboxReady {
+	if sbState := sb.state(); sbState != sandboxReady {
 		return nil, fmt.Errorf("pod sandbox %s is %s; containers start only in a ready sandbox: %w", rec.SandboxID, sbState, errdefs.ErrFailedPrecondition)
 	}
 	log := logging.From(ctx).With(logging.KeyContainerID, rec.ID, logging.KeyDomain, rec.Domain)

@@ -27,8 +27,8 @@ func (s *Service) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePo
 			return nil, fmt.Errorf("remove container %s of pod sandbox %s: %w", c.rec.ID, sb.rec.ID, err)
 		}
 	}
-	sb.mu.Lock()
-	defer sb.mu.Unlock()
+	sb.op.Lock()
+	defer sb.op.Unlock()
 	if err := s.state.meta.Delete(store.Sandboxes, sb.rec.ID); err != nil {
 		return nil, err
 	}

@@ -23,19 +23,23 @@ func (s *Service) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSan
 	if err != nil {
 		return nil, err
 	}
-	// The sandbox lock waits for a CreateContainer in progress.
+	// The op lock waits for a CreateContainer in progress.
+	sb.op.Lock()
 	sb.mu.Lock()
-	if sb.rec.State != sandboxNotReady {
-		rec := sb.rec
+	rec := sb.rec
+	sb.mu.Unlock()
+	if rec.State != sandboxNotReady {
 		rec.State = sandboxNotReady
 		if err := s.state.saveSandbox(rec); err != nil {
-			sb.mu.Unlock()
+			sb.op.Unlock()
 			return nil, err
 		}
+		sb.mu.Lock()
 		sb.rec = rec
-		logging.From(ctx).Info("pod sandbox stopped", logging.KeySandboxID, sb.rec.ID)
+		sb.mu.Unlock()
+		logging.From(ctx).Info("pod sandbox stopped", logging.KeySandboxID, rec.ID)
 	}
-	sb.mu.Unlock()
+	sb.op.Unlock()
 	for _, c := range s.state.containersOf(sb.rec.ID) {
 		if err := s.stopContainer(ctx, c, 0); err != nil {
 			return nil, fmt.Errorf("stop container %s of pod sandbox %s: %w", c.rec.ID, sb.rec.ID, err)

@@ -117,12 +117,22 @@ func decodeContainerConfig(b []byte) (*runtimeapi.ContainerConfig, error) {
 	return c, protojson.Unmarshal(b, c)
 }
 
-// sandbox is a live sandbox: its record plus the lock that serialises
-// operations on it.
+// sandbox is a live sandbox. op serialises CreateContainer (which holds it
+// while it builds the VM, making "no other live VM" and the creation one
+// step) with StopPodSandbox and RemovePodSandbox; mu guards rec and is held
+// only to read or swap it, so List and Status never wait behind a create.
 type sandbox struct {
-	mu     sync.Mutex // held by Stop/Remove and by CreateContainer's check
+	op     sync.Mutex
+	mu     sync.Mutex
 	rec    sandboxRecord
 	config *runtimeapi.PodSandboxConfig
+}
+
+// state returns the sandbox's state.
+func (sb *sandbox) state() string {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	return sb.rec.State
 }
 
 // container is a live container. Two locks: op serialises lifecycle

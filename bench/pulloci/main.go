@@ -1,0 +1,160 @@
+// Command pulloci benchmarks vmpod's containerDisk pull from an OCI
+// registry against `skopeo copy docker://… dir:` of the same image.
+//
+// It packs a qcow2 of incompressible data (1 GiB by default, made once and
+// cached; the same file bench/pull uses) as a containerDisk, pushes it to
+// Debian's docker-registry on 127.0.0.1 (tests/e2e/registry scripts), then
+// alternates, in the same run, skopeo copy to a dir: and `crictl pull`
+// through a freshly started vmpod. It prints each time, the medians, the
+// ratio (target: at most 1.2) and vmpod's RSS after the pull (target: under
+// 60 MiB). Note that skopeo copies the compressed layer as is, while vmpod
+// also decompresses it into the disk file: use -compress none to compare
+// transfer alone.
+//
+// Usage (root, libvirtd running, run from the repository root):
+//
+//	go run ./bench/pulloci -vmpod ./bin/vmpod -runs 3
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	vmpod := flag.String("vmpod", "./bin/vmpod", "vmpod binary")
+	work := flag.String("work", "/var/tmp/vmpod-bench-pull", "work dir (the image is cached here)")
+	runs := flag.Int("runs", 3, "runs of each")
+	sizeMiB := flag.Int("size-mib", 1024, "disk size in MiB")
+	compress := flag.String("compress", "gzip", "layer compression: gzip or none")
+	flag.Parse()
+	must(os.MkdirAll(*work, 0o755))
+	disk := filepath.Join(*work, fmt.Sprintf("bench-%dm.qcow2", *sizeMiB))
+	if _, err := os.Stat(disk); err != nil {
+		raw := filepath.Join(*work, "bench.raw")
+		fmt.Printf("making a %d MiB qcow2 of random data (once)...\n", *sizeMiB)
+		must(exec.Command("dd", "if=/dev/urandom", "of="+raw, "bs=1M", fmt.Sprint("count=", *sizeMiB), "status=none").Run())
+		must(exec.Command("qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, disk).Run())
+		os.Remove(raw)
+	}
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	must(err)
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	regDir := filepath.Join(*work, "registry")
+	os.RemoveAll(regDir)
+	start := exec.Command("tests/e2e/registry/start-registry.sh", fmt.Sprint(port))
+	start.Env = append(os.Environ(), "REGISTRY_DIR="+regDir)
+	start.Stderr = os.Stderr
+	must(start.Run())
+	defer exec.Command("tests/e2e/registry/stop-registry.sh", regDir, "--purge").Run()
+	ref := fmt.Sprintf("127.0.0.1:%d/bench/disk:1", port)
+	fmt.Printf("pushing %s (%s layer)...\n", ref, *compress)
+	push := exec.Command("tests/e2e/registry/push-containerdisk.sh", disk, ref)
+	push.Env = append(os.Environ(), "COMPRESS="+*compress)
+	push.Stderr = os.Stderr
+	must(push.Run())
+	conf := filepath.Join(*work, "registries.conf")
+	must(os.WriteFile(conf, []byte(fmt.Sprintf("[[registry]]\nlocation = \"127.0.0.1:%d\"\ninsecure = true\n", port)), 0o644))
+
+	var skT, vmT []time.Duration
+	var rss, hwm []int
+	for i := 0; i < *runs; i++ {
+		exec.Command("sync").Run()
+		skT = append(skT, timeSkopeo(ref, *work))
+		exec.Command("sync").Run()
+		t, r, h := timeVmpod(*vmpod, ref, conf, *work)
+		vmT, rss, hwm = append(vmT, t), append(rss, r), append(hwm, h)
+		fmt.Printf("run %d: skopeo copy %.2fs  vmpod pull %.2fs  vmpod RSS after pull %d KiB (peak %d KiB)\n",
+			i+1, skT[i].Seconds(), t.Seconds(), r, h)
+	}
+	ms, mv := median(skT), median(vmT)
+	fmt.Printf("\nmedian over %d runs (%s layer): skopeo copy docker:// dir: %.2fs, vmpod pull %.2fs, ratio vmpod/skopeo %.2f (target <= 1.2)\n",
+		*runs, *compress, ms.Seconds(), mv.Seconds(), mv.Seconds()/ms.Seconds())
+	fmt.Printf("vmpod RSS after pull: median %.1f MiB, peak during pull %.1f MiB (target < 60 MiB)\n",
+		float64(medianInt(rss))/1024, float64(medianInt(hwm))/1024)
+}
+
+func timeSkopeo(ref, work string) time.Duration {
+	dir := filepath.Join(work, "skopeo-dir")
+	os.RemoveAll(dir)
+	defer os.RemoveAll(dir)
+	start := time.Now()
+	out, err := exec.Command("skopeo", "copy", "--src-tls-verify=false", "docker://"+ref, "dir:"+dir).CombinedOutput()
+	if err != nil {
+		log.Fatalf("skopeo: %v\n%s", err, out)
+	}
+	return time.Since(start)
+}
+
+func timeVmpod(bin, ref, conf, work string) (time.Duration, int, int) {
+	dir, err := os.MkdirTemp(work, "vmpod-")
+	must(err)
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "v.sock")
+	cmd := exec.Command(bin, "serve", "--config", "/dev/null", "--socket", sock, "--state-dir", filepath.Join(dir, "state"), "--log-level", "warn")
+	cmd.Env = append(os.Environ(), "VMPOD_REGISTRIES_CONF="+conf, "VMPOD_IMAGE_TRANSLATIONS_DIR="+filepath.Join(dir, "none"))
+	cmd.Stderr = os.Stderr
+	must(cmd.Start())
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	crictl := func(args ...string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		return exec.CommandContext(ctx, "crictl", append([]string{"-r", "unix://" + sock, "-i", "unix://" + sock, "-t", "600s"}, args...)...).Run()
+	}
+	for i := 0; crictl("version") != nil; i++ {
+		if i > 100 {
+			log.Fatal("vmpod did not start")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	start := time.Now()
+	must(crictl("pull", ref))
+	d := time.Since(start)
+	r, h := procStatus(cmd.Process.Pid)
+	return d, r, h
+}
+
+func procStatus(pid int) (rss, hwm int) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	must(err)
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 2 && f[0] == "VmRSS:" {
+			fmt.Sscan(f[1], &rss)
+		}
+		if len(f) >= 2 && f[0] == "VmHWM:" {
+			fmt.Sscan(f[1], &hwm)
+		}
+	}
+	return rss, hwm
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func medianInt(v []int) int {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func must(err error) {
+	if err != nil {
+		log.Fatal(err)
+	}
+}
