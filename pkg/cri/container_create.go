@@ -189,6 +189,7 @@ func (s *Service) domainSpec(rec containerRecord, sb *sandbox) libvirttools.Doma
 		Metadata: libvirttools.Metadata{
 			SandboxID: sb.rec.ID, ContainerID: rec.ID,
 			PodName: m.GetName(), PodNamespace: m.GetNamespace(), PodUID: m.GetUid(), Attempt: m.GetAttempt(),
+			Instance: s.state.meta.InstanceID(),
 		},
 	}
 	if vm.Firmware == libvirttools.FirmwareUEFI {

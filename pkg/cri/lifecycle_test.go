@@ -835,7 +835,7 @@ func TestCreateContainerDomainGolden(t *testing.T) {
 			got := strings.NewReplacer(
 				e.runRoot, "@RUN@", e.stateDir, "@STATE@",
 				id, "@CONTAINER_ID@", id[:16], "@CONTAINER_ID_16@",
-				sbID, "@SANDBOX_ID@", domainUUID(id), "@UUID@",
+				sbID, "@SANDBOX_ID@", domainUUID(id), "@UUID@", e.svc.state.meta.InstanceID(), "@INSTANCE@",
 			).Replace(doc) + "\n"
 			path := filepath.Join("testdata", "domain-"+tc.name+".xml")
 			if lcUpdateGolden() {

@@ -20,8 +20,10 @@ import (
 //     one whose domain runs (crash mid-start) is stopped back to CREATED;
 //   - a RUNNING container whose domain still runs gets its console reader
 //     back (the CRI log continues); one whose domain is off becomes EXITED;
-//   - a domain named vmpod-* with no record is destroyed and undefined;
-//     other domains are never touched.
+//   - a domain named vmpod-* with no record whose metadata names this
+//     vmpod's instance (its state directory) is destroyed and undefined;
+//     other vmpods' domains on a shared libvirtd and foreign domains are
+//     never touched.
 //
 // It waits for libvirtd while it is unreachable, until ctx is done.
 func (s *Service) Recover(ctx context.Context) error {
@@ -69,8 +71,20 @@ func (s *Service) Recover(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list domains: %w", err)
 	}
+	instance := s.state.meta.InstanceID()
 	for _, d := range doms {
 		if known[d.Name] {
+			continue
+		}
+		xml, err := s.libvirt.XML(ctx, d.Name)
+		if err != nil {
+			if isNotFound(err) {
+				continue
+			}
+			return err
+		}
+		if m, found, err := libvirttools.ParseMetadata(xml); err != nil || !found || m.Instance != instance {
+			log.Debug("leaving a vmpod domain of another vmpod instance alone", logging.KeyDomain, d.Name, "instance", m.Instance)
 			continue
 		}
 		log.Warn("removing a vmpod domain that has no record", logging.KeyDomain, d.Name)

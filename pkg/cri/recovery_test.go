@@ -28,8 +28,19 @@ import (
 // lcDefine defines a bare domain in the fake, started when start is set.
 func lcDefine(t *testing.T, lv *fake.Connection, name, uuid string, start bool) {
 	t.Helper()
+	lcDefineOwned(t, lv, name, uuid, "", start)
+}
+
+// lcDefineOwned defines a domain whose vmpod metadata names instance (no
+// metadata when instance is empty).
+func lcDefineOwned(t *testing.T, lv *fake.Connection, name, uuid, instance string, start bool) {
+	t.Helper()
 	ctx := context.Background()
-	if err := lv.Define(ctx, fmt.Sprintf(`<domain type="qemu"><name>%s</name><uuid>%s</uuid></domain>`, name, uuid)); err != nil {
+	meta := ""
+	if instance != "" {
+		meta = fmt.Sprintf(`<metadata><vmpod xmlns="https://vmpod.dev/xmlns/domain/1"><instance id="%s"/><sandbox id="gone"/></vmpod></metadata>`, instance)
+	}
+	if err := lv.Define(ctx, fmt.Sprintf(`<domain type="qemu"><name>%s</name><uuid>%s</uuid>%s</domain>`, name, uuid, meta)); err != nil {
 		t.Fatal(err)
 	}
 	if start {
@@ -98,7 +109,10 @@ func TestRecoverAfterRestart(t *testing.T) {
 	halfSB := e.runPod(t, halfPod)
 	half := writeCreatingRecord(t, e, halfSB, halfPod, lcContainer("vm"))
 	orphanDom := domainPrefix + strings.Repeat("0f", 32) // vmpod's name, no record
-	lcDefine(t, e.lv, orphanDom, "0f0f0f0f-0f0f-4f0f-8f0f-0f0f0f0f0f0f", true)
+	lcDefineOwned(t, e.lv, orphanDom, "0f0f0f0f-0f0f-4f0f-8f0f-0f0f0f0f0f0f", e.svc.state.meta.InstanceID(), true)
+	// Another vmpod's domain on the same libvirtd: never touched.
+	otherDom := domainPrefix + strings.Repeat("ab", 32)
+	lcDefineOwned(t, e.lv, otherDom, "abababab-abab-4bab-8bab-abababababab", "another-vmpod", true)
 	foreignDom := "web-server" // not vmpod's
 	lcDefine(t, e.lv, foreignDom, "11111111-2222-4333-8444-555555555555", true)
 	webRec := e.record(t, webVM)
@@ -250,6 +264,11 @@ func TestRecoverAfterRestart(t *testing.T) {
 		i, j := slices.Index(calls, "Destroy "+orphanDom), slices.Index(calls, "Undefine "+orphanDom)
 		if i < 0 || j < i {
 			t.Errorf("calls = %v; want Destroy then Undefine of %s", calls, orphanDom)
+		}
+	})
+	t.Run("another vmpod's domain untouched", func(t *testing.T) {
+		if _, st, ok := e.lv.Domain(otherDom); !ok || st.State != libvirttools.DomainRunning {
+			t.Fatalf("another instance's domain: defined %v, state %v", ok, st.State)
 		}
 	})
 

@@ -34,17 +34,23 @@ type Metadata struct {
 	PodNamespace string
 	PodUID       string
 	Attempt      uint32
+	// Instance identifies the vmpod (its state directory) that owns the
+	// domain, so that recovery removes only its own orphans on a libvirtd
+	// other vmpods share.
+	Instance string
 }
 
 // metadataXML is Metadata as stored:
 //
 //	<vmpod xmlns="https://vmpod.dev/xmlns/domain/1">
+//	  <instance id="..."/>
 //	  <sandbox id="..."/>
 //	  <container id="..."/>
 //	  <pod name="..." namespace="..." uid="..." attempt="0"/>
 //	</vmpod>
 type metadataXML struct {
 	XMLName   xml.Name `xml:"https://vmpod.dev/xmlns/domain/1 vmpod"`
+	Instance  *idXML   `xml:"instance"`
 	Sandbox   idXML    `xml:"sandbox"`
 	Container *idXML   `xml:"container"`
 	Pod       podXML   `xml:"pod"`
@@ -76,6 +82,9 @@ func configureMetadata(spec *DomainSpec, dom *libvirtxml.Domain) error {
 	}
 	if m.ContainerID != "" {
 		doc.Container = &idXML{ID: m.ContainerID}
+	}
+	if m.Instance != "" {
+		doc.Instance = &idXML{ID: m.Instance}
 	}
 	// Indented to match libvirtxml's two-space layout, for readable
 	// golden files; libvirt ignores the whitespace.
@@ -127,6 +136,9 @@ func ParseMetadata(domainXML string) (m Metadata, found bool, err error) {
 		}
 		if doc.Container != nil {
 			m.ContainerID = doc.Container.ID
+		}
+		if doc.Instance != nil {
+			m.Instance = doc.Instance.ID
 		}
 		return m, true, nil
 	}

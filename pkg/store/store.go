@@ -6,6 +6,8 @@
 package store
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,9 +32,10 @@ const (
 )
 
 var (
-	metaBucket = []byte("meta")
-	versionKey = []byte("schema_version")
-	allBuckets = []Bucket{Images, Sandboxes, Containers}
+	metaBucket  = []byte("meta")
+	versionKey  = []byte("schema_version")
+	instanceKey = []byte("instance_id")
+	allBuckets  = []Bucket{Images, Sandboxes, Containers}
 )
 
 // Store is the metadata database. It is safe for concurrent use; bbolt
@@ -81,6 +84,15 @@ func (s *Store) init() error {
 		if err := meta.Put(versionKey, []byte(strconv.Itoa(SchemaVersion))); err != nil {
 			return err
 		}
+		if meta.Get(instanceKey) == nil {
+			var b [8]byte
+			if _, err := rand.Read(b[:]); err != nil {
+				return err
+			}
+			if err := meta.Put(instanceKey, []byte(hex.EncodeToString(b[:]))); err != nil {
+				return err
+			}
+		}
 		for _, b := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
 				return err
@@ -88,6 +100,17 @@ func (s *Store) init() error {
 		}
 		return nil
 	})
+}
+
+// InstanceID is a random ID made when the store was created: it names this
+// vmpod (its state directory) in the domains it defines.
+func (s *Store) InstanceID() string {
+	var id string
+	s.db.View(func(tx *bolt.Tx) error {
+		id = string(tx.Bucket(metaBucket).Get(instanceKey))
+		return nil
+	})
+	return id
 }
 
 // Close closes the database.
