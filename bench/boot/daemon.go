@@ -1,0 +1,500 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// imageName is the name the translation rule maps to the served guest.
+const imageName = "vmpodbench-guest"
+
+// bench is one benchmark run: its files, the vmpod it started, the
+// client, and everything to clean up.
+type bench struct {
+	opts options
+	tag  string // random, in this run's pod and baseline domain names
+
+	work      string // everything lives below (removed at the end)
+	socket    string
+	stateDir  string
+	transDir  string
+	podLogDir string
+	directDir string
+	vmpodLog  string
+
+	srv     *http.Server
+	cmd     *exec.Cmd
+	done    chan struct{} // closed when vmpod exited
+	waitErr error         // its exit status, once done is closed
+	conn    *grpc.ClientConn
+	rt      runtimeapi.RuntimeServiceClient
+	img     runtimeapi.ImageServiceClient
+	imgPath string // the pulled image file in vmpod's store
+
+	mu             sync.Mutex
+	vmpodDomains   map[string]bool // domains of our pods, to verify and, failing that, clean up
+	directDomains  map[string]bool // baseline domains currently running
+	cleanupOnce    sync.Once
+	problems       []string
+	foreignAtStart []string
+	logLines       []string // vmpod's WARN/ERROR lines, read before the log is removed
+}
+
+func (b *bench) problem(format string, args ...any) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.problems = append(b.problems, fmt.Sprintf(format, args...))
+}
+
+// fatalf cleans up and exits.
+func (b *bench) fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "boot bench: "+format+"\n", args...)
+	b.abort(1)
+}
+
+// abort cleans up, reports the problems seen and exits with code.
+func (b *bench) abort(code int) {
+	b.cleanup()
+	b.mu.Lock()
+	for _, p := range b.problems {
+		fmt.Fprintln(os.Stderr, "  - "+p)
+	}
+	b.mu.Unlock()
+	os.Exit(code)
+}
+
+// setup makes the work directory (open to QEMU, which runs as
+// libvirt-qemu and must read the disks below it) and serves the guest.
+func (b *bench) setup() {
+	dir, err := os.MkdirTemp("", "vmpodbench-")
+	if err != nil {
+		b.fatalf("%v", err)
+	}
+	b.work = dir
+	for p := dir; p != os.TempDir() && p != "/"; p = filepath.Dir(p) {
+		os.Chmod(p, 0o755)
+	}
+	// Short: per-VM serial sockets live beside the CRI socket and unix
+	// socket paths are limited to 107 bytes.
+	b.socket = filepath.Join(dir, "run", "v.sock")
+	b.stateDir = filepath.Join(dir, "state")
+	b.transDir = filepath.Join(dir, "images.d")
+	b.podLogDir = filepath.Join(dir, "pods")
+	b.directDir = filepath.Join(dir, "direct")
+	b.vmpodLog = filepath.Join(dir, "vmpod.log")
+	for _, d := range []string{filepath.Dir(b.socket), b.stateDir, b.transDir, b.podLogDir, b.directDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			b.fatalf("%v", err)
+		}
+	}
+
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.fatalf("%v", err)
+	}
+	guest := b.opts.guest
+	mux := http.NewServeMux()
+	mux.HandleFunc("/"+filepath.Base(guest), func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, guest) })
+	b.srv = &http.Server{Handler: mux}
+	go b.srv.Serve(lis)
+	url := "http://" + lis.Addr().String() + "/" + filepath.Base(guest)
+	rule := fmt.Sprintf("[[translations]]\nname = %q\nurl = %q\n", imageName, url)
+	if err := os.WriteFile(filepath.Join(b.transDir, "bench.toml"), []byte(rule), 0o644); err != nil {
+		b.fatalf("%v", err)
+	}
+}
+
+// waitNoForeignVmpodDomains waits until libvirt has no vmpod-* domain.
+// Why: a vmpod starting on a fresh state directory destroys and undefines
+// every vmpod-* domain it has no record of (pkg/cri/recovery.go), and
+// libvirtd is shared with other engineers' vmpods.
+func (b *bench) waitNoForeignVmpodDomains() {
+	deadline := time.Now().Add(b.opts.foreignWait)
+	first := true
+	for {
+		names, err := b.virshNames()
+		if err != nil {
+			b.fatalf("virsh list: %v", err)
+		}
+		var foreign []string
+		for _, n := range names {
+			if strings.HasPrefix(n, "vmpod-") {
+				foreign = append(foreign, n)
+			}
+		}
+		if len(foreign) == 0 {
+			return
+		}
+		if first {
+			b.foreignAtStart = foreign
+			fmt.Printf("waiting up to %v: libvirt has %d vmpod-* domain(s) of someone else (%s); a vmpod starting on a fresh state dir would destroy them (start-up recovery removes unrecorded vmpod-* domains)\n",
+				b.opts.foreignWait, len(foreign), strings.Join(foreign, ", "))
+			first = false
+		}
+		if time.Now().After(deadline) {
+			b.fatalf("other vmpod-* domains still exist after %v; not starting vmpod so as not to destroy them", b.opts.foreignWait)
+		}
+		time.Sleep(2 * time.Second)
+	}
+}
+
+// startVmpod starts `vmpod serve` and connects the CRI client.
+func (b *bench) startVmpod() {
+	logf, err := os.Create(b.vmpodLog)
+	if err != nil {
+		b.fatalf("%v", err)
+	}
+	args := []string{"serve", "--config", "/dev/null", "--socket", b.socket, "--state-dir", b.stateDir,
+		"--libvirt-uri", b.opts.uri, "--log-level", b.opts.logLevel}
+	cmd := exec.Command(b.opts.vmpod, args...)
+	cmd.Env = append(os.Environ(), "VMPOD_ACCELERATOR=tcg", "VMPOD_IMAGE_TRANSLATIONS_DIR="+b.transDir)
+	if b.opts.tbCacheMiB > 0 {
+		cmd.Env = append(cmd.Env, fmt.Sprintf("VMPOD_TCG_TB_CACHE_MIB=%d", b.opts.tbCacheMiB))
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		b.fatalf("start vmpod: %v", err)
+	}
+	b.cmd = cmd
+	b.done = make(chan struct{})
+	go func() { b.waitErr = cmd.Wait(); logf.Close(); close(b.done) }()
+
+	b.conn, err = grpc.NewClient("unix://"+b.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.fatalf("grpc client: %v", err)
+	}
+	b.rt = runtimeapi.NewRuntimeServiceClient(b.conn)
+	b.img = runtimeapi.NewImageServiceClient(b.conn)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if !b.vmpodAlive() {
+			b.fatalf("vmpod exited at start: %v\n%s", b.waitErr, tailFile(b.vmpodLog, 30))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := b.rt.Version(ctx, &runtimeapi.VersionRequest{})
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.fatalf("vmpod did not answer Version within 30s: %v\n%s", err, tailFile(b.vmpodLog, 30))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// pull pulls the guest through vmpod and finds its file in the store.
+func (b *bench) pull() time.Duration {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	start := time.Now()
+	if _, err := b.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: imageName}}); err != nil {
+		b.fatalf("pull %s: %v\n%s", imageName, err, tailFile(b.vmpodLog, 30))
+	}
+	d := time.Since(start)
+	st, err := b.img.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: imageName}, Verbose: true})
+	if err != nil {
+		b.fatalf("image status: %v", err)
+	}
+	var info struct{ Path, Format string }
+	if err := json.Unmarshal([]byte(st.GetInfo()["info"]), &info); err != nil || info.Path == "" {
+		b.fatalf("image status verbose info has no path: %q (%v)", st.GetInfo()["info"], err)
+	}
+	if info.Format != "qcow2" {
+		b.fatalf("pulled image format is %q, the baseline assumes qcow2", info.Format)
+	}
+	b.imgPath = info.Path
+	return d
+}
+
+// vmpodAlive reports whether the vmpod process still runs.
+func (b *bench) vmpodAlive() bool {
+	if b.done == nil {
+		return false
+	}
+	select {
+	case <-b.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// vmpodPID is the daemon's process ID.
+func (b *bench) vmpodPID() int { return b.cmd.Process.Pid }
+
+func (b *bench) podConfig(name string) *runtimeapi.PodSandboxConfig {
+	return &runtimeapi.PodSandboxConfig{
+		Metadata:     &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "vmpodbench", Uid: "uid-" + b.tag + "-" + name},
+		LogDirectory: filepath.Join(b.podLogDir, name),
+		Labels:       map[string]string{"app": "vmpodbench"},
+	}
+}
+
+func ctrConfig() *runtimeapi.ContainerConfig {
+	return &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "vm"},
+		Image:    &runtimeapi.ImageSpec{Image: imageName},
+		LogPath:  "vm/0.log",
+		Stdin:    true,
+		Tty:      true,
+	}
+}
+
+// crilogPath is where vmpod writes the CRI log of pod name's VM.
+func (b *bench) crilogPath(name string) string {
+	return filepath.Join(b.podLogDir, name, "vm", "0.log")
+}
+
+// podBoot is one pod booted through vmpod; durations are per call.
+type podBoot struct {
+	name         string
+	podID, ctrID string
+	t0           time.Time // before RunPodSandbox
+	runp         time.Duration
+	create       time.Duration
+	start        time.Duration
+	ready        time.Time // ready line seen in the CRI log
+	err          error
+}
+
+// total is RunPodSandbox to the ready line.
+func (p *podBoot) total() time.Duration { return p.ready.Sub(p.t0) }
+
+// bootPod runs a pod, creates and starts its VM and waits for the ready line
+// in the CRI log. w must watch the pod's log (set up before t0).
+func (b *bench) bootPod(name string, w *logWatcher, t0 time.Time, deadline time.Time) *podBoot {
+	p := &podBoot{name: name, t0: t0}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	cfg := b.podConfig(name)
+	rp, err := b.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
+	p.runp = time.Since(t0)
+	if err != nil {
+		p.err = fmt.Errorf("RunPodSandbox: %w", err)
+		return p
+	}
+	p.podID = rp.GetPodSandboxId()
+	t1 := time.Now()
+	cr, err := b.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: p.podID, Config: ctrConfig(), SandboxConfig: cfg})
+	p.create = time.Since(t1)
+	if err != nil {
+		p.err = fmt.Errorf("CreateContainer: %w", err)
+		return p
+	}
+	p.ctrID = cr.GetContainerId()
+	b.mu.Lock()
+	b.vmpodDomains["vmpod-"+p.ctrID] = true
+	b.mu.Unlock()
+	t2 := time.Now()
+	_, err = b.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: p.ctrID})
+	p.start = time.Since(t2)
+	if err != nil {
+		p.err = fmt.Errorf("StartContainer: %w", err)
+		return p
+	}
+	p.ready, p.err = w.wait(deadline, 10*time.Second, func() error { return b.checkRunning(p.ctrID) })
+	return p
+}
+
+// checkRunning returns an error when the container is no longer running
+// (e.g. its domain was destroyed by another vmpod's start-up recovery).
+func (b *bench) checkRunning(ctrID string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := b.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: ctrID})
+	if err != nil {
+		return nil // not conclusive; keep waiting
+	}
+	if s := st.GetStatus(); s.GetState() != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		return fmt.Errorf("container %s is %s before the ready line (exit %d, %s: %s)", ctrID[:12], s.GetState(), s.GetExitCode(), s.GetReason(), s.GetMessage())
+	}
+	return nil
+}
+
+// ctrInfo is ContainerStatus's verbose info.
+type ctrInfo struct {
+	Domain       string
+	Disks        map[string]string
+	SerialSocket string
+	DomainXML    string
+}
+
+func (b *bench) containerInfo(ctrID string) (ctrInfo, error) {
+	var ci ctrInfo
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := b.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: ctrID, Verbose: true})
+	if err != nil {
+		return ci, err
+	}
+	err = json.Unmarshal([]byte(st.GetInfo()["info"]), &ci)
+	return ci, err
+}
+
+// removePod stops and removes a sandbox (and with it its VM), timing both.
+func (b *bench) removePod(podID string) (stop, remove time.Duration, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	t := time.Now()
+	if _, err := b.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
+		return time.Since(t), 0, fmt.Errorf("StopPodSandbox %s: %w", podID[:12], err)
+	}
+	stop = time.Since(t)
+	t = time.Now()
+	if _, err := b.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID}); err != nil {
+		return stop, time.Since(t), fmt.Errorf("RemovePodSandbox %s: %w", podID[:12], err)
+	}
+	return stop, time.Since(t), nil
+}
+
+// virsh runs virsh on the benchmark's libvirt URI.
+func (b *bench) virsh(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "virsh", append([]string{"-q", "-c", b.opts.uri}, args...)...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("virsh %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// virshNames lists every domain, running or not.
+func (b *bench) virshNames() ([]string, error) {
+	out, err := b.virsh("list", "--all", "--name")
+	return strings.Fields(out), err
+}
+
+// cleanup removes everything the benchmark started: pods (and their
+// domains) through vmpod, then by virsh whatever of ours is left, the
+// baseline domains, vmpod itself, the HTTP server and the files. It only
+// ever touches domains this run created.
+func (b *bench) cleanup() {
+	b.cleanupOnce.Do(func() {
+		if b.rt != nil && b.vmpodAlive() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			if l, err := b.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{}); err == nil {
+				for _, p := range l.GetItems() {
+					if _, _, err := b.removePod(p.GetId()); err != nil {
+						fmt.Fprintf(os.Stderr, "cleanup: %v\n", err)
+					}
+				}
+			}
+			cancel()
+		}
+		if b.vmpodAlive() {
+			b.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-b.done:
+				if b.waitErr != nil {
+					b.problem("vmpod exited with %v after SIGTERM", b.waitErr)
+				}
+			case <-time.After(60 * time.Second):
+				b.problem("vmpod did not exit within 60s of SIGTERM; killed it")
+				b.cmd.Process.Kill()
+				<-b.done
+			}
+		}
+		// What vmpod did not remove (a pod created while cleaning up, or a
+		// vmpod that failed): ours by name, or by our tag in the pod UID
+		// that vmpod writes into its domain metadata.
+		if names, err := b.virshNames(); err == nil {
+			for _, n := range names {
+				b.mu.Lock()
+				ours := b.vmpodDomains[n] || b.directDomains[n] || strings.HasPrefix(n, "vmpodbench-"+b.tag+"-")
+				b.mu.Unlock()
+				if !ours && strings.HasPrefix(n, "vmpod-") {
+					x, err := b.virsh("dumpxml", "--inactive", n)
+					ours = err == nil && strings.Contains(x, `uid="uid-`+b.tag+`-`)
+				}
+				if ours {
+					b.problem("cleanup: domain %s was left; destroyed and undefined it with virsh", n)
+					b.virsh("destroy", n)
+					b.virsh("undefine", "--nvram", n)
+				}
+			}
+		}
+		b.logLines = b.logProblems()
+		if b.conn != nil {
+			b.conn.Close()
+		}
+		if b.srv != nil {
+			b.srv.Close()
+		}
+		if b.work != "" {
+			if b.opts.keep {
+				fmt.Printf("kept %s (vmpod log: %s)\n", b.work, b.vmpodLog)
+			} else {
+				os.RemoveAll(b.work)
+			}
+		}
+	})
+}
+
+// logProblems returns vmpod's WARN and ERROR log lines.
+func (b *bench) logProblems() []string {
+	f, err := os.Open(b.vmpodLog)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") ||
+			strings.Contains(l, `"level":"WARN"`) || strings.Contains(l, `"level":"ERROR"`) || strings.HasPrefix(l, "panic") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func tailFile(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// qemuRSS returns the VmRSS (KiB) of the QEMU process of a running domain.
+func qemuRSS(domain string) (int, error) {
+	b, err := os.ReadFile(filepath.Join("/run/libvirt/qemu", domain+".pid"))
+	if err != nil {
+		return 0, err
+	}
+	var pid int
+	if _, err := fmt.Sscan(string(b), &pid); err != nil {
+		return 0, err
+	}
+	ps, err := readProc(pid)
+	if err != nil {
+		return 0, err
+	}
+	if ps.RSS == 0 {
+		return 0, errors.New("no VmRSS")
+	}
+	return ps.RSS, nil
+}
