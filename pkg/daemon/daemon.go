@@ -78,7 +78,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 		return fmt.Errorf("open image store: %w", err)
 	}
 
-	conn := libvirttools.NewLibvirt(cfg.LibvirtURI)
+	conn := libvirttools.NewPair(cfg.LibvirtURI)
 	defer conn.Close()
 	if info, err := conn.Ping(ctx); err != nil {
 		log.Warn("libvirt is not reachable yet; the runtime reports not ready until it is", "err", err)
