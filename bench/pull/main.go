@@ -23,10 +23,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/vmpod/vmpod/bench/internal/measure"
 )
 
 func main() {
@@ -70,14 +70,14 @@ func main() {
 		fmt.Printf("run %d: curl %.2fs  curl+fsync %.2fs  vmpod %.2fs  vmpod RSS after pull %d KiB (peak %d KiB)\n",
 			i+1, curlT[i].Seconds(), curlSyncT[i].Seconds(), t.Seconds(), r, h)
 	}
-	mc, mv := median(curlT), median(vmpodT)
+	mc, mv := measure.Median(curlT), measure.Median(vmpodT)
 	fmt.Printf("\nmedian over %d runs: curl -o %.2fs (%.0f MiB/s), vmpod pull %.2fs (%.0f MiB/s), ratio vmpod/curl %.2f (target <= 1.15)\n",
 		*runs, mc.Seconds(), float64(st.Size())/(1<<20)/mc.Seconds(), mv.Seconds(), float64(st.Size())/(1<<20)/mv.Seconds(), mv.Seconds()/mc.Seconds())
-	ms := median(curlSyncT)
+	ms := measure.Median(curlSyncT)
 	fmt.Printf("durable baseline: curl -o + fsync of the file %.2fs, ratio vmpod/(curl+fsync) %.2f (vmpod fsyncs before it records an image)\n",
 		ms.Seconds(), mv.Seconds()/ms.Seconds())
 	fmt.Printf("vmpod RSS after pull: median %d KiB (%.1f MiB), peak during pull %.1f MiB (target < 40 MiB)\n",
-		medianInt(rss), float64(medianInt(rss))/1024, float64(medianInt(hwm))/1024)
+		measure.MedianInt(rss), float64(measure.MedianInt(rss))/1024, float64(measure.MedianInt(hwm))/1024)
 }
 
 func makeImage(work, img string, sizeMiB int) {
@@ -127,41 +127,14 @@ func timeVmpod(bin, url, work string) (time.Duration, int, int) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	idle, _ := procStatus(cmd.Process.Pid)
+	idle, _, _ := measure.ProcStatus(cmd.Process.Pid)
 	fmt.Printf("  vmpod RSS before pull %d KiB\n", idle)
 	start := time.Now()
 	must(crictl("pull", "bench"))
 	d := time.Since(start)
-	rss, hwm := procStatus(cmd.Process.Pid)
-	return d, rss, hwm
-}
-
-// procStatus returns VmRSS and VmHWM of pid in KiB.
-func procStatus(pid int) (rss, hwm int) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	rss, hwm, err := measure.ProcStatus(cmd.Process.Pid)
 	must(err)
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) >= 2 && f[0] == "VmRSS:" {
-			fmt.Sscan(f[1], &rss)
-		}
-		if len(f) >= 2 && f[0] == "VmHWM:" {
-			fmt.Sscan(f[1], &hwm)
-		}
-	}
-	return rss, hwm
-}
-
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
-func medianInt(v []int) int {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[len(s)/2]
+	return d, rss, hwm
 }
 
 func must(err error) {

@@ -25,10 +25,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/vmpod/vmpod/bench/internal/measure"
 )
 
 func main() {
@@ -79,11 +79,11 @@ func main() {
 		fmt.Printf("run %d: skopeo copy %.2fs  vmpod pull %.2fs  vmpod RSS after pull %d KiB (peak %d KiB)\n",
 			i+1, skT[i].Seconds(), t.Seconds(), r, h)
 	}
-	ms, mv := median(skT), median(vmT)
+	ms, mv := measure.Median(skT), measure.Median(vmT)
 	fmt.Printf("\nmedian over %d runs (%s layer): skopeo copy docker:// dir: %.2fs, vmpod pull %.2fs, ratio vmpod/skopeo %.2f (target <= 1.2)\n",
 		*runs, *compress, ms.Seconds(), mv.Seconds(), mv.Seconds()/ms.Seconds())
 	fmt.Printf("vmpod RSS after pull: median %.1f MiB, peak during pull %.1f MiB (target < 60 MiB)\n",
-		float64(medianInt(rss))/1024, float64(medianInt(hwm))/1024)
+		float64(measure.MedianInt(rss))/1024, float64(measure.MedianInt(hwm))/1024)
 }
 
 func timeSkopeo(ref, work string) time.Duration {
@@ -122,35 +122,9 @@ func timeVmpod(bin, ref, conf, work string) (time.Duration, int, int) {
 	start := time.Now()
 	must(crictl("pull", ref))
 	d := time.Since(start)
-	r, h := procStatus(cmd.Process.Pid)
-	return d, r, h
-}
-
-func procStatus(pid int) (rss, hwm int) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	r, h, err := measure.ProcStatus(cmd.Process.Pid)
 	must(err)
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) >= 2 && f[0] == "VmRSS:" {
-			fmt.Sscan(f[1], &rss)
-		}
-		if len(f) >= 2 && f[0] == "VmHWM:" {
-			fmt.Sscan(f[1], &hwm)
-		}
-	}
-	return rss, hwm
-}
-
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
-func medianInt(v []int) int {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[len(s)/2]
+	return d, r, h
 }
 
 func must(err error) {
