@@ -101,6 +101,7 @@ func timeSkopeo(ref, work string) time.Duration {
 func timeVmpod(bin, ref, conf, work string) (time.Duration, int, int) {
 	dir, err := os.MkdirTemp(work, "vmpod-")
 	must(err)
+	must(os.Chmod(dir, 0o755)) // vmpod's host check wants QEMU to reach its state dir
 	defer os.RemoveAll(dir)
 	sock := filepath.Join(dir, "v.sock")
 	cmd := exec.Command(bin, "serve", "--config", "/dev/null", "--socket", sock, "--state-dir", filepath.Join(dir, "state"), "--log-level", "warn")
