@@ -8,8 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,19 +17,12 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"golang.org/x/sys/unix"
 
+	"github.com/vmpod/vmpod/pkg/image/diskcopy"
 	"github.com/vmpod/vmpod/pkg/image/oci"
 	"github.com/vmpod/vmpod/pkg/imagetranslation"
 	"github.com/vmpod/vmpod/pkg/logging"
 )
-
-// copyBufferSize is the read size of the download loop: large enough that
-// syscalls and hashing per byte stay cheap, small enough to stream.
-const copyBufferSize = 256 << 10
-
-// writebackChunk is how much is written between sync_file_range calls.
-const writebackChunk = 32 << 20
 
 // Pull fetches the image name refers to and returns its record. Names an
 // image translation rule matches are fetched over HTTP(S); any other name
@@ -147,7 +138,7 @@ func (s *Store) fetch(ctx context.Context, r Reference, name string, src imagetr
 	h := sha256.New()
 	var done atomic.Int64
 	stop := s.reportProgress(log, &done, resp.ContentLength, start)
-	n, err := copyCounting(tmp, resp.Body, h, &done)
+	n, err := diskcopy.Copy(tmp, resp.Body, h, &done)
 	stop()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -232,108 +223,6 @@ func originOf(img *Image, url string) *Origin {
 		}
 	}
 	return nil
-}
-
-// copyCounting streams src into dst while hashing it, and returns the bytes
-// copied. Reading, hashing and writing overlap: the reader hands each
-// buffer to a hasher goroutine and to the writer (this goroutine), and
-// takes it back when both are done, so a pull costs max(read, hash, write)
-// instead of their sum. Every writebackChunk bytes the kernel is asked to
-// start writing the file out (sync_file_range), so the final fsync finds
-// little left to flush.
-func copyCounting(dst *os.File, src io.Reader, h hash.Hash, done *atomic.Int64) (int64, error) {
-	const nbuf = 8
-	type chunk struct {
-		buf []byte
-		n   int
-	}
-	free := make(chan []byte, nbuf)
-	for i := 0; i < nbuf; i++ {
-		free <- make([]byte, copyBufferSize)
-	}
-	toHash := make(chan chunk, nbuf)
-	hashed := make(chan []byte, nbuf)
-	go func() {
-		for c := range toHash {
-			h.Write(c.buf[:c.n])
-			hashed <- c.buf
-		}
-		close(hashed)
-	}()
-	// Buffers go back to free only after both the hash and the write used them.
-	pendingHash := 0
-	reclaim := func(block bool) {
-		for pendingHash > 0 {
-			if block {
-				free <- <-hashed
-				pendingHash--
-				continue
-			}
-			select {
-			case b := <-hashed:
-				free <- b
-				pendingHash--
-			default:
-				return
-			}
-		}
-	}
-	var n, synced int64
-	var retErr error
-	for {
-		reclaim(false)
-		var buf []byte
-		select {
-		case buf = <-free:
-		default:
-			reclaim(true)
-			buf = <-free
-		}
-		m, rerr := fill(src, buf)
-		if m > 0 {
-			toHash <- chunk{buf, m}
-			pendingHash++
-			if _, err := dst.Write(buf[:m]); err != nil {
-				retErr = fmt.Errorf("write download file: %w", err)
-				break
-			}
-			n += int64(m)
-			done.Store(n)
-			if n-synced >= writebackChunk {
-				// Start writeback of what is written so far; do not wait.
-				unix.SyncFileRange(int(dst.Fd()), synced, n-synced, unix.SYNC_FILE_RANGE_WRITE)
-				synced = n
-			}
-		} else {
-			free <- buf
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			retErr = rerr
-			break
-		}
-	}
-	close(toHash)
-	for range hashed {
-	}
-	return n, retErr
-}
-
-// fill reads into buf until it is full or src returns an error; unlike
-// io.ReadFull it passes io.EOF and io.ErrUnexpectedEOF (a truncated HTTP
-// body) through unchanged.
-func fill(src io.Reader, buf []byte) (int, error) {
-	n := 0
-	for n < len(buf) {
-		m, err := src.Read(buf[n:])
-		n += m
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
 }
 
 // reportProgress logs the download's progress every ProgressInterval until

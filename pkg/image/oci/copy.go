@@ -1,31 +1,17 @@
 package oci
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
 	digest "github.com/opencontainers/go-digest"
-	"golang.org/x/sys/unix"
 )
-
-// copyBufferSize is the unit of the disk copy: large enough that syscalls
-// and hashing per byte stay cheap, small enough to stream. An all-zero
-// buffer becomes a hole in the file.
-const copyBufferSize = 256 << 10
-
-// writebackChunk is how much is written between sync_file_range calls.
-const writebackChunk = 32 << 20
-
-var zeroBuffer = make([]byte, copyBufferSize)
 
 // errCorrupt marks a blob whose bytes do not match the manifest.
 var errCorrupt = errors.New("blob does not match the manifest")
@@ -95,98 +81,6 @@ func (v *verifyingReader) state() (error, bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.err, v.verified
-}
-
-// copyDisk writes src into dst from offset 0 while hashing it, and returns
-// the bytes copied. dst must be empty. Reading, hashing and writing
-// overlap: each buffer goes to a hasher goroutine and to the writer (this
-// goroutine) and is reused once both are done. All-zero buffers are not
-// written but left as holes (dst is truncated to the full size at the
-// end), so raw disks with empty space stay sparse. Every writebackChunk
-// bytes the kernel is asked to start writing the file out, so the final
-// fsync finds little left to flush.
-func copyDisk(dst *os.File, src io.Reader, h hash.Hash, written *atomic.Int64) (int64, error) {
-	const nbuf = 8
-	type chunk struct {
-		buf []byte
-		n   int
-	}
-	free := make(chan []byte, nbuf)
-	for range nbuf {
-		free <- make([]byte, copyBufferSize)
-	}
-	toHash := make(chan chunk, nbuf)
-	hashed := make(chan []byte, nbuf)
-	go func() {
-		for c := range toHash {
-			h.Write(c.buf[:c.n])
-			hashed <- c.buf
-		}
-		close(hashed)
-	}()
-	pending := 0 // buffers at the hasher
-	var n, synced int64
-	var retErr error
-	for {
-		var buf []byte
-		select {
-		case buf = <-free:
-		case buf = <-hashed:
-			pending--
-		}
-		m, rerr := fill(src, buf)
-		if m > 0 {
-			toHash <- chunk{buf, m}
-			pending++
-			if !bytes.Equal(buf[:m], zeroBuffer[:m]) {
-				if _, err := dst.WriteAt(buf[:m], n); err != nil {
-					retErr = writeError{fmt.Errorf("write disk file: %w", err)}
-					break
-				}
-			}
-			n += int64(m)
-			written.Store(n)
-			if n-synced >= writebackChunk {
-				// Start writeback of what is written so far; do not wait.
-				_ = unix.SyncFileRange(int(dst.Fd()), synced, n-synced, unix.SYNC_FILE_RANGE_WRITE)
-				synced = n
-			}
-		} else {
-			free <- buf
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			retErr = rerr
-			break
-		}
-	}
-	close(toHash)
-	for range hashed {
-	}
-	if retErr != nil {
-		return n, retErr
-	}
-	// Trailing holes: give the file its full size.
-	if err := dst.Truncate(n); err != nil {
-		return n, writeError{fmt.Errorf("size disk file: %w", err)}
-	}
-	return n, nil
-}
-
-// fill reads into buf until it is full or src returns an error (io.EOF
-// included, unlike io.ReadFull).
-func fill(src io.Reader, buf []byte) (int, error) {
-	n := 0
-	for n < len(buf) {
-		m, err := src.Read(buf[n:])
-		n += m
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
 }
 
 // progress counts a pull's bytes for the periodic log line.

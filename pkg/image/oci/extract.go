@@ -15,6 +15,8 @@ import (
 	"github.com/containerd/errdefs"
 	"go.podman.io/image/v5/pkg/blobinfocache/none"
 	"go.podman.io/image/v5/pkg/compression"
+
+	"github.com/vmpod/vmpod/pkg/image/diskcopy"
 )
 
 // diskFile is the disk extracted from an image.
@@ -37,10 +39,10 @@ type fileSink struct {
 func (s *fileSink) take(r io.Reader) error {
 	// A second entry of the same path replaces the first.
 	if err := s.f.Truncate(0); err != nil {
-		return writeError{fmt.Errorf("reset disk file: %w", err)}
+		return &diskcopy.WriteError{Err: fmt.Errorf("reset disk file: %w", err)}
 	}
 	s.h.Reset()
-	n, err := copyDisk(s.f, r, s.h, &s.prog.written)
+	n, err := diskcopy.Copy(s.f, r, s.h, &s.prog.written)
 	if err != nil {
 		return err
 	}
@@ -163,14 +165,9 @@ func (p *puller) readLayer(ctx context.Context, img *image, i int, ov *overlay, 
 	return disk, changes, nil
 }
 
-// writeError marks local file errors, which are neither the registry's nor
-// the image's fault.
-type writeError struct{ err error }
-
-func (e writeError) Error() string { return e.err.Error() }
-func (e writeError) Unwrap() error { return e.err }
-
+// isWriteError reports a local file error, which is neither the
+// registry's nor the image's fault.
 func isWriteError(err error) bool {
-	var w writeError
+	var w *diskcopy.WriteError
 	return errors.As(err, &w)
 }

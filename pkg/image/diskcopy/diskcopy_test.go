@@ -1,0 +1,79 @@
+package diskcopy
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"testing/iotest"
+)
+
+func TestCopyHashesAndKeepsHoles(t *testing.T) {
+	data := make([]byte, 3*copyBufferSize+123)
+	rand.New(rand.NewSource(1)).Read(data[:copyBufferSize])   // data, then
+	rand.New(rand.NewSource(2)).Read(data[3*copyBufferSize:]) // 2 zero buffers, then a tail
+	f, err := os.Create(filepath.Join(t.TempDir(), "disk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	var written atomic.Int64
+	// OneByteReader-ish small reads exercise Fill.
+	n, err := Copy(f, iotest.HalfReader(bytes.NewReader(data)), h, &written)
+	if err != nil || n != int64(len(data)) || written.Load() != n {
+		t.Fatalf("Copy = %d, %v (written %d)", n, err, written.Load())
+	}
+	want := sha256.Sum256(data)
+	if !bytes.Equal(h.Sum(nil), want[:]) {
+		t.Fatal("hash differs from the data's")
+	}
+	got, _ := os.ReadFile(f.Name())
+	if !bytes.Equal(got, data) {
+		t.Fatal("file differs from the data")
+	}
+	st, _ := f.Stat()
+	if blocks := st.Sys().(*syscall.Stat_t).Blocks * 512; blocks >= int64(len(data)) {
+		t.Errorf("file allocates %d bytes for %d with two zero buffers: no holes", blocks, len(data))
+	}
+}
+
+func TestCopyPassesReadErrors(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "disk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var written atomic.Int64
+	src := io.MultiReader(bytes.NewReader([]byte("abc")), iotest.ErrReader(io.ErrUnexpectedEOF))
+	n, err := Copy(f, src, sha256.New(), &written)
+	if !errors.Is(err, io.ErrUnexpectedEOF) || n != 3 {
+		t.Fatalf("Copy = %d, %v; want 3 bytes and the reader's error", n, err)
+	}
+	var we *WriteError
+	if errors.As(err, &we) {
+		t.Fatal("a read error was reported as a write error")
+	}
+}
+
+func TestCopyWriteError(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "disk")
+	os.WriteFile(p, nil, 0o644)
+	f, err := os.Open(p) // read-only: writes fail
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var written atomic.Int64
+	_, err = Copy(f, bytes.NewReader([]byte("not zero")), sha256.New(), &written)
+	var we *WriteError
+	if !errors.As(err, &we) {
+		t.Fatalf("err = %v, want a WriteError", err)
+	}
+}
