@@ -403,3 +403,45 @@ func TestBadAnnotationsRejected(t *testing.T) {
 		t.Fatalf("pods after refused runp calls: %q", out)
 	}
 }
+
+func TestVMLogRotationUpdateAndExternalDestroy(t *testing.T) {
+	e := newVMEnv(t)
+	f := e.podConfigs("ops", 0, nil)
+	_, ctrID := e.startVM(f)
+	waitLog(t, f.logPath, readyRE, bootTimeout)
+
+	// Log rotation: the kubelet renames the file and asks for a reopen.
+	rotated := f.logPath + ".1"
+	if err := os.Rename(f.logPath, rotated); err != nil {
+		t.Fatal(err)
+	}
+	e.mustCrictl("logs", "-r", ctrID) // crictl logs --reopen: ReopenContainerLog
+	a := e.attach(ctrID)
+	time.Sleep(500 * time.Millisecond)
+	a.send("echo rotated-$((3*3))")
+	a.expect(regexp.MustCompile(`^rotated-9`), 20*time.Second)
+	waitLog(t, f.logPath, regexp.MustCompile(`stdout F rotated-9`), 10*time.Second)
+	if b, _ := os.ReadFile(rotated); !readyRE.Match(b) || strings.Contains(string(b), "rotated-9") {
+		t.Fatalf("the rotated file should keep the boot and not get new lines:\n%s", tail(string(b), 5))
+	}
+	a.close()
+
+	// CPU shares change live.
+	e.mustCrictl("update", "--cpu-share", "512", ctrID)
+	ci := e.inspect(ctrID)
+	dom := ci.Info.Domain
+	if out := run(t, "virsh", "-c", "qemu:///system", "schedinfo", dom); !regexp.MustCompile(`cpu_shares\s*:\s*512`).MatchString(out) {
+		t.Fatalf("virsh schedinfo after crictl update:\n%s", out)
+	}
+	// Memory cannot change on a live VM: a clear refusal.
+	if errOut := e.failCrictl("update", "--memory", "1073741824", ctrID); !strings.Contains(errOut, "FailedPrecondition") {
+		t.Fatalf("memory update: %s", errOut)
+	}
+
+	// Destroyed from outside vmpod: EXITED, 137, Killed.
+	run(t, "virsh", "-c", "qemu:///system", "destroy", dom)
+	ci = e.waitState(ctrID, "CONTAINER_EXITED", 30*time.Second)
+	if ci.Status.ExitCode != 137 || ci.Status.Reason != "Killed" {
+		t.Fatalf("after virsh destroy: %+v", ci.Status)
+	}
+}
