@@ -404,7 +404,7 @@ func TestBadAnnotationsRejected(t *testing.T) {
 	}
 }
 
-func TestVMLogRotationUpdateAndExternalDestroy(t *testing.T) {
+func TestVMLogRotationUpdateRebootAndExternalDestroy(t *testing.T) {
 	e := newVMEnv(t)
 	f := e.podConfigs("ops", 0, nil)
 	_, ctrID := e.startVM(f)
@@ -436,6 +436,16 @@ func TestVMLogRotationUpdateAndExternalDestroy(t *testing.T) {
 	// Memory cannot change on a live VM: a clear refusal.
 	if errOut := e.failCrictl("update", "--memory", "1073741824", ctrID); !strings.Contains(errOut, "FailedPrecondition") {
 		t.Fatalf("memory update: %s", errOut)
+	}
+
+	// A guest reboot stays inside the running domain.
+	r := e.attach(ctrID)
+	time.Sleep(500 * time.Millisecond)
+	r.send("reboot")
+	waitLog(t, f.logPath, regexp.MustCompile(`(?s)rotated-9.*vmpod-test-guest ready`), bootTimeout)
+	r.close()
+	if ci := e.inspect(ctrID); ci.Status.State != "CONTAINER_RUNNING" || ci.Info.Domain != dom {
+		t.Fatalf("after a guest reboot: %+v", ci)
 	}
 
 	// Destroyed from outside vmpod: EXITED, 137, Killed.
