@@ -30,6 +30,7 @@ var domainConfigurators = []domainConfigurator{
 	configureClock,
 	configureLifecycle,
 	configureDisks,
+	configureFilesystems,
 	configureNICs,
 	configureConsole,
 	configureChannels,

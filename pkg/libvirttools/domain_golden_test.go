@@ -106,10 +106,17 @@ func goldenCases() []struct {
 		{Path: "/dev/vg0/data", Block: true, Format: DiskFormatRaw, Serial: "data"},
 	}
 
+	shares := baseSpec()
+	shares.Filesystems = []Filesystem{
+		{Source: "/var/lib/kubelet/pods/uid/volumes/kubernetes.io~empty-dir/cache", Tag: "vmpod-fs0", Driver: FilesystemVirtiofs},
+		{Source: "/srv/data", Tag: "vmpod-fs1", Driver: Filesystem9p, ReadOnly: true},
+	}
+
 	return []struct {
 		name string
 		spec DomainSpec
 	}{
+		{"filesystems", shares},
 		{"minimal-tcg", baseSpec()},
 		{"kvm-passthrough-cputune-partition", kvm},
 		{"kvm-default-cpu", kvmDefault},

@@ -132,6 +132,9 @@ type DomainSpec struct {
 
 	// NICs are the network interfaces, in guest PCI order.
 	NICs []NIC
+
+	// Filesystems are host directories shared into the guest.
+	Filesystems []Filesystem
 }
 
 // UEFIFirmware locates the OVMF images, e.g. Debian's
@@ -206,6 +209,7 @@ func (spec *DomainSpec) Validate() error {
 	validateConsole(spec, &p)
 	validateChannels(spec, &p)
 	validateNICs(spec, &p)
+	validateFilesystems(spec, &p)
 	validateMetadata(&spec.Metadata, &p)
 	if len(p) == 0 {
 		return nil
