@@ -88,6 +88,8 @@ type Config struct {
 	OVMFCode string `toml:"ovmf_code" mapstructure:"ovmf_code" comment:"UEFI firmware code file used for pods annotated vmpod.dev/firmware: uefi (Debian package ovmf)\n(env VMPOD_OVMF_CODE)."`
 	// OVMFVars is the UEFI variable store template.
 	OVMFVars string `toml:"ovmf_vars" mapstructure:"ovmf_vars" comment:"UEFI variable store template copied per VM (env VMPOD_OVMF_VARS)."`
+	// SharedDirType is how host directories are shared into guests.
+	SharedDirType string `toml:"shared_dir_type" mapstructure:"shared_dir_type" comment:"How host directories (hostPath, emptyDir, filesystem PVCs) are shared into guests: 9p or virtiofs\n(virtiofs needs /usr/lib/qemu/virtiofsd and makes guest RAM shared memory; use it for guests whose kernel\nlacks 9p, such as Debian's cloud kernel) (env VMPOD_SHARED_DIR_TYPE)."`
 	// DefaultRuntimeHandler is the handler used when a pod names none.
 	DefaultRuntimeHandler string `toml:"default_runtime_handler" mapstructure:"default_runtime_handler" comment:"The [runtimes.<handler>] used for pods with no RuntimeClass handler (env VMPOD_DEFAULT_RUNTIME_HANDLER)."`
 	// Runtimes are the RuntimeClass handlers vmpod serves.
@@ -123,6 +125,7 @@ func Default() Config {
 		TCGTBCacheMiB:         1024,
 		OVMFCode:              "/usr/share/OVMF/OVMF_CODE_4M.fd",
 		OVMFVars:              "/usr/share/OVMF/OVMF_VARS_4M.fd",
+		SharedDirType:         "9p",
 		DefaultRuntimeHandler: "vmpod",
 		Runtimes:              map[string]Runtime{"vmpod": {}},
 	}
@@ -290,6 +293,9 @@ func (c Config) Validate() error {
 	}
 	if !validAccel(c.Accelerator, false) {
 		bad("accelerator", "must be kvm, tcg or auto, got %q", c.Accelerator)
+	}
+	if c.SharedDirType != "9p" && c.SharedDirType != "virtiofs" {
+		bad("shared_dir_type", "must be 9p or virtiofs, got %q", c.SharedDirType)
 	}
 	if c.DefaultMemoryMiB < 64 {
 		bad("default_memory_mib", "must be at least 64")

@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/errdefs"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/vmpod/vmpod/pkg/cloudinit"
 	"github.com/vmpod/vmpod/pkg/libvirttools"
 	"github.com/vmpod/vmpod/pkg/logging"
 	"github.com/vmpod/vmpod/pkg/store"
@@ -88,6 +89,16 @@ func (s *Service) createContainer(ctx context.Context, sb *sandbox, name string,
 	if err != nil {
 		return "", err
 	}
+	// Everything that can be refused is worked out before anything is
+	// created: mounts, devices and the cloud-init seed.
+	mounts, err := resolveMounts(cfg, s.cfg.SharedDirType)
+	if err != nil {
+		return "", err
+	}
+	seed, err := buildSeed(sb, sbCfg, cfg, mounts)
+	if err != nil {
+		return "", err
+	}
 
 	id := newID()
 	log := logging.From(ctx).With(logging.KeyContainerID, id, logging.KeySandboxID, sb.rec.ID, logging.KeyDomain, domainName(id))
@@ -156,7 +167,17 @@ func (s *Service) createContainer(ctx context.Context, sb *sandbox, name string,
 	if err := s.overlays.Create(ctx, rec.RootDisk, s.images.Path(img.ID), img.Format, vm.RootVolumeSize); err != nil {
 		return "", fmt.Errorf("create root disk for %s: %w", id, err)
 	}
+	seedStart := time.Now()
+	if err := cloudinit.WriteISO(ctx, seed, seedISO(dir)); err != nil {
+		return "", fmt.Errorf("write cloud-init seed for %s: %w", id, err)
+	}
+	log.Debug("cloud-init seed written", "label", seed.Label, "seconds", fmt.Sprintf("%.3f", time.Since(seedStart).Seconds()))
 	spec := s.domainSpec(rec, sb)
+	spec.ExtraDisks = append(spec.ExtraDisks, libvirttools.Disk{
+		Path: seedISO(dir), Format: libvirttools.DiskFormatRaw, Device: libvirttools.DiskDeviceCDROM, ReadOnly: true,
+	})
+	spec.ExtraDisks = append(spec.ExtraDisks, mounts.disks...)
+	spec.Filesystems = mounts.fs
 	xml, err := libvirttools.DomainXML(spec)
 	if err != nil {
 		return "", fmt.Errorf("build domain for %s: %w", id, err)
@@ -199,6 +220,49 @@ func (s *Service) domainSpec(rec containerRecord, sb *sandbox) libvirttools.Doma
 }
 
 func serialSocket(runDir string) string { return filepath.Join(runDir, "serial.sock") }
+
+// seedISO is the container's cloud-init seed, attached as a read-only
+// CD-ROM (virtio-scsi: Debian's cloud kernel has no SATA driver).
+func seedISO(dir string) string { return filepath.Join(dir, "seed.iso") }
+
+// buildSeed makes the cloud-init seed of a container: the pod's identity
+// and hostname, the cloud-init annotations, the container's env and
+// command, and its mounts and devices.
+func buildSeed(sb *sandbox, sbCfg *runtimeapi.PodSandboxConfig, cfg *runtimeapi.ContainerConfig, m guestMounts) (cloudinit.Seed, error) {
+	ann := map[string]string{}
+	for k, v := range sbCfg.GetAnnotations() {
+		ann[k] = v
+	}
+	for k, v := range cfg.GetAnnotations() {
+		ann[k] = v
+	}
+	hostname := sbCfg.GetHostname()
+	if hostname == "" {
+		hostname = sb.config.GetMetadata().GetName()
+	}
+	in := cloudinit.Input{
+		// Stable per pod UID: a new pod (new UID) is a new instance, a
+		// restarted container of the same pod is not.
+		InstanceID:  sb.config.GetMetadata().GetUid(),
+		Hostname:    hostname,
+		Annotations: ann,
+		Command:     append(append([]string{}, cfg.GetCommand()...), cfg.GetArgs()...),
+		Files:       m.files,
+		Shares:      m.shares,
+		Devices:     m.devices,
+	}
+	for _, kv := range cfg.GetEnvs() {
+		in.Env = append(in.Env, [2]string{kv.GetKey(), string(kv.GetValue())})
+	}
+	if d := sbCfg.GetDnsConfig(); d != nil {
+		in.DNS = &cloudinit.DNS{Servers: d.GetServers(), Searches: d.GetSearches(), Options: d.GetOptions()}
+	}
+	seed, err := cloudinit.Build(in)
+	if err != nil {
+		return cloudinit.Seed{}, fmt.Errorf("cloud-init seed: %w", err)
+	}
+	return seed, nil
+}
 
 // destroyContainerResources removes everything a container owns outside
 // the metadata store: the domain (stopped first), its disks and sockets.

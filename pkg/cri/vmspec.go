@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/vmpod/vmpod/pkg/cloudinit"
 	"github.com/vmpod/vmpod/pkg/config"
 	"github.com/vmpod/vmpod/pkg/libvirttools"
 )
@@ -34,7 +35,7 @@ const (
 // prefix is refused, so a typo does not pass silently.
 const annPrefix = "vmpod.dev/"
 
-var knownAnnotations = []string{annVCPUs, annMemory, annRootVolumeSize, annDiskBus, annCPUModel, annFirmware}
+var knownAnnotations = append([]string{annVCPUs, annMemory, annRootVolumeSize, annDiskBus, annCPUModel, annFirmware}, cloudinit.Annotations...)
 
 const maxVCPUs = 64
 
@@ -136,6 +137,9 @@ func parseAnnotations(sources ...map[string]string) (vmAnnotations, error) {
 		default:
 			bad(annFirmware, v, "bios or uefi")
 		}
+	}
+	if err := cloudinit.ValidateAnnotations(ann); err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
 		return vmAnnotations{}, fmt.Errorf("%w: %w", errors.Join(errs...), errdefs.ErrInvalidArgument)

@@ -1,0 +1,123 @@
+package cri
+
+import (
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/vmpod/vmpod/pkg/cloudinit"
+	"github.com/vmpod/vmpod/pkg/libvirttools"
+)
+
+// maxDeliveredFileBytes bounds the files delivered through the seed
+// (ConfigMaps and Secrets are at most 1 MiB each in Kubernetes).
+const maxDeliveredFileBytes = 4 << 20
+
+// guestMounts is how a container's CRI mounts and devices reach the VM:
+// regular files (and the kubelet's ConfigMap, Secret, downward-API and
+// projected volumes, which are directories of regular files) are written
+// by cloud-init; other directories (hostPath, emptyDir, PVCs) are shared
+// with virtiofs or 9p and mounted by cloud-init; block devices become raw
+// disks with a serial, linked at their device_path by cloud-init.
+type guestMounts struct {
+	files   []cloudinit.File
+	shares  []cloudinit.Share
+	fs      []libvirttools.Filesystem
+	devices []cloudinit.Device
+	disks   []libvirttools.Disk
+}
+
+// fileVolumeKinds are the kubelet's volume plugins whose content is a set of
+// files the guest gets as copies.
+var fileVolumeKinds = []string{"kubernetes.io~configmap", "kubernetes.io~secret", "kubernetes.io~projected", "kubernetes.io~downward-api"}
+
+func isFileVolume(hostPath string) bool {
+	for _, k := range fileVolumeKinds {
+		if strings.Contains(hostPath, "/"+k+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// resolveMounts classifies the container's mounts and devices. shareType is
+// the configured shared_dir_type.
+func resolveMounts(cfg *runtimeapi.ContainerConfig, shareType string) (guestMounts, error) {
+	var g guestMounts
+	total := 0
+	addFile := func(path string, hostPath string, mode fs.FileMode) error {
+		b, err := os.ReadFile(hostPath)
+		if err != nil {
+			return fmt.Errorf("mount %s: read %s: %w", path, hostPath, err)
+		}
+		total += len(b)
+		if total > maxDeliveredFileBytes {
+			return fmt.Errorf("mounted files add up to more than %d bytes; share large content as a directory (hostPath or PVC) instead: %w", maxDeliveredFileBytes, errdefs.ErrInvalidArgument)
+		}
+		g.files = append(g.files, cloudinit.File{Path: path, Content: b, Mode: mode.Perm()})
+		return nil
+	}
+	for i, m := range cfg.GetMounts() {
+		if m.GetContainerPath() == "" || !filepath.IsAbs(m.GetContainerPath()) {
+			return g, fmt.Errorf("mount %d: container_path %q must be an absolute path: %w", i, m.GetContainerPath(), errdefs.ErrInvalidArgument)
+		}
+		st, err := os.Stat(m.GetHostPath())
+		if err != nil {
+			return g, fmt.Errorf("mount %s: host path %q: %v: %w", m.GetContainerPath(), m.GetHostPath(), err, errdefs.ErrInvalidArgument)
+		}
+		switch {
+		case st.Mode().IsRegular():
+			if err := addFile(m.GetContainerPath(), m.GetHostPath(), st.Mode()); err != nil {
+				return g, err
+			}
+		case st.IsDir() && isFileVolume(m.GetHostPath()):
+			// The kubelet's atomic writer keeps the files in a ..data
+			// directory behind symlinks; skip the dot entries, follow the
+			// user-visible names.
+			entries, err := os.ReadDir(m.GetHostPath())
+			if err != nil {
+				return g, err
+			}
+			for _, e := range entries {
+				if strings.HasPrefix(e.Name(), ".") {
+					continue
+				}
+				hp := filepath.Join(m.GetHostPath(), e.Name())
+				fst, err := os.Stat(hp)
+				if err != nil || !fst.Mode().IsRegular() {
+					continue
+				}
+				if err := addFile(filepath.Join(m.GetContainerPath(), e.Name()), hp, fst.Mode()); err != nil {
+					return g, err
+				}
+			}
+		case st.IsDir():
+			tag := fmt.Sprintf("vmpod-fs%d", len(g.fs))
+			g.fs = append(g.fs, libvirttools.Filesystem{Source: m.GetHostPath(), Tag: tag, ReadOnly: m.GetReadonly(), Driver: shareType})
+			g.shares = append(g.shares, cloudinit.Share{Tag: tag, MountPath: m.GetContainerPath(), ReadOnly: m.GetReadonly(), Type: shareType})
+		default:
+			return g, fmt.Errorf("mount %s: host path %q is neither a file nor a directory (block devices go in devices): %w", m.GetContainerPath(), m.GetHostPath(), errdefs.ErrInvalidArgument)
+		}
+	}
+	for i, d := range cfg.GetDevices() {
+		st, err := os.Stat(d.GetHostPath())
+		if err != nil || st.Mode()&fs.ModeDevice == 0 || st.Mode()&fs.ModeCharDevice != 0 {
+			return g, fmt.Errorf("device %d: host path %q is not a block device: %w", i, d.GetHostPath(), errdefs.ErrInvalidArgument)
+		}
+		if !filepath.IsAbs(d.GetContainerPath()) {
+			return g, fmt.Errorf("device %d: container_path %q must be an absolute path: %w", i, d.GetContainerPath(), errdefs.ErrInvalidArgument)
+		}
+		serial := fmt.Sprintf("vmpod-dev%d", i)
+		g.disks = append(g.disks, libvirttools.Disk{
+			Path: d.GetHostPath(), Block: true, Format: libvirttools.DiskFormatRaw,
+			Bus: libvirttools.DiskBusVirtio, Serial: serial, ReadOnly: !strings.Contains(d.GetPermissions(), "w") && d.GetPermissions() != "",
+		})
+		g.devices = append(g.devices, cloudinit.Device{Serial: serial, Path: d.GetContainerPath()})
+	}
+	return g, nil
+}
