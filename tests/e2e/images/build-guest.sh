@@ -95,6 +95,7 @@ ensure_host_tools() {
 	command -v gzip >/dev/null || need+=(gzip)
 	command -v losetup >/dev/null || need+=(mount)
 	command -v dpkg-deb >/dev/null || need+=(dpkg)
+	find_go >/dev/null || need+=(golang-go)
 	if [ "${#need[@]}" -gt 0 ]; then
 		mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
 		log "installing host tools: ${need[*]}"
@@ -103,6 +104,15 @@ ensure_host_tools() {
 			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
 		fi
 	fi
+}
+
+# The Go toolchain builds guestinit/ (the guest's mini cloud-init).
+find_go() {
+	local g
+	for g in "$(command -v go || true)" /usr/local/go/bin/go /usr/lib/go/bin/go; do
+		if [ -n "$g" ] && [ -x "$g" ]; then echo "$g"; return 0; fi
+	done
+	return 1
 }
 
 # -------------------------------------------------------------- guest debs
@@ -213,6 +223,14 @@ done < <("$ROOT/bin/busybox" --list-full)
 rm -f "$ROOT/linuxrc"
 [ -L "$ROOT/bin/sh" ] || die "busybox has no sh applet?"
 
+# The mini cloud-init (NoCloud / ConfigDrive seeds, /dev/disk/by-id links),
+# a static Go program from guestinit/ in this module (see README.md).
+GO=$(find_go) || die "no Go toolchain (install golang-go or put go in PATH)"
+(cd "$SCRIPT_DIR/guestinit" && CGO_ENABLED=0 GOOS=linux GOARCH=amd64 GOFLAGS=-buildvcs=false \
+	"$GO" build -trimpath -ldflags='-s -w' -o "$ROOT/sbin/vmpod-cloud-init" .) ||
+	die "building guestinit failed"
+log "vmpod-cloud-init: $(stat -c %s "$ROOT/sbin/vmpod-cloud-init") bytes"
+
 # The kernel opens /dev/console before /init runs and before devtmpfs is mounted.
 mknod -m 600 "$ROOT/dev/console" c 5 1
 mknod -m 666 "$ROOT/dev/null" c 1 3
@@ -299,6 +317,8 @@ case "$TERM" in linux|dumb|'') export TERM=vt100 ;; esac
 cd "$HOME" 2>/dev/null || cd /
 # udhcpc's script starts its late console lines on a fresh line once a shell runs.
 : >/run/vmpod-shell-started 2>/dev/null
+# Variables from /etc/environment (e.g. written by cloud-init write_files).
+if [ -r /etc/environment ]; then set -a; . /etc/environment; set +a; fi
 EOF
 
 # busybox init: the shell on the serial console, respawned forever.
@@ -467,9 +487,14 @@ TTY=/dev/ttyS0
 say() { echo "$*" >"$TTY"; }
 
 # Kernel modules, in dependency order (see /etc/modules.boot).
+# scsi_mod scan=sync: SCSI devices (the cloud-init seed CD-ROM) exist once
+# virtio_scsi is loaded, so vmpod-cloud-init knows at once if there is none.
 kver=$(uname -r)
 while read -r m; do
-	insmod "/lib/modules/$kver/$m" 2>/dev/null ||
+	args=
+	case "$m" in */scsi_mod.ko) args=scan=sync ;; esac
+	# shellcheck disable=SC2086
+	insmod "/lib/modules/$kver/$m" $args 2>/dev/null ||
 		echo "init: insmod $m failed"
 done </etc/modules.boot
 
@@ -505,6 +530,14 @@ done
 
 httpd -p 8080 -h /www
 acpid -c /etc/acpi -a /etc/acpid.conf -l /var/log/acpid.log
+
+# Mini cloud-init: /dev/disk/by-id/virtio-<serial> links, then a NoCloud
+# ("cidata") or ConfigDrive ("config-2") seed if one is attached: hostname,
+# bootcmd, write_files, mounts, ssh keys, scripts, runcmd. It prints
+# "vmpod-test-guest cloud-init none|datasource=...|done|error: ...".
+/sbin/vmpod-cloud-init </dev/null
+# From now on, hotplugged virtio disks get their by-id links too.
+/sbin/vmpod-cloud-init watch </dev/null >/dev/null 2>&1 &
 
 # Keep ttyS0 open from now on so that input typed right after the ready line
 # is buffered for the shell (the 8250 resets its FIFO when first opened).
