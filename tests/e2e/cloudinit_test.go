@@ -116,3 +116,21 @@ func TestCloudInitAnnotationsRejected(t *testing.T) {
 		t.Fatalf("refused pods left: %q", out)
 	}
 }
+
+func TestCloudInitConfigDrive(t *testing.T) {
+	e := newVMEnv(t)
+	f := e.podConfigs("cd", 0, map[string]string{
+		"vmpod.dev/cloud-init-datasource": "configdrive",
+		"vmpod.dev/ssh-authorized-keys":   testSSHKey,
+		"vmpod.dev/cloud-init-user-data":  "#!/bin/sh\necho script-ran-$((20+1))\n",
+	})
+	e.startVM(f)
+	waitLog(t, f.logPath, readyRE, bootTimeout)
+	for _, want := range []string{
+		"vmpod-test-guest cloud-init datasource=configdrive",
+		"script-ran-21",
+		"vmpod-test-guest hostname=cd",
+	} {
+		waitLog(t, f.logPath, regexp.MustCompile(regexp.QuoteMeta(want)), 30*time.Second)
+	}
+}
