@@ -35,13 +35,8 @@ func main() {
 	runs := flag.Int("runs", 3, "runs of each")
 	sizeMiB := flag.Int("size-mib", 1024, "image size in MiB")
 	flag.Parse()
-	if err := os.MkdirAll(*work, 0o755); err != nil {
-		log.Fatal(err)
-	}
-	img := filepath.Join(*work, fmt.Sprintf("bench-%dm.qcow2", *sizeMiB))
-	if _, err := os.Stat(img); err != nil {
-		makeImage(*work, img, *sizeMiB)
-	}
+	img, err := measure.RandomQcow2(*work, *sizeMiB)
+	must(err)
 	st, _ := os.Stat(img)
 	fmt.Printf("image: %s, %d bytes\n", img, st.Size())
 
@@ -78,14 +73,6 @@ func main() {
 		ms.Seconds(), mv.Seconds()/ms.Seconds())
 	fmt.Printf("vmpod RSS after pull: median %d KiB (%.1f MiB), peak during pull %.1f MiB (target < 40 MiB)\n",
 		measure.MedianInt(rss), float64(measure.MedianInt(rss))/1024, float64(measure.MedianInt(hwm))/1024)
-}
-
-func makeImage(work, img string, sizeMiB int) {
-	raw := filepath.Join(work, "bench.raw")
-	fmt.Printf("making a %d MiB qcow2 of random data (once)...\n", sizeMiB)
-	must(exec.Command("dd", "if=/dev/urandom", "of="+raw, "bs=1M", fmt.Sprint("count=", sizeMiB), "status=none").Run())
-	must(exec.Command("qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, img).Run())
-	os.Remove(raw)
 }
 
 // timeCurl times `curl -o` of url; with durable it also fsyncs the file

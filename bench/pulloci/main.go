@@ -38,15 +38,8 @@ func main() {
 	sizeMiB := flag.Int("size-mib", 1024, "disk size in MiB")
 	compress := flag.String("compress", "gzip", "layer compression: gzip or none")
 	flag.Parse()
-	must(os.MkdirAll(*work, 0o755))
-	disk := filepath.Join(*work, fmt.Sprintf("bench-%dm.qcow2", *sizeMiB))
-	if _, err := os.Stat(disk); err != nil {
-		raw := filepath.Join(*work, "bench.raw")
-		fmt.Printf("making a %d MiB qcow2 of random data (once)...\n", *sizeMiB)
-		must(exec.Command("dd", "if=/dev/urandom", "of="+raw, "bs=1M", fmt.Sprint("count=", *sizeMiB), "status=none").Run())
-		must(exec.Command("qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, disk).Run())
-		os.Remove(raw)
-	}
+	disk, err := measure.RandomQcow2(*work, *sizeMiB)
+	must(err)
 
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	must(err)
