@@ -206,7 +206,9 @@ func (s *Service) domainSpec(rec containerRecord, sb *sandbox) libvirttools.Doma
 		Firmware:     vm.Firmware,
 		RootDisk:     libvirttools.Disk{Path: rec.RootDisk, Format: "qcow2", Bus: vm.DiskBus},
 		SerialSocket: serialSocket(rec.RunDir), SerialLog: filepath.Join(rec.Dir, "serial.log"),
-		TBCacheMiB: vm.TBCacheMiB,
+		// Every VM gets the guest agent channel (exec, probes, agent info).
+		GuestAgentSocket: filepath.Join(rec.RunDir, "qga.sock"),
+		TBCacheMiB:       vm.TBCacheMiB,
 		Metadata: libvirttools.Metadata{
 			SandboxID: sb.rec.ID, ContainerID: rec.ID,
 			PodName: m.GetName(), PodNamespace: m.GetNamespace(), PodUID: m.GetUid(), Attempt: m.GetAttempt(),

@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 	"encoding/json"
+	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -26,6 +27,9 @@ func (s *Service) ContainerStatus(ctx context.Context, req *runtimeapi.Container
 		}
 		if xml, err := s.libvirt.XML(ctx, rec.Domain); err == nil {
 			info["domainXML"] = xml
+		}
+		if rec.State == containerRunning {
+			info["guestAgent"] = s.agentInfo(ctx, rec.Domain)
 		}
 		b, err := json.Marshal(info)
 		if err != nil {
@@ -69,4 +73,19 @@ func containerStatus(rec containerRecord, cfg *runtimeapi.ContainerConfig) *runt
 		st.ExitCode, st.Reason, st.Message = rec.ExitCode, rec.Reason, rec.Message
 	}
 	return st
+}
+
+// agentInfo says whether the guest agent answers and which version it is.
+// qemu-ga starts late in a real guest's boot: "not connected" early on is
+// normal, not an error.
+func (s *Service) agentInfo(ctx context.Context, domain string) map[string]any {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var info struct {
+		Version string `json:"version"`
+	}
+	if err := s.agent(ctx, domain, map[string]string{"execute": "guest-info"}, &info); err != nil {
+		return map[string]any{"connected": false, "error": err.Error()}
+	}
+	return map[string]any{"connected": true, "version": info.Version}
 }

@@ -26,11 +26,6 @@ func (s *Service) UpdatePodSandboxResources(ctx context.Context, req *runtimeapi
 
 // Area: exec through the QEMU guest agent.
 
-// ExecSync is not implemented yet.
-func (s *Service) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) (*runtimeapi.ExecSyncResponse, error) {
-	return nil, notYet("ExecSync", "exec through the QEMU guest agent")
-}
-
 // Exec is not implemented yet.
 func (s *Service) Exec(ctx context.Context, req *runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
 	return nil, notYet("Exec", "exec through the QEMU guest agent")

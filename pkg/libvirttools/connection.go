@@ -322,6 +322,21 @@ func (l *Libvirt) XML(ctx context.Context, name string) (string, error) {
 	return doc, err
 }
 
+// AgentCommand implements Domains.
+func (l *Libvirt) AgentCommand(ctx context.Context, name, command string, timeout time.Duration) (string, error) {
+	secs := int(timeout / time.Second)
+	if secs < 1 {
+		secs = 1
+	}
+	var reply string
+	err := l.withDomain(ctx, "guest agent command on domain", name, func(dom *libvirt.Domain) error {
+		var err error
+		reply, err = dom.QemuAgentCommand(command, libvirt.DomainQemuAgentCommandTimeout(secs), 0)
+		return err
+	})
+	return reply, err
+}
+
 // SetCPUTune implements Domains. periodUS and quotaUS are the whole
 // domain's CFS period and quota (<global_period>, <global_quota>), as the
 // domain builder writes them; shares is <shares>. A domain that is not
@@ -432,7 +447,9 @@ func translateError(op string, err error) error {
 	switch lv.Code {
 	case libvirt.ERR_NO_DOMAIN:
 		class = errdefs.ErrNotFound
-	case libvirt.ERR_OPERATION_INVALID:
+	case libvirt.ERR_OPERATION_INVALID, libvirt.ERR_AGENT_UNRESPONSIVE, libvirt.ERR_AGENT_UNSYNCED,
+		libvirt.ERR_ARGUMENT_UNSUPPORTED:
+		// ARGUMENT_UNSUPPORTED: the domain has no guest agent channel.
 		class = errdefs.ErrFailedPrecondition
 	case libvirt.ERR_DOM_EXIST:
 		class = errdefs.ErrAlreadyExists

@@ -97,4 +97,9 @@ type Domains interface {
 	// WaitShutoff blocks until the domain is off or timeout passes, and
 	// reports whether it is off.
 	WaitShutoff(ctx context.Context, name string, timeout time.Duration) (bool, error)
+	// AgentCommand sends one QEMU guest agent command (a JSON document such
+	// as {"execute":"guest-ping"}) and returns the agent's JSON reply. It
+	// fails with ErrFailedPrecondition when the domain has no agent
+	// channel or the agent does not answer within timeout.
+	AgentCommand(ctx context.Context, name, command string, timeout time.Duration) (string, error)
 }

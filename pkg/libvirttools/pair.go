@@ -69,5 +69,11 @@ func (p *Pair) WaitShutoff(ctx context.Context, name string, timeout time.Durati
 	return p.quick.WaitShutoff(ctx, name, timeout)
 }
 
+// AgentCommand implements Domains; guest agent calls can take seconds, so
+// they use the slow connection.
+func (p *Pair) AgentCommand(ctx context.Context, name, command string, timeout time.Duration) (string, error) {
+	return p.slow.AgentCommand(ctx, name, command, timeout)
+}
+
 // Close implements Connection.
 func (p *Pair) Close() error { return errors.Join(p.slow.Close(), p.quick.Close()) }

@@ -47,6 +47,8 @@ type Connection struct {
 	domains    map[string]*domain // by name
 	ignoreACPI map[string]bool    // by name, kept across Define/Undefine
 	failNext   map[string][]error // by method, in order
+	// agent answers AgentCommand for a domain; nil means no agent channel.
+	agent func(name, command string) (string, error)
 	changed    chan struct{}      // closed and replaced on every state change
 }
 
@@ -71,7 +73,7 @@ var _ libvirttools.Connection = (*Connection)(nil)
 // methods are the names FailNext accepts.
 var methods = []string{
 	"Define", "Start", "Resume", "Shutdown", "Destroy", "Undefine", "Status",
-	"List", "XML", "SetCPUTune", "WaitShutoff", "Ping",
+	"List", "XML", "SetCPUTune", "WaitShutoff", "Ping", "AgentCommand",
 }
 
 // New returns a fake connection that is up and has no domains.
@@ -510,4 +512,37 @@ func canonicalUUID(s string) (string, bool) {
 		return "", false
 	}
 	return hex[:8] + "-" + hex[8:12] + "-" + hex[12:16] + "-" + hex[16:20] + "-" + hex[20:], true
+}
+
+// SetAgent installs the fake guest agent: f answers every AgentCommand
+// (for a running domain). Without one, AgentCommand fails as libvirt does
+// for a domain without an agent channel.
+func (c *Connection) SetAgent(f func(name, command string) (string, error)) {
+	c.mu.Lock()
+	c.agent = f
+	c.mu.Unlock()
+}
+
+// AgentCommand implements libvirttools.Domains.
+func (c *Connection) AgentCommand(ctx context.Context, name, command string, timeout time.Duration) (string, error) {
+	c.mu.Lock()
+	if err := c.begin(ctx, "AgentCommand", name); err != nil {
+		c.mu.Unlock()
+		return "", err
+	}
+	d, err := c.lookupLocked("guest agent command on domain", name)
+	if err != nil {
+		c.mu.Unlock()
+		return "", err
+	}
+	if d.status().State != libvirttools.DomainRunning {
+		c.mu.Unlock()
+		return "", fmt.Errorf("guest agent command on domain %q: domain is not running: %w", name, errdefs.ErrFailedPrecondition)
+	}
+	agent := c.agent
+	c.mu.Unlock()
+	if agent == nil {
+		return "", fmt.Errorf("guest agent command on domain %q: QEMU guest agent is not configured: %w", name, errdefs.ErrFailedPrecondition)
+	}
+	return agent(name, command)
 }
