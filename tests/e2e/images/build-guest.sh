@@ -3,7 +3,8 @@
 #
 #   MBR (syslinux mbr.bin) -> one bootable ext2 partition with extlinux,
 #   the Debian 12 cloud kernel and a busybox initramfs that does everything
-#   (modules, DHCP on every NIC, httpd on :8080, acpid, serial shell).
+#   (modules, DHCP on every NIC, httpd on :8080, acpid, serial shell,
+#   the QEMU guest agent on the org.qemu.guest_agent.0 virtio-serial port).
 #
 # Usage (as root, on Debian 12):
 #   tests/e2e/images/build-guest.sh [OUTPUT.qcow2]
@@ -95,6 +96,7 @@ ensure_host_tools() {
 	command -v gzip >/dev/null || need+=(gzip)
 	command -v losetup >/dev/null || need+=(mount)
 	command -v dpkg-deb >/dev/null || need+=(dpkg)
+	command -v readelf >/dev/null || need+=(binutils)
 	find_go >/dev/null || need+=(golang-go)
 	if [ "${#need[@]}" -gt 0 ]; then
 		mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
@@ -231,6 +233,80 @@ GO=$(find_go) || die "no Go toolchain (install golang-go or put go in PATH)"
 	die "building guestinit failed"
 log "vmpod-cloud-init: $(stat -c %s "$ROOT/sbin/vmpod-cloud-init") bytes"
 
+# --- QEMU guest agent. Debian's qemu-ga is dynamically linked, and the
+# initramfs has no libc (busybox is static), so it gets the libraries its ELF
+# NEEDED entries name, recursively, plus the dynamic loader. They come from
+# the .debs of qemu-guest-agent and of the library packages it depends on
+# (apt-cache depends, followed only as far as a NEEDED soname is missing).
+QGA_POOL=$BUILD/qga   # each package unpacked in $QGA_POOL/<pkg>
+QGA_PKGS=()
+LIBDIR=lib/x86_64-linux-gnu
+qga_unpack() {
+	local deb
+	deb=$(fetch_deb "$1" </dev/null)
+	dpkg -x "$deb" "$QGA_POOL/$1"
+	ln -s "$deb" "$QGA_POOL/$1.deb"
+	QGA_PKGS+=("$1")
+}
+# qga_find NAME: prints the real file (symlinks resolved inside its package)
+# of library NAME in the unpacked packages.
+qga_find() {
+	local p d f t
+	for p in "${QGA_PKGS[@]}"; do
+		for d in lib/x86_64-linux-gnu usr/lib/x86_64-linux-gnu lib64 usr/lib64 lib usr/lib; do
+			f=$QGA_POOL/$p/$d/$1
+			[ -e "$f" ] || [ -L "$f" ] || continue
+			while [ -L "$f" ]; do
+				t=$(readlink "$f")
+				case "$t" in /*) f=$QGA_POOL/$p$t ;; *) f=$(dirname "$f")/$t ;; esac
+			done
+			[ -f "$f" ] && { echo "$f"; return 0; }
+		done
+	done
+	return 1
+}
+# qga_expand: unpacks the library packages (lib*, zlib*) that the unpacked
+# packages depend on; false if there was nothing new.
+qga_expand() {
+	local p dep new=1
+	for p in "${QGA_PKGS[@]}"; do
+		while read -r dep; do
+			case " ${QGA_PKGS[*]} " in *" $dep "*) continue ;; esac
+			qga_unpack "$dep"
+			new=0
+		done < <(apt-cache depends "$p" 2>/dev/null |
+			awk '$1 ~ /^\|?(Pre)?Depends:$/ && $2 ~ /^(lib|zlib)/ { sub(/:.*/, "", $2); print $2 }' | sort -u)
+	done
+	return $new
+}
+# qga_add_libs ELF: copies the libraries ELF needs (recursively) to /$LIBDIR.
+qga_add_libs() {
+	local so f
+	for so in $(readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]$/\1/p'); do
+		[ -e "$ROOT/$LIBDIR/$so" ] && continue
+		until f=$(qga_find "$so"); do
+			qga_expand || die "qemu-ga: no package provides $so (needed by ${1##*/})"
+		done
+		install -m 0755 "$f" "$ROOT/$LIBDIR/$so"
+		qga_add_libs "$ROOT/$LIBDIR/$so"
+	done
+}
+mkdir -p "$QGA_POOL" "$ROOT/$LIBDIR" "$ROOT/lib64" "$ROOT/var/lib"
+qga_unpack qemu-guest-agent
+install -m 0755 "$QGA_POOL/qemu-guest-agent/usr/sbin/qemu-ga" "$ROOT/usr/sbin/qemu-ga"
+QGA_INTERP=$(readelf -l "$ROOT/usr/sbin/qemu-ga" | sed -n 's/.*interpreter: \(.*\)\]$/\1/p')
+[ -n "$QGA_INTERP" ] || die "qemu-ga has no program interpreter?"
+qga_add_libs "$ROOT/usr/sbin/qemu-ga"
+until f=$(qga_find "${QGA_INTERP##*/}"); do
+	qga_expand || die "qemu-ga: no package provides its loader $QGA_INTERP"
+done
+install -m 0755 "$f" "$ROOT/$LIBDIR/${QGA_INTERP##*/}"
+[ "$QGA_INTERP" = "/$LIBDIR/${QGA_INTERP##*/}" ] ||
+	{ mkdir -p "$ROOT/$(dirname "$QGA_INTERP")"; ln -s "/$LIBDIR/${QGA_INTERP##*/}" "$ROOT$QGA_INTERP"; }
+QGA_VERSION=$(dpkg-deb -f "$QGA_POOL/qemu-guest-agent.deb" Version)
+log "qemu-ga $QGA_VERSION: $(stat -c %s "$ROOT/usr/sbin/qemu-ga") bytes, from packages: ${QGA_PKGS[*]}"
+log "qemu-ga libraries ($(du -cb "$ROOT/$LIBDIR"/* | tail -n1 | cut -f1) bytes): $(cd "$ROOT/$LIBDIR" && echo *)"
+
 # The kernel opens /dev/console before /init runs and before devtmpfs is mounted.
 mknod -m 600 "$ROOT/dev/console" c 5 1
 mknod -m 666 "$ROOT/dev/null" c 1 3
@@ -339,6 +415,23 @@ killall -q udhcpc httpd acpid 2>/dev/null
 sync
 EOF
 chmod 0755 "$ROOT/etc/shutdown.sh"
+
+# /sbin/shutdown for qemu-ga's guest-shutdown (virsh shutdown --mode=agent),
+# which runs `/sbin/shutdown -P|-H|-r +0 MESSAGE`; busybox has no shutdown.
+cat >"$ROOT/sbin/shutdown" <<'EOF'
+#!/bin/sh
+# Minimal shutdown(8): -P/-h power off, -H halt, -r reboot; time and message ignored.
+action=poweroff
+for a in "$@"; do
+	case "$a" in
+	-r) action=reboot ;;
+	-H) action=halt ;;
+	-P|-h) action=poweroff ;;
+	esac
+done
+exec /sbin/$action
+EOF
+chmod 0755 "$ROOT/sbin/shutdown"
 
 # acpid: the power button (virsh shutdown / QEMU system_powerdown) maps to the
 # event "PWRF" -> action file /etc/acpi/PWRF/00000080.
@@ -539,6 +632,48 @@ acpid -c /etc/acpi -a /etc/acpid.conf -l /var/log/acpid.log
 # From now on, hotplugged virtio disks get their by-id links too.
 /sbin/vmpod-cloud-init watch </dev/null >/dev/null 2>&1 &
 
+# QEMU guest agent, if the host gave us the virtio-serial port
+# org.qemu.guest_agent.0. There is no udev: make the /dev/virtio-ports/NAME
+# links it would make (-> /dev/vportNpM). The host announces its ports (and
+# their names) asynchronously once virtio_console is loaded; that is long done
+# by now (cloud-init ran since). Only if a virtio-serial device exists but
+# has no port at all yet, wait up to 0.2 s for them (a device without ports
+# costs that much).
+vport_links() {
+	for p in /sys/class/virtio-ports/vport*; do
+		[ -r "$p/name" ] || continue
+		n=$(cat "$p/name")
+		[ -n "$n" ] && [ -e "/dev/${p##*/}" ] || continue
+		mkdir -p /dev/virtio-ports
+		ln -sfn "../${p##*/}" "/dev/virtio-ports/$n"
+	done
+}
+has_vport() {
+	for p in /sys/class/virtio-ports/vport*; do [ -e "$p" ] && return 0; done
+	return 1
+}
+qga_port=/dev/virtio-ports/org.qemu.guest_agent.0
+vport_links
+if [ ! -e "$qga_port" ] && [ -n "$(ls /sys/bus/virtio/drivers/virtio_console 2>/dev/null | grep '^virtio')" ]; then
+	i=0
+	while ! has_vport && [ "$i" -lt 4 ]; do
+		sleep 0.05
+		i=$((i + 1))
+	done
+	vport_links
+fi
+if [ -e "$qga_port" ]; then
+	# -d: daemonize (pid file /run/qemu-ga.pid). guest-exec runs programs
+	# with this PATH (busybox applets).
+	if qemu-ga -m virtio-serial -p "$qga_port" -d -l /var/log/qemu-ga.log </dev/null >/dev/null 2>&1; then
+		say "vmpod-test-guest qemu-ga started"
+	else
+		say "vmpod-test-guest qemu-ga failed"
+	fi
+else
+	say "vmpod-test-guest qemu-ga none"
+fi
+
 # Keep ttyS0 open from now on so that input typed right after the ready line
 # is buffered for the shell (the 8250 resets its FIFO when first opened).
 # (Checked in a subshell first: a failing exec redirection would end PID 1.)
@@ -610,7 +745,7 @@ OUT_TMP=""
 # Keep the work dir small: only the .deb cache, the initramfs tree, initrd.img
 # and vmlinuz (for direct kernel boot while debugging) stay.
 cp "$VMLINUZ" "$BUILD/vmlinuz"
-rm -rf "$RAW" "$KROOT" "$BUILD/busybox"
+rm -rf "$RAW" "$KROOT" "$BUILD/busybox" "$QGA_POOL"
 
 size=$(stat -c %s "$OUT")
 log "built $OUT"
