@@ -40,26 +40,6 @@ func (s *Service) PortForward(ctx context.Context, req *runtimeapi.PortForwardRe
 
 // Area: container and pod stats.
 
-// ContainerStats is not implemented yet.
-func (s *Service) ContainerStats(ctx context.Context, req *runtimeapi.ContainerStatsRequest) (*runtimeapi.ContainerStatsResponse, error) {
-	return nil, notYet("ContainerStats", "container and pod stats")
-}
-
-// ListContainerStats is not implemented yet.
-func (s *Service) ListContainerStats(ctx context.Context, req *runtimeapi.ListContainerStatsRequest) (*runtimeapi.ListContainerStatsResponse, error) {
-	return nil, notYet("ListContainerStats", "container and pod stats")
-}
-
-// PodSandboxStats is not implemented yet.
-func (s *Service) PodSandboxStats(ctx context.Context, req *runtimeapi.PodSandboxStatsRequest) (*runtimeapi.PodSandboxStatsResponse, error) {
-	return nil, notYet("PodSandboxStats", "container and pod stats")
-}
-
-// ListPodSandboxStats is not implemented yet.
-func (s *Service) ListPodSandboxStats(ctx context.Context, req *runtimeapi.ListPodSandboxStatsRequest) (*runtimeapi.ListPodSandboxStatsResponse, error) {
-	return nil, notYet("ListPodSandboxStats", "container and pod stats")
-}
-
 // ListMetricDescriptors is not implemented yet.
 func (s *Service) ListMetricDescriptors(ctx context.Context, req *runtimeapi.ListMetricDescriptorsRequest) (*runtimeapi.ListMetricDescriptorsResponse, error) {
 	return nil, notYet("ListMetricDescriptors", "container and pod stats")

@@ -311,6 +311,59 @@ func (l *Libvirt) List(ctx context.Context, prefix string) ([]DomainStatus, erro
 	return out, nil
 }
 
+// Stats implements Domains with one GetAllDomainStats call for the running
+// domains.
+func (l *Libvirt) Stats(ctx context.Context, prefix string) ([]DomainStats, error) {
+	const op = "domain stats"
+	lc, err := l.connect(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	defer l.release(lc)
+	stats, err := lc.c.GetAllDomainStats(nil,
+		libvirt.DOMAIN_STATS_CPU_TOTAL|libvirt.DOMAIN_STATS_BALLOON|libvirt.DOMAIN_STATS_BLOCK,
+		libvirt.CONNECT_GET_ALL_DOMAINS_STATS_RUNNING)
+	if err != nil {
+		return nil, l.fail(lc, op, err)
+	}
+	defer func() {
+		for _, s := range stats {
+			s.Domain.Free()
+		}
+	}()
+	var out []DomainStats
+	for _, s := range stats {
+		name, err := s.Domain.GetName()
+		if err != nil {
+			return nil, l.fail(lc, op, err)
+		}
+		if !strings.HasPrefix(name, prefix) {
+			continue
+		}
+		d := DomainStats{Name: name}
+		if s.Cpu != nil && s.Cpu.TimeSet {
+			d.CPUTimeNs = s.Cpu.Time
+		}
+		if b := s.Balloon; b != nil {
+			if b.CurrentSet {
+				d.MemoryBytes = b.Current << 10
+			}
+			if b.RssSet {
+				d.MemoryRSSBytes = b.Rss << 10
+			}
+			if b.UsableSet {
+				d.MemoryUsableBytes = b.Usable << 10
+			}
+		}
+		for _, blk := range s.Block {
+			d.DiskReadBytes += blk.RdBytes
+			d.DiskWriteBytes += blk.WrBytes
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
 // XML implements Domains.
 func (l *Libvirt) XML(ctx context.Context, name string) (string, error) {
 	var doc string

@@ -97,9 +97,28 @@ type Domains interface {
 	// WaitShutoff blocks until the domain is off or timeout passes, and
 	// reports whether it is off.
 	WaitShutoff(ctx context.Context, name string, timeout time.Duration) (bool, error)
+	// Stats returns resource usage of every running domain whose name
+	// starts with prefix, in one libvirt call.
+	Stats(ctx context.Context, prefix string) ([]DomainStats, error)
 	// AgentCommand sends one QEMU guest agent command (a JSON document such
 	// as {"execute":"guest-ping"}) and returns the agent's JSON reply. It
 	// fails with ErrFailedPrecondition when the domain has no agent
 	// channel or the agent does not answer within timeout.
 	AgentCommand(ctx context.Context, name, command string, timeout time.Duration) (string, error)
+}
+
+// DomainStats is a running domain's resource usage.
+type DomainStats struct {
+	Name string
+	// CPUTimeNs is the CPU time QEMU used for the guest, in nanoseconds.
+	CPUTimeNs uint64
+	// MemoryBytes is the guest's current memory (the balloon's size).
+	MemoryBytes uint64
+	// MemoryRSSBytes is QEMU's resident memory on the host.
+	MemoryRSSBytes uint64
+	// MemoryUsableBytes is what the guest reports as available to it
+	// (balloon driver stats; 0 when the guest does not report).
+	MemoryUsableBytes uint64
+	// DiskReadBytes and DiskWriteBytes sum all disks.
+	DiskReadBytes, DiskWriteBytes uint64
 }

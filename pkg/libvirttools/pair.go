@@ -75,5 +75,10 @@ func (p *Pair) AgentCommand(ctx context.Context, name, command string, timeout t
 	return p.slow.AgentCommand(ctx, name, command, timeout)
 }
 
+// Stats implements Domains.
+func (p *Pair) Stats(ctx context.Context, prefix string) ([]DomainStats, error) {
+	return p.quick.Stats(ctx, prefix)
+}
+
 // Close implements Connection.
 func (p *Pair) Close() error { return errors.Join(p.slow.Close(), p.quick.Close()) }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"regexp"
 	"strings"
 	"testing"
@@ -54,5 +55,28 @@ func TestExecSyncThroughGuestAgent(t *testing.T) {
 	// The VM keeps running.
 	if ci := e.inspect(ctrID); ci.Status.State != "CONTAINER_RUNNING" {
 		t.Fatalf("after exec: %+v", ci.Status)
+	}
+
+	// Stats of the running VM: CPU and memory are not zero.
+	var stats struct {
+		Stats []struct {
+			Attributes struct{ ID string }
+			CPU        struct {
+				UsageCoreNanoSeconds struct{ Value string }
+			}
+			Memory struct {
+				WorkingSetBytes struct{ Value string }
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(e.mustCrictl("stats", "-o", "json")), &stats); err != nil {
+		t.Fatal(err)
+	}
+	if len(stats.Stats) != 1 || stats.Stats[0].CPU.UsageCoreNanoSeconds.Value == "" || stats.Stats[0].CPU.UsageCoreNanoSeconds.Value == "0" ||
+		stats.Stats[0].Memory.WorkingSetBytes.Value == "" || stats.Stats[0].Memory.WorkingSetBytes.Value == "0" {
+		t.Fatalf("crictl stats: %+v", stats)
+	}
+	if out := e.mustCrictl("statsp"); !strings.Contains(out, "exec") {
+		t.Fatalf("crictl statsp:\n%s", out)
 	}
 }

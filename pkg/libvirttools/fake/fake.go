@@ -48,8 +48,8 @@ type Connection struct {
 	ignoreACPI map[string]bool    // by name, kept across Define/Undefine
 	failNext   map[string][]error // by method, in order
 	// agent answers AgentCommand for a domain; nil means no agent channel.
-	agent func(name, command string) (string, error)
-	changed    chan struct{}      // closed and replaced on every state change
+	agent   func(name, command string) (string, error)
+	changed chan struct{} // closed and replaced on every state change
 }
 
 // domain is one defined domain.
@@ -73,7 +73,7 @@ var _ libvirttools.Connection = (*Connection)(nil)
 // methods are the names FailNext accepts.
 var methods = []string{
 	"Define", "Start", "Resume", "Shutdown", "Destroy", "Undefine", "Status",
-	"List", "XML", "SetCPUTune", "WaitShutoff", "Ping", "AgentCommand",
+	"List", "XML", "SetCPUTune", "WaitShutoff", "Ping", "AgentCommand", "Stats",
 }
 
 // New returns a fake connection that is up and has no domains.
@@ -545,4 +545,24 @@ func (c *Connection) AgentCommand(ctx context.Context, name, command string, tim
 		return "", fmt.Errorf("guest agent command on domain %q: QEMU guest agent is not configured: %w", name, errdefs.ErrFailedPrecondition)
 	}
 	return agent(name, command)
+}
+
+// Stats implements libvirttools.Domains: every running domain gets fixed,
+// recognisable figures (CPU 1 s, 256 MiB current, 300 MiB RSS).
+func (c *Connection) Stats(ctx context.Context, prefix string) ([]libvirttools.DomainStats, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.begin(ctx, "Stats", prefix); err != nil {
+		return nil, err
+	}
+	var out []libvirttools.DomainStats
+	for _, name := range slices.Sorted(maps.Keys(c.domains)) {
+		if !strings.HasPrefix(name, prefix) || c.domains[name].status().State != libvirttools.DomainRunning {
+			continue
+		}
+		out = append(out, libvirttools.DomainStats{
+			Name: name, CPUTimeNs: 1e9, MemoryBytes: 256 << 20, MemoryRSSBytes: 300 << 20, MemoryUsableBytes: 200 << 20,
+		})
+	}
+	return out, nil
 }

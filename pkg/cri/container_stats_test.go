@@ -1,0 +1,61 @@
+package cri
+
+import (
+	"testing"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func TestStats(t *testing.T) {
+	e := newLCEnv(t)
+	pod := lcPod("web")
+	sbID := e.runPod(t, pod)
+	id := e.mustCreate(t, sbID, pod, lcContainer("vm"))
+	e.mustStart(t, id)
+
+	resp, err := e.svc.ContainerStats(lcCtx(t), &runtimeapi.ContainerStatsRequest{ContainerId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := resp.GetStats()
+	// The fake reports CPU 1 s, 256 MiB current, 200 MiB usable, 300 MiB RSS.
+	if st.GetCpu().GetUsageCoreNanoSeconds().GetValue() != 1e9 ||
+		st.GetMemory().GetWorkingSetBytes().GetValue() != 56<<20 ||
+		st.GetMemory().GetRssBytes().GetValue() != 300<<20 ||
+		st.GetAttributes().GetId() != id || st.GetWritableLayer() == nil {
+		t.Fatalf("ContainerStats = %+v", st)
+	}
+
+	list, err := e.svc.ListContainerStats(lcCtx(t), &runtimeapi.ListContainerStatsRequest{})
+	if err != nil || len(list.GetStats()) != 1 {
+		t.Fatalf("ListContainerStats = %+v, %v", list, err)
+	}
+	pods, err := e.svc.ListPodSandboxStats(lcCtx(t), &runtimeapi.ListPodSandboxStatsRequest{})
+	if err != nil || len(pods.GetStats()) != 1 || pods.GetStats()[0].GetLinux().GetCpu().GetUsageCoreNanoSeconds().GetValue() != 1e9 {
+		t.Fatalf("ListPodSandboxStats = %+v, %v", pods, err)
+	}
+	// One bulk libvirt call per list, whatever the number of VMs.
+	before := 0
+	for _, c := range e.lv.Calls() {
+		if len(c) >= 5 && c[:5] == "Stats" {
+			before++
+		}
+	}
+	e.svc.ListContainerStats(lcCtx(t), &runtimeapi.ListContainerStatsRequest{})
+	after := 0
+	for _, c := range e.lv.Calls() {
+		if len(c) >= 5 && c[:5] == "Stats" {
+			after++
+		}
+	}
+	if after-before != 1 {
+		t.Fatalf("ListContainerStats made %d libvirt stats calls, want 1", after-before)
+	}
+
+	// A stopped VM reports zero usage.
+	e.svc.StopContainer(lcCtx(t), &runtimeapi.StopContainerRequest{ContainerId: id})
+	resp, err = e.svc.ContainerStats(lcCtx(t), &runtimeapi.ContainerStatsRequest{ContainerId: id})
+	if err != nil || resp.GetStats().GetCpu().GetUsageCoreNanoSeconds().GetValue() != 0 {
+		t.Fatalf("stats of a stopped VM: %+v, %v", resp, err)
+	}
+}
