@@ -269,99 +269,94 @@ func (l *Libvirt) Status(ctx context.Context, name string) (DomainStatus, error)
 	return st, err
 }
 
-// List implements Domains. It makes one RPC,
-// virConnectGetAllDomainStats(VIR_DOMAIN_STATS_STATE), which returns the
-// state and reason of every domain, running or not; names and UUIDs of
-// the returned domain handles are read locally.
-func (l *Libvirt) List(ctx context.Context, prefix string) ([]DomainStatus, error) {
-	const op = "list domains"
+// eachDomainStats makes one virConnectGetAllDomainStats call and calls fn
+// for every returned domain whose name starts with prefix (names and UUIDs
+// of the returned handles are read locally, without further RPCs). It
+// frees the handles.
+func (l *Libvirt) eachDomainStats(ctx context.Context, op string, types libvirt.DomainStatsTypes, flags libvirt.ConnectGetAllDomainStatsFlags,
+	prefix string, fn func(name string, dom *libvirt.Domain, s *libvirt.DomainStats) error) error {
 	lc, err := l.connect(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
+		return fmt.Errorf("%s: %w", op, err)
 	}
 	defer l.release(lc)
-	stats, err := lc.c.GetAllDomainStats(nil, libvirt.DOMAIN_STATS_STATE, 0)
+	stats, err := lc.c.GetAllDomainStats(nil, types, flags)
 	if err != nil {
-		return nil, l.fail(lc, op, err)
+		return l.fail(lc, op, err)
 	}
 	defer func() {
 		for _, s := range stats {
 			s.Domain.Free()
 		}
 	}()
-	var out []DomainStatus
-	for _, s := range stats {
+	for i := range stats {
+		s := &stats[i]
 		name, err := s.Domain.GetName()
 		if err != nil {
-			return nil, l.fail(lc, op, err)
+			return l.fail(lc, op, err)
 		}
 		if !strings.HasPrefix(name, prefix) {
 			continue
 		}
-		uuid, err := s.Domain.GetUUIDString()
-		if err != nil {
-			return nil, l.fail(lc, op, err)
+		if err := fn(name, s.Domain, s); err != nil {
+			return l.fail(lc, op, err)
 		}
-		st := DomainStatus{Name: name, UUID: uuid}
-		if s.State != nil && s.State.StateSet {
-			st.State, st.Reason = statusFromState(s.State.State, s.State.Reason)
-		}
-		out = append(out, st)
 	}
-	return out, nil
+	return nil
+}
+
+// List implements Domains. It makes one RPC,
+// virConnectGetAllDomainStats(VIR_DOMAIN_STATS_STATE), which returns the
+// state and reason of every domain, running or not.
+func (l *Libvirt) List(ctx context.Context, prefix string) ([]DomainStatus, error) {
+	var out []DomainStatus
+	err := l.eachDomainStats(ctx, "list domains", libvirt.DOMAIN_STATS_STATE, 0, prefix,
+		func(name string, dom *libvirt.Domain, s *libvirt.DomainStats) error {
+			uuid, err := dom.GetUUIDString()
+			if err != nil {
+				return err
+			}
+			st := DomainStatus{Name: name, UUID: uuid}
+			if s.State != nil && s.State.StateSet {
+				st.State, st.Reason = statusFromState(s.State.State, s.State.Reason)
+			}
+			out = append(out, st)
+			return nil
+		})
+	return out, err
 }
 
 // Stats implements Domains with one GetAllDomainStats call for the running
 // domains.
 func (l *Libvirt) Stats(ctx context.Context, prefix string) ([]DomainStats, error) {
-	const op = "domain stats"
-	lc, err := l.connect(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
-	}
-	defer l.release(lc)
-	stats, err := lc.c.GetAllDomainStats(nil,
-		libvirt.DOMAIN_STATS_CPU_TOTAL|libvirt.DOMAIN_STATS_BALLOON|libvirt.DOMAIN_STATS_BLOCK,
-		libvirt.CONNECT_GET_ALL_DOMAINS_STATS_RUNNING)
-	if err != nil {
-		return nil, l.fail(lc, op, err)
-	}
-	defer func() {
-		for _, s := range stats {
-			s.Domain.Free()
-		}
-	}()
 	var out []DomainStats
-	for _, s := range stats {
-		name, err := s.Domain.GetName()
-		if err != nil {
-			return nil, l.fail(lc, op, err)
-		}
-		if !strings.HasPrefix(name, prefix) {
-			continue
-		}
-		d := DomainStats{Name: name}
-		if s.Cpu != nil && s.Cpu.TimeSet {
-			d.CPUTimeNs = s.Cpu.Time
-		}
-		if b := s.Balloon; b != nil {
-			if b.CurrentSet {
-				d.MemoryBytes = b.Current << 10
+	err := l.eachDomainStats(ctx, "domain stats",
+		libvirt.DOMAIN_STATS_CPU_TOTAL|libvirt.DOMAIN_STATS_BALLOON|libvirt.DOMAIN_STATS_BLOCK,
+		libvirt.CONNECT_GET_ALL_DOMAINS_STATS_RUNNING, prefix,
+		func(name string, _ *libvirt.Domain, s *libvirt.DomainStats) error {
+			d := DomainStats{Name: name}
+			if s.Cpu != nil && s.Cpu.TimeSet {
+				d.CPUTimeNs = s.Cpu.Time
 			}
-			if b.RssSet {
-				d.MemoryRSSBytes = b.Rss << 10
+			if b := s.Balloon; b != nil {
+				if b.CurrentSet {
+					d.MemoryBytes = b.Current << 10
+				}
+				if b.RssSet {
+					d.MemoryRSSBytes = b.Rss << 10
+				}
+				if b.UsableSet {
+					d.MemoryUsableBytes = b.Usable << 10
+				}
 			}
-			if b.UsableSet {
-				d.MemoryUsableBytes = b.Usable << 10
+			for _, blk := range s.Block {
+				d.DiskReadBytes += blk.RdBytes
+				d.DiskWriteBytes += blk.WrBytes
 			}
-		}
-		for _, blk := range s.Block {
-			d.DiskReadBytes += blk.RdBytes
-			d.DiskWriteBytes += blk.WrBytes
-		}
-		out = append(out, d)
-	}
-	return out, nil
+			out = append(out, d)
+			return nil
+		})
+	return out, err
 }
 
 // XML implements Domains.
