@@ -14,7 +14,6 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"log"
@@ -23,7 +22,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/vmpod/vmpod/bench/internal/measure"
@@ -91,36 +89,18 @@ func timeCurl(url, work string, durable bool) time.Duration {
 // timeVmpod starts vmpod on an empty state dir, times `crictl pull`, reads
 // vmpod's RSS, and stops it.
 func timeVmpod(bin, url, work string) (time.Duration, int, int) {
-	dir, err := os.MkdirTemp(work, "vmpod-")
-	must(err)
-	must(os.Chmod(dir, 0o755)) // vmpod's host check wants QEMU to reach its state dir
-	defer os.RemoveAll(dir)
-	tr := filepath.Join(dir, "images.d")
+	tr := filepath.Join(work, "bench-images.d")
 	must(os.MkdirAll(tr, 0o755))
 	must(os.WriteFile(filepath.Join(tr, "bench.toml"), []byte(fmt.Sprintf("[[translations]]\nname = \"bench\"\nurl = %q\n", url)), 0o644))
-	sock := filepath.Join(dir, "vmpod.sock")
-	cmd := exec.Command(bin, "serve", "--config", "/dev/null", "--socket", sock, "--state-dir", filepath.Join(dir, "state"), "--log-level", "warn")
-	cmd.Env = append(os.Environ(), "VMPOD_IMAGE_TRANSLATIONS_DIR="+tr)
-	cmd.Stderr = os.Stderr
-	must(cmd.Start())
-	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
-	crictl := func(args ...string) error {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		defer cancel()
-		return exec.CommandContext(ctx, "crictl", append([]string{"-r", "unix://" + sock, "-i", "unix://" + sock, "-t", "600s"}, args...)...).Run()
-	}
-	for i := 0; crictl("version") != nil; i++ {
-		if i > 100 {
-			log.Fatal("vmpod did not start")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	idle, _, _ := measure.ProcStatus(cmd.Process.Pid)
+	v, err := measure.StartVmpod(bin, work, "VMPOD_IMAGE_TRANSLATIONS_DIR="+tr)
+	must(err)
+	defer v.Stop()
+	idle, _, _ := measure.ProcStatus(v.Pid())
 	fmt.Printf("  vmpod RSS before pull %d KiB\n", idle)
 	start := time.Now()
-	must(crictl("pull", "bench"))
+	must(v.Crictl("pull", "bench"))
 	d := time.Since(start)
-	rss, hwm, err := measure.ProcStatus(cmd.Process.Pid)
+	rss, hwm, err := measure.ProcStatus(v.Pid())
 	must(err)
 	return d, rss, hwm
 }

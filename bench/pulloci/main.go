@@ -17,7 +17,6 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"log"
@@ -25,7 +24,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/vmpod/vmpod/bench/internal/measure"
@@ -92,31 +90,13 @@ func timeSkopeo(ref, work string) time.Duration {
 }
 
 func timeVmpod(bin, ref, conf, work string) (time.Duration, int, int) {
-	dir, err := os.MkdirTemp(work, "vmpod-")
+	v, err := measure.StartVmpod(bin, work, "VMPOD_REGISTRIES_CONF="+conf, "VMPOD_IMAGE_TRANSLATIONS_DIR={dir}/none")
 	must(err)
-	must(os.Chmod(dir, 0o755)) // vmpod's host check wants QEMU to reach its state dir
-	defer os.RemoveAll(dir)
-	sock := filepath.Join(dir, "v.sock")
-	cmd := exec.Command(bin, "serve", "--config", "/dev/null", "--socket", sock, "--state-dir", filepath.Join(dir, "state"), "--log-level", "warn")
-	cmd.Env = append(os.Environ(), "VMPOD_REGISTRIES_CONF="+conf, "VMPOD_IMAGE_TRANSLATIONS_DIR="+filepath.Join(dir, "none"))
-	cmd.Stderr = os.Stderr
-	must(cmd.Start())
-	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
-	crictl := func(args ...string) error {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		defer cancel()
-		return exec.CommandContext(ctx, "crictl", append([]string{"-r", "unix://" + sock, "-i", "unix://" + sock, "-t", "600s"}, args...)...).Run()
-	}
-	for i := 0; crictl("version") != nil; i++ {
-		if i > 100 {
-			log.Fatal("vmpod did not start")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	defer v.Stop()
 	start := time.Now()
-	must(crictl("pull", ref))
+	must(v.Crictl("pull", ref))
 	d := time.Since(start)
-	r, h, err := measure.ProcStatus(cmd.Process.Pid)
+	r, h, err := measure.ProcStatus(v.Pid())
 	must(err)
 	return d, r, h
 }
