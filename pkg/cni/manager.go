@@ -1,0 +1,417 @@
+// Package cni owns a VM pod's network: the pod's network namespace, the
+// CNI ADD/DEL calls through libcni, the wiring that hands each CNI
+// interface to the VM (a tap bridged to the pod's veth inside the netns,
+// the veth's IP moved to the guest) and the per-VM DHCP servers that give
+// the guest the pod's addresses.
+//
+// The life of a pod's network:
+//
+//	Plan ──> Setup (netns, CNI ADD, in-netns bridges) ──> [per VM boot:
+//	PrepareVM (taps in the host netns) ──> domain started paused ──>
+//	PlugVM (taps into the netns and the bridges, DHCP) ──> guest resumed]
+//	──> Teardown (DHCP, taps, CNI DEL, netns)
+//
+// Every step after Plan is idempotent, so a retried or recovered teardown
+// finishes a half-done one.
+package cni
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	current "github.com/containernetworking/cni/pkg/types/100"
+)
+
+// Config says where CNI configs and plugins are.
+type Config struct {
+	// ConfDir holds the network configs; the first by file name is used.
+	ConfDir string
+	// BinDirs are searched for plugin binaries.
+	BinDirs []string
+	// CacheDir is libcni's result cache (vmpod keeps it under its state
+	// dir so CNI DEL gets the ADD result as prevResult).
+	CacheDir string
+}
+
+// Manager sets pods' networks up and tears them down. Its methods are safe
+// for concurrent use on different sandboxes.
+type Manager struct {
+	cfg  Config
+	cni  *libcni.CNIConfig
+	log  *slog.Logger
+	dhcp *dhcpServers
+	// Timing collects how long the last operations took, by step, for the
+	// benchmark and the logs.
+	timing *timings
+}
+
+// NewManager returns a Manager over cfg.
+func NewManager(cfg Config, log *slog.Logger) *Manager {
+	return &Manager{
+		cfg:    cfg,
+		cni:    libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, cfg.CacheDir, nil),
+		log:    log,
+		dhcp:   newDHCPServers(log),
+		timing: newTimings(),
+	}
+}
+
+// Attachment is a sandbox's network as stored with the sandbox record.
+type Attachment struct {
+	// SandboxID names the CNI attachment (CNI_CONTAINERID) and the netns.
+	SandboxID string `json:"sandbox_id"`
+	// NetNS is the network namespace's bind mount.
+	NetNS string `json:"netns"`
+	// ConfFile is the config file the network came from.
+	ConfFile string `json:"conf_file"`
+	// ConfList is the network config list used for ADD; DEL uses the same.
+	ConfList json.RawMessage `json:"conf_list"`
+	// Args are the CNI_ARGS of ADD; DEL passes the same.
+	Args [][2]string `json:"args,omitempty"`
+	// CapabilityArgs are the runtimeConfig capability args of ADD
+	// (portMappings, bandwidth).
+	CapabilityArgs map[string]any `json:"capability_args,omitempty"`
+	// Result is the CNI ADD result (CNI spec 1.0 form), empty until ADD
+	// succeeded.
+	Result json.RawMessage `json:"result,omitempty"`
+	// Interfaces are the pod's interfaces in the netns, in result order;
+	// each becomes one VM NIC.
+	Interfaces []Interface `json:"interfaces,omitempty"`
+}
+
+// Interface is one pod interface handed to the VM.
+type Interface struct {
+	// Name is the interface in the netns (eth0, net1, ...).
+	Name string `json:"name"`
+	// MAC is the pod's MAC address; the VM's NIC takes it.
+	MAC string `json:"mac"`
+	// MTU is the interface's MTU.
+	MTU int `json:"mtu"`
+	// Tap is the tap device of the VM's NIC (host-unique name).
+	Tap string `json:"tap"`
+	// Bridge is the bridge joining Name and Tap inside the netns.
+	Bridge string `json:"bridge"`
+	// Addresses are the interface's addresses with their gateways.
+	Addresses []Address `json:"addresses,omitempty"`
+	// Routes are the routes the guest should install for this interface.
+	Routes []Route `json:"routes,omitempty"`
+}
+
+// Address is an interface address and the gateway that goes with it.
+type Address struct {
+	Prefix  netip.Prefix `json:"prefix"`
+	Gateway netip.Addr   `json:"gateway,omitzero"`
+}
+
+// Route is a route of the CNI result.
+type Route struct {
+	Dst netip.Prefix `json:"dst"`
+	GW  netip.Addr   `json:"gw,omitzero"`
+}
+
+// IPs returns the pod's addresses, IPv4 first, interface by interface.
+func (a *Attachment) IPs() []netip.Addr {
+	var v4, v6 []netip.Addr
+	for _, ifc := range a.Interfaces {
+		for _, ad := range ifc.Addresses {
+			if ad.Prefix.Addr().Is4() {
+				v4 = append(v4, ad.Prefix.Addr())
+			} else {
+				v6 = append(v6, ad.Prefix.Addr())
+			}
+		}
+	}
+	return append(v4, v6...)
+}
+
+// PodInfo is what CNI needs to know about the pod.
+type PodInfo struct {
+	Namespace, Name, UID string
+	// PortMappings are the pod's hostPort mappings (portmap plugin).
+	PortMappings []PortMapping
+	// Bandwidth is the pod's ingress/egress limit (bandwidth plugin); nil
+	// for none.
+	Bandwidth *Bandwidth
+}
+
+// PortMapping is a hostPort mapping in the portmap plugin's format.
+type PortMapping struct {
+	HostPort      int32  `json:"hostPort"`
+	ContainerPort int32  `json:"containerPort"`
+	Protocol      string `json:"protocol"`
+	HostIP        string `json:"hostIP,omitempty"`
+}
+
+// Bandwidth is the bandwidth plugin's capability arg (bits per second).
+type Bandwidth struct {
+	IngressRate  uint64 `json:"ingressRate,omitempty"`
+	IngressBurst uint64 `json:"ingressBurst,omitempty"`
+	EgressRate   uint64 `json:"egressRate,omitempty"`
+	EgressBurst  uint64 `json:"egressBurst,omitempty"`
+}
+
+// Ready reports whether a usable network config exists; the error says
+// what is missing (it wraps errdefs.ErrFailedPrecondition).
+func (m *Manager) Ready() error {
+	_, _, err := loadConfList(m.cfg.ConfDir)
+	return err
+}
+
+// Plan picks the network config for a new sandbox and returns its
+// attachment, before anything is created; the caller stores it so a crash
+// in Setup leaves enough to tear down.
+func (m *Manager) Plan(sandboxID string, pod PodInfo) (*Attachment, error) {
+	list, file, err := loadConfList(m.cfg.ConfDir)
+	if err != nil {
+		return nil, err
+	}
+	att := &Attachment{
+		SandboxID: sandboxID,
+		NetNS:     netnsPath(sandboxID),
+		ConfFile:  file,
+		ConfList:  list.Bytes,
+		Args: [][2]string{
+			{"IgnoreUnknown", "1"},
+			{"K8S_POD_NAMESPACE", pod.Namespace},
+			{"K8S_POD_NAME", pod.Name},
+			{"K8S_POD_INFRA_CONTAINER_ID", sandboxID},
+			{"K8S_POD_UID", pod.UID},
+		},
+		CapabilityArgs: map[string]any{},
+	}
+	if len(pod.PortMappings) > 0 {
+		att.CapabilityArgs["portMappings"] = pod.PortMappings
+	}
+	if pod.Bandwidth != nil {
+		att.CapabilityArgs["bandwidth"] = pod.Bandwidth
+	}
+	return att, nil
+}
+
+func (a *Attachment) runtimeConf(netns string) *libcni.RuntimeConf {
+	return &libcni.RuntimeConf{
+		ContainerID:    a.SandboxID,
+		NetNS:          netns,
+		IfName:         "eth0",
+		Args:           a.Args,
+		CapabilityArgs: a.CapabilityArgs,
+	}
+}
+
+// Setup creates the netns, runs CNI ADD and readies each interface for its
+// VM NIC: the veth's addresses and routes go (the guest holds them now),
+// the veth gets a new MAC (the guest keeps the pod's) and joins a bridge
+// that the VM's tap will join. On error the caller runs Teardown.
+func (m *Manager) Setup(ctx context.Context, att *Attachment) error {
+	list, err := confListFromBytes(att.ConfList)
+	if err != nil {
+		return fmt.Errorf("parse stored CNI config: %w", err)
+	}
+	t0 := time.Now()
+	if err := createNetNS(att.NetNS); err != nil {
+		return err
+	}
+	t1 := time.Now()
+	res, err := m.cni.AddNetworkList(ctx, list, att.runtimeConf(att.NetNS))
+	if err != nil {
+		return fmt.Errorf("CNI ADD of network %q (%s): %w", list.Name, att.ConfFile, err)
+	}
+	t2 := time.Now()
+	r, err := current.NewResultFromResult(res)
+	if err != nil {
+		return fmt.Errorf("CNI ADD of network %q returned a result vmpod cannot read: %w", list.Name, err)
+	}
+	if att.Result, err = json.Marshal(r); err != nil {
+		return err
+	}
+	ifcs, err := interfacesFromResult(r, att)
+	if err != nil {
+		return fmt.Errorf("CNI network %q: %w", list.Name, err)
+	}
+	att.Interfaces = ifcs
+	if err := wireNetNS(att); err != nil {
+		return err
+	}
+	m.timing.record("setup", t1.Sub(t0)+time.Since(t2), t2.Sub(t1))
+	return nil
+}
+
+// interfacesFromResult lists the result's interfaces inside the netns with
+// their addresses and routes, naming each one's tap and bridge.
+func interfacesFromResult(r *current.Result, att *Attachment) ([]Interface, error) {
+	var out []Interface
+	index := map[int]int{} // result interface index -> out index
+	for i, ifc := range r.Interfaces {
+		if ifc.Sandbox == "" {
+			continue
+		}
+		n := len(out)
+		index[i] = n
+		out = append(out, Interface{Name: ifc.Name, MAC: ifc.Mac, Tap: tapName(att.SandboxID, n), Bridge: bridgeName(n)})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("the CNI result puts no interface in the pod's network namespace")
+	}
+	for _, ip := range r.IPs {
+		n := 0 // no interface index: the first sandbox interface
+		if ip.Interface != nil {
+			k, ok := index[*ip.Interface]
+			if !ok {
+				continue // an address on a host-side interface
+			}
+			n = k
+		}
+		p, ok := prefixFromIPNet(ip.Address)
+		if !ok {
+			return nil, fmt.Errorf("address %s in the CNI result is not valid", ip.Address.String())
+		}
+		gw, _ := netip.AddrFromSlice(ip.Gateway)
+		out[n].Addresses = append(out[n].Addresses, Address{Prefix: p, Gateway: gw.Unmap()})
+	}
+	for _, rt := range r.Routes {
+		dst, ok := prefixFromIPNet(rt.Dst)
+		if !ok {
+			continue
+		}
+		gw, _ := netip.AddrFromSlice(rt.GW)
+		gw = gw.Unmap()
+		k := routeOwner(out, dst, gw)
+		out[k].Routes = append(out[k].Routes, Route{Dst: dst.Masked(), GW: gw})
+	}
+	return out, nil
+}
+
+// routeOwner picks the interface a route belongs to: the one whose subnet
+// holds its gateway, else the first with an address of its family.
+func routeOwner(ifcs []Interface, dst netip.Prefix, gw netip.Addr) int {
+	if gw.IsValid() {
+		for i, ifc := range ifcs {
+			for _, a := range ifc.Addresses {
+				if a.Prefix.Masked().Contains(gw) {
+					return i
+				}
+			}
+		}
+	}
+	for i, ifc := range ifcs {
+		for _, a := range ifc.Addresses {
+			if a.Prefix.Addr().Is4() == dst.Addr().Is4() {
+				return i
+			}
+		}
+	}
+	return 0
+}
+
+func prefixFromIPNet(n net.IPNet) (netip.Prefix, bool) {
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	a = a.Unmap()
+	ones, bits := n.Mask.Size()
+	if bits == 0 {
+		return netip.Prefix{}, false
+	}
+	return netip.PrefixFrom(a, ones), true
+}
+
+// tapName is the tap of a sandbox's n-th interface: unique on the host
+// (it is created in the host netns) and within IFNAMSIZ.
+func tapName(sandboxID string, n int) string {
+	id := sandboxID
+	if len(id) > 10 {
+		id = id[:10]
+	}
+	return "vmt" + id + fmt.Sprintf("%02x", n)
+}
+
+// bridgeName is the in-netns bridge of the n-th interface.
+func bridgeName(n int) string { return "vmbr" + strconv.Itoa(n) }
+
+// Teardown undoes Setup and every VM's wiring: DHCP servers, taps, CNI DEL
+// (with the stored config and args; libcni passes the cached ADD result),
+// the netns. Each step tolerates what is already gone, so a retry finishes
+// a half-done teardown.
+func (m *Manager) Teardown(ctx context.Context, att *Attachment) error {
+	t0 := time.Now()
+	m.dhcp.stop(att.SandboxID)
+	var errs []error
+	for _, ifc := range att.Interfaces {
+		if err := deleteTap(att.NetNS, ifc.Tap); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	var cniTime time.Duration
+	if len(att.ConfList) > 0 {
+		list, err := confListFromBytes(att.ConfList)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("parse stored CNI config: %w", err))
+		} else {
+			ns := att.NetNS
+			if !isNetNS(ns) {
+				// The spec lets DEL run without a netns; plugins then
+				// release what they hold outside it (IPs, iptables rules).
+				ns = ""
+			}
+			t1 := time.Now()
+			if err := m.cni.DelNetworkList(ctx, list, att.runtimeConf(ns)); err != nil {
+				errs = append(errs, fmt.Errorf("CNI DEL of network %q (%s): %w", list.Name, att.ConfFile, err))
+			}
+			cniTime = time.Since(t1)
+		}
+	}
+	if len(errs) == 0 {
+		// Keep the netns while DEL failed, so its retry still finds the
+		// interfaces to delete.
+		if err := deleteNetNS(att.NetNS); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	m.timing.record("teardown", time.Since(t0)-cniTime, cniTime)
+	return errors.Join(errs...)
+}
+
+// LeakCheck lists what of a sandbox's network still exists on the host
+// (netns, host-side taps); tests and recovery use it.
+func LeakCheck(att *Attachment) []string {
+	var left []string
+	if fileExists(att.NetNS) {
+		left = append(left, "netns "+att.NetNS)
+	}
+	for _, ifc := range att.Interfaces {
+		if _, err := net.InterfaceByName(ifc.Tap); err == nil {
+			left = append(left, "tap "+ifc.Tap)
+		}
+	}
+	return left
+}
+
+// resultDNS returns the name servers of a stored CNI result.
+func resultDNS(raw []byte) []string {
+	var r current.Result
+	if json.Unmarshal(raw, &r) != nil {
+		return nil
+	}
+	return r.DNS.Nameservers
+}
+
+// lastHost returns the highest host address of an IPv4 prefix.
+func lastHost(p netip.Prefix) net.IP {
+	ip := p.Masked().Addr().As4()
+	host := ^uint32(0) >> p.Bits()
+	v := uint32(ip[0])<<24 | uint32(ip[1])<<16 | uint32(ip[2])<<8 | uint32(ip[3])
+	v |= host
+	if host > 1 {
+		v--
+	}
+	return net.IPv4(byte(v>>24), byte(v>>16), byte(v>>8), byte(v)).To4()
+}
