@@ -90,6 +90,10 @@ type Config struct {
 	OVMFVars string `toml:"ovmf_vars" mapstructure:"ovmf_vars" comment:"UEFI variable store template copied per VM (env VMPOD_OVMF_VARS)."`
 	// SharedDirType is how host directories are shared into guests.
 	SharedDirType string `toml:"shared_dir_type" mapstructure:"shared_dir_type" comment:"How host directories (hostPath, emptyDir, filesystem PVCs) are shared into guests: 9p or virtiofs\n(virtiofs needs /usr/lib/qemu/virtiofsd and makes guest RAM shared memory; use it for guests whose kernel\nlacks 9p, such as Debian's cloud kernel) (env VMPOD_SHARED_DIR_TYPE)."`
+	// CNIConfDir holds the CNI network configs.
+	CNIConfDir string `toml:"cni_conf_dir" mapstructure:"cni_conf_dir" comment:"Directory of CNI network configs. The first file by name (.conf, .conflist or .json) that parses\nis the pods' network, as the kubelet's runtimes do (env VMPOD_CNI_CONF_DIR)."`
+	// CNIBinDirs are the directories searched for CNI plugins, colon-separated.
+	CNIBinDirs string `toml:"cni_bin_dirs" mapstructure:"cni_bin_dirs" comment:"Colon-separated directories searched for CNI plugin binaries (env VMPOD_CNI_BIN_DIRS)."`
 	// DefaultRuntimeHandler is the handler used when a pod names none.
 	DefaultRuntimeHandler string `toml:"default_runtime_handler" mapstructure:"default_runtime_handler" comment:"The [runtimes.<handler>] used for pods with no RuntimeClass handler (env VMPOD_DEFAULT_RUNTIME_HANDLER)."`
 	// Runtimes are the RuntimeClass handlers vmpod serves.
@@ -126,6 +130,8 @@ func Default() Config {
 		OVMFCode:              "/usr/share/OVMF/OVMF_CODE_4M.fd",
 		OVMFVars:              "/usr/share/OVMF/OVMF_VARS_4M.fd",
 		SharedDirType:         "9p",
+		CNIConfDir:            "/etc/cni/net.d",
+		CNIBinDirs:            "/opt/cni/bin:/usr/lib/cni",
 		DefaultRuntimeHandler: "vmpod",
 		Runtimes:              map[string]Runtime{"vmpod": {}},
 	}
@@ -297,6 +303,17 @@ func (c Config) Validate() error {
 	if c.SharedDirType != "9p" && c.SharedDirType != "virtiofs" {
 		bad("shared_dir_type", "must be 9p or virtiofs, got %q", c.SharedDirType)
 	}
+	if !filepath.IsAbs(c.CNIConfDir) {
+		bad("cni_conf_dir", "must be an absolute path, got %q", c.CNIConfDir)
+	}
+	if len(c.CNIBinDirList()) == 0 {
+		bad("cni_bin_dirs", "must name at least one absolute directory, got %q", c.CNIBinDirs)
+	}
+	for _, d := range c.CNIBinDirList() {
+		if !filepath.IsAbs(d) {
+			bad("cni_bin_dirs", "%q is not an absolute path", d)
+		}
+	}
 	if c.DefaultMemoryMiB < 64 {
 		bad("default_memory_mib", "must be at least 64")
 	}
@@ -380,4 +397,15 @@ func DefaultTOML() ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// CNIBinDirList returns cni_bin_dirs split at colons, empty parts dropped.
+func (c Config) CNIBinDirList() []string {
+	var out []string
+	for _, d := range strings.Split(c.CNIBinDirs, ":") {
+		if d != "" {
+			out = append(out, d)
+		}
+	}
+	return out
 }

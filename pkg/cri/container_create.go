@@ -215,6 +215,11 @@ func (s *Service) domainSpec(rec containerRecord, sb *sandbox) libvirttools.Doma
 			Instance: s.state.meta.InstanceID(),
 		},
 	}
+	if att := sandboxNetwork(sb.rec); att != nil {
+		for _, ifc := range att.Interfaces {
+			spec.NICs = append(spec.NICs, libvirttools.NIC{TapName: ifc.Tap, MAC: ifc.MAC})
+		}
+	}
 	if vm.Firmware == libvirttools.FirmwareUEFI {
 		spec.UEFI = libvirttools.UEFIFirmware{Code: s.cfg.OVMFCode, VarsTemplate: s.cfg.OVMFVars, Vars: filepath.Join(rec.Dir, "efivars.fd")}
 	}
@@ -238,10 +243,7 @@ func buildSeed(sb *sandbox, sbCfg *runtimeapi.PodSandboxConfig, cfg *runtimeapi.
 	for k, v := range cfg.GetAnnotations() {
 		ann[k] = v
 	}
-	hostname := sbCfg.GetHostname()
-	if hostname == "" {
-		hostname = sb.config.GetMetadata().GetName()
-	}
+	hostname := podHostname(sbCfg)
 	in := cloudinit.Input{
 		// Stable per pod UID: a new pod (new UID) is a new instance, a
 		// restarted container of the same pod is not.
@@ -255,6 +257,9 @@ func buildSeed(sb *sandbox, sbCfg *runtimeapi.PodSandboxConfig, cfg *runtimeapi.
 	}
 	for _, kv := range cfg.GetEnvs() {
 		in.Env = append(in.Env, [2]string{kv.GetKey(), string(kv.GetValue())})
+	}
+	if att := sandboxNetwork(sb.rec); att != nil {
+		in.NICs = cloudInitNICs(att)
 	}
 	if d := sbCfg.GetDnsConfig(); d != nil {
 		in.DNS = &cloudinit.DNS{Servers: d.GetServers(), Searches: d.GetSearches(), Options: d.GetOptions()}

@@ -16,9 +16,11 @@ import (
 // reader to connect before it resumes the guest anyway.
 const consoleConnectTimeout = 10 * time.Second
 
-// StartContainer boots the VM. The domain starts paused, vmpod's console
-// reader connects to the serial socket, then the guest runs, so the log has
-// the whole boot.
+// StartContainer boots the VM. Its taps are made in the host netns, the
+// domain starts paused, the taps move into the pod's netns and bridges (the
+// DHCP servers start), vmpod's console reader connects to the serial
+// socket, then the guest runs, so the log has the whole boot and the
+// guest's first DHCP request finds its server.
 func (s *Service) StartContainer(ctx context.Context, req *runtimeapi.StartContainerRequest) (*runtimeapi.StartContainerResponse, error) {
 	c, err := s.state.getContainer(req.GetContainerId())
 	if err != nil {
@@ -39,12 +41,37 @@ func (s *Service) StartContainer(ctx context.Context, req *runtimeapi.StartConta
 		return nil, fmt.Errorf("pod sandbox %s is %s; containers start only in a ready sandbox: %w", rec.SandboxID, sbState, errdefs.ErrFailedPrecondition)
 	}
 	log := logging.From(ctx).With(logging.KeyContainerID, rec.ID, logging.KeyDomain, rec.Domain)
+	sb.mu.Lock()
+	att, sbCfg := sandboxNetwork(sb.rec), sb.config
+	sb.mu.Unlock()
+	if att != nil {
+		if err := s.net.PrepareVM(att); err != nil {
+			s.net.UnplugVM(att)
+			return nil, fmt.Errorf("create the VM's taps: %w", err)
+		}
+	}
+	// undo stops the paused or running domain and unplugs it.
+	undo := func() {
+		s.libvirt.Destroy(context.WithoutCancel(ctx), rec.Domain)
+		if att != nil {
+			s.net.UnplugVM(att)
+		}
+	}
 	if err := s.libvirt.Start(ctx, rec.Domain, true); err != nil {
+		if att != nil {
+			s.net.UnplugVM(att)
+		}
 		return nil, fmt.Errorf("start domain %s: %w", rec.Domain, err)
+	}
+	if att != nil {
+		if err := s.net.PlugVM(att, guestNetworkInfo(sbCfg)); err != nil {
+			undo()
+			return nil, fmt.Errorf("plug the VM into the pod network: %w", err)
+		}
 	}
 	con, err := s.startConsole(rec, log)
 	if err != nil {
-		s.libvirt.Destroy(context.WithoutCancel(ctx), rec.Domain)
+		undo()
 		return nil, err
 	}
 	select {
@@ -54,14 +81,14 @@ func (s *Service) StartContainer(ctx context.Context, req *runtimeapi.StartConta
 	}
 	if err := s.libvirt.Resume(ctx, rec.Domain); err != nil {
 		con.Close()
-		s.libvirt.Destroy(context.WithoutCancel(ctx), rec.Domain)
+		undo()
 		return nil, fmt.Errorf("resume domain %s: %w", rec.Domain, err)
 	}
 	rec.State = containerRunning
 	rec.StartedAt = s.now().UnixNano()
 	if err := s.state.saveContainer(rec); err != nil {
 		con.Close()
-		s.libvirt.Destroy(context.WithoutCancel(ctx), rec.Domain)
+		undo()
 		return nil, fmt.Errorf("store container record: %w", err)
 	}
 	c.mu.Lock()

@@ -340,6 +340,7 @@ type lcEnv struct {
 	overlays *lcOverlays
 	consoles *lcConsoles
 	clock    *lcClock
+	net      *fakeNet
 	svc      *Service
 }
 
@@ -361,7 +362,7 @@ func newLCEnv(t *testing.T) *lcEnv {
 		cfg: cfg, runRoot: runRoot, stateDir: stateDir, metaPath: filepath.Join(stateDir, "metadata.db"),
 		lv:       fake.New(),
 		images:   &lcImages{dir: t.TempDir(), images: []image.Image{lcImageDebian, lcImageAlpine}},
-		overlays: &lcOverlays{}, consoles: &lcConsoles{}, clock: &lcClock{now: lcT0},
+		overlays: &lcOverlays{}, consoles: &lcConsoles{}, clock: &lcClock{now: lcT0}, net: newFakeNet(),
 	}
 	e.openStore(t)
 	t.Cleanup(func() { e.meta.Close() })
@@ -381,7 +382,7 @@ func (e *lcEnv) openStore(t *testing.T) {
 func (e *lcEnv) newService() *Service {
 	return NewService(Options{
 		Config: e.cfg, Images: e.images, Libvirt: e.lv, Meta: e.meta, Log: quietLog(),
-		NewConsole: e.consoles.New, Overlays: e.overlays, Now: e.clock.Now,
+		NewConsole: e.consoles.New, Overlays: e.overlays, Now: e.clock.Now, Network: e.net,
 	})
 }
 
@@ -835,7 +836,7 @@ func TestCreateContainerDomainGolden(t *testing.T) {
 			got := strings.NewReplacer(
 				e.runRoot, "@RUN@", e.stateDir, "@STATE@",
 				id, "@CONTAINER_ID@", id[:16], "@CONTAINER_ID_16@",
-				sbID, "@SANDBOX_ID@", domainUUID(id), "@UUID@", e.svc.state.meta.InstanceID(), "@INSTANCE@",
+				sbID, "@SANDBOX_ID@", sbID[:10], "@SANDBOX_ID_10@", domainUUID(id), "@UUID@", e.svc.state.meta.InstanceID(), "@INSTANCE@",
 			).Replace(doc) + "\n"
 			path := filepath.Join("testdata", "domain-"+tc.name+".xml")
 			if lcUpdateGolden() {

@@ -14,12 +14,15 @@ import (
 // after a start (clean or after kill -9), before the readiness gate opens:
 //
 //   - sandboxes and containers are loaded and their names reserved again;
+//   - a CREATING sandbox (crash mid-RunPodSandbox) has its network torn
+//     down (netns, CNI DEL, taps) and its record removed;
 //   - a CREATING container (crash mid-create) is cleaned up: domain, disks,
 //     sockets and record;
 //   - a CREATED container whose domain is gone is cleaned up the same way;
 //     one whose domain runs (crash mid-start) is stopped back to CREATED;
 //   - a RUNNING container whose domain still runs gets its console reader
-//     back (the CRI log continues); one whose domain is off becomes EXITED;
+//     and its DHCP servers back (the CRI log continues, lease renewals get
+//     answers); one whose domain is off becomes EXITED;
 //   - a domain named vmpod-* with no record whose metadata names this
 //     vmpod's instance (its state directory) is destroyed and undefined;
 //     other vmpods' domains on a shared libvirtd and foreign domains are
@@ -46,6 +49,12 @@ func (s *Service) Recover(ctx context.Context) error {
 		return fmt.Errorf("load sandboxes: %w", err)
 	}
 	for _, rec := range sbRecs {
+		if rec.State == sandboxCreating {
+			if err := s.dropHalfCreatedSandbox(ctx, rec); err != nil {
+				return fmt.Errorf("clean up sandbox %s: %w", rec.ID, err)
+			}
+			continue
+		}
 		cfg, err := decodeSandboxConfig(rec.Config)
 		if err != nil {
 			return fmt.Errorf("decode sandbox %s: %w", rec.ID, err)
@@ -153,9 +162,39 @@ func (s *Service) recoverContainer(ctx context.Context, rec containerRecord) (ke
 			}
 			c.console = con
 			log.Info("VM still running; console reader reattached")
+			if err := s.restoreDHCP(rec); err != nil {
+				// The guest keeps its lease; only renewals go unanswered.
+				log.Error("restarting the VM's DHCP servers", logging.KeyErr, err)
+			}
 		}
 	}
 	s.state.addContainer(c)
 	s.state.reserve(rec.Name, rec.ID)
 	return true, nil
+}
+
+// dropHalfCreatedSandbox undoes a RunPodSandbox that vmpod did not finish.
+func (s *Service) dropHalfCreatedSandbox(ctx context.Context, rec sandboxRecord) error {
+	logging.From(ctx).Warn("cleaning up a pod sandbox vmpod stopped while creating", logging.KeySandboxID, rec.ID, logging.KeyPod, rec.Name)
+	if rec.Network != nil && s.net != nil {
+		if err := s.net.Teardown(ctx, rec.Network); err != nil {
+			return err
+		}
+	}
+	return s.state.meta.Delete(store.Sandboxes, rec.ID)
+}
+
+// restoreDHCP restarts the DHCP servers of a running VM's pod.
+func (s *Service) restoreDHCP(rec containerRecord) error {
+	sb, err := s.state.getSandbox(rec.SandboxID)
+	if err != nil {
+		return err
+	}
+	sb.mu.Lock()
+	att, cfg := sandboxNetwork(sb.rec), sb.config
+	sb.mu.Unlock()
+	if att == nil || s.net == nil {
+		return nil
+	}
+	return s.net.ServeDHCP(att, guestNetworkInfo(cfg))
 }

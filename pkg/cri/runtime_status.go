@@ -10,7 +10,8 @@ import (
 )
 
 // Status reports RuntimeReady from a live libvirt call and NetworkReady
-// (always true until pod networking exists).
+// from the CNI config dir (false, with the reason, while it has no usable
+// network config).
 func (s *Service) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*runtimeapi.StatusResponse, error) {
 	runtimeCond := &runtimeapi.RuntimeCondition{Type: runtimeapi.RuntimeReady, Status: true}
 	info, err := s.libvirt.Ping(ctx)
@@ -26,6 +27,13 @@ func (s *Service) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*r
 		runtimeCond.Message = s.hostCheck
 	}
 	networkCond := &runtimeapi.RuntimeCondition{Type: runtimeapi.NetworkReady, Status: true}
+	if s.net != nil {
+		if err := s.net.Ready(); err != nil {
+			networkCond.Status = false
+			networkCond.Reason = "NetworkPluginNotReady"
+			networkCond.Message = err.Error()
+		}
+	}
 	resp := &runtimeapi.StatusResponse{
 		Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{runtimeCond, networkCond}},
 		RuntimeHandlers: []*runtimeapi.RuntimeHandler{

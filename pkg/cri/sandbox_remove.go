@@ -13,7 +13,7 @@ import (
 )
 
 // RemovePodSandbox removes the sandbox and every container in it (stopping
-// a running VM first). Removing an unknown sandbox succeeds.
+// a running VM first), tearing the network down if no stop did. Removing an unknown sandbox succeeds.
 func (s *Service) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePodSandboxRequest) (*runtimeapi.RemovePodSandboxResponse, error) {
 	sb, err := s.state.getSandbox(req.GetPodSandboxId())
 	if errors.Is(err, errdefs.ErrNotFound) {
@@ -29,6 +29,9 @@ func (s *Service) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePo
 	}
 	sb.op.Lock()
 	defer sb.op.Unlock()
+	if err := s.teardownNetwork(ctx, sb); err != nil {
+		return nil, err
+	}
 	if err := s.state.meta.Delete(store.Sandboxes, sb.rec.ID); err != nil {
 		return nil, err
 	}

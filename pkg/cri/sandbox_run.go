@@ -8,10 +8,13 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/vmpod/vmpod/pkg/logging"
+	"github.com/vmpod/vmpod/pkg/store"
 )
 
-// RunPodSandbox reserves the pod's name and records the sandbox. The VM
-// itself is the pod's container (CreateContainer).
+// RunPodSandbox reserves the pod's name, sets up the pod's network (netns,
+// CNI ADD, the bridges the VM's taps will join) and records the sandbox.
+// The VM itself is the pod's container (CreateContainer). A failure leaves
+// nothing behind: the network is torn down and the record removed.
 func (s *Service) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandboxRequest) (*runtimeapi.RunPodSandboxResponse, error) {
 	cfg := req.GetConfig()
 	m := cfg.GetMetadata()
@@ -54,13 +57,45 @@ func (s *Service) runPodSandbox(ctx context.Context, name, handler string, cfg *
 	if err != nil {
 		return "", err
 	}
-	sb := &sandbox{config: cfg, rec: sandboxRecord{
-		ID: id, Name: name, Handler: handler, State: sandboxReady, CreatedAt: s.now().UnixNano(), Config: raw,
-	}}
-	if err := s.state.saveSandbox(sb.rec); err != nil {
+	rec := sandboxRecord{ID: id, Name: name, Handler: handler, State: sandboxReady, CreatedAt: s.now().UnixNano(), Config: raw}
+	if s.net != nil {
+		pod, err := podNetworkInfo(cfg)
+		if err != nil {
+			return "", err
+		}
+		if rec.Network, err = s.net.Plan(id, pod); err != nil {
+			return "", fmt.Errorf("pod sandbox %s: %w", name, err)
+		}
+		// Stored before anything exists, so recovery can undo a crash
+		// in the middle.
+		rec.State = sandboxCreating
+		if err := s.state.saveSandbox(rec); err != nil {
+			return "", fmt.Errorf("store sandbox record: %w", err)
+		}
+		defer func() {
+			if retErr == nil {
+				return
+			}
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+			defer cancel()
+			if err := s.net.Teardown(cctx, rec.Network); err != nil {
+				// Keep the record: the next start's recovery retries.
+				log.Error("tearing down the network of a failed pod sandbox", logging.KeyErr, err)
+				return
+			}
+			s.state.meta.Delete(store.Sandboxes, id)
+		}()
+		log.Info("setting up pod network", "netns", rec.Network.NetNS, "cni_config", rec.Network.ConfFile)
+		if err := s.net.Setup(ctx, rec.Network); err != nil {
+			return "", fmt.Errorf("pod sandbox %s: %w", name, err)
+		}
+		rec.State = sandboxReady
+		log.Info("pod network ready", "ips", fmt.Sprint(rec.Network.IPs()))
+	}
+	if err := s.state.saveSandbox(rec); err != nil {
 		return "", fmt.Errorf("store sandbox record: %w", err)
 	}
-	s.state.addSandbox(sb)
+	s.state.addSandbox(&sandbox{config: cfg, rec: rec})
 	log.Info("pod sandbox ready")
 	return id, nil
 }

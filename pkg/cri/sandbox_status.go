@@ -20,6 +20,12 @@ func (s *Service) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandb
 	resp := &runtimeapi.PodSandboxStatusResponse{Status: sandboxStatus(rec, cfg)}
 	if req.GetVerbose() {
 		info := map[string]any{"handler": rec.Handler, "name": rec.Name}
+		if rec.Network != nil {
+			info["network"] = map[string]any{
+				"netns": rec.Network.NetNS, "cniConfig": rec.Network.ConfFile, "interfaces": rec.Network.Interfaces,
+				"cniResult": rec.Network.Result, "torndown": rec.NetworkDown,
+			}
+		}
 		var vms []map[string]any
 		for _, c := range s.state.containersOf(rec.ID) {
 			crec, _ := c.snapshot()
@@ -53,7 +59,7 @@ func sandboxStatus(rec sandboxRecord, cfg *runtimeapi.PodSandboxConfig) *runtime
 		Metadata:  cfg.GetMetadata(),
 		State:     state,
 		CreatedAt: rec.CreatedAt,
-		Network:   &runtimeapi.PodSandboxNetworkStatus{},
+		Network:   sandboxNetworkStatus(rec),
 		Linux: &runtimeapi.LinuxPodSandboxStatus{Namespaces: &runtimeapi.Namespace{Options: &runtimeapi.NamespaceOption{
 			Network: runtimeapi.NamespaceMode_POD, Pid: runtimeapi.NamespaceMode_POD, Ipc: runtimeapi.NamespaceMode_POD,
 		}}},
@@ -61,4 +67,22 @@ func sandboxStatus(rec sandboxRecord, cfg *runtimeapi.PodSandboxConfig) *runtime
 		Annotations:    cfg.GetAnnotations(),
 		RuntimeHandler: rec.Handler,
 	}
+}
+
+// sandboxNetworkStatus reports the pod's IPs (IPv4 first) while its
+// network is up.
+func sandboxNetworkStatus(rec sandboxRecord) *runtimeapi.PodSandboxNetworkStatus {
+	st := &runtimeapi.PodSandboxNetworkStatus{}
+	att := sandboxNetwork(rec)
+	if att == nil {
+		return st
+	}
+	for i, ip := range att.IPs() {
+		if i == 0 {
+			st.Ip = ip.String()
+			continue
+		}
+		st.AdditionalIps = append(st.AdditionalIps, &runtimeapi.PodIP{Ip: ip.String()})
+	}
+	return st
 }

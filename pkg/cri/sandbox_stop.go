@@ -12,9 +12,10 @@ import (
 )
 
 // StopPodSandbox marks the sandbox NOTREADY (so nothing new is created or
-// started in it) and then stops the pod's VM at once (the kubelet has
-// already given its containers their grace period). Stopping an unknown or
-// already stopped sandbox succeeds.
+// started in it), stops the pod's VM at once (the kubelet has already given
+// its containers their grace period) and tears the pod's network down.
+// Stopping an unknown or already stopped sandbox succeeds; a retry finishes
+// a half-done teardown.
 func (s *Service) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSandboxRequest) (*runtimeapi.StopPodSandboxResponse, error) {
 	sb, err := s.state.getSandbox(req.GetPodSandboxId())
 	if errors.Is(err, errdefs.ErrNotFound) {
@@ -44,6 +45,11 @@ func (s *Service) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSan
 		if err := s.stopContainer(ctx, c, 0); err != nil {
 			return nil, fmt.Errorf("stop container %s of pod sandbox %s: %w", c.rec.ID, sb.rec.ID, err)
 		}
+	}
+	sb.op.Lock()
+	defer sb.op.Unlock()
+	if err := s.teardownNetwork(ctx, sb); err != nil {
+		return nil, err
 	}
 	return &runtimeapi.StopPodSandboxResponse{}, nil
 }

@@ -15,6 +15,7 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/vmpod/vmpod/pkg/cni"
 	"github.com/vmpod/vmpod/pkg/config"
 	"github.com/vmpod/vmpod/pkg/image"
 	"github.com/vmpod/vmpod/pkg/image/oci"
@@ -60,6 +61,29 @@ type ConsoleFactory func(socketPath, logPath string, log *slog.Logger) (ConsoleH
 // StreamServer is the CRI streaming server (k8s.io/cri-streaming).
 type StreamServer interface {
 	GetAttach(*runtimeapi.AttachRequest) (*runtimeapi.AttachResponse, error)
+	GetPortForward(*runtimeapi.PortForwardRequest) (*runtimeapi.PortForwardResponse, error)
+}
+
+// Network is the pods' network (*cni.Manager implements it; see pkg/cni
+// for the life of a pod's network). Errors wrap errdefs classes where the
+// caller can act on them.
+type Network interface {
+	// Ready says whether pods can get a network; the error says why not.
+	Ready() error
+	// Plan picks the network for a new sandbox without creating anything.
+	Plan(sandboxID string, pod cni.PodInfo) (*cni.Attachment, error)
+	// Setup creates the netns, runs CNI ADD and fills in the attachment.
+	Setup(ctx context.Context, att *cni.Attachment) error
+	// Teardown removes everything of att; idempotent.
+	Teardown(ctx context.Context, att *cni.Attachment) error
+	// PrepareVM creates a boot's taps in the host netns.
+	PrepareVM(att *cni.Attachment) error
+	// PlugVM moves a started VM's taps into the pod and starts DHCP.
+	PlugVM(att *cni.Attachment, guest cni.Guest) error
+	// UnplugVM removes a failed boot's taps and DHCP servers.
+	UnplugVM(att *cni.Attachment) error
+	// ServeDHCP restarts the DHCP servers of a running VM (after a restart).
+	ServeDHCP(att *cni.Attachment, guest cni.Guest) error
 }
 
 // Service implements runtimeapi.RuntimeServiceServer and
@@ -76,6 +100,7 @@ type Service struct {
 	newConsole ConsoleFactory
 	streams    StreamServer
 	overlays   OverlayMaker
+	net        Network
 	now        func() time.Time
 	hostCheck  string // why VM creation may be slow, from the start-up host check
 	// pending holds creates whose caller gave up (deadline) while the work
@@ -95,6 +120,7 @@ type Options struct {
 	Log        *slog.Logger
 	NewConsole ConsoleFactory
 	Overlays   OverlayMaker
+	Network    Network
 	Now        func() time.Time
 	// HostCheck is a problem found on the host at start-up that makes VMs
 	// slow or failing; Status reports it.
@@ -111,7 +137,7 @@ func NewService(o Options) *Service {
 	}
 	return &Service{
 		cfg: o.Config, images: o.Images, libvirt: o.Libvirt, log: o.Log,
-		state: newState(o.Meta), newConsole: o.NewConsole, overlays: o.Overlays, now: o.Now,
+		state: newState(o.Meta), newConsole: o.NewConsole, overlays: o.Overlays, net: o.Network, now: o.Now,
 		pending: newPendingCreates(), hostCheck: o.HostCheck,
 	}
 }

@@ -10,15 +10,21 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/vmpod/vmpod/pkg/cni"
 	"github.com/vmpod/vmpod/pkg/store"
 )
 
 // Sandbox states, as stored:
 //
-//	RunPodSandbox ──> READY ──StopPodSandbox──> NOTREADY ──RemovePodSandbox──> (gone)
+//	RunPodSandbox ──> CREATING ──(netns + CNI ADD)──> READY ──StopPodSandbox──> NOTREADY ──RemovePodSandbox──> (gone)
 //
-// A sandbox owns no domain of its own: the VM is its container.
+// A sandbox owns no domain of its own: the VM is its container. It owns
+// the pod's network (pkg/cni): set up while CREATING, torn down by
+// StopPodSandbox (NetworkDown records that). A CREATING record found at
+// start-up is a crash mid-RunPodSandbox: its network is torn down and the
+// record removed.
 const (
+	sandboxCreating = "CREATING"
 	sandboxReady    = "READY"
 	sandboxNotReady = "NOTREADY"
 )
@@ -32,6 +38,10 @@ type sandboxRecord struct {
 	CreatedAt int64  `json:"created_at"`
 	// Config is the PodSandboxConfig as protojson.
 	Config []byte `json:"config"`
+	// Network is the pod's network; nil when vmpod runs without one.
+	Network *cni.Attachment `json:"network,omitempty"`
+	// NetworkDown is set once the network is torn down.
+	NetworkDown bool `json:"network_down,omitempty"`
 }
 
 // Container states, as stored:

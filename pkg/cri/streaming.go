@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 
-	"github.com/containerd/errdefs"
 	"k8s.io/cri-streaming/pkg/streaming"
 	remotecommandserver "k8s.io/cri-streaming/pkg/streaming/remotecommand"
 )
@@ -25,7 +24,7 @@ func (r streamRuntime) Exec(ctx context.Context, containerID string, cmd []strin
 }
 
 func (r streamRuntime) PortForward(ctx context.Context, podSandboxID string, port int32, stream io.ReadWriteCloser) error {
-	return fmt.Errorf("port-forward is not implemented yet in vmpod (area: pod networking): %w", errdefs.ErrNotImplemented)
+	return r.s.ForwardPort(ctx, podSandboxID, port, stream)
 }
 
 // StartStreaming serves the CRI streaming server (SPDY and WebSocket) on

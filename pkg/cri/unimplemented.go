@@ -31,13 +31,6 @@ func (s *Service) Exec(ctx context.Context, req *runtimeapi.ExecRequest) (*runti
 	return nil, notYet("Exec", "exec through the QEMU guest agent")
 }
 
-// Area: pod networking (port-forward to the guest).
-
-// PortForward is not implemented yet.
-func (s *Service) PortForward(ctx context.Context, req *runtimeapi.PortForwardRequest) (*runtimeapi.PortForwardResponse, error) {
-	return nil, notYet("PortForward", "pod networking (port-forward to the guest)")
-}
-
 // Area: container and pod stats.
 
 // ListMetricDescriptors is not implemented yet.

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/vmpod/vmpod/pkg/cni"
 	"github.com/vmpod/vmpod/pkg/config"
 	"github.com/vmpod/vmpod/pkg/console"
 	"github.com/vmpod/vmpod/pkg/cri"
@@ -93,8 +94,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 			problems = append(problems, msg)
 		}
 	}
+	network := cni.NewManager(cni.Config{
+		ConfDir: cfg.CNIConfDir, BinDirs: cfg.CNIBinDirList(), CacheDir: filepath.Join(cfg.StateDir, "cni"),
+	}, log.With("component", "network"))
 	svc := cri.NewService(cri.Options{
-		Config: cfg, Images: images, Libvirt: conn, Meta: meta, Log: log,
+		Config: cfg, Images: images, Libvirt: conn, Meta: meta, Log: log, Network: network,
 		NewConsole: newConsole, HostCheck: strings.Join(problems, "; "),
 	})
 	stopStreaming, err := svc.StartStreaming(cfg.StreamingAddress)
