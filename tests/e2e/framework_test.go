@@ -40,7 +40,13 @@ func TestMain(m *testing.M) {
 		fmt.Println("e2e: build vmpod:", err)
 		os.Exit(1)
 	}
+	cleanupCNI, err := setupCNI()
+	if err != nil {
+		fmt.Println("e2e: CNI config:", err)
+		os.Exit(1)
+	}
 	code := m.Run()
+	cleanupCNI()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -112,7 +118,9 @@ func (d *daemon) start(extraEnv []string) error {
 	cmd := exec.Command(vmpodBin, "serve", "--config", "/dev/null", "--socket", d.socket, "--state-dir", d.stateDir, "--log-level", "debug")
 	cmd.Env = append(os.Environ(), "VMPOD_IMAGE_TRANSLATIONS_DIR="+d.translations, "VMPOD_PULL_PROGRESS_INTERVAL=1s",
 		// Nested KVM is broken on the test machines: run guests under TCG.
-		"VMPOD_ACCELERATOR=tcg", "VMPOD_TCG_TB_CACHE_MIB=256")
+		"VMPOD_ACCELERATOR=tcg", "VMPOD_TCG_TB_CACHE_MIB=256",
+		// Every pod joins the tests' private CNI bridge (setupCNI).
+		"VMPOD_CNI_CONF_DIR="+cniConfDir)
 	cmd.Env = append(cmd.Env, extraEnv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {

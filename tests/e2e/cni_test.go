@@ -1,0 +1,133 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The tests' pod network: Debian's real bridge + host-local + portmap
+// plugins on a private subnet that exists only on this machine (a bridge
+// the tests create; the host's own interfaces are never touched).
+const (
+	e2eNetName = "vmpod-e2e"
+	e2eBridge  = "vmpode2e0"
+	e2eSubnet  = "10.251.0.0/16"
+	e2eGateway = "10.251.0.1"
+)
+
+var (
+	cniConfDir string // VMPOD_CNI_CONF_DIR of every test daemon
+	cniIPAMDir string // host-local's dataDir: one reservation file per pod IP
+)
+
+// e2eConfList is the tests' network; bridgePlugin is "bridge" or a
+// wrapper of it.
+func e2eConfList(bridgePlugin string) string {
+	return fmt.Sprintf(`{
+  "cniVersion": "1.0.0",
+  "name": %q,
+  "plugins": [
+    {"type": %q, "bridge": %q, "isGateway": true, "ipMasq": false, "hairpinMode": true,
+     "ipam": {"type": "host-local", "dataDir": %q,
+              "ranges": [[{"subnet": %q, "gateway": %q}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+`, e2eNetName, bridgePlugin, e2eBridge, cniIPAMDir, e2eSubnet, e2eGateway)
+}
+
+// setupCNI writes the tests' CNI config; the returned function removes it
+// and the bridge the plugin made.
+func setupCNI() (func(), error) {
+	dir, err := os.MkdirTemp("", "vmpod-e2e-cni-")
+	if err != nil {
+		return nil, err
+	}
+	cniConfDir = filepath.Join(dir, "net.d")
+	cniIPAMDir = filepath.Join(dir, "ipam")
+	if err := os.MkdirAll(cniConfDir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(cniConfDir, "10-vmpod-e2e.conflist"), []byte(e2eConfList("bridge")), 0o644); err != nil {
+		return nil, err
+	}
+	return func() {
+		exec.Command("ip", "link", "del", e2eBridge).Run()
+		os.RemoveAll(dir)
+	}, nil
+}
+
+// ipReservations lists host-local's reserved IPs of the tests' network.
+func ipReservations(t *testing.T) []string {
+	t.Helper()
+	ents, _ := os.ReadDir(filepath.Join(cniIPAMDir, e2eNetName))
+	var ips []string
+	for _, e := range ents {
+		if n := e.Name(); strings.HasPrefix(n, "10.") {
+			ips = append(ips, n)
+		}
+	}
+	return ips
+}
+
+// networkLeftovers lists what of the given sandboxes' networks is still on
+// the host: netns, taps (host or netns), veths on the tests' bridge, IP
+// reservations, iptables rules naming the sandbox.
+func networkLeftovers(t *testing.T, sandboxIDs ...string) []string {
+	t.Helper()
+	var left []string
+	for _, id := range sandboxIDs {
+		if _, err := os.Stat("/run/netns/vmpod-" + id); err == nil {
+			left = append(left, "netns vmpod-"+id)
+		}
+		if out, _ := exec.Command("ip", "-o", "link", "show").Output(); strings.Contains(string(out), "vmt"+id[:10]) {
+			left = append(left, "tap vmt"+id[:10]+"*")
+		}
+	}
+	if out, _ := exec.Command("ip", "-o", "link", "show", "master", e2eBridge).Output(); strings.TrimSpace(string(out)) != "" {
+		left = append(left, "ports on "+e2eBridge+": "+strings.TrimSpace(string(out)))
+	}
+	if ips := ipReservations(t); len(ips) > 0 {
+		left = append(left, "host-local reservations "+strings.Join(ips, " "))
+	}
+	if out, err := exec.Command("iptables-save").Output(); err == nil {
+		for _, id := range sandboxIDs {
+			if strings.Contains(string(out), id) {
+				left = append(left, "iptables rules naming "+id)
+			}
+		}
+	}
+	return left
+}
+
+// foreignNetnsSockets counts the daemon's sockets that live in another
+// network namespace (the DHCP servers' packet sockets in pod netns): a
+// socket of the daemon that none of its own netns's tables lists.
+func foreignNetnsSockets(t *testing.T, pid int) int {
+	t.Helper()
+	known := map[string]bool{}
+	for _, tbl := range []string{"tcp", "tcp6", "udp", "udp6", "unix", "packet", "raw", "raw6", "netlink", "udplite", "icmp", "icmp6"} {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, tbl))
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			for _, f := range strings.Fields(line) {
+				known[f] = true // inode columns; other columns never look like inodes of sockets we hold
+			}
+		}
+	}
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	n := 0
+	for _, fd := range fds {
+		l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if err != nil || !strings.HasPrefix(l, "socket:[") {
+			continue
+		}
+		if !known[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] {
+			n++
+		}
+	}
+	return n
+}
