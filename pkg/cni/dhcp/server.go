@@ -50,10 +50,12 @@ type Server struct {
 }
 
 // Start validates cfg, opens the server's socket on cfg.Interface inside
-// cfg.NetNSPath and serves in a goroutine until Close. Errors: a bad Config
-// or Lease wraps ErrInvalidConfig; a missing netns or interface, or a socket
-// that cannot be opened (needs CAP_NET_RAW), is returned wrapped with
-// context.
+// cfg.NetNSPath and serves in a goroutine until Close. The tap must already
+// exist in that netns; the socket is bound to its ifindex, so a tap that is
+// deleted and re-created needs a new Start (one merely set down and up keeps
+// being served). Needs CAP_NET_RAW, and CAP_SYS_ADMIN to enter the netns.
+// Errors: a bad Config or Lease wraps ErrInvalidConfig; a missing netns or
+// interface, or a socket that cannot be opened, is returned with context.
 func Start(cfg Config) (*Server, error) {
 	if cfg.Interface == "" {
 		return nil, fmt.Errorf("%w: no interface", ErrInvalidConfig)
