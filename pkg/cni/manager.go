@@ -369,12 +369,10 @@ func (m *Manager) Teardown(ctx context.Context, att *Attachment) error {
 			cniTime = time.Since(t1)
 		}
 	}
-	if len(errs) == 0 {
-		// Keep the netns while DEL failed, so its retry still finds the
-		// interfaces to delete.
-		if err := deleteNetNS(att.NetNS); err != nil {
-			errs = append(errs, err)
-		}
+	// The netns goes even when DEL failed: the links in it die with it, and
+	// a retried DEL needs no netns to release IPs and iptables rules.
+	if err := deleteNetNS(att.NetNS); err != nil {
+		errs = append(errs, err)
 	}
 	m.timing.record("teardown", time.Since(t0)-cniTime, cniTime)
 	return errors.Join(errs...)

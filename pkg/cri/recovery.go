@@ -178,7 +178,9 @@ func (s *Service) dropHalfCreatedSandbox(ctx context.Context, rec sandboxRecord)
 	logging.From(ctx).Warn("cleaning up a pod sandbox vmpod stopped while creating", logging.KeySandboxID, rec.ID, logging.KeyPod, rec.Name)
 	if rec.Network != nil && s.net != nil {
 		if err := s.net.Teardown(ctx, rec.Network); err != nil {
-			return err
+			// Best effort, like a failed RunPodSandbox's cleanup.
+			logging.From(ctx).Error("tearing down the network of a half-created pod sandbox; IPs or rules its CNI plugins hold may be left",
+				logging.KeySandboxID, rec.ID, logging.KeyErr, err)
 		}
 	}
 	return s.state.meta.Delete(store.Sandboxes, rec.ID)

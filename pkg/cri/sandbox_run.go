@@ -79,9 +79,11 @@ func (s *Service) runPodSandbox(ctx context.Context, name, handler string, cfg *
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 			defer cancel()
 			if err := s.net.Teardown(cctx, rec.Network); err != nil {
-				// Keep the record: the next start's recovery retries.
-				log.Error("tearing down the network of a failed pod sandbox", logging.KeyErr, err)
-				return
+				// Best effort, as the kubelet's other runtimes do: a DEL
+				// that fails now (often the same broken config that failed
+				// ADD) would fail on every retry too.
+				log.Error("tearing down the network of a failed pod sandbox; IPs or rules its CNI plugins hold may be left",
+					logging.KeyErr, err)
 			}
 			s.state.meta.Delete(store.Sandboxes, id)
 		}()

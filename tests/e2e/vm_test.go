@@ -69,12 +69,20 @@ type podFiles struct {
 
 // podConfigs writes a sandbox and a container config for a VM pod.
 func (e *vmEnv) podConfigs(name string, attempt int, annotations map[string]string) podFiles {
+	return e.podConfigsWith(name, attempt, annotations, nil)
+}
+
+// podConfigsWith is podConfigs with extra PodSandboxConfig fields.
+func (e *vmEnv) podConfigsWith(name string, attempt int, annotations map[string]string, podExtra map[string]any) podFiles {
 	logDir := filepath.Join(e.logDir, name)
 	pod := map[string]any{
 		"metadata":      map[string]any{"name": name, "namespace": "e2e", "uid": "uid-" + name, "attempt": 0},
 		"log_directory": logDir,
 		"annotations":   annotations,
 		"labels":        map[string]string{"app": name},
+	}
+	for k, v := range podExtra {
+		pod[k] = v
 	}
 	ctr := map[string]any{
 		"metadata": map[string]any{"name": "vm", "attempt": attempt},
