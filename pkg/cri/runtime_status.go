@@ -3,6 +3,9 @@ package cri
 import (
 	"context"
 	"encoding/json"
+	"strings"
+
+	"github.com/containerd/errdefs"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -31,7 +34,7 @@ func (s *Service) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*r
 		if err := s.net.Ready(); err != nil {
 			networkCond.Status = false
 			networkCond.Reason = "NetworkPluginNotReady"
-			networkCond.Message = err.Error()
+			networkCond.Message = strings.TrimSuffix(err.Error(), ": "+errdefs.ErrFailedPrecondition.Error())
 		}
 	}
 	resp := &runtimeapi.StatusResponse{
