@@ -79,7 +79,7 @@ func TestPodNetwork(t *testing.T) {
 		v := &vm{name: fmt.Sprintf("net%d", i)}
 		var extra map[string]any
 		if i == 0 {
-			extra = map[string]any{"port_mappings": []map[string]any{{"protocol": "TCP", "container_port": 8080, "host_port": hostPort, "host_ip": "127.0.0.1"}}}
+			extra = map[string]any{"port_mappings": []map[string]any{{"protocol": 0, "container_port": 8080, "host_port": hostPort, "host_ip": "127.0.0.1"}}}
 		}
 		v.f = e.podConfigsWith(v.name, 0, map[string]string{"vmpod.dev/memory": "192Mi"}, extra)
 		v.podID, v.ctrID = e.startVM(v.f)
