@@ -39,6 +39,7 @@ func (s *Service) StartContainer(ctx context.Context, req *runtimeapi.StartConta
 		return nil, fmt.Errorf("pod sandbox %s is %s; containers start only in a ready sandbox: %w", rec.SandboxID, sbState, errdefs.ErrFailedPrecondition)
 	}
 	log := logging.From(ctx).With(logging.KeyContainerID, rec.ID, logging.KeyDomain, rec.Domain)
+	begin := time.Now()
 	if err := s.libvirt.Start(ctx, rec.Domain, true); err != nil {
 		return nil, fmt.Errorf("start domain %s: %w", rec.Domain, err)
 	}
@@ -68,6 +69,7 @@ func (s *Service) StartContainer(ctx context.Context, req *runtimeapi.StartConta
 	c.rec = rec
 	c.console = con
 	c.mu.Unlock()
+	s.containerStarted(ctx, rec, time.Since(begin))
 	log.Info("VM started")
 	return &runtimeapi.StartContainerResponse{}, nil
 }

@@ -61,6 +61,7 @@ func (s *Service) runPodSandbox(ctx context.Context, name, handler string, cfg *
 		return "", fmt.Errorf("store sandbox record: %w", err)
 	}
 	s.state.addSandbox(sb)
+	s.sandboxEvent(ctx, sb, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
 	log.Info("pod sandbox ready")
 	return id, nil
 }

@@ -91,8 +91,3 @@ func (s *Service) StreamPodSandboxStats(req *runtimeapi.StreamPodSandboxStatsReq
 func (s *Service) StreamPodSandboxMetrics(req *runtimeapi.StreamPodSandboxMetricsRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamPodSandboxMetricsResponse]) error {
 	return notYet("StreamPodSandboxMetrics", "container and pod stats")
 }
-
-// GetContainerEvents is not implemented yet (area: container events).
-func (s *Service) GetContainerEvents(req *runtimeapi.GetEventsRequest, stream grpc.ServerStreamingServer[runtimeapi.ContainerEventResponse]) error {
-	return notYet("GetContainerEvents", "container events")
-}

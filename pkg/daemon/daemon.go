@@ -146,6 +146,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 	case <-ctx.Done():
 	}
 	log.Info("shutting down: waiting for in-flight calls", "timeout", cfg.ShutdownTimeout.Std())
+	// Event streams never end by themselves: end them, or GracefulStop
+	// would wait for the kubelet's subscription until the timeout.
+	svc.CloseEventStreams()
 	stopped := make(chan struct{})
 	go func() { srv.GracefulStop(); close(stopped) }()
 	select {
