@@ -27,6 +27,7 @@ import (
 	"github.com/vmpod/vmpod/pkg/image/oci"
 	"github.com/vmpod/vmpod/pkg/imagetranslation"
 	"github.com/vmpod/vmpod/pkg/libvirttools"
+	"github.com/vmpod/vmpod/pkg/metrics"
 	"github.com/vmpod/vmpod/pkg/store"
 	"github.com/vmpod/vmpod/pkg/version"
 )
@@ -62,6 +63,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 	}
 	defer meta.Close()
 
+	reg := metrics.New()
 	images, err := image.Open(image.Options{
 		Dir:        filepath.Join(cfg.StateDir, "images"),
 		Meta:       meta,
@@ -73,6 +75,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 		ProgressInterval: cfg.PullProgressInterval.Std(),
 		OCI:              oci.Options{RegistriesConf: cfg.RegistriesConf},
 		Log:              log,
+		Downloaded:       reg.AddImagePullBytes,
 	})
 	if err != nil {
 		return fmt.Errorf("open image store: %w", err)
@@ -95,7 +98,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 	}
 	svc := cri.NewService(cri.Options{
 		Config: cfg, Images: images, Libvirt: conn, Meta: meta, Log: log,
-		NewConsole: newConsole, HostCheck: strings.Join(problems, "; "),
+		NewConsole: newConsole, HostCheck: strings.Join(problems, "; "), Metrics: reg,
 	})
 	stopStreaming, err := svc.StartStreaming(cfg.StreamingAddress)
 	if err != nil {
@@ -103,7 +106,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 	}
 	defer stopStreaming()
 	gate := cri.NewGate()
-	ic := &cri.Interceptors{Log: log, Gate: gate}
+	ic := &cri.Interceptors{Log: log, Gate: gate, Metrics: reg}
 	srv := grpc.NewServer(
 		grpc.UnaryInterceptor(ic.Unary),
 		grpc.StreamInterceptor(ic.Stream),
@@ -121,6 +124,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
 	log.Info("serving CRI", "socket", cfg.Socket)
+	if cfg.MetricsAddress != "" {
+		ms, err := reg.Serve(cfg.MetricsAddress, log)
+		if err != nil {
+			srv.Stop()
+			return err
+		}
+		defer shutdownMetrics(ms, log)
+		log.Info("serving metrics", "address", ms.Addr(), "url", "http://"+ms.Addr()+"/metrics")
+	}
 
 	if err := svc.Recover(ctx); err != nil {
 		srv.Stop()
@@ -160,6 +172,16 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 	}
 	log.Info("vmpod stopped")
 	return nil
+}
+
+// shutdownMetrics stops the metrics server, giving a scrape in progress a
+// few seconds.
+func shutdownMetrics(ms *metrics.Server, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := ms.Shutdown(ctx); err != nil {
+		log.Warn("stop metrics server", "err", err)
+	}
 }
 
 // newConsole starts a VM's serial console reader.
