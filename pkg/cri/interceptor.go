@@ -135,6 +135,11 @@ func (i *Interceptors) leave(log *slog.Logger, method string, start time.Time, e
 		codes.Unimplemented, codes.Canceled, codes.DeadlineExceeded, codes.PermissionDenied:
 		level = slog.LevelWarn
 	}
+	if longLived[method] && (code == codes.Unavailable || code == codes.ResourceExhausted) {
+		// vmpod ended the stream: shutdown, or a client that fell behind
+		// (already warned about where it happened).
+		level = slog.LevelWarn
+	}
 	log.Log(context.Background(), level, "call failed", "code", code.String(), "duration", dur, logging.KeyErr, err)
 	return gerr
 }
