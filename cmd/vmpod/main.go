@@ -65,6 +65,7 @@ func newServeCommand() *cobra.Command {
 	f.String("state-dir", d.StateDir, "state directory (env VMPOD_STATE_DIR)")
 	f.String("libvirt-uri", d.LibvirtURI, "libvirt connection URI (env VMPOD_LIBVIRT_URI)")
 	f.String("log-level", d.LogLevel, "log level: debug, info, warn, error (env VMPOD_LOG_LEVEL)")
+	f.String("metrics-address", d.MetricsAddress, "host:port of the Prometheus metrics endpoint, e.g. 127.0.0.1:9810; empty serves none (env VMPOD_METRICS_ADDRESS)")
 	return cmd
 }
 

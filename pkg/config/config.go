@@ -78,6 +78,9 @@ type Config struct {
 	RegistriesConf string `toml:"registries_conf" mapstructure:"registries_conf" comment:"containers-registries.conf(5) file used for OCI registry pulls: mirrors, blocked registries,\n'insecure = true' for plain-HTTP registries, short-name resolution; a missing file means none\n(env VMPOD_REGISTRIES_CONF). CA files go in /etc/containers/certs.d/<host:port>/ca.crt."`
 	// StreamingAddress is where the CRI streaming server (attach) listens.
 	StreamingAddress string `toml:"streaming_address" mapstructure:"streaming_address" comment:"host:port of the CRI streaming server (attach, exec, port-forward) that the kubelet proxies to.\nPort 0 picks a free port. It has no authentication: keep it on loopback (env VMPOD_STREAMING_ADDRESS)."`
+	// MetricsAddress is the host:port of the Prometheus metrics endpoint
+	// (/metrics); "" (the default) serves no metrics.
+	MetricsAddress string `toml:"metrics_address" mapstructure:"metrics_address" comment:"host:port where Prometheus metrics are served at /metrics, e.g. '127.0.0.1:9810'; empty serves none.\nThe endpoint has no authentication: prefer loopback (flag --metrics-address, env VMPOD_METRICS_ADDRESS). See docs/configuration.md."`
 	// Accelerator is kvm, tcg or auto for every handler that does not override it.
 	Accelerator string `toml:"accelerator" mapstructure:"accelerator" comment:"How QEMU runs guests: kvm (libvirt domain type kvm), tcg (software emulation, domain type qemu)\nor auto (kvm when /dev/kvm can be opened, else tcg). Overridable per runtime handler (env VMPOD_ACCELERATOR)."`
 	// DefaultMemoryMiB is guest RAM when the pod sets no memory limit or annotation.
@@ -296,6 +299,11 @@ func (c Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.StreamingAddress); err != nil {
 		bad("streaming_address", "must be host:port, got %q", c.StreamingAddress)
+	}
+	if c.MetricsAddress != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddress); err != nil {
+			bad("metrics_address", "must be host:port (e.g. 127.0.0.1:9810) or empty, got %q", c.MetricsAddress)
+		}
 	}
 	if !validAccel(c.Accelerator, false) {
 		bad("accelerator", "must be kvm, tcg or auto, got %q", c.Accelerator)

@@ -97,6 +97,7 @@ func TestLoadErrors(t *testing.T) {
 		{"relative socket", "socket = 'x.sock'\n", "absolute path"},
 		{"bad duration", "shutdown_timeout = 'soon'\n", "duration"},
 		{"bad toml", "socket = \n", "config file"},
+		{"bad metrics address", "metrics_address = '9810'\n", "metrics_address"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Load(writeFile(t, tc.body), nil)
@@ -107,6 +108,29 @@ func TestLoadErrors(t *testing.T) {
 				t.Fatalf("err %v is not InvalidArgument", err)
 			}
 		})
+	}
+}
+
+func TestMetricsAddress(t *testing.T) {
+	if d := Default().MetricsAddress; d != "" {
+		t.Fatalf("metrics are on by default (%q)", d)
+	}
+	file := writeFile(t, "metrics_address = '127.0.0.1:9810'\n")
+	c, err := Load(file, nil)
+	if err != nil || c.MetricsAddress != "127.0.0.1:9810" {
+		t.Fatalf("from the file: %q, %v", c.MetricsAddress, err)
+	}
+	t.Setenv("VMPOD_METRICS_ADDRESS", "127.0.0.1:9811")
+	if c, err = Load(file, nil); err != nil || c.MetricsAddress != "127.0.0.1:9811" {
+		t.Fatalf("from the environment: %q, %v", c.MetricsAddress, err)
+	}
+	fs := serveFlags()
+	fs.String("metrics-address", "", "")
+	if err := fs.Parse([]string{"--metrics-address=[::1]:9812"}); err != nil {
+		t.Fatal(err)
+	}
+	if c, err = Load(file, fs); err != nil || c.MetricsAddress != "[::1]:9812" {
+		t.Fatalf("from the flag: %q, %v", c.MetricsAddress, err)
 	}
 }
 

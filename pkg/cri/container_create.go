@@ -191,6 +191,7 @@ func (s *Service) createContainer(ctx context.Context, sb *sandbox, name string,
 		return "", fmt.Errorf("store container record: %w", err)
 	}
 	c.setRec(rec)
+	s.containerEvent(ctx, rec, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
 	log.Info("container created", "image", img.ID, "vcpus", vm.VCPUs, "memory_bytes", vm.MemoryBytes, "domain_type", vm.DomainType)
 	return id, nil
 }

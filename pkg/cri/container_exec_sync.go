@@ -30,7 +30,8 @@ const agentCallTimeout = 5 * time.Second
 // guest-exec of kill -9, since qemu-ga has no kill command) and the call
 // fails with DeadlineExceeded, as the kubelet expects of a timed-out exec
 // probe. An image without qemu-guest-agent gets FailedPrecondition.
-func (s *Service) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) (*runtimeapi.ExecSyncResponse, error) {
+func (s *Service) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) (resp *runtimeapi.ExecSyncResponse, retErr error) {
+	defer s.observeExecSync(time.Now(), &resp, &retErr)
 	if len(req.GetCmd()) == 0 || req.GetCmd()[0] == "" {
 		return nil, fmt.Errorf("ExecSync: the command is empty: %w", errdefs.ErrInvalidArgument)
 	}

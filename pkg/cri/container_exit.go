@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
 	"github.com/vmpod/vmpod/pkg/libvirttools"
 	"github.com/vmpod/vmpod/pkg/logging"
 )
@@ -67,6 +69,7 @@ func (s *Service) markExitedOpLocked(ctx context.Context, c *container, st libvi
 	if con != nil {
 		con.Close()
 	}
+	s.containerEvent(ctx, rec, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
 	logging.From(ctx).Info("VM exited", logging.KeyContainerID, rec.ID, "exit_code", rec.ExitCode, "reason", rec.Reason)
 	return nil
 }

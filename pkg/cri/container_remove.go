@@ -34,6 +34,9 @@ func (s *Service) removeContainer(ctx context.Context, c *container) error {
 	}
 	c.op.Lock()
 	defer c.op.Unlock()
+	if cur, err := s.state.getContainer(c.rec.ID); err != nil || cur != c {
+		return nil // a concurrent RemoveContainer finished first
+	}
 	c.mu.Lock()
 	rec, con := c.rec, c.console
 	c.console = nil
@@ -50,6 +53,7 @@ func (s *Service) removeContainer(ctx context.Context, c *container) error {
 	s.state.removeContainer(rec.ID)
 	s.state.release(rec.Name, rec.ID)
 	s.images.Release(rec.ImageDisk)
+	s.containerEvent(ctx, rec, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
 	logging.From(ctx).Info("container removed", logging.KeyContainerID, rec.ID)
 	return nil
 }

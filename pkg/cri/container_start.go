@@ -57,6 +57,7 @@ func (s *Service) StartContainer(ctx context.Context, req *runtimeapi.StartConta
 			s.net.UnplugVM(att)
 		}
 	}
+	begin := time.Now()
 	if err := s.libvirt.Start(ctx, rec.Domain, true); err != nil {
 		if att != nil {
 			s.net.UnplugVM(att)
@@ -95,6 +96,7 @@ func (s *Service) StartContainer(ctx context.Context, req *runtimeapi.StartConta
 	c.rec = rec
 	c.console = con
 	c.mu.Unlock()
+	s.containerStarted(ctx, rec, time.Since(begin))
 	log.Info("VM started")
 	return &runtimeapi.StartContainerResponse{}, nil
 }

@@ -3,8 +3,10 @@ package cri
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/containerd/errdefs"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/vmpod/vmpod/pkg/image/oci"
@@ -20,7 +22,9 @@ func (s *Service) PullImage(ctx context.Context, req *runtimeapi.PullImageReques
 	if name == "" {
 		return nil, fmt.Errorf("PullImage: image name is empty: %w", errdefs.ErrInvalidArgument)
 	}
+	start := time.Now()
 	img, err := s.images.Pull(ctx, name, toOCIAuth(req.GetAuth()))
+	s.metrics.ObserveImagePull(status.Code(toGRPC(err)).String(), time.Since(start))
 	if err != nil {
 		return nil, err
 	}

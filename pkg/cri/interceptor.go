@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/vmpod/vmpod/pkg/logging"
+	"github.com/vmpod/vmpod/pkg/metrics"
 )
 
 // Gate holds calls until the daemon has recovered its state. Until Open is
@@ -57,21 +58,29 @@ var polling = map[string]bool{
 	"StreamImages": true, "StreamPodSandboxes": true, "StreamContainers": true,
 }
 
+// longLived RPCs stream for as long as the client listens; their duration
+// says nothing about vmpod's latency, so the request histogram leaves them
+// out.
+var longLived = map[string]bool{"GetContainerEvents": true}
+
 // Interceptors is the boundary layer: request logging, the readiness gate,
-// and the mapping of error classes (errdefs) to gRPC codes.
+// the request metrics, and the mapping of error classes (errdefs) to gRPC
+// codes.
 type Interceptors struct {
 	Log  *slog.Logger
 	Gate *Gate
+	// Metrics receives each call's duration and code; nil records nothing.
+	Metrics *metrics.Metrics
 }
 
 // Unary is the unary server interceptor.
 func (i *Interceptors) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	method := path.Base(info.FullMethod)
-	ctx, log, err := i.enter(ctx, method)
+	start := time.Now()
+	ctx, log, err := i.enter(ctx, method, start)
 	if err != nil {
 		return nil, err
 	}
-	start := time.Now()
 	resp, err := handler(ctx, req)
 	return resp, i.leave(log, method, start, err)
 }
@@ -79,28 +88,39 @@ func (i *Interceptors) Unary(ctx context.Context, req any, info *grpc.UnaryServe
 // Stream is the streaming server interceptor.
 func (i *Interceptors) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	method := path.Base(info.FullMethod)
-	ctx, log, err := i.enter(ss.Context(), method)
+	start := time.Now()
+	ctx, log, err := i.enter(ss.Context(), method, start)
 	if err != nil {
 		return err
 	}
-	start := time.Now()
 	err = handler(srv, &loggedStream{ServerStream: ss, ctx: ctx})
 	return i.leave(log, method, start, err)
 }
 
-func (i *Interceptors) enter(ctx context.Context, method string) (context.Context, *slog.Logger, error) {
+func (i *Interceptors) enter(ctx context.Context, method string, start time.Time) (context.Context, *slog.Logger, error) {
 	log := i.Log.With("method", method)
 	if !ungated[method] {
 		if err := i.Gate.Wait(ctx); err != nil {
 			log.Warn("call refused: recovery not finished", logging.KeyErr, err)
+			i.observe(method, status.Code(err), start)
 			return ctx, log, err
 		}
 	}
 	return logging.With(ctx, log), log, nil
 }
 
+// observe records a call's duration and code.
+func (i *Interceptors) observe(method string, code codes.Code, start time.Time) {
+	if !longLived[method] {
+		i.Metrics.ObserveRPC(method, code.String(), time.Since(start))
+	}
+}
+
 func (i *Interceptors) leave(log *slog.Logger, method string, start time.Time, err error) error {
 	dur := time.Since(start)
+	gerr := toGRPC(err)
+	code := status.Code(gerr)
+	i.observe(method, code, start)
 	if err == nil {
 		level := slog.LevelInfo
 		if polling[method] {
@@ -109,12 +129,15 @@ func (i *Interceptors) leave(log *slog.Logger, method string, start time.Time, e
 		log.Log(context.Background(), level, "call done", "duration", dur)
 		return nil
 	}
-	gerr := toGRPC(err)
-	code := status.Code(gerr)
 	level := slog.LevelError
 	switch code {
 	case codes.NotFound, codes.InvalidArgument, codes.FailedPrecondition, codes.AlreadyExists,
 		codes.Unimplemented, codes.Canceled, codes.DeadlineExceeded, codes.PermissionDenied:
+		level = slog.LevelWarn
+	}
+	if longLived[method] && (code == codes.Unavailable || code == codes.ResourceExhausted) {
+		// vmpod ended the stream: shutdown, or a client that fell behind
+		// (already warned about where it happened).
 		level = slog.LevelWarn
 	}
 	log.Log(context.Background(), level, "call failed", "code", code.String(), "duration", dur, logging.KeyErr, err)

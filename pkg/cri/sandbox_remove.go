@@ -38,5 +38,6 @@ func (s *Service) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePo
 	s.state.removeSandbox(sb.rec.ID)
 	s.state.release(sb.rec.Name, sb.rec.ID)
 	logging.From(ctx).Info("pod sandbox removed", logging.KeySandboxID, sb.rec.ID)
+	s.sandboxEvent(ctx, sb, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
 	return &runtimeapi.RemovePodSandboxResponse{}, nil
 }

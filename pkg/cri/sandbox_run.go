@@ -97,7 +97,9 @@ func (s *Service) runPodSandbox(ctx context.Context, name, handler string, cfg *
 	if err := s.state.saveSandbox(rec); err != nil {
 		return "", fmt.Errorf("store sandbox record: %w", err)
 	}
-	s.state.addSandbox(&sandbox{config: cfg, rec: rec})
+	sb := &sandbox{config: cfg, rec: rec}
+	s.state.addSandbox(sb)
+	s.sandboxEvent(ctx, sb, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
 	log.Info("pod sandbox ready")
 	return id, nil
 }

@@ -39,6 +39,7 @@ func (s *Service) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSan
 		sb.rec = rec
 		sb.mu.Unlock()
 		logging.From(ctx).Info("pod sandbox stopped", logging.KeySandboxID, rec.ID)
+		s.sandboxEvent(ctx, sb, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
 	}
 	sb.op.Unlock()
 	for _, c := range s.state.containersOf(sb.rec.ID) {

@@ -20,6 +20,7 @@ import (
 	"github.com/vmpod/vmpod/pkg/image"
 	"github.com/vmpod/vmpod/pkg/image/oci"
 	"github.com/vmpod/vmpod/pkg/libvirttools"
+	"github.com/vmpod/vmpod/pkg/metrics"
 	"github.com/vmpod/vmpod/pkg/store"
 )
 
@@ -106,6 +107,12 @@ type Service struct {
 	// pending holds creates whose caller gave up (deadline) while the work
 	// went on, by reserved name, so the retry gets the result.
 	pending *pendingCreates
+	// events fans container events out to GetContainerEvents streams;
+	// eventMu makes building and publishing an event one step, so streams
+	// see events in created_at order (events.go).
+	events  *eventBroadcaster
+	eventMu sync.Mutex
+	metrics *metrics.Metrics // nil: no metrics
 
 	mu      sync.Mutex
 	podCIDR string // from UpdateRuntimeConfig
@@ -125,6 +132,9 @@ type Options struct {
 	// HostCheck is a problem found on the host at start-up that makes VMs
 	// slow or failing; Status reports it.
 	HostCheck string
+	// Metrics receives the service's metrics and reads its state at scrape
+	// time; nil records nothing.
+	Metrics *metrics.Metrics
 }
 
 // NewService returns the CRI service over its dependencies.
@@ -135,11 +145,14 @@ func NewService(o Options) *Service {
 	if o.Overlays == nil {
 		o.Overlays = QemuImg{}
 	}
-	return &Service{
+	s := &Service{
 		cfg: o.Config, images: o.Images, libvirt: o.Libvirt, log: o.Log,
 		state: newState(o.Meta), newConsole: o.NewConsole, overlays: o.Overlays, net: o.Network, now: o.Now,
 		pending: newPendingCreates(), hostCheck: o.HostCheck,
+		events: newEventBroadcaster(eventBufferSize), metrics: o.Metrics,
 	}
+	o.Metrics.SetSnapshot(s.metricsSnapshot)
+	return s
 }
 
 // SetStreamServer installs the streaming server Attach URLs come from.

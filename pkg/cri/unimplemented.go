@@ -31,16 +31,20 @@ func (s *Service) Exec(ctx context.Context, req *runtimeapi.ExecRequest) (*runti
 	return nil, notYet("Exec", "exec through the QEMU guest agent")
 }
 
-// Area: container and pod stats.
+// Area: CRI metrics (the kubelet's PodAndContainerStatsFromCRI feature,
+// which serves cAdvisor-style metrics from these). Per-VM CPU and memory
+// are served by the stats RPCs; vmpod's own metrics by metrics_address.
+
+const criMetricsArea = "cAdvisor-style CRI metrics; per-VM CPU and memory come from ListContainerStats/ListPodSandboxStats, vmpod's own metrics from metrics_address"
 
 // ListMetricDescriptors is not implemented yet.
 func (s *Service) ListMetricDescriptors(ctx context.Context, req *runtimeapi.ListMetricDescriptorsRequest) (*runtimeapi.ListMetricDescriptorsResponse, error) {
-	return nil, notYet("ListMetricDescriptors", "container and pod stats")
+	return nil, notYet("ListMetricDescriptors", criMetricsArea)
 }
 
 // ListPodSandboxMetrics is not implemented yet.
 func (s *Service) ListPodSandboxMetrics(ctx context.Context, req *runtimeapi.ListPodSandboxMetricsRequest) (*runtimeapi.ListPodSandboxMetricsResponse, error) {
-	return nil, notYet("ListPodSandboxMetrics", "container and pod stats")
+	return nil, notYet("ListPodSandboxMetrics", criMetricsArea)
 }
 
 // Area: checkpoint/restore (not planned for VM pods).
@@ -80,12 +84,7 @@ func (s *Service) StreamPodSandboxStats(req *runtimeapi.StreamPodSandboxStatsReq
 	return notYet("StreamPodSandboxStats", "container and pod stats")
 }
 
-// StreamPodSandboxMetrics is not implemented yet (area: container and pod stats).
+// StreamPodSandboxMetrics is not implemented yet (area: CRI metrics).
 func (s *Service) StreamPodSandboxMetrics(req *runtimeapi.StreamPodSandboxMetricsRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamPodSandboxMetricsResponse]) error {
-	return notYet("StreamPodSandboxMetrics", "container and pod stats")
-}
-
-// GetContainerEvents is not implemented yet (area: container events).
-func (s *Service) GetContainerEvents(req *runtimeapi.GetEventsRequest, stream grpc.ServerStreamingServer[runtimeapi.ContainerEventResponse]) error {
-	return notYet("GetContainerEvents", "container events")
+	return notYet("StreamPodSandboxMetrics", criMetricsArea)
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/vmpod/vmpod/pkg/image/oci"
 	"github.com/vmpod/vmpod/pkg/imagetranslation"
 	"github.com/vmpod/vmpod/pkg/libvirttools"
+	"github.com/vmpod/vmpod/pkg/metrics"
 	"github.com/vmpod/vmpod/pkg/store"
 	"github.com/vmpod/vmpod/pkg/version"
 )
@@ -63,6 +64,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 	}
 	defer meta.Close()
 
+	reg := metrics.New()
 	images, err := image.Open(image.Options{
 		Dir:        filepath.Join(cfg.StateDir, "images"),
 		Meta:       meta,
@@ -74,6 +76,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 		ProgressInterval: cfg.PullProgressInterval.Std(),
 		OCI:              oci.Options{RegistriesConf: cfg.RegistriesConf},
 		Log:              log,
+		Downloaded:       reg.AddImagePullBytes,
 	})
 	if err != nil {
 		return fmt.Errorf("open image store: %w", err)
@@ -99,7 +102,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 	}, log.With("component", "network"))
 	svc := cri.NewService(cri.Options{
 		Config: cfg, Images: images, Libvirt: conn, Meta: meta, Log: log, Network: network,
-		NewConsole: newConsole, HostCheck: strings.Join(problems, "; "),
+		NewConsole: newConsole, HostCheck: strings.Join(problems, "; "), Metrics: reg,
 	})
 	stopStreaming, err := svc.StartStreaming(cfg.StreamingAddress)
 	if err != nil {
@@ -107,7 +110,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 	}
 	defer stopStreaming()
 	gate := cri.NewGate()
-	ic := &cri.Interceptors{Log: log, Gate: gate}
+	ic := &cri.Interceptors{Log: log, Gate: gate, Metrics: reg}
 	srv := grpc.NewServer(
 		grpc.UnaryInterceptor(ic.Unary),
 		grpc.StreamInterceptor(ic.Stream),
@@ -125,6 +128,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
 	log.Info("serving CRI", "socket", cfg.Socket)
+	if cfg.MetricsAddress != "" {
+		ms, err := reg.Serve(cfg.MetricsAddress, log)
+		if err != nil {
+			srv.Stop()
+			return err
+		}
+		defer shutdownMetrics(ms, log)
+		log.Info("serving metrics", "address", ms.Addr(), "url", "http://"+ms.Addr()+"/metrics")
+	}
 
 	if err := svc.Recover(ctx); err != nil {
 		srv.Stop()
@@ -150,6 +162,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 	case <-ctx.Done():
 	}
 	log.Info("shutting down: waiting for in-flight calls", "timeout", cfg.ShutdownTimeout.Std())
+	// Event streams never end by themselves: end them, or GracefulStop
+	// would wait for the kubelet's subscription until the timeout.
+	svc.CloseEventStreams()
 	stopped := make(chan struct{})
 	go func() { srv.GracefulStop(); close(stopped) }()
 	select {
@@ -161,6 +176,16 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 	}
 	log.Info("vmpod stopped")
 	return nil
+}
+
+// shutdownMetrics stops the metrics server, giving a scrape in progress a
+// few seconds.
+func shutdownMetrics(ms *metrics.Server, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := ms.Shutdown(ctx); err != nil {
+		log.Warn("stop metrics server", "err", err)
+	}
 }
 
 // newConsole starts a VM's serial console reader.

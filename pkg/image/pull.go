@@ -140,6 +140,9 @@ func (s *Store) fetch(ctx context.Context, r Reference, name string, src imagetr
 	stop := s.reportProgress(log, &done, resp.ContentLength, start)
 	n, err := diskcopy.Copy(tmp, resp.Body, h, &done)
 	stop()
+	if s.opts.Downloaded != nil {
+		s.opts.Downloaded(n)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			log.Info("pull cancelled, partial download removed", "bytes", n)

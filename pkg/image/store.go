@@ -86,9 +86,13 @@ type Options struct {
 	// ProgressInterval is how often a running pull logs progress.
 	ProgressInterval time.Duration
 	// OCI configures pulls from OCI registries (names no translation rule
-	// matches); its TmpDir is set by the store.
+	// matches); its TmpDir is set by the store, and its Downloaded when
+	// unset.
 	OCI oci.Options
 	Log *slog.Logger
+	// Downloaded, when set, is told the bytes each HTTP(S) download
+	// fetched, when it ends (failed or cancelled ones too), for metrics.
+	Downloaded func(n int64)
 }
 
 // Store is the image store. It is safe for concurrent use: mu guards the
@@ -122,6 +126,9 @@ func Open(opts Options) (*Store, error) {
 	s.opts.OCI.TmpDir = s.tmpDir()
 	if s.opts.OCI.ProgressInterval == 0 {
 		s.opts.OCI.ProgressInterval = opts.ProgressInterval
+	}
+	if s.opts.OCI.Downloaded == nil {
+		s.opts.OCI.Downloaded = opts.Downloaded
 	}
 	for _, d := range []string{s.blobDir(), s.tmpDir()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {

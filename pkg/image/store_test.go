@@ -552,3 +552,22 @@ func TestValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestPullReportsDownloadedBytes(t *testing.T) {
+	srv := newServer(t)
+	body := qcow2(strings.Repeat("d", 100000))
+	srv.put("/d.qcow2", body)
+	s, _ := newStore(t, mapTranslator{"d": srv.URL + "/d.qcow2"})
+	var got []int64
+	s.opts.Downloaded = func(n int64) { got = append(got, n) }
+	ctx := context.Background()
+	for range 2 {
+		if _, err := s.Pull(ctx, "d", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The re-pull is answered 304: nothing downloaded, nothing reported.
+	if len(got) != 1 || got[0] != int64(len(body)) {
+		t.Fatalf("reported downloads %v, want [%d]", got, len(body))
+	}
+}

@@ -76,6 +76,9 @@ func (p *puller) extract(ctx context.Context, img *image) (_ diskFile, retErr er
 	log.Info("pulling containerDisk", "layers", len(img.layers), "bytes_total", prog.total)
 	stop := prog.report(log, p.opts.ProgressInterval)
 	defer stop()
+	if p.opts.Downloaded != nil {
+		defer func() { p.opts.Downloaded(prog.downloaded.Load()) }()
+	}
 
 	sink := &fileSink{f: tmp, h: sha256.New(), prog: prog}
 	found := &findings{maxListed: 10}

@@ -56,6 +56,10 @@ type Options struct {
 	// Log receives the pull's logs. Default: the context's logger
 	// (pkg/logging). Credentials are never logged.
 	Log *slog.Logger
+	// Downloaded, when set, is told the blob bytes each pull read from
+	// the registry, when it ends (failed or cancelled ones too), for
+	// metrics.
+	Downloaded func(n int64)
 }
 
 // Auth is the credentials of one pull; it mirrors the CRI's AuthConfig.

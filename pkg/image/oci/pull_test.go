@@ -338,3 +338,23 @@ func statBlocks(st os.FileInfo) int64 {
 	}
 	return 1 << 62
 }
+
+func TestPullReportsDownloadedBytes(t *testing.T) {
+	reg := newTestRegistry(t)
+	disk, _ := randomDisk(t, 1<<20)
+	l := layer(t, uncompressed, false, dirEntry("disk/"), fileEntry("disk/d.qcow2", disk))
+	ref := reg.push(buildImage(t, false, "amd64", l), "vms/bytes:1")
+	opts := testOptions(t, "", reg.host)
+	var got int64
+	opts.Downloaded = func(n int64) { got += n }
+	if _, err := Pull(ctxTimeout(t), ref, nil, opts); err != nil {
+		t.Fatal(err)
+	}
+	size, err := l.Size()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != size {
+		t.Fatalf("reported %d downloaded bytes, want the layer's %d", got, size)
+	}
+}

@@ -1,0 +1,53 @@
+package cri
+
+import (
+	"google.golang.org/grpc"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/vmpod/vmpod/pkg/logging"
+)
+
+// GetContainerEvents streams container and sandbox lifecycle events (the
+// kubelet's Evented PLEG) until the client goes away, the client falls
+// too far behind (ResourceExhausted) or vmpod shuts down (Unavailable).
+// events.go says what triggers each event.
+func (s *Service) GetContainerEvents(req *runtimeapi.GetEventsRequest, stream grpc.ServerStreamingServer[runtimeapi.ContainerEventResponse]) error {
+	ctx := stream.Context()
+	sub, err := s.events.subscribe()
+	if err != nil {
+		return err
+	}
+	defer s.events.unsubscribe(sub)
+	logging.From(ctx).Info("container event subscriber connected", "subscribers", s.events.count())
+
+	// One goroutine sends, so that this handler can return while a Send is
+	// blocked by a client that stopped reading: returning ends the stream,
+	// which unblocks the Send.
+	sendErr := make(chan error, 1)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case ev := <-sub.ch:
+				if err := stream.Send(ev); err != nil {
+					sendErr <- err
+					return
+				}
+			}
+		}
+	}()
+	select {
+	case <-ctx.Done():
+		return nil // the client went away
+	case <-sub.done:
+		return sub.err
+	case err := <-sendErr:
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+}
