@@ -5,7 +5,7 @@
 #   docker build -t vmpod:latest .
 #
 # The same binary is the node's CRI router (vmpod router); install it on the
-# host from this image: docker run --rm vmpod:latest cat /usr/local/bin/vmpod > vmpod
+# host from this image: docker run --rm --entrypoint cat vmpod:latest /usr/local/bin/vmpod > vmpod
 
 FROM golang:1.26-bookworm AS build
 # cgo: libvirt.org/go/libvirt links against libvirt.
