@@ -23,7 +23,10 @@ type fakeCRI struct {
 
 	name     string
 	handlers []string // runtime_handlers reported by Status
-	events   chan *runtimeapi.ContainerEventResponse
+	// hang makes the status calls block until the caller gives up, as a
+	// vmpod still recovering its state after a restart does.
+	hang   bool
+	events chan *runtimeapi.ContainerEventResponse
 
 	mu         sync.Mutex
 	calls      []string
@@ -160,6 +163,10 @@ func (f *fakeCRI) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePo
 
 func (f *fakeCRI) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandboxStatusRequest) (*runtimeapi.PodSandboxStatusResponse, error) {
 	f.record("PodSandboxStatus", req.GetPodSandboxId())
+	if f.hang {
+		<-ctx.Done()
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
 	if err := f.hasSandbox(req.GetPodSandboxId()); err != nil {
 		return nil, err
 	}

@@ -28,19 +28,21 @@ func (r *Router) containerBackend(ctx context.Context, id string) (*backend, err
 	})
 }
 
-// ownerOf finds the backend that owns an ID with the status call probe:
+// ownerOf finds the backend that owns an ID with the status call probe,
+// asked of both runtimes at once:
 //
 //	cached?                    -> that backend
 //	vmpod knows it             -> vmpod
 //	vmpod says NotFound        -> primary (also for IDs nobody knows: the
 //	                              primary then answers Stop/Remove with
 //	                              success and Status with NotFound)
-//	vmpod cannot answer, and
-//	  the primary knows it     -> primary (non-VM pods keep working)
-//	  the primary does not     -> Unavailable naming vmpod's socket: the ID
+//	the primary knows it       -> primary, without waiting for a vmpod that
+//	                              is down, hung or still recovering
+//	neither can say            -> Unavailable naming vmpod's socket: the ID
 //	                              is most likely a VM's
 //
-// An empty ID goes to the primary, which rejects it as its own API says.
+// An ID never moves between runtimes, so whichever knows it owns it. An
+// empty ID goes to the primary, which rejects it as its own API says.
 func (r *Router) ownerOf(ctx context.Context, id string, probe func(context.Context, *backend) error) (*backend, error) {
 	if id == "" {
 		return r.primary, nil
@@ -48,23 +50,32 @@ func (r *Router) ownerOf(ctx context.Context, id string, probe func(context.Cont
 	if b := r.cache.get(id); b != nil {
 		return b, nil
 	}
-	vctx, cancel := r.vmContext(ctx)
-	vmErr := probe(vctx, r.vm)
-	cancel()
-	switch status.Code(vmErr) {
-	case codes.OK:
-		r.cache.put(id, r.vm)
-		return r.vm, nil
-	case codes.NotFound:
-		r.cache.put(id, r.primary)
-		return r.primary, nil
+	pctx, cancel := r.vmContext(ctx) // bounds both probes; the primary answers at once
+	defer cancel()
+	type answer struct {
+		b   *backend
+		err error
+	}
+	answers := make(chan answer, 2)
+	for _, b := range []*backend{r.vm, r.primary} {
+		go func() { answers <- answer{b, probe(pctx, b)} }()
+	}
+	var vmErr error
+	for range 2 {
+		a := <-answers
+		switch {
+		case a.err == nil:
+			r.cache.put(id, a.b)
+			return a.b, nil
+		case a.b == r.vm && status.Code(a.err) == codes.NotFound:
+			r.cache.put(id, r.primary)
+			return r.primary, nil
+		case a.b == r.vm:
+			vmErr = a.err
+		}
 	}
 	if ctx.Err() != nil {
 		return nil, status.FromContextError(ctx.Err()).Err()
-	}
-	if err := probe(ctx, r.primary); err == nil {
-		r.cache.put(id, r.primary)
-		return r.primary, nil
 	}
 	return nil, status.Errorf(codes.Unavailable, "ID %s is not the primary runtime's and vmpod at %s cannot say whether it is a VM's: %s",
 		id, r.vm.endpoint, status.Convert(vmErr).Message())

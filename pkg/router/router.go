@@ -8,8 +8,9 @@
 //     handlers, else to the primary.
 //   - A call that names a sandbox or container ID goes to the backend that
 //     owns the ID. The router keeps no state that matters: it asks vmpod
-//     (PodSandboxStatus / ContainerStatus) and takes NotFound to mean "the
-//     primary's". A bounded cache of ID -> backend saves the question next
+//     (PodSandboxStatus / ContainerStatus), and the primary at the same
+//     time, whether it knows the ID; vmpod's NotFound means "the primary's"
+//     (route.go). A bounded cache of ID -> backend saves the question next
 //     time; IDs are random and never move between backends, so a cached
 //     answer never goes stale, and losing the cache (a restart) costs one
 //     question per ID.

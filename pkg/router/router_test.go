@@ -513,6 +513,25 @@ func TestVMPodDown(t *testing.T) {
 	}
 }
 
+func TestVMPodHung(t *testing.T) {
+	h := newHarness(t) // VMPodTimeout 2s
+	h.populate()
+	h.vm.hang = true
+	c := ctx(t)
+
+	start := time.Now()
+	if _, err := h.rt.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: "primary-sb"}); err != nil {
+		t.Fatalf("PodSandboxStatus of a primary pod: %v", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("a primary pod's status took %v while vmpod hangs; the primary's answer should not wait for vmpod", d)
+	}
+	_, err := h.rt.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: "vmpod-sb"})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), h.vmSock) {
+		t.Errorf("PodSandboxStatus of a VM while vmpod hangs: %v; want Unavailable naming %s", err, h.vmSock)
+	}
+}
+
 func TestBackendRestart(t *testing.T) {
 	h := newHarness(t)
 	c := ctx(t)
