@@ -1,5 +1,7 @@
 // Command vmpod is a Kubernetes container runtime (CRI) that runs every pod
-// as a libvirt/QEMU virtual machine. `vmpod serve` runs the daemon.
+// as a libvirt/QEMU virtual machine. `vmpod serve` runs the daemon, `vmpod
+// router` the CRI router for nodes shared with another runtime, `vmpod ping`
+// a CRI health check.
 package main
 
 import (
@@ -31,7 +33,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCommand(), newConfigCommand(), newVersionCommand())
+	root.AddCommand(newServeCommand(), newConfigCommand(), newVersionCommand(), newRouterCommand(), newPingCommand())
 	return root
 }
 
