@@ -172,6 +172,10 @@ func TestSetupAndTeardownWithRealPlugins(t *testing.T) {
 	if !strings.Contains(string(out), "master vmbr0") || !strings.Contains(string(out), "learning off") || strings.Contains(string(out), ifc.MAC) {
 		t.Fatalf("eth0 is not a learning-off vmbr0 port with a new MAC:\n%s", out)
 	}
+	if u, err := m.Usage(att); err != nil || len(u) != 1 || u[0].Name != "eth0" || u[0].TxBytes == 0 {
+		// The bridge plugin's gratuitous ARP went out through eth0.
+		t.Fatalf("Usage: %+v, %v", u, err)
+	}
 	// A boot: taps in the host, then moved into the bridge.
 	if err := m.PrepareVM(att); err != nil {
 		t.Fatal(err)

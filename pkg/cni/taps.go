@@ -230,3 +230,33 @@ func deleteTap(nsPath, name string) error {
 	}
 	return nil
 }
+
+// Usage is one pod interface's traffic counters, as the pod sees them.
+type Usage struct {
+	Name                                 string
+	RxBytes, RxErrors, TxBytes, TxErrors uint64
+}
+
+// Usage reads the counters of the pod's interfaces (the veths in the
+// netns: what they receive from the cluster is what the VM receives; DHCP
+// between vmpod and the VM is not counted).
+func (m *Manager) Usage(att *Attachment) ([]Usage, error) {
+	h, err := nsHandle(att.NetNS)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	var out []Usage
+	for _, ifc := range att.Interfaces {
+		l, err := h.LinkByName(ifc.Name)
+		if err != nil {
+			return nil, fmt.Errorf("read counters of %s: %w", ifc.Name, err)
+		}
+		st := l.Attrs().Statistics
+		if st == nil {
+			continue
+		}
+		out = append(out, Usage{Name: ifc.Name, RxBytes: st.RxBytes, RxErrors: st.RxErrors, TxBytes: st.TxBytes, TxErrors: st.TxErrors})
+	}
+	return out, nil
+}

@@ -116,6 +116,15 @@ func (f *fakeNet) ServeDHCP(att *cni.Attachment, g cni.Guest) error {
 	return nil
 }
 
+func (f *fakeNet) Usage(att *cni.Attachment) ([]cni.Usage, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.live[att.SandboxID] {
+		return nil, fmt.Errorf("no network")
+	}
+	return []cni.Usage{{Name: "eth0", RxBytes: 1000, TxBytes: 2000}}, nil
+}
+
 func (f *fakeNet) callsFor(id string) []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -170,6 +179,13 @@ func TestPodNetworkLifecycle(t *testing.T) {
 	e.mustStart(t, id)
 	if got := e.net.guests[sbID]; got.Hostname != "web-host" || !slices.Equal(got.DNSServers, []string{"10.96.0.10"}) {
 		t.Fatalf("guest info for DHCP: %+v", got)
+	}
+	ps, err := e.svc.PodSandboxStats(lcCtx(t), &runtimeapi.PodSandboxStatsRequest{PodSandboxId: sbID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nu := ps.Stats.Linux.Network; nu == nil || nu.DefaultInterface.Name != "eth0" || nu.DefaultInterface.RxBytes.Value != 1000 || nu.DefaultInterface.TxBytes.Value != 2000 {
+		t.Fatalf("pod network stats: %v", ps.Stats.Linux.Network)
 	}
 	if _, err := e.svc.StopPodSandbox(lcCtx(t), &runtimeapi.StopPodSandboxRequest{PodSandboxId: sbID}); err != nil {
 		t.Fatal(err)

@@ -85,6 +85,8 @@ type Network interface {
 	UnplugVM(att *cni.Attachment) error
 	// ServeDHCP restarts the DHCP servers of a running VM (after a restart).
 	ServeDHCP(att *cni.Attachment, guest cni.Guest) error
+	// Usage reads the pod interfaces' traffic counters.
+	Usage(att *cni.Attachment) ([]cni.Usage, error)
 }
 
 // Service implements runtimeapi.RuntimeServiceServer and
