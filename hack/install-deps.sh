@@ -12,7 +12,7 @@ packages=(
 	qemu-system-x86 qemu-utils genisoimage ovmf
 	containernetworking-plugins docker-registry skopeo apache2-utils
 	extlinux syslinux-common fdisk cpio kmod socat e2fsprogs dosfstools
-	iproute2 iptables util-linux curl python3 ca-certificates
+	iproute2 iptables iputils-ping util-linux curl python3 ca-certificates
 )
 missing=()
 for p in "${packages[@]}"; do
