@@ -29,16 +29,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/vmpod/vmpod/bench/internal/measure"
@@ -62,17 +58,9 @@ func main() {
 	check(err)
 	os.Chmod(work, 0o755)
 	defer os.RemoveAll(work)
-	defer exec.Command("ip", "link", "del", bridge).Run()
-	confDir := filepath.Join(work, "net.d")
-	check(os.MkdirAll(confDir, 0o755))
-	check(os.WriteFile(filepath.Join(confDir, "10-bench.conflist"), []byte(fmt.Sprintf(`{
-  "cniVersion": "1.0.0", "name": %q,
-  "plugins": [
-    {"type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": false, "hairpinMode": true,
-     "ipam": {"type": "host-local", "dataDir": %q, "ranges": [[{"subnet": %q}]], "routes": [{"dst": "0.0.0.0/0"}]}},
-    {"type": "portmap", "capabilities": {"portMappings": true}}
-  ]
-}`, netName, bridge, filepath.Join(work, "ipam"), subnet)), 0o644))
+	confDir, cleanup, err := measure.BridgeCNI(work, netName, bridge, subnet)
+	check(err)
+	defer cleanup()
 
 	setupTeardown(confDir, *pluginDir, filepath.Join(work, "cache"), *pods)
 	resumeToPing(*vmpodBin, *guest, work, confDir, *pluginDir, *runs)
@@ -115,34 +103,14 @@ func setupTeardown(confDir, pluginDir, cacheDir string, n int) {
 }
 
 func resumeToPing(bin, guest, work, confDir, pluginDir string, runs int) {
-	srvDir := filepath.Join(work, "www")
-	check(os.MkdirAll(srvDir, 0o755))
-	check(exec.Command("cp", guest, filepath.Join(srvDir, "guest.qcow2")).Run())
-	srv := httptest.NewServer(http.FileServer(http.Dir(srvDir)))
-	defer srv.Close()
 	v, err := measure.StartVmpod(bin, work, "VMPOD_ACCELERATOR=tcg", "VMPOD_TCG_TB_CACHE_MIB=256",
 		"VMPOD_CNI_CONF_DIR="+confDir, "VMPOD_CNI_BIN_DIRS="+pluginDir, "VMPOD_IMAGE_TRANSLATIONS_DIR={dir}/images.d")
 	check(err)
 	defer v.Stop()
-	check(os.MkdirAll(filepath.Join(v.Dir, "images.d"), 0o755))
-	check(os.WriteFile(filepath.Join(v.Dir, "images.d", "guest.toml"), []byte(fmt.Sprintf("[[translations]]\nname = \"guest\"\nurl = \"%s/guest.qcow2\"\n", srv.URL)), 0o644))
-	conn, err := grpc.NewClient("unix://"+filepath.Join(v.Dir, "v.sock"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	g, err := measure.PullGuest(v, guest)
 	check(err)
-	defer conn.Close()
-	rt, img := runtimeapi.NewRuntimeServiceClient(conn), runtimeapi.NewImageServiceClient(conn)
-	ctx := context.Background()
-	var imgID string
-	for i := 0; ; i++ { // the translation file is picked up shortly
-		r, err := img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "guest"}})
-		if err == nil {
-			imgID = r.ImageRef
-			break
-		}
-		if i > 50 {
-			check(err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	defer g.Close()
+	rt, imgID, ctx := g.RT, g.ImageID, context.Background()
 	var toPing, toReady []time.Duration
 	for i := 0; i < runs; i++ {
 		logDir := filepath.Join(work, fmt.Sprintf("logs%d", i))
