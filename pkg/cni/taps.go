@@ -10,6 +10,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/vmpod/vmpod/pkg/cni/nsenter"
 )
 
 // nsHandle opens a netlink handle inside the netns at path.
@@ -111,7 +113,7 @@ func ensureBridge(h *netlink.Handle, name string, mtu int) (netlink.Link, error)
 // bridge ports); the guest does the pod's IPv6. A kernel without IPv6 has
 // no such file, which is fine.
 func disableIPv6(nsPath, ifName string) error {
-	return inNetNS(nsPath, func() error {
+	return nsenter.Run(nsPath, func() error {
 		err := os.WriteFile(filepath.Join("/proc/sys/net/ipv6/conf", ifName, "disable_ipv6"), []byte("1"), 0o644)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("disable IPv6 on %s: %w", ifName, err)

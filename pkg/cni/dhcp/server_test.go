@@ -20,7 +20,9 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netlink"
+
 	"github.com/vishvananda/netns"
+	"github.com/vmpod/vmpod/pkg/cni/nsenter"
 	"golang.org/x/sys/unix"
 )
 
@@ -297,7 +299,7 @@ func (tn *testNet) txPackets(t *testing.T, link netlink.Link) uint64 {
 func (tn *testNet) client(t *testing.T, iface string, opts ...nclient4.ClientOpt) *nclient4.Client {
 	t.Helper()
 	var c *nclient4.Client
-	err := inNetNS(tn.path, func() (err error) {
+	err := nsenter.Run(tn.path, func() (err error) {
 		c, err = nclient4.New(iface, opts...)
 		return err
 	})
@@ -314,7 +316,7 @@ func (tn *testNet) client(t *testing.T, iface string, opts ...nclient4.ClientOpt
 func (tn *testNet) unicastClient(t *testing.T, iface string, gwMAC net.HardwareAddr) *nclient4.Client {
 	t.Helper()
 	var raw *packet.Conn
-	err := inNetNS(tn.path, func() error {
+	err := nsenter.Run(tn.path, func() error {
 		ifc, err := net.InterfaceByName(iface)
 		if err != nil {
 			return err

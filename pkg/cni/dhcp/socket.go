@@ -1,14 +1,12 @@
 package dhcp
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
-	"runtime"
 	"syscall"
 
-	"github.com/vishvananda/netns"
+	"github.com/vmpod/vmpod/pkg/cni/nsenter"
 	"golang.org/x/sys/unix"
 )
 
@@ -25,7 +23,7 @@ type packetConn struct {
 // nsPath ("" = the caller's). The socket stays in that netns for its life.
 func openPacketConn(nsPath, iface string) (*packetConn, error) {
 	var c *packetConn
-	err := inNetNS(nsPath, func() error {
+	err := nsenter.Run(nsPath, func() error {
 		ifc, err := net.InterfaceByName(iface)
 		if err != nil {
 			return fmt.Errorf("find interface %q: %w", iface, err)
@@ -34,44 +32,6 @@ func openPacketConn(nsPath, iface string) (*packetConn, error) {
 		return err
 	})
 	return c, err
-}
-
-// inNetNS runs fn on an OS thread switched into the netns at path. It runs
-// on a goroutine of its own that locks its thread and never unlocks it when
-// switching back fails, so the runtime throws that thread away instead of
-// reusing it in the wrong netns.
-func inNetNS(path string, fn func() error) error {
-	if path == "" {
-		return fn()
-	}
-	target, err := netns.GetFromPath(path)
-	if err != nil {
-		return fmt.Errorf("open netns %s: %w", path, err)
-	}
-	defer target.Close()
-
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- fmt.Errorf("get current netns: %w", err)
-			return // thread stays locked and dies with this goroutine
-		}
-		defer orig.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- fmt.Errorf("enter netns %s: %w", path, err)
-			return
-		}
-		fnErr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(fnErr, fmt.Errorf("return from netns %s: %w", path, err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- fnErr
-	}()
-	return <-errc
 }
 
 // listen opens the socket on ifc. ETH_P_ALL rather than ETH_P_IP, because
