@@ -60,6 +60,7 @@ type ConsoleFactory func(socketPath, logPath string, log *slog.Logger) (ConsoleH
 // StreamServer is the CRI streaming server (k8s.io/cri-streaming).
 type StreamServer interface {
 	GetAttach(*runtimeapi.AttachRequest) (*runtimeapi.AttachResponse, error)
+	GetExec(*runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error)
 }
 
 // Service implements runtimeapi.RuntimeServiceServer and
@@ -116,7 +117,8 @@ func NewService(o Options) *Service {
 	}
 }
 
-// SetStreamServer installs the streaming server Attach URLs come from.
+// SetStreamServer installs the streaming server Attach and Exec URLs come
+// from.
 func (s *Service) SetStreamServer(ss StreamServer) { s.streams = ss }
 
 // ImageDiskInUse reports whether a container's root overlay is backed by

@@ -24,13 +24,6 @@ func (s *Service) UpdatePodSandboxResources(ctx context.Context, req *runtimeapi
 	return nil, notYet("UpdatePodSandboxResources", "the VM pod lifecycle (sandboxes and containers as libvirt domains)")
 }
 
-// Area: exec through the QEMU guest agent.
-
-// Exec is not implemented yet.
-func (s *Service) Exec(ctx context.Context, req *runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
-	return nil, notYet("Exec", "exec through the QEMU guest agent")
-}
-
 // Area: pod networking (port-forward to the guest).
 
 // PortForward is not implemented yet.
