@@ -209,7 +209,9 @@ func (s *Service) domainSpec(rec containerRecord, sb *sandbox) libvirttools.Doma
 		SerialSocket: serialSocket(rec.RunDir), SerialLog: filepath.Join(rec.Dir, "serial.log"),
 		// Every VM gets the guest agent channel (exec, probes, agent info).
 		GuestAgentSocket: filepath.Join(rec.RunDir, "qga.sock"),
-		TBCacheMiB:       vm.TBCacheMiB,
+		// And the exec channels (TTY exec).
+		ExecSockets: execSockets(rec.RunDir),
+		TBCacheMiB:  vm.TBCacheMiB,
 		Metadata: libvirttools.Metadata{
 			SandboxID: sb.rec.ID, ContainerID: rec.ID,
 			PodName: m.GetName(), PodNamespace: m.GetNamespace(), PodUID: m.GetUid(), Attempt: m.GetAttempt(),

@@ -298,3 +298,25 @@ func mustEncode(t *testing.T, c *runtimeapi.PodSandboxConfig) []byte {
 	}
 	return b
 }
+
+func TestPortForwardRPC(t *testing.T) {
+	e := newLCEnv(t)
+	e.svc.SetStreamServer(fakeStreams{})
+	sbID := e.runPod(t, lcPod("pf"))
+	resp, err := e.svc.PortForward(lcCtx(t), &runtimeapi.PortForwardRequest{PodSandboxId: sbID, Port: []int32{8080}})
+	if err != nil || resp.Url == "" {
+		t.Fatalf("PortForward: %v, %v", resp, err)
+	}
+	if _, err := e.svc.PortForward(lcCtx(t), &runtimeapi.PortForwardRequest{PodSandboxId: sbID, Port: []int32{70000}}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Fatalf("port 70000: got %v, want InvalidArgument", err)
+	}
+	if _, err := e.svc.PortForward(lcCtx(t), &runtimeapi.PortForwardRequest{PodSandboxId: "nope"}); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("unknown sandbox: got %v, want NotFound", err)
+	}
+	if _, err := e.svc.StopPodSandbox(lcCtx(t), &runtimeapi.StopPodSandboxRequest{PodSandboxId: sbID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.PortForward(lcCtx(t), &runtimeapi.PortForwardRequest{PodSandboxId: sbID, Port: []int32{8080}}); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Fatalf("stopped pod: got %v, want FailedPrecondition", err)
+	}
+}

@@ -63,6 +63,7 @@ type ConsoleFactory func(socketPath, logPath string, log *slog.Logger) (ConsoleH
 type StreamServer interface {
 	GetAttach(*runtimeapi.AttachRequest) (*runtimeapi.AttachResponse, error)
 	GetPortForward(*runtimeapi.PortForwardRequest) (*runtimeapi.PortForwardResponse, error)
+	GetExec(*runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error)
 }
 
 // Network is the pods' network (*cni.Manager implements it; see pkg/cni
@@ -157,7 +158,8 @@ func NewService(o Options) *Service {
 	return s
 }
 
-// SetStreamServer installs the streaming server Attach URLs come from.
+// SetStreamServer installs the streaming server Attach and Exec URLs come
+// from.
 func (s *Service) SetStreamServer(ss StreamServer) { s.streams = ss }
 
 // ImageDiskInUse reports whether a container's root overlay is backed by

@@ -155,6 +155,8 @@ type container struct {
 	rec     containerRecord
 	config  *runtimeapi.ContainerConfig
 	console ConsoleHandle // nil unless running
+	// ttyPorts are the VM's exec channels in use by TTY execs.
+	ttyPorts ttyPortSet
 }
 
 // snapshot returns the record and config.

@@ -20,7 +20,7 @@ func (r streamRuntime) Attach(ctx context.Context, containerID string, in io.Rea
 }
 
 func (r streamRuntime) Exec(ctx context.Context, containerID string, cmd []string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommandserver.TerminalSize) error {
-	return notYet("Exec", "exec through the QEMU guest agent")
+	return r.s.ExecStream(ctx, containerID, cmd, in, out, errw, tty, resize)
 }
 
 func (r streamRuntime) PortForward(ctx context.Context, podSandboxID string, port int32, stream io.ReadWriteCloser) error {

@@ -24,13 +24,6 @@ func (s *Service) UpdatePodSandboxResources(ctx context.Context, req *runtimeapi
 	return nil, notYet("UpdatePodSandboxResources", "the VM pod lifecycle (sandboxes and containers as libvirt domains)")
 }
 
-// Area: exec through the QEMU guest agent.
-
-// Exec is not implemented yet.
-func (s *Service) Exec(ctx context.Context, req *runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
-	return nil, notYet("Exec", "exec through the QEMU guest agent")
-}
-
 // Area: CRI metrics (the kubelet's PodAndContainerStatsFromCRI feature,
 // which serves cAdvisor-style metrics from these). Per-VM CPU and memory
 // are served by the stats RPCs; vmpod's own metrics by metrics_address.

@@ -520,6 +520,12 @@ func translateError(op string, err error) error {
 		if lv.Domain == libvirt.FROM_RPC {
 			class = errdefs.ErrUnavailable
 		}
+		// A reply larger than the RPC protocol carries (4 MiB for a
+		// string, e.g. a guest agent reply with captured output): the
+		// connection is fine, the call cannot succeed.
+		if lv.Domain == libvirt.FROM_RPC && strings.Contains(lv.Message, "Unable to encode message payload") {
+			class = errdefs.ErrResourceExhausted
+		}
 	case libvirt.ERR_CONFIG_UNSUPPORTED, libvirt.ERR_XML_ERROR, libvirt.ERR_XML_DETAIL,
 		libvirt.ERR_XML_INVALID_SCHEMA, libvirt.ERR_INVALID_ARG,
 		libvirt.ERR_NO_NAME, libvirt.ERR_NO_OS: // definitions lacking <name>, <os>

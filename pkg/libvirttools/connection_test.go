@@ -59,6 +59,8 @@ func TestTranslateError(t *testing.T) {
 			Message: "End of file while reading data: Input/output error"}, errdefs.ErrUnavailable},
 		{"socket broken pipe", libvirt.Error{Code: libvirt.ERR_SYSTEM_ERROR, Domain: libvirt.FROM_RPC,
 			Message: "Cannot write data: Broken pipe"}, errdefs.ErrUnavailable},
+		{"reply too large", libvirt.Error{Code: libvirt.ERR_RPC, Domain: libvirt.FROM_RPC,
+			Message: "Unable to encode message payload"}, errdefs.ErrResourceExhausted},
 		{"client socket closed", libvirt.Error{Code: libvirt.ERR_INTERNAL_ERROR, Domain: libvirt.FROM_RPC,
 			Message: "internal error: client socket is closed"}, errdefs.ErrUnavailable},
 		{"system error in the driver", libvirt.Error{Code: libvirt.ERR_SYSTEM_ERROR, Domain: libvirt.FROM_QEMU,

@@ -1,30 +1,50 @@
 package libvirttools
 
-import "libvirt.org/go/libvirtxml"
+import (
+	"fmt"
+
+	"libvirt.org/go/libvirtxml"
+)
 
 // GuestAgentChannel is the virtio-serial port name qemu-guest-agent
 // listens on in the guest.
 const GuestAgentChannel = "org.qemu.guest_agent.0"
 
+// ExecChannel is the name of the i-th virtio-serial port that carries the
+// bytes of a TTY exec session (vmpod.exec.0, vmpod.exec.1, ...). In the
+// guest it is /dev/virtio-ports/vmpod.exec.<i>.
+func ExecChannel(i int) string { return fmt.Sprintf("vmpod.exec.%d", i) }
+
 func validateChannels(spec *DomainSpec, p *specProblems) {
 	checkSocketPath(p, "guest agent socket", spec.GuestAgentSocket, false)
+	for i, s := range spec.ExecSockets {
+		checkSocketPath(p, fmt.Sprintf("exec socket %d", i), s, true)
+	}
 }
 
-// configureChannels adds the qemu-guest-agent channel, a unix socket QEMU
-// binds, when the spec asks for one.
+// configureChannels adds the qemu-guest-agent channel and the exec
+// channels, each a unix socket QEMU binds, when the spec asks for them.
 func configureChannels(spec *DomainSpec, dom *libvirtxml.Domain) error {
-	if spec.GuestAgentSocket == "" {
+	channel := func(path, name string) libvirtxml.DomainChannel {
+		return libvirtxml.DomainChannel{
+			Source: &libvirtxml.DomainChardevSource{
+				UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind", Path: path},
+			},
+			Target: &libvirtxml.DomainChannelTarget{
+				VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: name},
+			},
+		}
+	}
+	if spec.GuestAgentSocket != "" {
+		dom.Devices.Channels = append(dom.Devices.Channels, channel(spec.GuestAgentSocket, GuestAgentChannel))
+	}
+	for i, s := range spec.ExecSockets {
+		dom.Devices.Channels = append(dom.Devices.Channels, channel(s, ExecChannel(i)))
+	}
+	if len(dom.Devices.Channels) == 0 {
 		return nil
 	}
-	dom.Devices.Channels = append(dom.Devices.Channels, libvirtxml.DomainChannel{
-		Source: &libvirtxml.DomainChardevSource{
-			UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind", Path: spec.GuestAgentSocket},
-		},
-		Target: &libvirtxml.DomainChannelTarget{
-			VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: GuestAgentChannel},
-		},
-	})
-	// libvirt would add the virtio-serial controller the channel needs by
+	// libvirt would add the virtio-serial controller the channels need by
 	// itself; written out so the XML says what the guest gets.
 	dom.Devices.Controllers = append(dom.Devices.Controllers, libvirtxml.DomainController{
 		Type: "virtio-serial", Index: uintPtr(0),

@@ -100,6 +100,7 @@ func goldenCases() []struct {
 
 	full := baseSpec()
 	full.GuestAgentSocket = "/run/vmpod/containers/0123456789ab/qga.sock"
+	full.ExecSockets = []string{"/run/vmpod/containers/0123456789ab/exec0.sock", "/run/vmpod/containers/0123456789ab/exec1.sock"}
 	full.NICs = []NIC{{TapName: "tap0", MAC: "52:54:00:12:34:56"}}
 	full.ExtraDisks = []Disk{
 		{Path: "/var/lib/vmpod/containers/0123456789ab/seed.iso", Format: DiskFormatRaw, Device: DiskDeviceCDROM, ReadOnly: true},

@@ -125,6 +125,10 @@ type DomainSpec struct {
 	// GuestAgentSocket is the absolute path of the unix socket QEMU binds
 	// for the qemu-guest-agent channel; "" adds no channel.
 	GuestAgentSocket string
+	// ExecSockets are the absolute paths of the unix sockets QEMU binds for
+	// the exec channels: the i-th is the virtio-serial port ExecChannel(i),
+	// which carries one TTY exec session at a time. Empty adds none.
+	ExecSockets []string
 
 	// Metadata identifies the pod and container the domain belongs to; it
 	// is stored in the domain so recovery can map domains back.

@@ -4,7 +4,8 @@
 #   MBR (syslinux mbr.bin) -> one bootable ext2 partition with extlinux,
 #   the Debian 12 cloud kernel and a busybox initramfs that does everything
 #   (modules, DHCP on every NIC, httpd on :8080, acpid, serial shell,
-#   the QEMU guest agent on the org.qemu.guest_agent.0 virtio-serial port).
+#   the QEMU guest agent on the org.qemu.guest_agent.0 virtio-serial port,
+#   util-linux `script` for vmpod's TTY exec).
 #
 # Usage (as root, on Debian 12):
 #   tests/e2e/images/build-guest.sh [OUTPUT.qcow2]
@@ -306,6 +307,15 @@ install -m 0755 "$f" "$ROOT/$LIBDIR/${QGA_INTERP##*/}"
 QGA_VERSION=$(dpkg-deb -f "$QGA_POOL/qemu-guest-agent.deb" Version)
 log "qemu-ga $QGA_VERSION: $(stat -c %s "$ROOT/usr/sbin/qemu-ga") bytes, from packages: ${QGA_PKGS[*]}"
 log "qemu-ga libraries ($(du -cb "$ROOT/$LIBDIR"/* | tail -n1 | cut -f1) bytes): $(cd "$ROOT/$LIBDIR" && echo *)"
+
+# --- script(1) from util-linux (Debian's bsdutils). vmpod runs a TTY exec
+# (`crictl exec -it`, `kubectl exec -it`) under `script` so the command gets a
+# pseudo-terminal; busybox has no script applet. It needs only libc, which
+# qemu-ga brought (qga_add_libs adds anything else it names).
+dpkg -x "$(fetch_deb bsdutils </dev/null)" "$BUILD/bsdutils"
+install -m 0755 "$BUILD/bsdutils/usr/bin/script" "$ROOT/usr/bin/script"
+qga_add_libs "$ROOT/usr/bin/script"
+log "script (util-linux $(dpkg-deb -f "$(fetch_deb bsdutils </dev/null)" Version)): $(stat -c %s "$ROOT/usr/bin/script") bytes"
 
 # The kernel opens /dev/console before /init runs and before devtmpfs is mounted.
 mknod -m 600 "$ROOT/dev/console" c 5 1
@@ -745,7 +755,7 @@ OUT_TMP=""
 # Keep the work dir small: only the .deb cache, the initramfs tree, initrd.img
 # and vmlinuz (for direct kernel boot while debugging) stay.
 cp "$VMLINUZ" "$BUILD/vmlinuz"
-rm -rf "$RAW" "$KROOT" "$BUILD/busybox" "$QGA_POOL"
+rm -rf "$RAW" "$KROOT" "$BUILD/busybox" "$BUILD/bsdutils" "$QGA_POOL"
 
 size=$(stat -c %s "$OUT")
 log "built $OUT"
