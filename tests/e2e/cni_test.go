@@ -88,11 +88,22 @@ func networkLeftovers(t *testing.T, sandboxIDs ...string) []string {
 			left = append(left, "tap vmt"+id[:10]+"*")
 		}
 	}
-	if out, _ := exec.Command("ip", "-o", "link", "show", "master", e2eBridge).Output(); strings.TrimSpace(string(out)) != "" {
-		left = append(left, "ports on "+e2eBridge+": "+strings.TrimSpace(string(out)))
+	// The network's bridge and IPAM are shared by the tests: look for these
+	// sandboxes' veths and reservations only.
+	if out, _ := exec.Command("ip", "-o", "link", "show", "master", e2eBridge).Output(); len(out) > 0 {
+		for _, id := range sandboxIDs {
+			if strings.Contains(string(out), "link-netns vmpod-"+id) {
+				left = append(left, "a veth on "+e2eBridge+" into vmpod-"+id)
+			}
+		}
 	}
-	if ips := ipReservations(t); len(ips) > 0 {
-		left = append(left, "host-local reservations "+strings.Join(ips, " "))
+	for _, ip := range ipReservations(t) {
+		b, _ := os.ReadFile(filepath.Join(cniIPAMDir, e2eNetName, ip))
+		for _, id := range sandboxIDs {
+			if strings.Contains(string(b), id) {
+				left = append(left, "host-local reservation "+ip+" of "+id)
+			}
+		}
 	}
 	if out, err := exec.Command("iptables-save").Output(); err == nil {
 		for _, id := range sandboxIDs {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -89,6 +90,31 @@ func TestPodNetwork(t *testing.T) {
 		}
 		vms[i] = v
 	}
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		// Who holds which MAC and IP, and what the DHCP servers did.
+		for _, v := range vms {
+			if v == nil {
+				continue
+			}
+			out, _, _ := e.crictl("inspectp", "-o", "json", v.podID)
+			if i := strings.Index(out, `"interfaces"`); i >= 0 {
+				out = out[i:min(len(out), i+400)]
+			}
+			t.Logf("%s %s %s: %s", v.name, v.podID[:12], v.ip, out)
+		}
+		for _, l := range strings.Split(e.log(), "\n") {
+			if strings.Contains(l, "DHCP") && !strings.Contains(l, "level=DEBUG") {
+				t.Log(l)
+			}
+		}
+		out, _ := exec.Command("ip", "neigh", "show", "dev", e2eBridge).CombinedOutput()
+		t.Logf("host neighbours on %s:\n%s", e2eBridge, out)
+		out, _ = exec.Command("virsh", "list", "--all").CombinedOutput()
+		t.Logf("domains:\n%s", out)
+	})
 	seen := map[string]string{}
 	for _, v := range vms {
 		if other, dup := seen[v.ip]; dup {
@@ -212,13 +238,15 @@ func TestPodNetworkSurvivesKillMidRunp(t *testing.T) {
 	d := startDaemon(t, daemonOpts{extraEnv: env})
 	e := &vmEnv{daemon: d, logDir: filepath.Join(d.dir, "pods")}
 	f := e.podConfigs("halfmade", 0, nil)
+	reservedBefore := len(ipReservations(t))
+	netnsBefore, _ := filepath.Glob("/run/netns/vmpod-*")
 	runp := exec.Command("crictl", "--config", d.crictlConfig, "runp", f.pod)
 	if err := runp.Start(); err != nil {
 		t.Fatal(err)
 	}
 	// Wait until the real plugin reserved the IP (ADD is under way).
 	deadline := time.Now().Add(30 * time.Second)
-	for len(ipReservations(t)) == 0 {
+	for len(ipReservations(t)) == reservedBefore {
 		if time.Now().After(deadline) {
 			t.Fatalf("no IP reserved within 30 s\n%s", d.log())
 		}
@@ -226,11 +254,16 @@ func TestPodNetworkSurvivesKillMidRunp(t *testing.T) {
 	}
 	d.kill9()
 	runp.Wait()
-	netns, _ := filepath.Glob("/run/netns/vmpod-*")
-	if len(netns) == 0 {
-		t.Fatal("no pod netns existed at the kill: the test did not kill mid-runp")
+	netnsAfter, _ := filepath.Glob("/run/netns/vmpod-*")
+	var id string
+	for _, n := range netnsAfter {
+		if !slices.Contains(netnsBefore, n) {
+			id = strings.TrimPrefix(filepath.Base(n), "vmpod-")
+		}
 	}
-	id := strings.TrimPrefix(filepath.Base(netns[0]), "vmpod-")
+	if id == "" {
+		t.Fatal("no new pod netns existed at the kill: the test did not kill mid-runp")
+	}
 	time.Sleep(6 * time.Second) // let the orphaned plugin finish
 	if err := d.start(env); err != nil {
 		t.Fatal(err)
