@@ -11,15 +11,16 @@ import (
 
 // The tests' pod network: Debian's real bridge + host-local + portmap
 // plugins on a private subnet that exists only on this machine (a bridge
-// the tests create; the host's own interfaces are never touched).
-const (
-	e2eNetName = "vmpod-e2e"
-	e2eBridge  = "vmpode2e0"
-	e2eSubnet  = "10.251.0.0/16"
-	e2eGateway = "10.251.0.1"
-)
+// the tests create; the host's own interfaces are never touched). Each run
+// of the tests has its own bridge and /24 in 10.251.0.0/16, picked from its
+// process ID, so two runs on one machine (two checkouts) do not hand out
+// the same addresses on one segment or delete each other's bridge.
+const e2eNetName = "vmpod-e2e"
 
 var (
+	e2eBridge  string // vmpode2e<N>
+	e2eSubnet  string // 10.251.<N>.0/24
+	e2eGateway string // 10.251.<N>.1
 	cniConfDir string // VMPOD_CNI_CONF_DIR of every test daemon
 	cniIPAMDir string // host-local's dataDir: one reservation file per pod IP
 )
@@ -47,6 +48,10 @@ func setupCNI() (func(), error) {
 	if err != nil {
 		return nil, err
 	}
+	n := os.Getpid()%250 + 1
+	e2eBridge = fmt.Sprintf("vmpode2e%d", n)
+	e2eSubnet = fmt.Sprintf("10.251.%d.0/24", n)
+	e2eGateway = fmt.Sprintf("10.251.%d.1", n)
 	cniConfDir = filepath.Join(dir, "net.d")
 	cniIPAMDir = filepath.Join(dir, "ipam")
 	if err := os.MkdirAll(cniConfDir, 0o755); err != nil {

@@ -85,7 +85,7 @@ func TestPodNetwork(t *testing.T) {
 		v.f = e.podConfigsWith(v.name, 0, map[string]string{"vmpod.dev/memory": "192Mi"}, extra)
 		v.podID, v.ctrID = e.startVM(v.f)
 		v.ip = e.podIP(v.podID)
-		if !strings.HasPrefix(v.ip, "10.251.") {
+		if !strings.HasPrefix(v.ip, strings.TrimSuffix(e2eSubnet, "0/24")) {
 			t.Fatalf("%s: crictl inspectp shows IP %q, want one from %s", v.name, v.ip, e2eSubnet)
 		}
 		vms[i] = v
@@ -128,11 +128,11 @@ func TestPodNetwork(t *testing.T) {
 	// Every guest got its pod IP (by DHCP from vmpod) and answers on it.
 	for _, v := range vms {
 		m := waitLog(t, v.f.logPath, guestIPRE, 3*bootTimeout)
-		if m[1] != v.ip || m[2] != "16" {
-			t.Fatalf("%s: the guest configured %s/%s, CNI chose %s/16", v.name, m[1], m[2], v.ip)
+		if m[1] != v.ip || m[2] != "24" {
+			t.Fatalf("%s: the guest configured %s/%s, CNI chose %s/24", v.name, m[1], m[2], v.ip)
 		}
 		body := waitHTTP(t, "http://"+v.ip+":8080/cgi-bin/info", "hostname="+v.name, 60*time.Second)
-		if !strings.Contains(body, "ip eth0="+v.ip+"/16") {
+		if !strings.Contains(body, "ip eth0="+v.ip+"/24") {
 			t.Fatalf("%s: info page: %s", v.name, body)
 		}
 	}
@@ -320,6 +320,9 @@ func TestPodNetworkErrors(t *testing.T) {
 	broken := t.TempDir()
 	os.Chmod(broken, 0o755)
 	bad := strings.Replace(e2eConfList("bridge"), e2eSubnet, "10.251.300.0/24", 1)
+	if bad == e2eConfList("bridge") {
+		t.Fatal("the broken config is not broken")
+	}
 	if err := os.WriteFile(filepath.Join(broken, "10-broken.conflist"), []byte(bad), 0o644); err != nil {
 		t.Fatal(err)
 	}
