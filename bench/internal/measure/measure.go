@@ -119,6 +119,40 @@ func (v *Vmpod) Crictl(args ...string) error {
 	return exec.CommandContext(ctx, "crictl", append([]string{"-r", "unix://" + v.sock, "-i", "unix://" + v.sock, "-t", "600s"}, args...)...).Run()
 }
 
+// CrictlOutput runs crictl against the daemon and returns its standard
+// output (10-minute bound).
+func (v *Vmpod) CrictlOutput(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "crictl", append([]string{"-r", "unix://" + v.sock, "-i", "unix://" + v.sock, "-t", "600s"}, args...)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out), fmt.Errorf("crictl %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return string(out), nil
+}
+
+// SmapsRollup returns the fields of /proc/PID/smaps_rollup in KiB (Rss,
+// Pss, Pss_Anon, Pss_File, ...).
+func SmapsRollup(pid int) (map[string]int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]int{}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 3 && f[2] == "kB" {
+			var v int
+			fmt.Sscan(f[1], &v)
+			m[strings.TrimSuffix(f[0], ":")] = v
+		}
+	}
+	return m, nil
+}
+
 // Pid is the daemon's process ID.
 func (v *Vmpod) Pid() int { return v.cmd.Process.Pid }
 
@@ -127,4 +161,32 @@ func (v *Vmpod) Stop() {
 	v.cmd.Process.Signal(syscall.SIGTERM)
 	v.cmd.Wait()
 	os.RemoveAll(v.Dir)
+}
+
+// PrivateCNI writes a CNI config for a benchmark's vmpod (its
+// VMPOD_CNI_CONF_DIR; RunPodSandbox needs one): Debian's bridge and
+// host-local plugins on a subnet that exists only on this machine, on a
+// bridge the plugin makes. It returns the conf dir and a function that
+// removes the bridge. subnet is a /16 such as "10.249.0.0/16"; its .1 is
+// the gateway.
+func PrivateCNI(work, bridge, subnet string) (confDir string, cleanup func(), err error) {
+	confDir = filepath.Join(work, "net.d")
+	if err := os.MkdirAll(confDir, 0o755); err != nil {
+		return "", nil, err
+	}
+	gw := strings.TrimSuffix(strings.Split(subnet, "/")[0], ".0") + ".1"
+	conf := fmt.Sprintf(`{
+  "cniVersion": "1.0.0",
+  "name": %q,
+  "plugins": [
+    {"type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": false,
+     "ipam": {"type": "host-local", "dataDir": %q,
+              "ranges": [[{"subnet": %q, "gateway": %q}]], "routes": [{"dst": "0.0.0.0/0"}]}}
+  ]
+}
+`, bridge, bridge, filepath.Join(work, "ipam"), subnet, gw)
+	if err := os.WriteFile(filepath.Join(confDir, "10-bench.conflist"), []byte(conf), 0o644); err != nil {
+		return "", nil, err
+	}
+	return confDir, func() { exec.Command("ip", "link", "del", bridge).Run() }, nil
 }
