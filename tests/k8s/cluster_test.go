@@ -63,6 +63,24 @@ type cluster struct {
 	procs map[string]*proc
 
 	sysctls map[string]string // as they were before the kubelet changed them
+	made    []string          // hostDirs that did not exist before the test
+}
+
+// hostDirs are the host paths that the kubelet and containerd use whatever
+// their configuration says: the kubelet's device plugin socket, libcni's
+// cache (containerd's CNI), the shims' sockets and runc's state. The test
+// removes those it made, deepest first, when they are empty again.
+var hostDirs = []string{"/var/lib/kubelet/device-plugins", "/var/lib/kubelet",
+	"/var/lib/cni/results", "/var/lib/cni",
+	"/run/containerd/s", "/run/containerd/runc/k8s.io", "/run/containerd/runc", "/run/containerd"}
+
+// noteHostDirs records which hostDirs do not exist yet.
+func (c *cluster) noteHostDirs() {
+	for _, d := range hostDirs {
+		if _, err := os.Stat(d); err != nil {
+			c.made = append(c.made, d)
+		}
+	}
 }
 
 // kubeletSysctls are the kernel settings the kubelet sets at start-up
@@ -444,7 +462,7 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 `, c.routerSock, cgroupTop, gateway, c.kubeletPort, c.podLogs))
 	c.start("kubelet", nil, filepath.Join(c.bin, "kubelet"), "--config", conf, "--kubeconfig", c.kubeconfig,
-		"--root-dir", c.kubeletRoot, "--hostname-override", nodeName, "--node-ip", gateway,
+		"--root-dir", c.kubeletRoot, "--cert-dir", filepath.Join(c.kubeletRoot, "pki"), "--hostname-override", nodeName, "--node-ip", gateway,
 		"--node-labels", "vmpod.dev/enabled=true", "--v", "2")
 	c.waitFor("node "+nodeName+" Ready", "kubelet", 3*time.Minute, func() error {
 		out, err := c.kubectl(10*time.Second, "get", "node", nodeName, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
@@ -494,6 +512,12 @@ func (c *cluster) teardown() {
 		syscall.Unmount(m, syscall.MNT_DETACH)
 	}
 	removeCgroups(cgroupTop)
+	for _, d := range c.made {
+		if d == "/var/lib/kubelet/device-plugins" {
+			os.Remove(filepath.Join(d, "kubelet.sock"))
+		}
+		os.Remove(d) // only when empty
+	}
 	exec.Command("ip", "link", "del", bridge).Run()
 	if os.Getenv("VMPOD_K8S_KEEP") == "" {
 		os.RemoveAll(c.dir)

@@ -92,6 +92,7 @@ const (
 func TestKubelet(t *testing.T) {
 	total := time.Now()
 	c := newCluster(t, k8sBin, vmpodBin, guest)
+	c.noteHostDirs()
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, n := range []string{"kubelet", "router", "vmpod", "containerd"} {
