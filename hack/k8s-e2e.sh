@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Runs the real-kubelet end-to-end test (tests/k8s) on a Debian 12 machine,
-# as root: installs what it needs (hack/install-deps.sh, plus Debian's
-# etcd-server, containerd and runc), builds kubelet, kube-apiserver and
-# kubectl from the k8s.io/kubernetes module (hack/k8s/) into a cache
-# directory that later runs reuse, starts libvirt, builds the test guest,
-# then runs the test. Everything it starts listens on 127.0.0.1 or on unix
+# as root (hack/test.sh runs it last): installs what it needs
+# (hack/install-deps.sh: Debian's etcd-server, containerd and runc among
+# them), builds kubelet, kube-apiserver and kubectl from the
+# k8s.io/kubernetes module (hack/k8s/) into a cache directory that later
+# runs reuse, starts libvirt, builds the test guest, then runs the test. Everything it starts listens on 127.0.0.1 or on unix
 # sockets under a temp dir; pods use a private bridge (10.252.0.0/16) that
 # the test makes and removes.
 #
@@ -23,20 +23,10 @@ bin=$cache/k8s-$K8S_VERSION/bin
 build_only=false
 [ "${1:-}" = --build-only ] && build_only=true
 
+# Debian's packages (etcd-server, containerd and runc among them). Where
+# systemd runs, the packages start their own etcd and containerd; the
+# test's instances use other ports and sockets, so they do not meet.
 hack/install-deps.sh
-# The kubelet's primary runtime and the API server's store. Debian's
-# packages enable systemd units; where systemd runs, stop them so that
-# only the test's own instances run (on their own sockets and ports).
-packages=(etcd-server containerd runc)
-missing=()
-for p in "${packages[@]}"; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-	echo "k8s-e2e: installing ${missing[*]}"
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
 
 # kubelet, kube-apiserver and kubectl, built once per Kubernetes version.
 # The version is stamped in as the release build does, so the node reports
