@@ -13,6 +13,8 @@ packages=(
 	containernetworking-plugins docker-registry skopeo apache2-utils
 	extlinux syslinux-common fdisk cpio kmod socat e2fsprogs dosfstools
 	iproute2 iptables iputils-ping util-linux curl python3 ca-certificates
+	# tests/k8s: the API server's store and the kubelet's primary runtime.
+	etcd-server containerd runc
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every vmpod test on a Debian 12 machine, as root: installs what the
 # tests need, starts virtlogd + libvirtd, builds the test guest image, then
-# runs vet, the unit tests (no root or libvirtd needed) and the end-to-end
-# tests (real vmpod, libvirtd, QEMU/TCG, crictl).
+# runs vet, the unit tests (no root or libvirtd needed), the end-to-end
+# tests (real vmpod, libvirtd, QEMU/TCG, crictl) and the real-kubelet test
+# (hack/k8s-e2e.sh: kubelet, API server, containerd, the router; its
+# Kubernetes binaries are built once and cached in /var/cache/vmpod-e2e).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=$PATH:/usr/local/go/bin:/usr/local/bin:/usr/sbin:/sbin
@@ -18,3 +20,5 @@ go test -count=1 ./pkg/...
 echo "== end-to-end tests"
 VMPOD_E2E=1 VMPOD_TEST_GUEST="$PWD/tests/e2e/images/out/vmpod-test-guest.qcow2" \
 	go test -count=1 -timeout 25m -v ./tests/e2e/...
+echo "== real-kubelet end-to-end test"
+hack/k8s-e2e.sh

@@ -19,10 +19,18 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/vmpod/vmpod/bench/internal/measure"
 )
 
 // imageName is the name the translation rule maps to the served guest.
 const imageName = "vmpodbench-guest"
+
+// The pods' network (measure.BridgeCNI): only on this machine.
+const (
+	benchBridge = "vmpodboot0"
+	benchSubnet = "10.249.0.0/16"
+)
 
 // bench is one benchmark run: its files, the vmpod it started, the
 // client, and everything to clean up.
@@ -34,6 +42,8 @@ type bench struct {
 	socket    string
 	stateDir  string
 	transDir  string
+	cniConf   string // VMPOD_CNI_CONF_DIR: a private bridge network
+	cniClean  func() // removes the bridge
 	podLogDir string
 	directDir string
 	vmpodLog  string
@@ -104,6 +114,12 @@ func (b *bench) setup() {
 		}
 	}
 
+	// RunPodSandbox needs a pod network: a bridge of this run's own on a
+	// subnet that exists only on this machine.
+	if b.cniConf, b.cniClean, err = measure.BridgeCNI(dir, benchBridge, benchBridge, benchSubnet); err != nil {
+		b.fatalf("CNI config: %v", err)
+	}
+
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.fatalf("%v", err)
@@ -163,7 +179,7 @@ func (b *bench) startVmpod() {
 	args := []string{"serve", "--config", "/dev/null", "--socket", b.socket, "--state-dir", b.stateDir,
 		"--libvirt-uri", b.opts.uri, "--log-level", b.opts.logLevel}
 	cmd := exec.Command(b.opts.vmpod, args...)
-	cmd.Env = append(os.Environ(), "VMPOD_ACCELERATOR=tcg", "VMPOD_IMAGE_TRANSLATIONS_DIR="+b.transDir)
+	cmd.Env = append(os.Environ(), "VMPOD_ACCELERATOR=tcg", "VMPOD_IMAGE_TRANSLATIONS_DIR="+b.transDir, "VMPOD_CNI_CONF_DIR="+b.cniConf)
 	if b.opts.tbCacheMiB > 0 {
 		cmd.Env = append(cmd.Env, fmt.Sprintf("VMPOD_TCG_TB_CACHE_MIB=%d", b.opts.tbCacheMiB))
 	}
@@ -436,6 +452,9 @@ func (b *bench) cleanup() {
 		}
 		if b.srv != nil {
 			b.srv.Close()
+		}
+		if b.cniClean != nil {
+			b.cniClean()
 		}
 		if b.work != "" {
 			if b.opts.keep {

@@ -20,14 +20,18 @@ type baseline struct {
 	rootDisk   string
 	socket     string
 	serialLogs []string
+	seed       string // the cloud-init seed ISO vmpod made, and the copy the baseline boots with
+	seedCopy   string
 }
 
 var (
 	nameRE      = regexp.MustCompile(`<name>[^<]*</name>`)
 	uuidRE      = regexp.MustCompile(`\n?[ \t]*<uuid>[^<]*</uuid>`)
 	metadataRE  = regexp.MustCompile(`(?s)\n?[ \t]*<metadata>.*?</metadata>`)
+	interfaceRE = regexp.MustCompile(`(?s)\n?[ \t]*<interface .*?</interface>`)
 	logFileRE   = regexp.MustCompile(`<log file=['"]([^'"]+)['"]`)
 	domainTypeR = regexp.MustCompile(`<domain type=['"]([a-z]+)['"]`)
+	seedRE      = regexp.MustCompile(`<source file=['"]([^'"]+\.iso)['"]`)
 )
 
 // captureBaseline takes the inactive definition of a vmpod domain (while it
@@ -45,6 +49,18 @@ func (b *bench) captureBaseline(ctrID string) (*baseline, error) {
 	for _, m := range logFileRE.FindAllStringSubmatch(xml, -1) {
 		bl.serialLogs = append(bl.serialLogs, m[1])
 	}
+	// The seed (cloud-init network-config and hostname) goes with the pod;
+	// the baseline boots with a copy of it.
+	if m := seedRE.FindStringSubmatch(xml); m != nil {
+		bl.seed, bl.seedCopy = m[1], filepath.Join(b.work, "baseline-seed.iso")
+		data, err := os.ReadFile(bl.seed)
+		if err != nil {
+			return nil, fmt.Errorf("copy the seed: %w", err)
+		}
+		if err := os.WriteFile(bl.seedCopy, data, 0o644); err != nil {
+			return nil, err
+		}
+	}
 	if m := domainTypeR.FindStringSubmatch(xml); m == nil || m[1] != "qemu" {
 		b.problem("vmpod's domain is not of type qemu (TCG) although VMPOD_ACCELERATOR=tcg: %v", m)
 	}
@@ -58,13 +74,23 @@ func (b *bench) captureBaseline(ctrID string) (*baseline, error) {
 
 // forDomain rewrites the definition for a baseline domain: its own name, no
 // UUID (libvirt makes one), no vmpod metadata (so no vmpod takes it for
-// its own), and its own overlay, serial socket and serial log.
+// its own), its own overlay, sockets and serial log, a copy of the seed,
+// and no NICs:
+// vmpod's NICs are taps it makes for each boot (managed='no'), which do not
+// exist for the baseline. The guest's ready line does not wait for DHCP.
 func (bl *baseline) forDomain(name, overlay, socket, serialLog string) string {
 	x := nameRE.ReplaceAllLiteralString(bl.xml, "<name>"+name+"</name>")
 	x = uuidRE.ReplaceAllString(x, "")
 	x = metadataRE.ReplaceAllString(x, "")
+	x = interfaceRE.ReplaceAllString(x, "")
 	x = strings.ReplaceAll(x, bl.rootDisk, overlay)
+	if bl.seed != "" {
+		x = strings.ReplaceAll(x, bl.seed, bl.seedCopy)
+	}
 	x = strings.ReplaceAll(x, bl.socket, socket)
+	// The other sockets beside the serial one (the guest agent's): vmpod
+	// removed their directory with the pod.
+	x = strings.ReplaceAll(x, filepath.Dir(bl.socket)+"/", filepath.Dir(socket)+"/")
 	for _, l := range bl.serialLogs {
 		x = strings.ReplaceAll(x, l, serialLog)
 	}

@@ -3,8 +3,9 @@
 // behaves while many pods boot at once.
 //
 // It serves the test guest from an in-process HTTP server on 127.0.0.1,
-// starts one vmpod (TCG, private socket and state directory) and pulls the
-// guest once. Then, in the same run:
+// starts one vmpod (TCG, private socket and state directory, and a CNI
+// config of its own: a bridge on 10.249.0.0/16 that exists only on this
+// machine) and pulls the guest once. Then, in the same run:
 //
 //  1. vmpod path: RunPodSandbox + CreateContainer + StartContainer over the
 //     CRI gRPC socket, timed until the line "vmpod-test-guest ready" is in
@@ -13,9 +14,11 @@
 //  2. direct baseline, alternating with 1 (the order swaps every run, so
 //     both see the same machine): vmpod's own domain XML (the inactive
 //     definition of the first vmpod domain, renamed vmpodbench-<tag>-<n>,
-//     without UUID and vmpod metadata, with a fresh overlay, serial socket
-//     and serial log), timed over qemu-img create + virsh create + reading
-//     the serial socket until the ready line; then virsh destroy.
+//     without UUID and vmpod metadata, with a fresh overlay, its own
+//     sockets and serial log, a copy of the pod's cloud-init seed, and no
+//     NICs, since vmpod's taps exist only for its own pods), timed over
+//     qemu-img create + virsh create + reading the serial socket until the
+//     ready line; then virsh destroy.
 //  3. concurrency: -pods pods booted at once in goroutines while
 //     ListPodSandbox (and, for information, ListContainers) are called every
 //     -list-interval, with Version in the same loop as a control (it reads

@@ -119,6 +119,40 @@ func (v *Vmpod) Crictl(args ...string) error {
 	return exec.CommandContext(ctx, "crictl", append([]string{"-r", "unix://" + v.sock, "-i", "unix://" + v.sock, "-t", "600s"}, args...)...).Run()
 }
 
+// CrictlOutput runs crictl against the daemon and returns its standard
+// output (10-minute bound).
+func (v *Vmpod) CrictlOutput(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "crictl", append([]string{"-r", "unix://" + v.sock, "-i", "unix://" + v.sock, "-t", "600s"}, args...)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out), fmt.Errorf("crictl %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return string(out), nil
+}
+
+// SmapsRollup returns the fields of /proc/PID/smaps_rollup in KiB (Rss,
+// Pss, Pss_Anon, Pss_File, ...).
+func SmapsRollup(pid int) (map[string]int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]int{}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 3 && f[2] == "kB" {
+			var v int
+			fmt.Sscan(f[1], &v)
+			m[strings.TrimSuffix(f[0], ":")] = v
+		}
+	}
+	return m, nil
+}
+
 // Pid is the daemon's process ID.
 func (v *Vmpod) Pid() int { return v.cmd.Process.Pid }
 

@@ -1,0 +1,582 @@
+package k8se2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The node's pod network: Debian's bridge + host-local + portmap plugins on
+// a private subnet that exists only on this machine, for containerd and
+// vmpod alike (both read the same conf dir). The test makes the bridge
+// with the gateway address first, so the kubelet can serve on it: the
+// kubelet refuses a loopback node IP. Nothing here routes anywhere else.
+const (
+	netName   = "vmpod-k8s-e2e"
+	bridge    = "vmpodk8s0"
+	subnet    = "10.252.0.0/16"
+	gateway   = "10.252.0.1"
+	nodeName  = "vmpod-k8s-e2e"
+	token     = "vmpod-k8s-e2e-token"
+	cgroupTop = "vmpod-k8s-e2e" // the kubelet's cgroupRoot
+)
+
+// proc is one process the test started.
+type proc struct {
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	exited  chan struct{}
+}
+
+// cluster is everything one test run starts: etcd, kube-apiserver,
+// containerd, vmpod, the router and the kubelet, on 127.0.0.1 and unix
+// sockets under dir.
+type cluster struct {
+	t        *testing.T
+	dir      string // short: unix socket paths are limited to 107 bytes
+	bin      string // kubelet, kube-apiserver, kubectl
+	vmpodBin string
+	guest    string
+
+	cniConf, ipamDir, translations string
+	containerdSock, vmpodSock      string
+	routerSock                     string
+	podLogs, kubeletRoot           string
+	kubeconfig                     string
+	apiPort, kubeletPort           int
+
+	procs map[string]*proc
+
+	sysctls map[string]string // as they were before the kubelet changed them
+	made    []string          // hostDirs that did not exist before the test
+}
+
+// hostDirs are the host paths that the kubelet and containerd use whatever
+// their configuration says: the kubelet's device plugin socket, libcni's
+// cache (containerd's CNI), the shims' sockets and runc's state. The test
+// removes those it made, deepest first, when they are empty again.
+var hostDirs = []string{"/var/lib/kubelet/device-plugins", "/var/lib/kubelet",
+	"/var/lib/cni/results", "/var/lib/cni",
+	"/run/containerd/s", "/run/containerd/runc/k8s.io", "/run/containerd/runc", "/run/containerd"}
+
+// noteHostDirs records which hostDirs do not exist yet.
+func (c *cluster) noteHostDirs() {
+	for _, d := range hostDirs {
+		if _, err := os.Stat(d); err != nil {
+			c.made = append(c.made, d)
+		}
+	}
+}
+
+// kubeletSysctls are the kernel settings the kubelet sets at start-up
+// (setupKernelTunables: protectKernelDefaults false makes it change them,
+// true makes it refuse to start when they differ). The test puts back what
+// was there.
+var kubeletSysctls = []string{"vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
+	"kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes"}
+
+func newCluster(t *testing.T, bin, vmpodBin, guest string) *cluster {
+	dir, err := os.MkdirTemp("", "vk8s-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// QEMU runs as libvirt-qemu and opens the VM disks under vmpod's state
+	// dir: open the path for traversal.
+	os.Chmod(dir, 0o755)
+	c := &cluster{t: t, dir: dir, bin: bin, vmpodBin: vmpodBin, guest: guest,
+		cniConf: filepath.Join(dir, "net.d"), ipamDir: filepath.Join(dir, "ipam"),
+		translations:   filepath.Join(dir, "images.d"),
+		containerdSock: filepath.Join(dir, "c.sock"), vmpodSock: filepath.Join(dir, "v.sock"),
+		routerSock: filepath.Join(dir, "r.sock"),
+		podLogs:    filepath.Join(dir, "pod-logs"), kubeletRoot: filepath.Join(dir, "kubelet"),
+		kubeconfig: filepath.Join(dir, "kubeconfig"),
+		procs:      map[string]*proc{}}
+	return c
+}
+
+func (c *cluster) path(elem ...string) string {
+	return filepath.Join(append([]string{c.dir}, elem...)...)
+}
+
+func (c *cluster) write(path, content string) {
+	c.t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// start runs a process with its output in <dir>/logs/<name>.log.
+func (c *cluster) start(name string, env []string, argv ...string) *proc {
+	c.t.Helper()
+	os.MkdirAll(c.path("logs"), 0o755)
+	p := &proc{name: name, logPath: c.path("logs", name+".log"), exited: make(chan struct{})}
+	logf, err := os.Create(p.logPath)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	p.cmd = exec.Command(argv[0], argv[1:]...)
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = logf, logf
+	if err := p.cmd.Start(); err != nil {
+		c.t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { p.cmd.Wait(); logf.Close(); close(p.exited) }()
+	c.procs[name] = p
+	return p
+}
+
+// stop ends a process with SIGTERM (SIGKILL after the grace period).
+func (c *cluster) stop(name string, grace time.Duration) {
+	p := c.procs[name]
+	if p == nil {
+		return
+	}
+	delete(c.procs, name)
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(grace):
+		c.t.Logf("%s did not stop within %v of SIGTERM; killing it", name, grace)
+		p.cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
+func (c *cluster) log(name string) string {
+	b, _ := os.ReadFile(c.path("logs", name+".log"))
+	return string(b)
+}
+
+// waitFor polls ok until it returns nil, failing with its last error and
+// the tail of the named process's log.
+func (c *cluster) waitFor(what, logName string, timeout time.Duration, ok func() error) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if p := c.procs[logName]; p != nil {
+			select {
+			case <-p.exited:
+				c.t.Fatalf("%s exited while waiting for %s:\n%s", logName, what, tail(c.log(logName), 40))
+			default:
+			}
+		}
+		if err = ok(); err == nil {
+			return
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	c.t.Fatalf("%s: not within %v: %v\n%s log:\n%s", what, timeout, err, logName, tail(c.log(logName), 40))
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// freePort returns a TCP port on 127.0.0.1 that nothing listens on now.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// run runs a command and returns its standard output; the error carries
+// both outputs.
+func run(timeout time.Duration, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("%s %s: %v\n%s%s", name, strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+func (c *cluster) mustRun(name string, args ...string) string {
+	c.t.Helper()
+	out, err := run(2*time.Minute, name, args...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return out
+}
+
+// setupNetwork makes the bridge with the gateway address and writes the
+// CNI config both runtimes use.
+func (c *cluster) setupNetwork() {
+	c.t.Helper()
+	if out, _ := exec.Command("ip", "-o", "link", "show", bridge).CombinedOutput(); strings.Contains(string(out), bridge+":") {
+		c.t.Fatalf("bridge %s already exists: another run of this test, or one that was killed (ip link del %s)", bridge, bridge)
+	}
+	if out, _ := exec.Command("ip", "-o", "-4", "route", "show", "to", "match", gateway).Output(); strings.Contains(string(out), "10.252.") {
+		c.t.Fatalf("%s is already routed on this machine: %s", subnet, out)
+	}
+	c.mustRun("ip", "link", "add", bridge, "type", "bridge")
+	c.mustRun("ip", "addr", "add", gateway+"/16", "dev", bridge)
+	c.mustRun("ip", "link", "set", bridge, "up")
+	c.write(filepath.Join(c.cniConf, "10-"+netName+".conflist"), fmt.Sprintf(`{
+  "cniVersion": "1.0.0",
+  "name": %q,
+  "plugins": [
+    {"type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": false, "hairpinMode": true,
+     "ipam": {"type": "host-local", "dataDir": %q,
+              "ranges": [[{"subnet": %q, "gateway": %q}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+`, netName, bridge, c.ipamDir, subnet, gateway))
+}
+
+// startEtcd runs Debian's etcd on 127.0.0.1 and returns its client URL.
+func (c *cluster) startEtcd() string {
+	c.t.Helper()
+	client := fmt.Sprintf("http://127.0.0.1:%d", freePort(c.t))
+	peer := fmt.Sprintf("http://127.0.0.1:%d", freePort(c.t))
+	c.start("etcd", nil, "etcd", "--name", "vmpod-e2e", "--data-dir", c.path("etcd"),
+		"--listen-client-urls", client, "--advertise-client-urls", client,
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+		"--initial-cluster", "vmpod-e2e="+peer)
+	c.waitFor("etcd health", "etcd", time.Minute, func() error {
+		resp, err := http.Get(client + "/health")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("/health: %s", resp.Status)
+		}
+		return nil
+	})
+	return client
+}
+
+// startAPIServer runs kube-apiserver on 127.0.0.1 with a static token, no
+// authorization, and a freshly generated service-account key.
+func (c *cluster) startAPIServer(etcdURL string) {
+	c.t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	keyPath := c.path("sa.key")
+	c.write(keyPath, string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})))
+	tokens := c.path("tokens.csv")
+	c.write(tokens, token+",vmpod-e2e-admin,vmpod-e2e-admin,system:masters\n")
+	c.apiPort = freePort(c.t)
+	c.start("kube-apiserver", nil, filepath.Join(c.bin, "kube-apiserver"),
+		"--etcd-servers", etcdURL,
+		"--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+		"--secure-port", fmt.Sprint(c.apiPort), "--cert-dir", c.path("apiserver-certs"),
+		"--token-auth-file", tokens, "--authorization-mode", "AlwaysAllow",
+		"--service-account-issuer", "https://kubernetes.default.svc",
+		"--service-account-key-file", keyPath, "--service-account-signing-key-file", keyPath,
+		"--service-cluster-ip-range", "10.96.0.0/24",
+		// Logs, attach and port-forward go to the kubelet at its node IP,
+		// not at its name (which no DNS knows).
+		"--kubelet-preferred-address-types", "InternalIP",
+		// No controller manager runs: nothing would create the default
+		// service account or the root CA ConfigMap its token volume needs.
+		"--disable-admission-plugins", "ServiceAccount",
+		// Its "kubernetes" Service endpoint would be 127.0.0.1, which an
+		// Endpoints object may not hold.
+		"--endpoint-reconciler-type", "none",
+		"--enable-priority-and-fairness=false", "--profiling=false")
+	c.write(c.kubeconfig, fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: e2e
+  cluster: {server: "https://127.0.0.1:%d", insecure-skip-tls-verify: true}
+users:
+- name: e2e
+  user: {token: %q}
+contexts:
+- name: e2e
+  context: {cluster: e2e, user: e2e}
+current-context: e2e
+`, c.apiPort, token))
+	c.waitFor("kube-apiserver /readyz", "kube-apiserver", 2*time.Minute, func() error {
+		_, err := c.kubectl(10*time.Second, "get", "--raw", "/readyz")
+		return err
+	})
+}
+
+// kubectl runs the built kubectl against the test's API server.
+func (c *cluster) kubectl(timeout time.Duration, args ...string) (string, error) {
+	return run(timeout, filepath.Join(c.bin, "kubectl"), append([]string{"--kubeconfig", c.kubeconfig}, args...)...)
+}
+
+func (c *cluster) mustKubectl(args ...string) string {
+	c.t.Helper()
+	out, err := c.kubectl(2*time.Minute, args...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return out
+}
+
+// kubectlCmd is kubectl as an exec.Cmd, for the long-running subcommands.
+func (c *cluster) kubectlCmd(args ...string) *exec.Cmd {
+	return exec.Command(filepath.Join(c.bin, "kubectl"), append([]string{"--kubeconfig", c.kubeconfig}, args...)...)
+}
+
+// startContainerd runs Debian's containerd with its own root, state and
+// socket, the test's CNI config, and the locally built pause image as the
+// sandbox image.
+func (c *cluster) startContainerd() {
+	c.t.Helper()
+	conf := c.path("containerd.toml")
+	c.write(conf, fmt.Sprintf(`version = 2
+root = %q
+state = %q
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+[plugins."io.containerd.internal.v1.opt"]
+  path = %q
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = %q
+  # root here lacks CAP_SYS_RESOURCE: lowering a process's oom_score_adj fails.
+  restrict_oom_score_adj = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = %q
+    max_conf_num = 1
+`, c.path("containerd", "root"), c.path("containerd", "state"), c.containerdSock, c.containerdSock+".ttrpc",
+		c.path("containerd", "opt"), pauseImage, c.cniConf))
+	c.start("containerd", nil, "containerd", "--config", conf)
+	c.waitFor("containerd's CRI", "containerd", time.Minute, func() error {
+		_, err := c.crictl(c.containerdSock, "version")
+		return err
+	})
+}
+
+// ctr runs containerd's ctr in the CRI namespace.
+func (c *cluster) ctr(args ...string) (string, error) {
+	return run(2*time.Minute, "ctr", append([]string{"--address", c.containerdSock, "--namespace", "k8s.io"}, args...)...)
+}
+
+// crictl runs crictl against the given socket.
+func (c *cluster) crictl(sock string, args ...string) (string, error) {
+	return run(2*time.Minute, "crictl", append([]string{"--runtime-endpoint", "unix://" + sock, "--image-endpoint", "unix://" + sock, "--timeout", "60s"}, args...)...)
+}
+
+// startVMPod runs vmpod (guests under TCG: nested KVM is broken on the test
+// machines) and the router in front of it and containerd.
+func (c *cluster) startVMPod() {
+	c.t.Helper()
+	os.MkdirAll(c.translations, 0o755)
+	c.start("vmpod", []string{"VMPOD_IMAGE_TRANSLATIONS_DIR=" + c.translations,
+		"VMPOD_ACCELERATOR=tcg", "VMPOD_TCG_TB_CACHE_MIB=256", "VMPOD_CNI_CONF_DIR=" + c.cniConf},
+		c.vmpodBin, "serve", "--config", "/dev/null", "--socket", c.vmpodSock,
+		"--state-dir", c.path("vmpod-state"), "--log-level", "debug")
+	c.waitFor("vmpod", "vmpod", time.Minute, func() error {
+		_, err := c.crictl(c.vmpodSock, "version")
+		return err
+	})
+	c.start("router", nil, c.vmpodBin, "router", "--socket", c.routerSock,
+		"--primary-endpoint", "unix://"+c.containerdSock, "--vmpod-endpoint", "unix://"+c.vmpodSock,
+		"--vmpod-handlers", "vmpod", "--image-translations-dir", c.translations, "--log-level", "debug")
+	c.waitFor("router", "router", time.Minute, func() error {
+		_, err := run(10*time.Second, c.vmpodBin, "ping", "--socket", c.routerSock)
+		return err
+	})
+}
+
+// startKubelet runs the kubelet against the router, registered as node
+// nodeName with the label the RuntimeClass selects, serving on the bridge's
+// address (the API server reaches it there for logs, attach and
+// port-forward).
+func (c *cluster) startKubelet() {
+	c.t.Helper()
+	c.kubeletPort = freePort(c.t)
+	// The kubelet's cgroupRoot must exist; its pods' cgroups go below it,
+	// apart from the host's own.
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*")
+	for _, root := range roots {
+		if st, err := os.Stat(filepath.Join(root, "cgroup.procs")); err == nil && !st.IsDir() {
+			os.Mkdir(filepath.Join(root, cgroupTop), 0o755)
+		}
+	}
+	c.sysctls = map[string]string{}
+	for _, k := range kubeletSysctls {
+		if b, err := os.ReadFile("/proc/sys/" + k); err == nil {
+			c.sysctls[k] = strings.TrimSpace(string(b))
+		}
+	}
+	conf := c.path("kubelet.yaml")
+	c.write(conf, fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+containerRuntimeEndpoint: unix://%s
+cgroupDriver: cgroupfs
+cgroupRoot: /%s
+failSwapOn: false
+makeIPTablesUtilChains: false
+address: %s
+port: %d
+readOnlyPort: 0
+healthzPort: 0
+podLogsDir: %s
+authentication:
+  anonymous: {enabled: true}
+  webhook: {enabled: false}
+authorization: {mode: AlwaysAllow}
+# Nothing on this shared machine may evict the test's pods or images.
+evictionHard: {memory.available: "100Mi", nodefs.available: "1%%", imagefs.available: "1%%"}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+`, c.routerSock, cgroupTop, gateway, c.kubeletPort, c.podLogs))
+	c.start("kubelet", nil, filepath.Join(c.bin, "kubelet"), "--config", conf, "--kubeconfig", c.kubeconfig,
+		"--root-dir", c.kubeletRoot, "--cert-dir", filepath.Join(c.kubeletRoot, "pki"), "--hostname-override", nodeName, "--node-ip", gateway,
+		"--node-labels", "vmpod.dev/enabled=true", "--v", "2")
+	c.waitFor("node "+nodeName+" Ready", "kubelet", 3*time.Minute, func() error {
+		out, err := c.kubectl(10*time.Second, "get", "node", nodeName, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+		if err != nil {
+			return err
+		}
+		if out != "True" {
+			return fmt.Errorf("Ready=%q", out)
+		}
+		return nil
+	})
+}
+
+// teardown stops everything in reverse order and removes what the
+// processes leave: pods of both runtimes, containerd's shims, mounts under
+// the kubelet's root dir, the kubelet's cgroups, the bridge, the temp dir.
+func (c *cluster) teardown() {
+	c.stop("kubelet", 30*time.Second)
+	for k, v := range c.sysctls {
+		if b, _ := os.ReadFile("/proc/sys/" + k); strings.TrimSpace(string(b)) != v {
+			c.t.Logf("sysctl %s: putting back %s (the kubelet set %s)", k, v, strings.TrimSpace(string(b)))
+			os.WriteFile("/proc/sys/"+k, []byte(v), 0o644)
+		}
+	}
+	for _, sock := range []string{c.vmpodSock, c.containerdSock} {
+		if _, err := os.Stat(sock); err != nil {
+			continue
+		}
+		out, _ := c.crictl(sock, "pods", "-q")
+		for _, id := range strings.Fields(out) {
+			c.crictl(sock, "stopp", id)
+			c.crictl(sock, "rmp", "-f", id)
+		}
+	}
+	c.stop("router", 10*time.Second)
+	c.stop("vmpod", time.Minute)
+	// containerd's shims outlive it on purpose; the ones of this run name
+	// its socket on their command line.
+	shims := c.shimPIDs()
+	c.stop("containerd", 30*time.Second)
+	for _, pid := range shims {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	c.stop("kube-apiserver", 30*time.Second)
+	c.stop("etcd", 30*time.Second)
+	for _, m := range c.mountsUnder() {
+		syscall.Unmount(m, syscall.MNT_DETACH)
+	}
+	removeCgroups(cgroupTop)
+	for _, d := range c.made {
+		if d == "/var/lib/kubelet/device-plugins" {
+			os.Remove(filepath.Join(d, "kubelet.sock"))
+		}
+		os.Remove(d) // only when empty
+	}
+	exec.Command("ip", "link", "del", bridge).Run()
+	if os.Getenv("VMPOD_K8S_KEEP") == "" {
+		os.RemoveAll(c.dir)
+	} else {
+		c.t.Logf("kept %s", c.dir)
+	}
+}
+
+// shimPIDs lists the containerd-shim processes started for this run's
+// containerd.
+func (c *cluster) shimPIDs() []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		var pid int
+		if _, err := fmt.Sscan(e.Name(), &pid); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if strings.Contains(args[0], "containerd-shim") && bytes.Contains(b, []byte(c.containerdSock)) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// mountsUnder lists mount points under the test's dir, deepest first.
+func (c *cluster) mountsUnder() []string {
+	b, _ := os.ReadFile("/proc/self/mounts")
+	var ms []string
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 1 && strings.HasPrefix(f[1], c.dir+"/") {
+			ms = append(ms, f[1])
+		}
+	}
+	sort.Slice(ms, func(i, j int) bool { return len(ms[i]) > len(ms[j]) })
+	return ms
+}
+
+// removeCgroups removes the kubelet's cgroup tree (empty once its pods are
+// gone) in every v1 hierarchy and the unified one.
+func removeCgroups(top string) {
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*")
+	for _, root := range roots {
+		dir := filepath.Join(root, top)
+		var dirs []string
+		filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- {
+			os.Remove(dirs[i])
+		}
+	}
+}
