@@ -106,14 +106,16 @@ func (e *vmEnv) startVM(f podFiles) (podID, ctrID string) {
 	return podID, ctrID
 }
 
-// waitLog waits until the file contains a line matching re and returns the
-// submatches.
+// waitLog waits until the CRI log file has a line matching re and returns
+// the submatches. A line the console wrote in pieces (partial "P" records,
+// as happens when the guest is slow) is matched whole, as "TS stdout F
+// <line>".
 func waitLog(t *testing.T, path string, re *regexp.Regexp, timeout time.Duration) []string {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if b, err := os.ReadFile(path); err == nil {
-			if m := re.FindStringSubmatch(string(b)); m != nil {
+			if m := re.FindStringSubmatch(joinPartialRecords(string(b))); m != nil {
 				return m
 			}
 		}
@@ -122,6 +124,31 @@ func waitLog(t *testing.T, path string, re *regexp.Regexp, timeout time.Duration
 	b, _ := os.ReadFile(path)
 	t.Fatalf("%s: no line matching %q within %v; log:\n%s", path, re, timeout, tail(string(b), 40))
 	return nil
+}
+
+// joinPartialRecords rewrites a CRI log so that every line the container
+// printed is one "TS STREAM F content" record: runs of "P" records are
+// joined with the record that ends them.
+func joinPartialRecords(log string) string {
+	var out strings.Builder
+	pending := map[string]string{} // stream -> content of its P records so far
+	for _, rec := range strings.Split(log, "\n") {
+		f := strings.SplitN(rec, " ", 4)
+		if len(f) < 3 {
+			continue
+		}
+		content := ""
+		if len(f) == 4 {
+			content = f[3]
+		}
+		if f[2] == "P" {
+			pending[f[1]] += content
+			continue
+		}
+		fmt.Fprintf(&out, "%s %s F %s\n", f[0], f[1], pending[f[1]]+content)
+		delete(pending, f[1])
+	}
+	return out.String()
 }
 
 func tail(s string, n int) string {
@@ -461,5 +488,16 @@ func TestVMLogRotationUpdateRebootAndExternalDestroy(t *testing.T) {
 	ci = e.waitState(ctrID, "CONTAINER_EXITED", 30*time.Second)
 	if ci.Status.ExitCode != 137 || ci.Status.Reason != "Killed" {
 		t.Fatalf("after virsh destroy: %+v", ci.Status)
+	}
+}
+
+func TestJoinPartialRecords(t *testing.T) {
+	in := "T1 stdout F one\nT2 stdout P vmpod-test-guest ip\nT3 stdout P  eth0=10.1.2.3\nT4 stdout F /24\nT5 stdout F \n"
+	want := "T1 stdout F one\nT4 stdout F vmpod-test-guest ip eth0=10.1.2.3/24\nT5 stdout F \n"
+	if got := joinPartialRecords(in); got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	if m := guestIPRE.FindStringSubmatch(joinPartialRecords(in)); m == nil || m[1] != "10.1.2.3" {
+		t.Fatalf("guestIPRE on joined records: %v", m)
 	}
 }
