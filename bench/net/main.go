@@ -76,7 +76,7 @@ func setupTeardown(confDir, pluginDir, cacheDir string, n int) {
 		att, err := m.Plan(id, cni.PodInfo{Namespace: "bench", Name: fmt.Sprintf("p%d", i), UID: fmt.Sprintf("u%d", i),
 			PortMappings: []cni.PortMapping{{HostPort: int32(30000 + i), ContainerPort: 8080, Protocol: "tcp", HostIP: "127.0.0.1"}}})
 		check(err)
-		check(m.Setup(ctx, att))
+		check(m.Setup(ctx, att, nil))
 		st := m.LastTiming("setup")
 		t0 := time.Now()
 		check(m.PrepareVM(att))

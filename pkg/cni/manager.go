@@ -209,8 +209,10 @@ func (a *Attachment) runtimeConf(netns string) *libcni.RuntimeConf {
 // Setup creates the netns, runs CNI ADD and readies each interface for its
 // VM NIC: the veth's addresses and routes go (the guest holds them now),
 // the veth gets a new MAC (the guest keeps the pod's) and joins a bridge
-// that the VM's tap will join. On error the caller runs Teardown.
-func (m *Manager) Setup(ctx context.Context, att *Attachment) error {
+// that the VM's tap will join. persist (may be nil) is called once the ADD
+// result is in att, before the addresses move, so that a teardown after a
+// crash knows them. On error the caller runs Teardown.
+func (m *Manager) Setup(ctx context.Context, att *Attachment, persist func() error) error {
 	list, err := confListFromBytes(att.ConfList)
 	if err != nil {
 		return fmt.Errorf("parse stored CNI config: %w", err)
@@ -237,6 +239,11 @@ func (m *Manager) Setup(ctx context.Context, att *Attachment) error {
 		return fmt.Errorf("CNI network %q: %w", list.Name, err)
 	}
 	att.Interfaces = ifcs
+	if persist != nil {
+		if err := persist(); err != nil {
+			return err
+		}
+	}
 	if err := wireNetNS(att); err != nil {
 		return err
 	}
@@ -349,6 +356,11 @@ func (m *Manager) Teardown(ctx context.Context, att *Attachment) error {
 		if err := deleteTap(att.NetNS, ifc.Tap); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	// Plugins read the pod's addresses off its interface at DEL (the
+	// bridge plugin finds its ipMasq rules that way): give them back.
+	if err := restoreAddresses(att); err != nil {
+		m.log.Warn("restoring the pod's addresses for CNI DEL", "sandbox_id", att.SandboxID, "err", err)
 	}
 	var cniTime time.Duration
 	if len(att.ConfList) > 0 {

@@ -131,7 +131,7 @@ func TestSetupAndTeardownWithRealPlugins(t *testing.T) {
 	dir := t.TempDir()
 	bridge := fmt.Sprintf("vmpodut%d", os.Getpid()%10000)
 	conf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"vmpod-unit","plugins":[
-	  {"type":"bridge","bridge":%q,"isGateway":true,"ipMasq":false,"hairpinMode":true,
+	  {"type":"bridge","bridge":%q,"isGateway":true,"ipMasq":true,"hairpinMode":true,
 	   "ipam":{"type":"host-local","dataDir":%q,"ranges":[[{"subnet":"10.250.77.0/24"}]],"routes":[{"dst":"0.0.0.0/0"}]}}]}`,
 		bridge, filepath.Join(dir, "ipam"))
 	os.MkdirAll(filepath.Join(dir, "net.d"), 0o755)
@@ -153,7 +153,7 @@ func TestSetupAndTeardownWithRealPlugins(t *testing.T) {
 	}
 	ctx := context.Background()
 	t.Cleanup(func() { m.Teardown(ctx, att) })
-	if err := m.Setup(ctx, att); err != nil {
+	if err := m.Setup(ctx, att, nil); err != nil {
 		t.Fatal(err)
 	}
 	if len(att.Interfaces) != 1 || len(att.Interfaces[0].Addresses) != 1 {
@@ -205,6 +205,11 @@ func TestSetupAndTeardownWithRealPlugins(t *testing.T) {
 	}
 	if left := LeakCheck(att); len(left) > 0 {
 		t.Fatalf("left after teardown: %v", left)
+	}
+	// The bridge plugin finds its ipMasq rules from the veth's addresses at
+	// DEL, which Teardown puts back for it.
+	if out, err := exec.Command("iptables-save", "-t", "nat").Output(); err == nil && strings.Contains(string(out), id) {
+		t.Fatalf("iptables rules naming the sandbox left after teardown:\n%s", out)
 	}
 	if ents, _ := os.ReadDir(filepath.Join(dir, "ipam", "vmpod-unit")); len(ents) > 0 {
 		for _, e := range ents {

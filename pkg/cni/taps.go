@@ -10,6 +10,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/vmpod/vmpod/pkg/cni/nsenter"
 )
@@ -261,4 +262,46 @@ func (m *Manager) Usage(att *Attachment) ([]Usage, error) {
 		out = append(out, Usage{Name: ifc.Name, RxBytes: st.RxBytes, RxErrors: st.RxErrors, TxBytes: st.TxBytes, TxErrors: st.TxErrors})
 	}
 	return out, nil
+}
+
+// restoreAddresses puts the pod's addresses back on its interfaces in the
+// netns before CNI DEL: the guest held them, and plugins such as bridge
+// find what to undo (its ipMasq rules) from the interface's addresses.
+// Nothing is left to do when the netns is gone.
+func restoreAddresses(att *Attachment) error {
+	if !isNetNS(att.NetNS) {
+		return nil
+	}
+	h, err := nsHandle(att.NetNS)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	var errs []error
+	for _, ifc := range att.Interfaces {
+		link, err := h.LinkByName(ifc.Name)
+		if err != nil {
+			continue // already gone: DEL has nothing to find there either
+		}
+		for _, a := range ifc.Addresses {
+			if a.Prefix.Addr().Is6() {
+				if err := enableIPv6(att.NetNS, ifc.Name); err != nil {
+					errs = append(errs, err)
+					continue
+				}
+			}
+			addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.Prefix.Addr().AsSlice(), Mask: net.CIDRMask(a.Prefix.Bits(), a.Prefix.Addr().BitLen())}, Flags: unix.IFA_F_NODAD}
+			if err := h.AddrReplace(link, addr); err != nil {
+				errs = append(errs, fmt.Errorf("put %s back on %s: %w", a.Prefix, ifc.Name, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// enableIPv6 undoes disableIPv6 on one interface.
+func enableIPv6(nsPath, ifName string) error {
+	return nsenter.Run(nsPath, func() error {
+		return os.WriteFile(filepath.Join("/proc/sys/net/ipv6/conf", ifName, "disable_ipv6"), []byte("0"), 0o644)
+	})
 }

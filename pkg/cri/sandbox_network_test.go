@@ -53,7 +53,7 @@ func (f *fakeNet) Plan(id string, pod cni.PodInfo) (*cni.Attachment, error) {
 	return &cni.Attachment{SandboxID: id, NetNS: "/run/netns/vmpod-" + id, ConfFile: "/etc/cni/net.d/10-test.conflist", ConfList: []byte(`{}`)}, nil
 }
 
-func (f *fakeNet) Setup(ctx context.Context, att *cni.Attachment) error {
+func (f *fakeNet) Setup(ctx context.Context, att *cni.Attachment, persist func() error) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("setup", att.SandboxID)
@@ -69,6 +69,9 @@ func (f *fakeNet) Setup(ctx context.Context, att *cni.Attachment) error {
 		Routes: []cni.Route{{Dst: netip.MustParsePrefix("0.0.0.0/0")}},
 	}}
 	f.next++
+	if persist != nil {
+		return persist()
+	}
 	return nil
 }
 

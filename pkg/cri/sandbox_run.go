@@ -88,7 +88,9 @@ func (s *Service) runPodSandbox(ctx context.Context, name, handler string, cfg *
 			s.state.meta.Delete(store.Sandboxes, id)
 		}()
 		log.Info("setting up pod network", "netns", rec.Network.NetNS, "cni_config", rec.Network.ConfFile)
-		if err := s.net.Setup(ctx, rec.Network); err != nil {
+		// The ADD result is stored before the addresses move to the guest,
+		// so a teardown after a crash can give them back for CNI DEL.
+		if err := s.net.Setup(ctx, rec.Network, func() error { return s.state.saveSandbox(rec) }); err != nil {
 			return "", fmt.Errorf("pod sandbox %s: %w", name, err)
 		}
 		rec.State = sandboxReady

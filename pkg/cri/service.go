@@ -74,8 +74,10 @@ type Network interface {
 	Ready() error
 	// Plan picks the network for a new sandbox without creating anything.
 	Plan(sandboxID string, pod cni.PodInfo) (*cni.Attachment, error)
-	// Setup creates the netns, runs CNI ADD and fills in the attachment.
-	Setup(ctx context.Context, att *cni.Attachment) error
+	// Setup creates the netns, runs CNI ADD and fills in the attachment;
+	// persist is called with the ADD result in att, before the interfaces
+	// are rewired.
+	Setup(ctx context.Context, att *cni.Attachment, persist func() error) error
 	// Teardown removes everything of att; idempotent.
 	Teardown(ctx context.Context, att *cni.Attachment) error
 	// PrepareVM creates a boot's taps in the host netns.

@@ -11,7 +11,9 @@ import (
 
 // The tests' pod network: Debian's real bridge + host-local + portmap
 // plugins on a private subnet that exists only on this machine (a bridge
-// the tests create; the host's own interfaces are never touched). Each run
+// the tests create; the host's own interfaces are never touched). ipMasq
+// is on so that the leak checks see the bridge plugin's per-pod iptables
+// rules go; the guests send nothing beyond the subnet. Each run
 // of the tests has its own bridge and /24 in 10.251.0.0/16, picked from its
 // process ID, so two runs on one machine (two checkouts) do not hand out
 // the same addresses on one segment or delete each other's bridge.
@@ -32,7 +34,7 @@ func e2eConfList(bridgePlugin string) string {
   "cniVersion": "1.0.0",
   "name": %q,
   "plugins": [
-    {"type": %q, "bridge": %q, "isGateway": true, "ipMasq": false, "hairpinMode": true,
+    {"type": %q, "bridge": %q, "isGateway": true, "ipMasq": true, "hairpinMode": true,
      "ipam": {"type": "host-local", "dataDir": %q,
               "ranges": [[{"subnet": %q, "gateway": %q}]], "routes": [{"dst": "0.0.0.0/0"}]}},
     {"type": "portmap", "capabilities": {"portMappings": true}}
