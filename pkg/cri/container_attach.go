@@ -12,14 +12,8 @@ import (
 
 // Attach returns the streaming URL for the container's serial console.
 func (s *Service) Attach(ctx context.Context, req *runtimeapi.AttachRequest) (*runtimeapi.AttachResponse, error) {
-	c, err := s.state.getContainer(req.GetContainerId())
-	if err != nil {
+	if _, _, err := s.runningContainer(req.GetContainerId(), "attach"); err != nil {
 		return nil, err
-	}
-	rec, _ := c.snapshot()
-	state := rec.State
-	if state != containerRunning {
-		return nil, fmt.Errorf("container %s is %s; attach needs a running VM: %w", req.GetContainerId(), state, errdefs.ErrFailedPrecondition)
 	}
 	if s.streams == nil {
 		return nil, fmt.Errorf("streaming server not running: %w", errdefs.ErrUnavailable)
@@ -76,3 +70,17 @@ func (s *Service) AttachConsole(ctx context.Context, containerID string, in io.R
 type consoleWriter struct{ con ConsoleHandle }
 
 func (w consoleWriter) Write(p []byte) (int, error) { return w.con.Write(p) }
+
+// runningContainer returns a container and its record if its VM runs, else
+// NotFound or a FailedPrecondition naming what (attach, exec) needs it.
+func (s *Service) runningContainer(id, what string) (*container, containerRecord, error) {
+	c, err := s.state.getContainer(id)
+	if err != nil {
+		return nil, containerRecord{}, err
+	}
+	rec, _ := c.snapshot()
+	if rec.State != containerRunning {
+		return nil, rec, fmt.Errorf("container %s is %s; %s needs a running VM: %w", rec.ID, rec.State, what, errdefs.ErrFailedPrecondition)
+	}
+	return c, rec, nil
+}

@@ -42,13 +42,9 @@ func (s *Service) Exec(ctx context.Context, req *runtimeapi.ExecRequest) (*runti
 	if !req.GetTty() && !req.GetStdout() && !req.GetStderr() {
 		return nil, fmt.Errorf("Exec: a non-TTY exec needs stdout or stderr: %w", errdefs.ErrInvalidArgument)
 	}
-	c, err := s.state.getContainer(req.GetContainerId())
+	c, rec, err := s.runningContainer(req.GetContainerId(), "exec")
 	if err != nil {
 		return nil, err
-	}
-	rec, _ := c.snapshot()
-	if rec.State != containerRunning {
-		return nil, fmt.Errorf("container %s is %s; exec needs a running VM: %w", rec.ID, rec.State, errdefs.ErrFailedPrecondition)
 	}
 	if req.GetTty() && c.ttyPorts.free() == 0 {
 		return nil, errTTYPortsBusy(rec.ID)
@@ -72,13 +68,9 @@ func (s *Service) ExecStream(ctx context.Context, containerID string, cmd []stri
 	log := s.log.With(logging.KeyContainerID, containerID)
 	ctx = logging.With(ctx, log)
 	start := time.Now()
-	c, err := s.state.getContainer(containerID)
+	c, rec, err := s.runningContainer(containerID, "exec")
 	if err != nil {
 		return err
-	}
-	rec, _ := c.snapshot()
-	if rec.State != containerRunning {
-		return fmt.Errorf("container %s is %s; exec needs a running VM: %w", rec.ID, rec.State, errdefs.ErrFailedPrecondition)
 	}
 	if resize != nil && !tty {
 		go func() {

@@ -28,13 +28,9 @@ func (s *Service) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest)
 	if len(req.GetCmd()) == 0 || req.GetCmd()[0] == "" {
 		return nil, fmt.Errorf("ExecSync: the command is empty: %w", errdefs.ErrInvalidArgument)
 	}
-	c, err := s.state.getContainer(req.GetContainerId())
+	_, rec, err := s.runningContainer(req.GetContainerId(), "exec")
 	if err != nil {
 		return nil, err
-	}
-	rec, _ := c.snapshot()
-	if rec.State != containerRunning {
-		return nil, fmt.Errorf("container %s is %s; exec needs a running VM: %w", rec.ID, rec.State, errdefs.ErrFailedPrecondition)
 	}
 	if t := req.GetTimeout(); t > 0 {
 		var cancel context.CancelFunc
