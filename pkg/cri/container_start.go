@@ -44,24 +44,26 @@ func (s *Service) StartContainer(ctx context.Context, req *runtimeapi.StartConta
 	sb.mu.Lock()
 	att, sbCfg := sandboxNetwork(sb.rec), sb.config
 	sb.mu.Unlock()
-	if att != nil {
-		if err := s.net.PrepareVM(att); err != nil {
-			s.net.UnplugVM(att)
-			return nil, fmt.Errorf("create the VM's taps: %w", err)
-		}
-	}
-	// undo stops the paused or running domain and unplugs it.
-	undo := func() {
-		s.libvirt.Destroy(context.WithoutCancel(ctx), rec.Domain)
+	// unplug removes this boot's taps and DHCP servers; undo also stops
+	// the paused or running domain.
+	unplug := func() {
 		if att != nil {
 			s.net.UnplugVM(att)
+		}
+	}
+	undo := func() {
+		s.libvirt.Destroy(context.WithoutCancel(ctx), rec.Domain)
+		unplug()
+	}
+	if att != nil {
+		if err := s.net.PrepareVM(att); err != nil {
+			unplug()
+			return nil, fmt.Errorf("create the VM's taps: %w", err)
 		}
 	}
 	begin := time.Now()
 	if err := s.libvirt.Start(ctx, rec.Domain, true); err != nil {
-		if att != nil {
-			s.net.UnplugVM(att)
-		}
+		unplug()
 		return nil, fmt.Errorf("start domain %s: %w", rec.Domain, err)
 	}
 	if att != nil {
