@@ -1,7 +1,11 @@
 // Package cloudinit builds the cloud-init seed of a vmpod VM — the NoCloud
-// (volume label "cidata") or ConfigDrive (label "config-2") files — from the
-// pod's spec and its vmpod.dev/cloud-init-* annotations, and writes it as
-// an ISO 9660 image that is attached to the VM read-only.
+// (volume label "cidata") or ConfigDrive (label "config-2") files — from
+// typed input (identity, the user's user-data, meta-data, network config
+// and SSH keys, the container's env, command, files, shares and devices,
+// the pod's network), and writes it as an ISO 9660 image that is attached
+// to the VM read-only. It does not know where the input came from (pod
+// annotations are parsed in pkg/podspec); the checks of user-given parts
+// (CheckUserData, ParseMetaData, ...) are exported for that parser.
 //
 // Build is pure: no clock, no randomness, no I/O, sorted maps, so the same
 // Input always gives the same Seed (golden files under testdata/). It logs
@@ -17,7 +21,7 @@
 // /dev needs), mounts (shares), runcmd (the container's command+args, once,
 // as an argv list) and, when the pod's DNS config has options, resolv_conf.
 //
-// The vmpod.dev/cloud-init-user-data annotation gives the whole user-data:
+// The user's user-data (Input.UserData) is the whole user-data:
 //   - a "#cloud-config" document: vmpod's lists are appended to the user's
 //     lists of the same key (the user's entries first); the user's other keys
 //     are kept, and a user's manage_resolv_conf/resolv_conf wins over vmpod's.
@@ -43,20 +47,29 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// Input is what a seed is built from; the CRI layer fills it from the pod
-// sandbox and container configs.
+// Input is what a seed is built from; the pod lifecycle fills it from the
+// pod's parsed options and the container's config.
 type Input struct {
-	// Datasource is DatasourceNoCloud or DatasourceConfigDrive; "" takes it
-	// from AnnotationDatasource, and NoCloud when that is absent too.
+	// Datasource is DatasourceNoCloud or DatasourceConfigDrive; "" is
+	// NoCloud.
 	Datasource string
 	// InstanceID is stable per pod (derived from the pod UID): cloud-init runs
 	// its per-instance modules again only when it changes.
 	InstanceID string
 	// Hostname is the pod's hostname (meta-data local-hostname).
 	Hostname string
-	// Annotations are the merged pod and container annotations; only the
-	// ones in Annotations are read.
-	Annotations map[string]string
+	// UserData is the user's user-data ("" for none): a #cloud-config
+	// document, a "#!" script or a MIME multipart message (CheckUserData).
+	UserData string
+	// MetaData is the user's meta-data (ParseMetaData), merged over the
+	// generated meta-data: its top-level keys win.
+	MetaData map[string]any
+	// NetworkConfig, when not "", replaces the generated network
+	// configuration: YAML (network config v1/v2) for NoCloud,
+	// network_data.json for ConfigDrive.
+	NetworkConfig string
+	// SSHKeys are authorized keys for the guest (ParseSSHKeys).
+	SSHKeys []string
 	// Env is the container's environment, written to /etc/environment.
 	Env [][2]string
 	// Command is the container's command followed by its args; when not
@@ -168,35 +181,28 @@ const (
 // Build builds the seed for in. Errors wrap errdefs.ErrInvalidArgument and
 // list every problem found.
 func Build(in Input) (Seed, error) {
-	var problems []string
-	ds, err := datasource(in.Datasource, in.Annotations)
+	ds, err := ParseDatasource(in.Datasource)
 	if err != nil {
 		return Seed{}, invalid([]string{err.Error()})
 	}
-	// Validate annotations against the datasource actually used.
-	ann := make(map[string]string, len(in.Annotations))
-	for _, k := range Annotations {
-		if v, ok := in.Annotations[k]; ok {
-			ann[k] = v
+	problems := checkInput(in)
+	if in.UserData != "" {
+		if err := CheckUserData(in.UserData); err != nil {
+			problems = append(problems, err.Error())
 		}
 	}
-	ann[AnnotationDatasource] = ds
-	if err := ValidateAnnotations(ann); err != nil {
-		return Seed{}, err
+	if in.NetworkConfig != "" {
+		if err := CheckNetworkConfig(ds, in.NetworkConfig); err != nil {
+			problems = append(problems, err.Error())
+		}
 	}
-	problems = append(problems, checkInput(in)...)
 	if len(problems) > 0 {
 		return Seed{}, invalid(problems)
 	}
-
-	keys, _ := parseSSHKeys(ann[AnnotationSSHAuthorizedKeys])
-	var userMeta map[string]any
-	if v, ok := ann[AnnotationMetaData]; ok {
-		userMeta, _ = parseMetaData(v)
-	}
+	keys, userMeta := in.SSHKeys, in.MetaData
 
 	add := additions(in, ds, keys)
-	userData, err := buildUserData(ann[AnnotationUserData], add)
+	userData, err := buildUserData(in.UserData, add)
 	if err != nil {
 		return Seed{}, invalid([]string{err.Error()})
 	}
@@ -207,7 +213,7 @@ func Build(in Input) (Seed, error) {
 	if len(in.Files) > 0 {
 		noFiles := in
 		noFiles.Files = nil
-		ud, err := buildUserData(ann[AnnotationUserData], additions(noFiles, ds, keys))
+		ud, err := buildUserData(in.UserData, additions(noFiles, ds, keys))
 		if err != nil {
 			return Seed{}, invalid([]string{err.Error()})
 		}
@@ -218,7 +224,7 @@ func Build(in Input) (Seed, error) {
 	}
 
 	seed := Seed{Files: map[string][]byte{}}
-	netOverride, hasNetOverride := ann[AnnotationNetworkConfig]
+	netOverride, hasNetOverride := in.NetworkConfig, in.NetworkConfig != ""
 	switch ds {
 	case DatasourceNoCloud:
 		seed.Label = LabelNoCloud

@@ -155,53 +155,56 @@ func TestBuildGolden(t *testing.T) {
 	base := func(ds string) Input {
 		return Input{Datasource: ds, InstanceID: "pod-3f1c7a52-8a8e-4c1e-9a51-0b6d5e2f9c11", Hostname: "web-0"}
 	}
-	withAnn := func(in Input, kv ...string) Input {
-		in.Annotations = map[string]string{}
-		for i := 0; i < len(kv); i += 2 {
-			in.Annotations[kv[i]] = kv[i+1]
-		}
-		return in
-	}
 	full := func(ds string) Input {
 		in := fullInput(t)
 		in.Datasource = ds
 		return in
 	}
-	fullAnn := func(ds string, kv ...string) Input {
-		in := withAnn(full(""), kv...)
-		if ds != "" {
-			in.Annotations[AnnotationDatasource] = ds
+	keys := func(in Input) Input {
+		k, err := ParseSSHKeys(sshKeys)
+		if err != nil {
+			t.Fatal(err)
 		}
+		in.SSHKeys = k
 		return in
 	}
+	meta := func(in Input, v string) Input {
+		m, err := ParseMetaData(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in.MetaData = m
+		return in
+	}
+	net := func(in Input, v string) Input { in.NetworkConfig = v; return in }
+	ud := func(in Input, v string) Input { in.UserData = v; return in }
 	tests := []struct {
 		name string
 		in   Input
 	}{
 		{"nocloud-minimal", base("")},
 		{"nocloud-full", full("")},
-		{"nocloud-ssh-keys", withAnn(base(""), AnnotationSSHAuthorizedKeys, sshKeys)},
-		{"nocloud-meta-data", withAnn(base(""), AnnotationMetaData, "availability-zone: zone-a\nlocal-hostname: override\ntags: {team: web}\n")},
-		{"nocloud-network-config", withAnn(full(""), AnnotationNetworkConfig, "version: 2\nethernets:\n  eth0:\n    dhcp4: true\n")},
-		{"nocloud-user-cloud-config", withAnn(base(""), AnnotationUserData, userCloudConfig)},
-		{"nocloud-user-cloud-config-merged", fullAnn("", AnnotationUserData, userCloudConfig, AnnotationSSHAuthorizedKeys, sshKeys)},
-		{"nocloud-user-script", withAnn(base(""), AnnotationUserData, userScript)},
-		{"nocloud-user-script-wrapped", fullAnn("", AnnotationUserData, userScript)},
-		{"nocloud-user-script-non-ascii-wrapped", fullAnn("", AnnotationUserData, "#!/bin/sh\necho 'grüße' > /run/greeting\n")},
-		{"nocloud-user-multipart-wrapped", fullAnn("", AnnotationUserData, userMultipart, AnnotationSSHAuthorizedKeys, sshKeys)},
+		{"nocloud-ssh-keys", keys(base(""))},
+		{"nocloud-meta-data", meta(base(""), "availability-zone: zone-a\nlocal-hostname: override\ntags: {team: web}\n")},
+		{"nocloud-network-config", net(full(""), "version: 2\nethernets:\n  eth0:\n    dhcp4: true\n")},
+		{"nocloud-user-cloud-config", ud(base(""), userCloudConfig)},
+		{"nocloud-user-cloud-config-merged", keys(ud(full(""), userCloudConfig))},
+		{"nocloud-user-script", ud(base(""), userScript)},
+		{"nocloud-user-script-wrapped", ud(full(""), userScript)},
+		{"nocloud-user-script-non-ascii-wrapped", ud(full(""), "#!/bin/sh\necho 'grüße' > /run/greeting\n")},
+		{"nocloud-user-multipart-wrapped", keys(ud(full(""), userMultipart))},
 		{"nocloud-dns-no-nics", func() Input {
 			in := base("")
 			in.DNS = &DNS{Servers: []string{"10.96.0.10", "fd00::a"}, Searches: []string{"svc.cluster.local"}}
 			return in
 		}()},
 		{"configdrive-minimal", base(DatasourceConfigDrive)},
-		{"configdrive-annotation", withAnn(base(""), AnnotationDatasource, DatasourceConfigDrive)},
 		{"configdrive-full", full(DatasourceConfigDrive)},
-		{"configdrive-ssh-keys", withAnn(base(DatasourceConfigDrive), AnnotationSSHAuthorizedKeys, sshKeys)},
-		{"configdrive-meta-data", withAnn(base(DatasourceConfigDrive), AnnotationMetaData, "availability_zone: nova\nlaunch_index: 0\nmeta: {role: web}\n")},
-		{"configdrive-network-config", withAnn(base(DatasourceConfigDrive), AnnotationNetworkConfig, `{"links":[],"networks":[],"services":[]}`)},
-		{"configdrive-user-cloud-config-merged", fullAnn(DatasourceConfigDrive, AnnotationUserData, userCloudConfig, AnnotationSSHAuthorizedKeys, sshKeys)},
-		{"configdrive-user-script-wrapped", fullAnn(DatasourceConfigDrive, AnnotationUserData, userScript)},
+		{"configdrive-ssh-keys", keys(base(DatasourceConfigDrive))},
+		{"configdrive-meta-data", meta(base(DatasourceConfigDrive), "availability_zone: nova\nlaunch_index: 0\nmeta: {role: web}\n")},
+		{"configdrive-network-config", net(base(DatasourceConfigDrive), `{"links":[],"networks":[],"services":[]}`)},
+		{"configdrive-user-cloud-config-merged", keys(ud(full(DatasourceConfigDrive), userCloudConfig))},
+		{"configdrive-user-script-wrapped", ud(full(DatasourceConfigDrive), userScript)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -223,7 +226,7 @@ func TestBuildGolden(t *testing.T) {
 // text: user entries first, vmpod's appended, user-only keys kept.
 func TestMergeKeepsUserEntries(t *testing.T) {
 	in := fullInput(t)
-	in.Annotations = map[string]string{AnnotationUserData: userCloudConfig}
+	in.UserData = userCloudConfig
 	seed, err := Build(in)
 	if err != nil {
 		t.Fatal(err)
@@ -245,39 +248,36 @@ func TestMergeKeepsUserEntries(t *testing.T) {
 	}
 }
 
-func TestValidateAnnotations(t *testing.T) {
+func TestUserInputChecks(t *testing.T) {
 	good := testKey(t, 1, "ok")
 	tests := []struct {
-		name string
-		ann  map[string]string
-		want []string // substrings of the error; nil = valid
+		name  string
+		check func() error
+		want  []string // substrings of the error; nil = valid
 	}{
-		{"none", nil, nil},
-		{"unrelated keys ignored", map[string]string{"vmpod.dev/vcpus": "2", "other": "x"}, nil},
-		{"all good", map[string]string{
-			AnnotationUserData:          "#cloud-config\nruncmd: [[ls]]\n",
-			AnnotationMetaData:          "a: b\n",
-			AnnotationNetworkConfig:     "version: 2\n",
-			AnnotationSSHAuthorizedKeys: "# c\n\n" + good + "\n",
-			AnnotationDatasource:        "nocloud",
-		}, nil},
-		{"configdrive json network", map[string]string{AnnotationDatasource: "configdrive", AnnotationNetworkConfig: `{"links": []}`}, nil},
-		{"bad datasource", map[string]string{AnnotationDatasource: "ec2"}, []string{AnnotationDatasource, `"ec2"`, "nocloud, configdrive"}},
-		{"bad key", map[string]string{AnnotationSSHAuthorizedKeys: "# c\n" + good + "\nssh-rsa AAAAnotbase64!!\n"}, []string{AnnotationSSHAuthorizedKeys, "line 3"}},
-		{"malformed meta-data", map[string]string{AnnotationMetaData: "a: [b\n"}, []string{AnnotationMetaData, "not valid YAML"}},
-		{"meta-data not a map", map[string]string{AnnotationMetaData: "- a\n- b\n"}, []string{AnnotationMetaData, "YAML map"}},
-		{"malformed network-config", map[string]string{AnnotationNetworkConfig: "version: [2\n"}, []string{AnnotationNetworkConfig, "YAML"}},
-		{"network-config not JSON for configdrive", map[string]string{AnnotationDatasource: "configdrive", AnnotationNetworkConfig: "version: 2\n"}, []string{AnnotationNetworkConfig, "JSON"}},
-		{"malformed cloud-config", map[string]string{AnnotationUserData: "#cloud-config\nruncmd: [ls\n"}, []string{AnnotationUserData, "not valid YAML"}},
-		{"cloud-config not a map", map[string]string{AnnotationUserData: "#cloud-config\n- a\n"}, []string{AnnotationUserData, "YAML map"}},
-		{"cloud-config runcmd not a list", map[string]string{AnnotationUserData: "#cloud-config\nruncmd: ls\n"}, []string{AnnotationUserData, `"runcmd"`, "must be a list"}},
-		{"unknown user-data kind", map[string]string{AnnotationUserData: "just text"}, []string{AnnotationUserData, "#cloud-config", "#!", "multipart"}},
-		{"oversized user-data", map[string]string{AnnotationUserData: "#!/bin/sh\n" + strings.Repeat("#", MaxUserDataBytes+1-len("#!/bin/sh\n"))}, []string{AnnotationUserData, "65537 bytes", "65536"}},
-		{"all problems at once", map[string]string{AnnotationDatasource: "x", AnnotationMetaData: "[", AnnotationSSHAuthorizedKeys: "nope"}, []string{AnnotationDatasource, AnnotationMetaData, AnnotationSSHAuthorizedKeys}},
+		{"user-data cloud-config", func() error { return CheckUserData("#cloud-config\nruncmd: [[ls]]\n") }, nil},
+		{"meta-data", func() error { _, err := ParseMetaData("a: b\n"); return err }, nil},
+		{"network config", func() error { return CheckNetworkConfig(DatasourceNoCloud, "version: 2\n") }, nil},
+		{"keys", func() error { _, err := ParseSSHKeys("# c\n\n" + good + "\n"); return err }, nil},
+		{"datasource", func() error { _, err := ParseDatasource("nocloud"); return err }, nil},
+		{"configdrive json network", func() error { return CheckNetworkConfig(DatasourceConfigDrive, `{"links": []}`) }, nil},
+		{"bad datasource", func() error { _, err := ParseDatasource("ec2"); return err }, []string{`"ec2"`, "nocloud, configdrive"}},
+		{"bad key", func() error { _, err := ParseSSHKeys("# c\n" + good + "\nssh-rsa AAAAnotbase64!!\n"); return err }, []string{"line 3"}},
+		{"malformed meta-data", func() error { _, err := ParseMetaData("a: [b\n"); return err }, []string{"meta-data", "not valid YAML"}},
+		{"meta-data not a map", func() error { _, err := ParseMetaData("- a\n- b\n"); return err }, []string{"meta-data", "YAML map"}},
+		{"malformed network-config", func() error { return CheckNetworkConfig(DatasourceNoCloud, "version: [2\n") }, []string{"network config", "YAML"}},
+		{"network-config not JSON for configdrive", func() error { return CheckNetworkConfig(DatasourceConfigDrive, "version: 2\n") }, []string{"network config", "JSON"}},
+		{"malformed cloud-config", func() error { return CheckUserData("#cloud-config\nruncmd: [ls\n") }, []string{"user-data", "not valid YAML"}},
+		{"cloud-config not a map", func() error { return CheckUserData("#cloud-config\n- a\n") }, []string{"user-data", "YAML map"}},
+		{"cloud-config runcmd not a list", func() error { return CheckUserData("#cloud-config\nruncmd: ls\n") }, []string{`"runcmd"`, "must be a list"}},
+		{"unknown user-data kind", func() error { return CheckUserData("just text") }, []string{"#cloud-config", "#!", "multipart"}},
+		{"oversized user-data", func() error {
+			return CheckUserData("#!/bin/sh\n" + strings.Repeat("#", MaxUserDataBytes+1-len("#!/bin/sh\n")))
+		}, []string{"65537 bytes", "65536"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := ValidateAnnotations(tt.ann)
+			err := tt.check()
 			if tt.want == nil {
 				if err != nil {
 					t.Fatalf("unexpected error: %v", err)
@@ -287,19 +287,21 @@ func TestValidateAnnotations(t *testing.T) {
 			if err == nil {
 				t.Fatal("no error")
 			}
-			if !errors.Is(err, errdefs.ErrInvalidArgument) {
-				t.Errorf("error %v does not wrap ErrInvalidArgument", err)
-			}
 			for _, w := range tt.want {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q lacks %q", err, w)
 				}
 			}
-			// Build refuses the same input.
-			if _, err := Build(Input{InstanceID: "i", Annotations: tt.ann}); !errors.Is(err, errdefs.ErrInvalidArgument) {
-				t.Errorf("Build: got %v, want InvalidArgument", err)
-			}
 		})
+	}
+	// Build refuses what the checks refuse.
+	for _, in := range []Input{
+		{InstanceID: "i", UserData: "just text"},
+		{InstanceID: "i", Datasource: DatasourceConfigDrive, NetworkConfig: "version: 2\n"},
+	} {
+		if _, err := Build(in); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("Build(%+v): got %v, want InvalidArgument", in, err)
+		}
 	}
 }
 
@@ -320,7 +322,7 @@ func TestBuildInvalidInput(t *testing.T) {
 		{"bad MAC", Input{InstanceID: "i", NICs: []NIC{{MAC: "zz"}}}, "MAC"},
 		{"bad DNS", Input{InstanceID: "i", DNS: &DNS{Servers: []string{"dns.example"}}}, "DNS server"},
 		{"oversized after merge", Input{InstanceID: "i", Command: []string{"/bin/true"}, Env: [][2]string{{"K", strings.Repeat("v", 200)}},
-			Annotations: map[string]string{AnnotationUserData: okUD}}, "bytes with vmpod's additions merged"},
+			UserData: okUD}, "bytes with vmpod's additions merged"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -332,7 +334,7 @@ func TestBuildInvalidInput(t *testing.T) {
 	}
 	// The limit is on the merged user-data: 64 KiB exactly passes without additions.
 	exact := "#!/bin/sh\n" + strings.Repeat("#", MaxUserDataBytes-len("#!/bin/sh\n"))
-	if _, err := Build(Input{InstanceID: "i", Annotations: map[string]string{AnnotationUserData: exact}}); err != nil {
+	if _, err := Build(Input{InstanceID: "i", UserData: exact}); err != nil {
 		t.Errorf("64 KiB user-data refused: %v", err)
 	}
 }
@@ -433,7 +435,7 @@ func BenchmarkSeedISO(b *testing.B) {
 	}
 	script := "#!/bin/sh\n" + strings.Repeat("# padding to 64 KiB\n", MaxUserDataBytes/20)
 	script += strings.Repeat("#", MaxUserDataBytes-len(script))
-	in := Input{InstanceID: "pod-bench", Hostname: "bench", Annotations: map[string]string{AnnotationUserData: script}}
+	in := Input{InstanceID: "pod-bench", Hostname: "bench", UserData: script}
 	for i := range 16 {
 		content := bytes.Repeat([]byte{byte('a' + i)}, 64<<10)
 		in.Files = append(in.Files, File{Path: fmt.Sprintf("/etc/bench/file-%02d", i), Content: content, Mode: 0o644})

@@ -87,7 +87,7 @@ func (c *cloudConfig) empty() bool {
 
 // additions is vmpod's own cloud-config for in.
 func additions(in Input, ds string, keys []string) *cloudConfig {
-	sum := sha256.Sum256([]byte(in.Annotations[AnnotationUserData]))
+	sum := sha256.Sum256([]byte(in.UserData))
 	c := &cloudConfig{nonce: hex.EncodeToString(sum[:8])}
 	if ds == DatasourceNoCloud {
 		c.SSHAuthorizedKeys = keys
@@ -178,7 +178,7 @@ func octalMode(m os.FileMode) string {
 	return fmt.Sprintf("%04o", bits)
 }
 
-// buildUserData combines the user-data annotation (possibly empty) with
+// buildUserData combines the user's user-data (possibly empty) with
 // vmpod's additions.
 func buildUserData(user string, add *cloudConfig) ([]byte, error) {
 	kind, doc, err := userDataKind(0), (*yaml.Node)(nil), error(nil)

@@ -366,8 +366,30 @@ func validAccel(a string, allowEmpty bool) bool {
 // the top-level defaults filled in.
 type Handler struct {
 	Name          string
-	Accelerator   string // kvm, tcg or auto
+	Accelerator   string // kvm or tcg once ResolveAccelerators ran; else also auto
 	TCGTBCacheMiB int
+}
+
+// ResolveAccelerators returns c with every "auto" accelerator (the
+// top-level one and each handler's) replaced by kvm when kvmUsable, else
+// by tcg. The daemon calls it once at start-up, after probing /dev/kvm.
+func (c Config) ResolveAccelerators(kvmUsable bool) Config {
+	auto := "tcg"
+	if kvmUsable {
+		auto = "kvm"
+	}
+	if c.Accelerator == "auto" {
+		c.Accelerator = auto
+	}
+	runtimes := make(map[string]Runtime, len(c.Runtimes))
+	for name, r := range c.Runtimes {
+		if r.Accelerator == "auto" {
+			r.Accelerator = auto
+		}
+		runtimes[name] = r
+	}
+	c.Runtimes = runtimes
+	return c
 }
 
 // ResolveHandler returns the settings for a RuntimeClass handler: "" means

@@ -194,3 +194,26 @@ tcg_tb_cache_mib = 64
 		t.Fatalf("bad handler accelerator: %v", err)
 	}
 }
+
+func TestResolveAccelerators(t *testing.T) {
+	c := Default()
+	c.Runtimes = map[string]Runtime{"a": {}, "k": {Accelerator: "kvm"}, "t": {Accelerator: "tcg"}, "x": {Accelerator: "auto"}}
+	for _, tc := range []struct {
+		kvm  bool
+		want map[string]string
+	}{
+		{true, map[string]string{"a": "kvm", "k": "kvm", "t": "tcg", "x": "kvm"}},
+		{false, map[string]string{"a": "tcg", "k": "kvm", "t": "tcg", "x": "tcg"}},
+	} {
+		r := c.ResolveAccelerators(tc.kvm)
+		for name, want := range tc.want {
+			h, err := r.ResolveHandler(name)
+			if err != nil || h.Accelerator != want {
+				t.Errorf("kvm usable %v: handler %s runs %q (%v), want %q", tc.kvm, name, h.Accelerator, err, want)
+			}
+		}
+	}
+	if c.Accelerator != "auto" || c.Runtimes["x"].Accelerator != "auto" {
+		t.Error("ResolveAccelerators changed the config it was called on")
+	}
+}

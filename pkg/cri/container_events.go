@@ -10,15 +10,14 @@ import (
 // GetContainerEvents streams container and sandbox lifecycle events (the
 // kubelet's Evented PLEG) until the client goes away, the client falls
 // too far behind (ResourceExhausted) or vmpod shuts down (Unavailable).
-// events.go says what triggers each event.
 func (s *Service) GetContainerEvents(req *runtimeapi.GetEventsRequest, stream grpc.ServerStreamingServer[runtimeapi.ContainerEventResponse]) error {
 	ctx := stream.Context()
-	sub, err := s.events.subscribe()
+	sub, err := s.pods.Subscribe()
 	if err != nil {
 		return err
 	}
-	defer s.events.unsubscribe(sub)
-	logging.From(ctx).Info("container event subscriber connected", "subscribers", s.events.count())
+	defer sub.Close()
+	logging.From(ctx).Info("container event subscriber connected", "subscribers", s.pods.Subscribers())
 
 	// One goroutine sends, so that this handler can return while a Send is
 	// blocked by a client that stopped reading: returning ends the stream,
@@ -31,8 +30,8 @@ func (s *Service) GetContainerEvents(req *runtimeapi.GetEventsRequest, stream gr
 			select {
 			case <-stop:
 				return
-			case ev := <-sub.ch:
-				if err := stream.Send(ev); err != nil {
+			case ev := <-sub.Events():
+				if err := stream.Send(containerEvent(ev)); err != nil {
 					sendErr <- err
 					return
 				}
@@ -42,8 +41,8 @@ func (s *Service) GetContainerEvents(req *runtimeapi.GetEventsRequest, stream gr
 	select {
 	case <-ctx.Done():
 		return nil // the client went away
-	case <-sub.done:
-		return sub.err
+	case <-sub.Done():
+		return sub.Err()
 	case err := <-sendErr:
 		if ctx.Err() != nil {
 			return nil

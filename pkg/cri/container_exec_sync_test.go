@@ -7,12 +7,14 @@ import (
 
 	"google.golang.org/grpc/codes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/vmpod/vmpod/pkg/guest/guesttest"
 )
 
 func TestExecSync(t *testing.T) {
 	e := newLCEnv(t)
-	g := newFakeGuest()
-	e.lv.SetAgent(g.answer)
+	g := guesttest.New()
+	e.LV.SetAgent(g.Answer)
 	pod := lcPod("web")
 	id := e.mustCreate(t, e.runPod(t, pod), pod, lcContainer("vm"))
 	e.mustStart(t, id)
@@ -32,11 +34,11 @@ func TestExecSync(t *testing.T) {
 	if err != nil || string(r.Stdout) != "to-stdout\n" || string(r.Stderr) != "to-stderr\n" {
 		t.Fatalf("stdout/stderr: %+v, %v", r, err)
 	}
-	if got := g.lastArgv(); strings.Join(got, "|") != "both|a b|c" {
+	if got := g.LastArgv(); strings.Join(got, "|") != "both|a b|c" {
 		t.Fatalf("argv reached the agent as %q (must be argv, not a shell string)", got)
 	}
 	r, err = exec(0, "bigoutput")
-	if err != nil || len(r.Stdout) != execOutputCap+len(truncationNote) || !strings.HasSuffix(string(r.Stdout), truncationNote) {
+	if err != nil || len(r.Stdout) != 1<<20+len(truncationNote) || !strings.HasSuffix(string(r.Stdout), truncationNote) {
 		t.Fatalf("output cap: %d bytes, %v", len(r.Stdout), err)
 	}
 
@@ -46,10 +48,10 @@ func TestExecSync(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("timed-out exec returned after %v", d)
 	}
-	if last := g.lastArgv(); last[0] != "kill" || last[1] != "-9" {
+	if last := g.LastArgv(); last[0] != "kill" || last[1] != "-9" {
 		t.Fatalf("the timed-out guest process was not killed: last command %q", last)
 	}
-	if !g.killed(g.lastPID() - 1) {
+	if !g.Killed(g.LastPID() - 1) {
 		t.Fatal("the fake guest saw no kill of the timed-out process")
 	}
 

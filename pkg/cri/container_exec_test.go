@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -13,7 +15,29 @@ import (
 	"google.golang.org/grpc/codes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	utilexec "k8s.io/utils/exec"
+
+	"github.com/vmpod/vmpod/pkg/guest"
+	"github.com/vmpod/vmpod/pkg/guest/guesttest"
 )
+
+// Constants of the exec path the tests check against.
+const (
+	// truncationNote ends output that was cut (guest.TruncationNote).
+	truncationNote = "\n[vmpod: output truncated]\n"
+	// heartbeatInterval is how often a streaming exec probes its client.
+	heartbeatInterval = 2 * time.Second
+	// execPorts is how many TTY exec channels a VM has.
+	execPorts = 4
+)
+
+// execSockets are the host sockets of a VM's exec channels.
+func execSockets(runDir string) []string {
+	var s []string
+	for n := range execPorts {
+		s = append(s, filepath.Join(runDir, fmt.Sprintf("exec%d.sock", n)))
+	}
+	return s
+}
 
 // fakeStreams is a streaming server that hands out fixed URLs.
 type fakeStreams struct{}
@@ -114,21 +138,30 @@ func TestExecRPC(t *testing.T) {
 
 	// All exec channels busy: a TTY exec is refused up front, a non-TTY
 	// one (no channel needed) is not.
-	c, _ := e.svc.state.getContainer(id)
-	for range ttyExecPorts {
-		c.ttyPorts.acquire()
+	g := guesttest.New()
+	e.LV.SetAgent(g.Answer)
+	tg := guesttest.NewTTYPlayer(t, execSockets(e.Record(t, id).RunDir), g)
+	var stdins []*io.PipeWriter
+	for range execPorts {
+		r, w := io.Pipe()
+		stdins = append(stdins, w)
+		go e.svc.ExecStream(lcCtx(t), id, []string{"sh"}, r, &sink{}, nil, true, nil)
+		<-tg.Inner
 	}
 	_, err = exec(&runtimeapi.ExecRequest{ContainerId: id, Cmd: []string{"sh"}, Tty: true, Stdout: true})
 	wantCode(t, err, codes.Unavailable, "TTY execs")
 	if _, err := exec(&runtimeapi.ExecRequest{ContainerId: id, Cmd: []string{"true"}, Stdout: true}); err != nil {
 		t.Fatalf("non-TTY exec with the exec channels busy: %v", err)
 	}
+	for _, w := range stdins {
+		w.Close()
+	}
 }
 
 func TestExecStreamPiped(t *testing.T) {
 	e := newLCEnv(t)
-	g := newFakeGuest()
-	e.lv.SetAgent(g.answer)
+	g := guesttest.New()
+	e.LV.SetAgent(g.Answer)
 	_, id := e.runningVM(t, "web")
 	run := func(ctx context.Context, in io.Reader, out *sink, errw *sink, argv ...string) error {
 		var o, ew io.WriteCloser
@@ -151,7 +184,7 @@ func TestExecStreamPiped(t *testing.T) {
 	if err := run(lcCtx(t), nil, out, errw, "both", "a b", "it's"); err != nil || out.String() != "to-stdout\n" || errw.String() != "to-stderr\n" {
 		t.Fatalf("both: %q %q, %v", out, errw, err)
 	}
-	if got := g.lastArgv(); strings.Join(got, "|") != "both|a b|it's" {
+	if got := g.LastArgv(); strings.Join(got, "|") != "both|a b|it's" {
 		t.Fatalf("argv reached the agent as %q", got)
 	}
 	// Only the streams asked for are written.
@@ -169,10 +202,10 @@ func TestExecStreamPiped(t *testing.T) {
 		t.Fatalf("missing command: code %d", c)
 	}
 	// stdin beyond the cap is refused before anything runs.
-	n := len(g.commands("cat"))
-	err = run(lcCtx(t), bytes.NewReader(make([]byte, execStdinCap+1)), &sink{}, nil, "cat")
+	n := len(g.Run("cat"))
+	err = run(lcCtx(t), bytes.NewReader(make([]byte, 128<<10+1)), &sink{}, nil, "cat")
 	wantCode(t, err, codes.InvalidArgument, "limited to 131072 bytes")
-	if len(g.commands("cat")) != n {
+	if len(g.Run("cat")) != n {
 		t.Fatal("the command ran despite too much stdin")
 	}
 
@@ -183,26 +216,26 @@ func TestExecStreamPiped(t *testing.T) {
 	if err == nil || exitCode(t, err) != -1 || !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled exec: %v", err)
 	}
-	if !g.killed(g.lastPID() - 1) {
-		t.Fatalf("the guest process of a cancelled exec was not killed: %q", g.lastArgv())
+	if !g.Killed(g.LastPID() - 1) {
+		t.Fatalf("the guest process of a cancelled exec was not killed: %q", g.LastArgv())
 	}
 }
 
 func TestExecStreamPipedClientGone(t *testing.T) {
 	e := newLCEnv(t)
-	g := newFakeGuest()
-	e.lv.SetAgent(g.answer)
+	g := guesttest.New()
+	e.LV.SetAgent(g.Answer)
 	_, id := e.runningVM(t, "web")
 	// A client that cannot be written to any more is noticed by the
 	// heartbeat while the command runs; the guest process is killed.
 	gone := &sink{failAfter: -1}
 	start := time.Now()
 	err := e.svc.ExecStream(lcCtx(t), id, []string{"sleep", "100"}, nil, gone, nil, false, nil)
-	if !errors.Is(err, errClientGone) || time.Since(start) > 3*heartbeatInterval {
+	if !errors.Is(err, guest.ErrClientGone) || time.Since(start) > 3*heartbeatInterval {
 		t.Fatalf("exec to a gone client: %v after %v", err, time.Since(start))
 	}
-	if !g.killed(g.lastPID() - 1) {
-		t.Fatalf("the guest process was not killed: %q", g.lastArgv())
+	if !g.Killed(g.LastPID() - 1) {
+		t.Fatalf("the guest process was not killed: %q", g.LastArgv())
 	}
 }
 

@@ -36,14 +36,14 @@ func TestStats(t *testing.T) {
 	}
 	// One bulk libvirt call per list, whatever the number of VMs.
 	before := 0
-	for _, c := range e.lv.Calls() {
+	for _, c := range e.LV.Calls() {
 		if len(c) >= 5 && c[:5] == "Stats" {
 			before++
 		}
 	}
 	e.svc.ListContainerStats(lcCtx(t), &runtimeapi.ListContainerStatsRequest{})
 	after := 0
-	for _, c := range e.lv.Calls() {
+	for _, c := range e.LV.Calls() {
 		if len(c) >= 5 && c[:5] == "Stats" {
 			after++
 		}

@@ -3,33 +3,25 @@ package cri
 import (
 	"context"
 	"encoding/json"
-	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/vmpod/vmpod/pkg/lifecycle"
 )
 
 // ContainerStatus reports the container, checking a running VM's domain
 // first so a guest that just powered off shows EXITED. Verbose info has the
-// domain name, its XML and the disk paths.
+// domain name, its XML, the disk paths and the guest agent.
 func (s *Service) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {
-	c, err := s.state.getContainer(req.GetContainerId())
+	v, err := s.pods.Container(ctx, req.GetContainerId())
 	if err != nil {
 		return nil, err
 	}
-	s.refresh(ctx, c)
-	rec, cfg := c.snapshot()
-	resp := &runtimeapi.ContainerStatusResponse{Status: containerStatus(rec, cfg)}
+	resp := &runtimeapi.ContainerStatusResponse{Status: containerStatus(v)}
 	if req.GetVerbose() {
-		info := map[string]any{
-			"sandboxID": rec.SandboxID, "domain": rec.Domain, "vm": rec.VM,
-			"disks":        map[string]string{"root": rec.RootDisk, "image": s.images.Path(rec.ImageRef)},
-			"serialSocket": serialSocket(rec.RunDir),
-		}
-		if xml, err := s.libvirt.XML(ctx, rec.Domain); err == nil {
-			info["domainXML"] = xml
-		}
-		if rec.State == containerRunning {
-			info["guestAgent"] = s.agentInfo(ctx, rec.Domain)
+		info, err := s.pods.ContainerInfo(ctx, v.ID)
+		if err != nil {
+			return nil, err
 		}
 		b, err := json.Marshal(info)
 		if err != nil {
@@ -42,50 +34,35 @@ func (s *Service) ContainerStatus(ctx context.Context, req *runtimeapi.Container
 
 func criState(state string) runtimeapi.ContainerState {
 	switch state {
-	case containerCreated:
+	case lifecycle.ContainerCreated:
 		return runtimeapi.ContainerState_CONTAINER_CREATED
-	case containerRunning:
+	case lifecycle.ContainerRunning:
 		return runtimeapi.ContainerState_CONTAINER_RUNNING
-	case containerExited:
+	case lifecycle.ContainerExited:
 		return runtimeapi.ContainerState_CONTAINER_EXITED
 	}
 	return runtimeapi.ContainerState_CONTAINER_UNKNOWN
 }
 
-func containerStatus(rec containerRecord, cfg *runtimeapi.ContainerConfig) *runtimeapi.ContainerStatus {
+func containerStatus(v lifecycle.ContainerView) *runtimeapi.ContainerStatus {
 	st := &runtimeapi.ContainerStatus{
-		Id:          rec.ID,
-		Metadata:    cfg.GetMetadata(),
-		State:       criState(rec.State),
-		CreatedAt:   rec.CreatedAt,
-		StartedAt:   rec.StartedAt,
-		FinishedAt:  rec.FinishedAt,
-		Image:       &runtimeapi.ImageSpec{Image: rec.ImageName},
-		ImageRef:    rec.ImageRef,
-		ImageId:     rec.ImageRef,
-		Labels:      cfg.GetLabels(),
-		Annotations: cfg.GetAnnotations(),
-		Mounts:      cfg.GetMounts(),
-		LogPath:     rec.LogPath,
-		Resources:   &runtimeapi.ContainerResources{Linux: decodeResources(rec.Resources, cfg.GetLinux().GetResources())},
+		Id:          v.ID,
+		Metadata:    v.Config.GetMetadata(),
+		State:       criState(v.State),
+		CreatedAt:   v.CreatedAt,
+		StartedAt:   v.StartedAt,
+		FinishedAt:  v.FinishedAt,
+		Image:       &runtimeapi.ImageSpec{Image: v.ImageName},
+		ImageRef:    v.ImageRef,
+		ImageId:     v.ImageRef,
+		Labels:      v.Config.GetLabels(),
+		Annotations: v.Config.GetAnnotations(),
+		Mounts:      v.Config.GetMounts(),
+		LogPath:     v.LogPath,
+		Resources:   &runtimeapi.ContainerResources{Linux: v.AppliedResources()},
 	}
-	if rec.State == containerExited {
-		st.ExitCode, st.Reason, st.Message = rec.ExitCode, rec.Reason, rec.Message
+	if v.State == lifecycle.ContainerExited {
+		st.ExitCode, st.Reason, st.Message = v.ExitCode, v.Reason, v.Message
 	}
 	return st
-}
-
-// agentInfo says whether the guest agent answers and which version it is.
-// qemu-ga starts late in a real guest's boot: "not connected" early on is
-// normal, not an error.
-func (s *Service) agentInfo(ctx context.Context, domain string) map[string]any {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	var info struct {
-		Version string `json:"version"`
-	}
-	if err := s.agent(ctx, domain, map[string]string{"execute": "guest-info"}, &info); err != nil {
-		return map[string]any{"connected": false, "error": err.Error()}
-	}
-	return map[string]any{"connected": true, "version": info.Version}
 }

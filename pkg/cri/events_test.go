@@ -64,10 +64,10 @@ func (e *lcEnv) subscribe(t *testing.T, stuck bool) *subscription {
 		stream: &fakeEventStream{ctx: ctx, events: make(chan *runtimeapi.ContainerEventResponse, 1000), stuck: stuck},
 		ended:  make(chan error, 1), cancel: cancel,
 	}
-	before := e.svc.events.count()
+	before := e.Pods.Subscribers()
 	go func() { s.ended <- toGRPC(e.svc.GetContainerEvents(&runtimeapi.GetEventsRequest{}, s.stream)) }()
 	deadline := time.Now().Add(5 * time.Second)
-	for e.svc.events.count() == before {
+	for e.Pods.Subscribers() == before {
 		if time.Now().After(deadline) {
 			t.Fatal("GetContainerEvents did not subscribe")
 		}
@@ -147,7 +147,7 @@ func TestContainerEventsLifecycle(t *testing.T) {
 	if ev := sub.expect(t, id, evCreated); statesOf(ev) != short(id)+":CREATED" || ev.PodSandboxStatus.GetId() != sbID {
 		t.Fatalf("created event: statuses %s, sandbox %s", statesOf(ev), ev.PodSandboxStatus.GetId())
 	}
-	e.clock.set(lcT0.Add(time.Minute))
+	e.Clock.Set(lcT0.Add(time.Minute))
 	e.mustStart(t, id)
 	if ev := sub.expect(t, id, evStarted); statesOf(ev) != short(id)+":RUNNING" || ev.CreatedAt != lcT0.Add(time.Minute).UnixNano() {
 		t.Fatalf("started event: statuses %s at %d", statesOf(ev), ev.CreatedAt)
@@ -155,9 +155,9 @@ func TestContainerEventsLifecycle(t *testing.T) {
 	sub.none(t)
 
 	// The guest powers itself off; the monitor's next check finds it.
-	e.clock.set(lcT0.Add(time.Hour))
-	e.lv.GuestPowerOff(domainName(id))
-	e.svc.checkRunning(ctx)
+	e.Clock.Set(lcT0.Add(time.Hour))
+	e.LV.GuestPowerOff(domainName(id))
+	e.Pods.CheckRunning(ctx)
 	ev := sub.expect(t, id, evStopped)
 	if got := statesOf(ev); got != short(id)+":EXITED(0 Completed)" || ev.CreatedAt != lcT0.Add(time.Hour).UnixNano() {
 		t.Fatalf("stopped event: statuses %s at %d", got, ev.CreatedAt)
@@ -224,7 +224,7 @@ func TestContainerEventsLifecycle(t *testing.T) {
 	if err := <-sub.ended; err != nil {
 		t.Fatalf("GetContainerEvents after the client left: %v", err)
 	}
-	if n := e.svc.events.count(); n != 0 {
+	if n := e.Pods.Subscribers(); n != 0 {
 		t.Fatalf("%d subscribers left", n)
 	}
 }
@@ -237,11 +237,11 @@ func TestContainerEventsStopKinds(t *testing.T) {
 		want string
 	}{
 		{"guest crash", func(t *testing.T, e *lcEnv, id string) {
-			e.lv.Crash(domainName(id))
-			e.svc.checkRunning(lcCtx(t))
+			e.LV.Crash(domainName(id))
+			e.Pods.CheckRunning(lcCtx(t))
 		}, "EXITED(139 Crashed)"},
 		{"destroyed outside vmpod, seen by ContainerStatus", func(t *testing.T, e *lcEnv, id string) {
-			if err := e.lv.Destroy(context.Background(), domainName(id)); err != nil {
+			if err := e.LV.Destroy(context.Background(), domainName(id)); err != nil {
 				t.Fatal(err)
 			}
 			e.status(t, id)
@@ -277,8 +277,8 @@ func TestContainerEventsStopKinds(t *testing.T) {
 // other subscribers carry on.
 func TestSlowEventSubscriberDoesNotBlock(t *testing.T) {
 	e := newLCEnv(t)
-	e.svc.events = newEventBroadcaster(2)
-	m := withMetrics(e)
+	e.EventBuffer = 2
+	m := withMetrics(e) // rebuilds the controller
 	slow := e.subscribe(t, true)
 	fast := e.subscribe(t, false)
 
@@ -304,7 +304,7 @@ func TestSlowEventSubscriberDoesNotBlock(t *testing.T) {
 	}{{sbID, evCreated}, {sbID, evStarted}, {id, evCreated}, {id, evStarted}, {id, evStopped}} {
 		fast.expect(t, want.id, want.typ)
 	}
-	if n := e.svc.events.count(); n != 1 {
+	if n := e.Pods.Subscribers(); n != 1 {
 		t.Fatalf("%d subscribers, want the fast one only", n)
 	}
 	fams := scrape(t, m)
@@ -344,7 +344,7 @@ func TestContainerEventsOverGRPC(t *testing.T) {
 	ic := &Interceptors{Log: quietLog(), Gate: gate}
 	srv := grpc.NewServer(grpc.UnaryInterceptor(ic.Unary), grpc.StreamInterceptor(ic.Stream))
 	runtimeapi.RegisterRuntimeServiceServer(srv, e.svc)
-	sock := filepath.Join(e.runRoot, "g.sock")
+	sock := filepath.Join(e.RunRoot, "g.sock")
 	lis, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
@@ -365,11 +365,11 @@ func TestContainerEventsOverGRPC(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(50 * time.Millisecond)
-	if n := e.svc.events.count(); n != 0 {
+	if n := e.Pods.Subscribers(); n != 0 {
 		t.Fatalf("subscribed before the readiness gate opened (%d)", n)
 	}
 	gate.Open()
-	for deadline := time.Now().Add(5 * time.Second); e.svc.events.count() == 0; time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); e.Pods.Subscribers() == 0; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("no subscriber after the gate opened")
 		}
@@ -407,13 +407,14 @@ func TestContainerEventsOverGRPC(t *testing.T) {
 // after what it had buffered.
 func TestStuckGRPCClientIsDisconnected(t *testing.T) {
 	e := newLCEnv(t)
-	e.svc.events = newEventBroadcaster(4)
+	e.EventBuffer = 4
+	e.rebuild()
 	gate := NewGate()
 	gate.Open()
 	ic := &Interceptors{Log: quietLog(), Gate: gate}
 	srv := grpc.NewServer(grpc.StreamInterceptor(ic.Stream))
 	runtimeapi.RegisterRuntimeServiceServer(srv, e.svc)
-	sock := filepath.Join(e.runRoot, "g.sock")
+	sock := filepath.Join(e.RunRoot, "g.sock")
 	lis, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
@@ -429,24 +430,29 @@ func TestStuckGRPCClientIsDisconnected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(5 * time.Second); e.svc.events.count() == 0; time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); e.Pods.Subscribers() == 0; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("no subscriber")
 		}
 	}
-	// Big events fill the flow-control windows quickly; publishing never
-	// waits.
-	big := strings.Repeat("x", 256<<10)
-	start := time.Now()
-	for i := 0; i < 200 && e.svc.events.count() > 0; i++ {
-		e.svc.events.publish(&runtimeapi.ContainerEventResponse{ContainerId: big, ContainerEventType: evStopped})
-		time.Sleep(time.Millisecond)
+	// Big events (a pod with a 256 KiB annotation: every event carries
+	// its status) fill the flow-control windows quickly; publishing never
+	// waits, so the pods' calls go on.
+	pod := lcPod("big")
+	pod.Annotations["example.com/big"] = strings.Repeat("x", 256<<10)
+	for i := 0; i < 100 && e.Pods.Subscribers() > 0; i++ {
+		pod.Metadata.Attempt = uint32(i)
+		id := e.runPod(t, pod)
+		start := time.Now()
+		if _, err := e.svc.RemovePodSandbox(lcCtx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("RemovePodSandbox took %v with a stuck subscriber", d)
+		}
 	}
-	if e.svc.events.count() != 0 {
+	if e.Pods.Subscribers() != 0 {
 		t.Fatal("the client that stopped reading is still subscribed")
-	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Fatalf("publishing took %v", d)
 	}
 	var n int
 	for {

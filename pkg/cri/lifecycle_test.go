@@ -3,635 +3,26 @@ package cri
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/containerd/errdefs"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"libvirt.org/go/libvirtxml"
 
-	"github.com/vmpod/vmpod/pkg/config"
-	"github.com/vmpod/vmpod/pkg/image"
-	"github.com/vmpod/vmpod/pkg/image/oci"
 	"github.com/vmpod/vmpod/pkg/libvirttools"
-	"github.com/vmpod/vmpod/pkg/libvirttools/fake"
-	"github.com/vmpod/vmpod/pkg/logging"
-	"github.com/vmpod/vmpod/pkg/store"
+	"github.com/vmpod/vmpod/pkg/lifecycle"
+	"github.com/vmpod/vmpod/pkg/lifecycle/lifecycletest"
+	"github.com/vmpod/vmpod/pkg/podspec"
 )
-
-// Lifecycle tests drive the sandbox and container RPCs of a Service built
-// over a real metadata store and hand-written fakes: the stateful libvirt
-// fake, an image store, an overlay maker and a console factory. Errors are
-// checked through toGRPC, the mapping the gRPC boundary applies.
-
-// The -update flag rewrites the golden files under testdata/ instead of
-// comparing with them; registered only if another test file of this package
-// has not registered it already.
-func init() {
-	if flag.Lookup("update") == nil {
-		flag.Bool("update", false, "rewrite golden files under testdata/ instead of comparing")
-	}
-}
-
-func lcUpdateGolden() bool {
-	g, ok := flag.Lookup("update").Value.(flag.Getter)
-	if !ok {
-		return false
-	}
-	v, _ := g.Get().(bool)
-	return v
-}
-
-// Images the fake image store holds.
-var (
-	// An OCI-style image: its ID is not the digest of its disk file.
-	lcImageDebian = image.Image{
-		ID: "sha256:" + strings.Repeat("ab", 32), DiskDigest: "sha256:" + strings.Repeat("ef", 32),
-		RepoTags: []string{"debian:12"}, Format: "qcow2", Size: 300 << 20, VirtualSize: 2 << 30,
-	}
-	lcImageAlpine = image.Image{
-		ID: "sha256:" + strings.Repeat("cd", 32), RepoTags: []string{"alpine:3"},
-		Format: "raw", Size: 100 << 20, VirtualSize: 1 << 30,
-	}
-)
-
-// lcImages is a fake ImageStore holding fixed images.
-type lcImages struct {
-	dir    string
-	images []image.Image
-
-	mu       sync.Mutex
-	released []string
-}
-
-func (s *lcImages) Get(ref string) (image.Image, error) {
-	for _, img := range s.images {
-		if img.ID == ref || slices.Contains(img.RepoTags, ref) {
-			return img, nil
-		}
-	}
-	return image.Image{}, fmt.Errorf("image %q: %w", ref, errdefs.ErrNotFound)
-}
-
-func (s *lcImages) Pull(ctx context.Context, name string, _ *oci.Auth) (image.Image, error) {
-	return s.Get(name)
-}
-func (s *lcImages) List() []image.Image           { return s.images }
-func (s *lcImages) Remove(ref string) error       { return nil }
-func (s *lcImages) Usage() (image.FsUsage, error) { return image.FsUsage{}, nil }
-
-// Path returns the disk file of image id, or of disk digest id.
-func (s *lcImages) Path(id string) string {
-	if img, err := s.Get(id); err == nil && img.ID == id {
-		id = img.Disk()
-	}
-	return filepath.Join(s.dir, strings.TrimPrefix(id, "sha256:"))
-}
-
-func (s *lcImages) Release(id string) {
-	s.mu.Lock()
-	s.released = append(s.released, id)
-	s.mu.Unlock()
-}
-
-func (s *lcImages) releasedIDs() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.released)
-}
-
-// overlayCall is one OverlayMaker.Create call.
-type overlayCall struct {
-	path, backing, format string
-	size                  int64
-}
-
-// lcOverlays is a fake OverlayMaker: it writes an empty file at path. While
-// held, Create waits until released.
-type lcOverlays struct {
-	mu      sync.Mutex
-	calls   []overlayCall
-	hold    chan struct{}
-	entered chan struct{} // gets a value when a held Create starts waiting
-}
-
-func (o *lcOverlays) Create(ctx context.Context, path, backing, format string, size int64) error {
-	o.mu.Lock()
-	o.calls = append(o.calls, overlayCall{path, backing, format, size})
-	hold, entered := o.hold, o.entered
-	o.mu.Unlock()
-	if hold != nil {
-		entered <- struct{}{}
-		select {
-		case <-hold:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return os.WriteFile(path, nil, 0o644)
-}
-
-// holdCreates makes the next Creates wait; entered receives once each one
-// is waiting, and release lets them (and later ones) finish.
-func (o *lcOverlays) holdCreates() (entered <-chan struct{}, release func()) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	hold, ent := make(chan struct{}), make(chan struct{}, 8)
-	o.hold, o.entered = hold, ent
-	var once sync.Once
-	return ent, func() {
-		once.Do(func() {
-			o.mu.Lock()
-			o.hold = nil
-			o.mu.Unlock()
-			close(hold)
-		})
-	}
-}
-
-func (o *lcOverlays) made() []overlayCall {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return slices.Clone(o.calls)
-}
-
-// lcConsole is a fake ConsoleHandle. Output fed with feed reaches every
-// subscriber; input is recorded.
-type lcConsole struct {
-	socket, logPath string
-
-	mu        sync.Mutex
-	subs      []*io.PipeWriter
-	input     []byte
-	reopens   int
-	closed    bool
-	done      chan struct{}
-	connected chan struct{}
-}
-
-func newLCConsole(socket, logPath string) *lcConsole {
-	c := &lcConsole{socket: socket, logPath: logPath, done: make(chan struct{}), connected: make(chan struct{})}
-	close(c.connected)
-	return c
-}
-
-func (c *lcConsole) Subscribe() (io.ReadCloser, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return nil, fmt.Errorf("console closed: %w", errdefs.ErrFailedPrecondition)
-	}
-	r, w := io.Pipe()
-	c.subs = append(c.subs, w)
-	return r, nil
-}
-
-func (c *lcConsole) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.input = append(c.input, p...)
-	return len(p), nil
-}
-
-func (c *lcConsole) ReopenLog() error {
-	c.mu.Lock()
-	c.reopens++
-	c.mu.Unlock()
-	return nil
-}
-
-func (c *lcConsole) Close() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return nil
-	}
-	c.closed = true
-	close(c.done)
-	for _, w := range c.subs {
-		w.Close()
-	}
-	return nil
-}
-
-func (c *lcConsole) Done() <-chan struct{}      { return c.done }
-func (c *lcConsole) Connected() <-chan struct{} { return c.connected }
-
-// feed writes guest output to the current subscribers; each must be read.
-func (c *lcConsole) feed(s string) {
-	c.mu.Lock()
-	subs := slices.Clone(c.subs)
-	c.mu.Unlock()
-	for _, w := range subs {
-		w.Write([]byte(s))
-	}
-}
-
-func (c *lcConsole) isClosed() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.closed
-}
-
-func (c *lcConsole) written() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return string(c.input)
-}
-
-// lcConsoles is the fake ConsoleFactory; it keeps every console made.
-type lcConsoles struct {
-	mu      sync.Mutex
-	made    []*lcConsole
-	failErr error // returned once by the next New
-}
-
-func (f *lcConsoles) New(socket, logPath string, _ *slog.Logger) (ConsoleHandle, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.failErr; err != nil {
-		f.failErr = nil
-		return nil, err
-	}
-	c := newLCConsole(socket, logPath)
-	f.made = append(f.made, c)
-	return c, nil
-}
-
-func (f *lcConsoles) all() []*lcConsole {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.made)
-}
-
-func (f *lcConsoles) last(t *testing.T) *lcConsole {
-	t.Helper()
-	all := f.all()
-	if len(all) == 0 {
-		t.Fatal("no console was created")
-	}
-	return all[len(all)-1]
-}
-
-// lcClock is a settable clock. While held, Now blocks until released.
-type lcClock struct {
-	mu   sync.Mutex
-	now  time.Time
-	hold chan struct{}
-}
-
-func (c *lcClock) Now() time.Time {
-	c.mu.Lock()
-	hold := c.hold
-	c.mu.Unlock()
-	if hold != nil {
-		<-hold
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *lcClock) set(t time.Time) {
-	c.mu.Lock()
-	c.now = t
-	c.mu.Unlock()
-}
-
-func (c *lcClock) holdNow() (release func()) {
-	hold := make(chan struct{})
-	c.mu.Lock()
-	c.hold = hold
-	c.mu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			c.mu.Lock()
-			c.hold = nil
-			c.mu.Unlock()
-			close(hold)
-		})
-	}
-}
-
-var lcT0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
-
-// lcEnv is a Service with its dependencies.
-type lcEnv struct {
-	cfg      config.Config
-	runRoot  string // dir of the CRI socket; per-VM sockets go under vms/
-	stateDir string
-	metaPath string
-	meta     *store.Store
-	lv       *fake.Connection
-	images   *lcImages
-	overlays *lcOverlays
-	consoles *lcConsoles
-	clock    *lcClock
-	net      *fakeNet
-	svc      *Service
-}
-
-func newLCEnv(t *testing.T) *lcEnv {
-	t.Helper()
-	// Short, so the serial socket stays under the 107-byte limit.
-	runRoot, err := os.MkdirTemp("", "vp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(runRoot) })
-	stateDir := t.TempDir()
-	cfg := config.Default()
-	cfg.Socket = filepath.Join(runRoot, "s.sock")
-	cfg.StateDir = stateDir
-	cfg.Accelerator = "tcg"
-	cfg.Runtimes = map[string]config.Runtime{"vmpod": {}, "small": {TCGTBCacheMiB: 256}}
-	e := &lcEnv{
-		cfg: cfg, runRoot: runRoot, stateDir: stateDir, metaPath: filepath.Join(stateDir, "metadata.db"),
-		lv:       fake.New(),
-		images:   &lcImages{dir: t.TempDir(), images: []image.Image{lcImageDebian, lcImageAlpine}},
-		overlays: &lcOverlays{}, consoles: &lcConsoles{}, clock: &lcClock{now: lcT0}, net: newFakeNet(),
-	}
-	e.openStore(t)
-	t.Cleanup(func() { e.meta.Close() })
-	e.svc = e.newService()
-	return e
-}
-
-func (e *lcEnv) openStore(t *testing.T) {
-	t.Helper()
-	meta, err := store.Open(e.metaPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.meta = meta
-}
-
-func (e *lcEnv) newService() *Service {
-	return NewService(Options{
-		Config: e.cfg, Images: e.images, Libvirt: e.lv, Meta: e.meta, Log: quietLog(),
-		NewConsole: e.consoles.New, Overlays: e.overlays, Now: e.clock.Now, Network: e.net,
-	})
-}
-
-// restart simulates vmpod being killed and started again: the old Service
-// is abandoned as is (consoles not closed), the metadata store reopened,
-// and a new Service built over it and the same libvirt. Recover is the
-// caller's.
-func (e *lcEnv) restart(t *testing.T) *Service {
-	t.Helper()
-	if err := e.meta.Close(); err != nil {
-		t.Fatal(err)
-	}
-	e.openStore(t)
-	e.svc = e.newService()
-	return e.svc
-}
-
-func lcPod(name string) *runtimeapi.PodSandboxConfig {
-	return &runtimeapi.PodSandboxConfig{
-		Metadata:     &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "default", Uid: "uid-" + name},
-		LogDirectory: "/var/log/pods/default_" + name + "_uid-" + name,
-		Labels:       map[string]string{"app": name},
-		Annotations:  map[string]string{},
-	}
-}
-
-func lcContainer(name string) *runtimeapi.ContainerConfig {
-	return &runtimeapi.ContainerConfig{
-		Metadata: &runtimeapi.ContainerMetadata{Name: name},
-		Image:    &runtimeapi.ImageSpec{Image: "debian:12"},
-		LogPath:  name + "/0.log",
-		Labels:   map[string]string{"container": name},
-	}
-}
-
-func (e *lcEnv) runPod(t *testing.T, cfg *runtimeapi.PodSandboxConfig) string {
-	t.Helper()
-	resp, err := e.svc.RunPodSandbox(lcCtx(t), &runtimeapi.RunPodSandboxRequest{Config: cfg})
-	if err != nil {
-		t.Fatalf("RunPodSandbox: %v", err)
-	}
-	return resp.PodSandboxId
-}
-
-func (e *lcEnv) create(sbID string, sb *runtimeapi.PodSandboxConfig, c *runtimeapi.ContainerConfig) (string, error) {
-	resp, err := e.svc.CreateContainer(lcQuiet(context.Background()),
-		&runtimeapi.CreateContainerRequest{PodSandboxId: sbID, Config: c, SandboxConfig: sb})
-	return resp.GetContainerId(), err
-}
-
-func (e *lcEnv) mustCreate(t *testing.T, sbID string, sb *runtimeapi.PodSandboxConfig, c *runtimeapi.ContainerConfig) string {
-	t.Helper()
-	id, err := e.create(sbID, sb, c)
-	if err != nil {
-		t.Fatalf("CreateContainer: %v", err)
-	}
-	return id
-}
-
-func (e *lcEnv) mustStart(t *testing.T, id string) {
-	t.Helper()
-	if _, err := e.svc.StartContainer(lcCtx(t), &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
-		t.Fatalf("StartContainer: %v", err)
-	}
-}
-
-// runningVM runs pod name and a started container "vm" in it.
-func (e *lcEnv) runningVM(t *testing.T, name string) (sbID, id string) {
-	t.Helper()
-	pod := lcPod(name)
-	sbID = e.runPod(t, pod)
-	id = e.mustCreate(t, sbID, pod, lcContainer("vm"))
-	e.mustStart(t, id)
-	return sbID, id
-}
-
-func (e *lcEnv) status(t *testing.T, id string) *runtimeapi.ContainerStatus {
-	t.Helper()
-	resp, err := e.svc.ContainerStatus(lcCtx(t), &runtimeapi.ContainerStatusRequest{ContainerId: id})
-	if err != nil {
-		t.Fatalf("ContainerStatus(%s): %v", id, err)
-	}
-	return resp.Status
-}
-
-func (e *lcEnv) podState(t *testing.T, id string) runtimeapi.PodSandboxState {
-	t.Helper()
-	resp, err := e.svc.PodSandboxStatus(lcCtx(t), &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id})
-	if err != nil {
-		t.Fatalf("PodSandboxStatus(%s): %v", id, err)
-	}
-	return resp.Status.State
-}
-
-func (e *lcEnv) record(t *testing.T, id string) containerRecord {
-	t.Helper()
-	var rec containerRecord
-	if err := e.meta.Get(store.Containers, id, &rec); err != nil {
-		t.Fatalf("container record %s: %v", id, err)
-	}
-	return rec
-}
-
-func (e *lcEnv) containerRecords(t *testing.T) []containerRecord {
-	t.Helper()
-	recs, err := store.List[containerRecord](e.meta, store.Containers)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return recs
-}
-
-func (e *lcEnv) sandboxRecords(t *testing.T) []sandboxRecord {
-	t.Helper()
-	recs, err := store.List[sandboxRecord](e.meta, store.Sandboxes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return recs
-}
-
-// domains lists the fake's domain names (this records a List call).
-func (e *lcEnv) domains(t *testing.T) []string {
-	t.Helper()
-	doms, err := e.lv.List(context.Background(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, d := range doms {
-		names = append(names, d.Name)
-	}
-	return names
-}
-
-func (e *lcEnv) domainState(t *testing.T, name string) libvirttools.DomainStatus {
-	t.Helper()
-	_, st, ok := e.lv.Domain(name)
-	if !ok {
-		t.Fatalf("domain %s is not defined", name)
-	}
-	return st
-}
-
-func (e *lcEnv) domainXML(t *testing.T, name string) *libvirtxml.Domain {
-	t.Helper()
-	doc, _, ok := e.lv.Domain(name)
-	if !ok {
-		t.Fatalf("domain %s is not defined", name)
-	}
-	var dom libvirtxml.Domain
-	if err := dom.Unmarshal(doc); err != nil {
-		t.Fatalf("domain %s XML: %v", name, err)
-	}
-	return &dom
-}
-
-// callsSince returns the fake's calls from index n on.
-func (e *lcEnv) callsSince(n int) []string { return e.lv.Calls()[n:] }
-
-func (e *lcEnv) listContainers(t *testing.T, f *runtimeapi.ContainerFilter) []string {
-	t.Helper()
-	resp, err := e.svc.ListContainers(lcCtx(t), &runtimeapi.ListContainersRequest{Filter: f})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ids []string
-	for _, c := range resp.Containers {
-		ids = append(ids, c.Id)
-	}
-	return ids
-}
-
-func (e *lcEnv) listPods(t *testing.T, f *runtimeapi.PodSandboxFilter) []string {
-	t.Helper()
-	resp, err := e.svc.ListPodSandbox(lcCtx(t), &runtimeapi.ListPodSandboxRequest{Filter: f})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ids []string
-	for _, p := range resp.Items {
-		ids = append(ids, p.Id)
-	}
-	return ids
-}
-
-// dirEntries lists dir; a missing dir is empty.
-func dirEntries(t *testing.T, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
-	}
-	return names
-}
-
-// assertNoContainers checks that no container is left anywhere: no
-// record, no state entry, no domain, no container or socket directory.
-func (e *lcEnv) assertNoContainers(t *testing.T) {
-	t.Helper()
-	if recs := e.containerRecords(t); len(recs) != 0 {
-		t.Errorf("container records left: %+v", recs)
-	}
-	if cs := e.svc.state.listContainers(); len(cs) != 0 {
-		t.Errorf("%d containers left in memory", len(cs))
-	}
-	if doms := e.domains(t); len(doms) != 0 {
-		t.Errorf("domains left: %v", doms)
-	}
-	if d := dirEntries(t, e.svc.containersDir()); len(d) != 0 {
-		t.Errorf("container directories left: %v", d)
-	}
-	if d := dirEntries(t, e.svc.runDir()); len(d) != 0 {
-		t.Errorf("socket directories left: %v", d)
-	}
-	for _, c := range e.overlays.made() {
-		if _, err := os.Stat(c.path); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("overlay %s left (stat: %v)", c.path, err)
-		}
-	}
-}
-
-// lcQuiet gives ctx a logger that discards: the RPCs log through the
-// context's logger (the interceptor puts one there), else slog.Default.
-func lcQuiet(ctx context.Context) context.Context { return logging.With(ctx, quietLog()) }
-
-// lcCtx is the test's context with a quiet logger.
-func lcCtx(t *testing.T) context.Context { return lcQuiet(t.Context()) }
-
-// wantCode checks the gRPC code err maps to at the boundary and that its
-// message contains each of the words.
-func wantCode(t *testing.T, err error, code codes.Code, words ...string) {
-	t.Helper()
-	if got := status.Code(toGRPC(err)); got != code {
-		t.Fatalf("error %v maps to %v, want %v", err, got, code)
-	}
-	for _, w := range words {
-		if !strings.Contains(err.Error(), w) {
-			t.Errorf("error %q does not mention %q", err, w)
-		}
-	}
-}
 
 func TestRunPodSandbox(t *testing.T) {
 	e := newLCEnv(t)
@@ -649,11 +40,11 @@ func TestRunPodSandbox(t *testing.T) {
 		st.CreatedAt != lcT0.UnixNano() || st.RuntimeHandler != "vmpod" || st.Labels["app"] != "web" {
 		t.Errorf("PodSandboxStatus = %+v", st)
 	}
-	recs := e.sandboxRecords(t)
-	if len(recs) != 1 || recs[0].ID != id || recs[0].Name != "web_default_uid-web_0" || recs[0].State != sandboxReady {
+	recs := e.SandboxRecords(t)
+	if len(recs) != 1 || recs[0].ID != id || recs[0].Name != "web_default_uid-web_0" || recs[0].State != lifecycle.SandboxReady {
 		t.Errorf("sandbox records = %+v", recs)
 	}
-	if calls := e.lv.Calls(); len(calls) != 0 {
+	if calls := e.LV.Calls(); len(calls) != 0 {
 		t.Errorf("RunPodSandbox called libvirt: %v", calls)
 	}
 
@@ -688,19 +79,19 @@ func TestRunPodSandboxInvalid(t *testing.T) {
 		}, codes.InvalidArgument, []string{"hostNetwork"}},
 		{"unknown handler", func(r *runtimeapi.RunPodSandboxRequest) { r.RuntimeHandler = "kata" }, codes.InvalidArgument,
 			[]string{`"kata"`, "known: small, vmpod"}},
-		{"vcpus zero", func(r *runtimeapi.RunPodSandboxRequest) { r.Config.Annotations[annVCPUs] = "0" }, codes.InvalidArgument, []string{annVCPUs}},
-		{"vcpus not a number", func(r *runtimeapi.RunPodSandboxRequest) { r.Config.Annotations[annVCPUs] = "two" }, codes.InvalidArgument, []string{annVCPUs}},
-		{"vcpus too many", func(r *runtimeapi.RunPodSandboxRequest) { r.Config.Annotations[annVCPUs] = "65" }, codes.InvalidArgument, []string{annVCPUs, "1 to 64"}},
-		{"memory too small", func(r *runtimeapi.RunPodSandboxRequest) { r.Config.Annotations[annMemory] = "32Mi" }, codes.InvalidArgument, []string{annMemory, "64Mi"}},
-		{"memory garbage", func(r *runtimeapi.RunPodSandboxRequest) { r.Config.Annotations[annMemory] = "lots" }, codes.InvalidArgument, []string{annMemory}},
-		{"root volume zero", func(r *runtimeapi.RunPodSandboxRequest) { r.Config.Annotations[annRootVolumeSize] = "0" }, codes.InvalidArgument, []string{annRootVolumeSize}},
-		{"disk bus", func(r *runtimeapi.RunPodSandboxRequest) { r.Config.Annotations[annDiskBus] = "ide" }, codes.InvalidArgument, []string{annDiskBus, "virtio, scsi or sata"}},
-		{"firmware", func(r *runtimeapi.RunPodSandboxRequest) { r.Config.Annotations[annFirmware] = "coreboot" }, codes.InvalidArgument, []string{annFirmware, "bios or uefi"}},
-		{"cpu model", func(r *runtimeapi.RunPodSandboxRequest) { r.Config.Annotations[annCPUModel] = "bad model;" }, codes.InvalidArgument, []string{annCPUModel}},
+		{"vcpus zero", func(r *runtimeapi.RunPodSandboxRequest) { r.Config.Annotations[podspec.AnnVCPUs] = "0" }, codes.InvalidArgument, []string{podspec.AnnVCPUs}},
+		{"vcpus not a number", func(r *runtimeapi.RunPodSandboxRequest) { r.Config.Annotations[podspec.AnnVCPUs] = "two" }, codes.InvalidArgument, []string{podspec.AnnVCPUs}},
+		{"vcpus too many", func(r *runtimeapi.RunPodSandboxRequest) { r.Config.Annotations[podspec.AnnVCPUs] = "65" }, codes.InvalidArgument, []string{podspec.AnnVCPUs, "1 to 64"}},
+		{"memory too small", func(r *runtimeapi.RunPodSandboxRequest) { r.Config.Annotations[podspec.AnnMemory] = "32Mi" }, codes.InvalidArgument, []string{podspec.AnnMemory, "64Mi"}},
+		{"memory garbage", func(r *runtimeapi.RunPodSandboxRequest) { r.Config.Annotations[podspec.AnnMemory] = "lots" }, codes.InvalidArgument, []string{podspec.AnnMemory}},
+		{"root volume zero", func(r *runtimeapi.RunPodSandboxRequest) { r.Config.Annotations[podspec.AnnRootVolumeSize] = "0" }, codes.InvalidArgument, []string{podspec.AnnRootVolumeSize}},
+		{"disk bus", func(r *runtimeapi.RunPodSandboxRequest) { r.Config.Annotations[podspec.AnnDiskBus] = "ide" }, codes.InvalidArgument, []string{podspec.AnnDiskBus, "virtio, scsi or sata"}},
+		{"firmware", func(r *runtimeapi.RunPodSandboxRequest) { r.Config.Annotations[podspec.AnnFirmware] = "coreboot" }, codes.InvalidArgument, []string{podspec.AnnFirmware, "bios or uefi"}},
+		{"cpu model", func(r *runtimeapi.RunPodSandboxRequest) { r.Config.Annotations[podspec.AnnCPUModel] = "bad model;" }, codes.InvalidArgument, []string{podspec.AnnCPUModel}},
 		{"two bad annotations", func(r *runtimeapi.RunPodSandboxRequest) {
-			r.Config.Annotations[annDiskBus] = "ide"
-			r.Config.Annotations[annFirmware] = "coreboot"
-		}, codes.InvalidArgument, []string{annDiskBus, annFirmware}},
+			r.Config.Annotations[podspec.AnnDiskBus] = "ide"
+			r.Config.Annotations[podspec.AnnFirmware] = "coreboot"
+		}, codes.InvalidArgument, []string{podspec.AnnDiskBus, podspec.AnnFirmware}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newLCEnv(t)
@@ -714,7 +105,7 @@ func TestRunPodSandboxInvalid(t *testing.T) {
 			if ids := e.listPods(t, nil); len(ids) != 0 {
 				t.Errorf("ListPodSandbox after a refused run = %v", ids)
 			}
-			if recs := e.sandboxRecords(t); len(recs) != 0 {
+			if recs := e.SandboxRecords(t); len(recs) != 0 {
 				t.Errorf("sandbox records after a refused run: %+v", recs)
 			}
 			// The name was not kept: the same pod, fixed, runs.
@@ -730,7 +121,7 @@ func TestRunPodSandboxInvalid(t *testing.T) {
 func TestCreateOutlastsDeadline(t *testing.T) {
 	t.Run("RunPodSandbox", func(t *testing.T) {
 		e := newLCEnv(t)
-		release := e.clock.holdNow() // runPodSandbox reads the clock for CreatedAt
+		release := e.Clock.HoldNow() // runPodSandbox reads the clock for CreatedAt
 		defer release()
 		ctx, cancel := context.WithTimeout(lcCtx(t), 50*time.Millisecond)
 		defer cancel()
@@ -751,7 +142,7 @@ func TestCreateOutlastsDeadline(t *testing.T) {
 			e := newLCEnv(t)
 			pod := lcPod("web")
 			sbID := e.runPod(t, pod)
-			entered, release := e.overlays.holdCreates()
+			entered, release := e.Overlays.HoldCreates()
 			defer release()
 			req := &runtimeapi.CreateContainerRequest{PodSandboxId: sbID, Config: lcContainer("vm"), SandboxConfig: pod}
 			ctx, cancel := context.WithTimeout(lcCtx(t), 100*time.Millisecond)
@@ -792,14 +183,14 @@ func TestCreateOutlastsDeadline(t *testing.T) {
 			if r.err != nil {
 				t.Fatalf("retry: %v", r.err)
 			}
-			recs := e.containerRecords(t)
-			if len(recs) != 1 || recs[0].ID != r.id || recs[0].State != containerCreated {
+			recs := e.ContainerRecords(t)
+			if len(recs) != 1 || recs[0].ID != r.id || recs[0].State != lifecycle.ContainerCreated {
 				t.Fatalf("retry got %s; records are %+v", r.id, recs)
 			}
-			if doms := e.domains(t); len(doms) != 1 || doms[0] != domainName(r.id) {
+			if doms := e.Domains(t); len(doms) != 1 || doms[0] != domainName(r.id) {
 				t.Errorf("domains = %v, want just %s", doms, domainName(r.id))
 			}
-			if n := len(e.overlays.made()); n != 1 {
+			if n := len(e.Overlays.Made()); n != 1 {
 				t.Errorf("%d overlays made, want 1", n)
 			}
 		})
@@ -816,7 +207,7 @@ func TestCreateContainerDomainGolden(t *testing.T) {
 	}{
 		{"default", nil, nil},
 		{"annotated-uefi", map[string]string{
-			annVCPUs: "2", annMemory: "1Gi", annDiskBus: "scsi", annFirmware: "uefi", annCPUModel: "Skylake-Client",
+			podspec.AnnVCPUs: "2", podspec.AnnMemory: "1Gi", podspec.AnnDiskBus: "scsi", podspec.AnnFirmware: "uefi", podspec.AnnCPUModel: "Skylake-Client",
 		}, &runtimeapi.LinuxContainerResources{CpuShares: 512, CpuQuota: 150000, CpuPeriod: 100000}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -829,14 +220,14 @@ func TestCreateContainerDomainGolden(t *testing.T) {
 			c := lcContainer("vm")
 			c.Linux = &runtimeapi.LinuxContainerConfig{Resources: tc.res}
 			id := e.mustCreate(t, sbID, pod, c)
-			if doms := e.domains(t); len(doms) != 1 || doms[0] != "vmpod-"+id {
+			if doms := e.Domains(t); len(doms) != 1 || doms[0] != "vmpod-"+id {
 				t.Fatalf("domains = %v, want just vmpod-%s", doms, id)
 			}
-			doc, _, _ := e.lv.Domain("vmpod-" + id)
+			doc, _, _ := e.LV.Domain("vmpod-" + id)
 			got := strings.NewReplacer(
-				e.runRoot, "@RUN@", e.stateDir, "@STATE@",
+				e.RunRoot, "@RUN@", e.StateDir, "@STATE@",
 				id, "@CONTAINER_ID@", id[:16], "@CONTAINER_ID_16@",
-				sbID, "@SANDBOX_ID@", sbID[:10], "@SANDBOX_ID_10@", domainUUID(id), "@UUID@", e.svc.state.meta.InstanceID(), "@INSTANCE@",
+				sbID, "@SANDBOX_ID@", sbID[:10], "@SANDBOX_ID_10@", lifecycle.DomainUUID(id), "@UUID@", e.Meta.InstanceID(), "@INSTANCE@",
 			).Replace(doc) + "\n"
 			path := filepath.Join("testdata", "domain-"+tc.name+".xml")
 			if lcUpdateGolden() {
@@ -923,14 +314,14 @@ func TestCreateContainerShapesVM(t *testing.T) {
 	}{
 		{name: "defaults", want: base},
 		{name: "pod annotations", podAnn: map[string]string{
-			annVCPUs: "3", annMemory: "1Gi", annDiskBus: "sata", annFirmware: "uefi", annCPUModel: "Skylake-Client",
+			podspec.AnnVCPUs: "3", podspec.AnnMemory: "1Gi", podspec.AnnDiskBus: "sata", podspec.AnnFirmware: "uefi", podspec.AnnCPUModel: "Skylake-Client",
 		}, want: with(func(s *lcDomainShape) {
 			s.VCPUs, s.MemoryKiB, s.Bus, s.Machine, s.Loader, s.CPU = 3, 1<<20, "sata", "q35", "/usr/share/OVMF/OVMF_CODE_4M.fd", "Skylake-Client"
 		})},
-		{name: "scsi and host-model", podAnn: map[string]string{annDiskBus: "scsi", annCPUModel: "host-model"},
+		{name: "scsi and host-model", podAnn: map[string]string{podspec.AnnDiskBus: "scsi", podspec.AnnCPUModel: "host-model"},
 			want: with(func(s *lcDomainShape) { s.Bus, s.CPU = "scsi", "host-model" })},
-		{name: "container annotation wins", podAnn: map[string]string{annVCPUs: "2", annMemory: "1Gi"},
-			cAnn: map[string]string{annVCPUs: "4"},
+		{name: "container annotation wins", podAnn: map[string]string{podspec.AnnVCPUs: "2", podspec.AnnMemory: "1Gi"},
+			cAnn: map[string]string{podspec.AnnVCPUs: "4"},
 			want: with(func(s *lcDomainShape) { s.VCPUs, s.MemoryKiB = 4, 1<<20 })},
 		{name: "cpu limit 1.5 rounds up", res: &runtimeapi.LinuxContainerResources{CpuQuota: 150000, CpuPeriod: 100000},
 			want: with(func(s *lcDomainShape) { s.VCPUs, s.Quota, s.Period = 2, 150000, 100000 })},
@@ -942,12 +333,12 @@ func TestCreateContainerShapesVM(t *testing.T) {
 			want: with(func(s *lcDomainShape) { s.Shares = 256 })},
 		{name: "memory limit", res: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 768 << 20},
 			want: with(func(s *lcDomainShape) { s.MemoryKiB = 768 << 10 })},
-		{name: "annotations beat resources", podAnn: map[string]string{annVCPUs: "1", annMemory: "2Gi"},
+		{name: "annotations beat resources", podAnn: map[string]string{podspec.AnnVCPUs: "1", podspec.AnnMemory: "2Gi"},
 			res:  &runtimeapi.LinuxContainerResources{CpuQuota: 300000, CpuPeriod: 100000, MemoryLimitInBytes: 768 << 20},
 			want: with(func(s *lcDomainShape) { s.VCPUs, s.MemoryKiB, s.Quota, s.Period = 1, 2<<20, 300000, 100000 })},
 		{name: "handler tb cache", handler: "small", want: with(func(s *lcDomainShape) { s.TBCacheMiB = 256 })},
-		{name: "root volume grows the disk", podAnn: map[string]string{annRootVolumeSize: "4Gi"}, want: base, wantSize: 4 << 30},
-		{name: "root volume equal to the image", podAnn: map[string]string{annRootVolumeSize: "2Gi"}, want: base, wantSize: 2 << 30},
+		{name: "root volume grows the disk", podAnn: map[string]string{podspec.AnnRootVolumeSize: "4Gi"}, want: base, wantSize: 4 << 30},
+		{name: "root volume equal to the image", podAnn: map[string]string{podspec.AnnRootVolumeSize: "2Gi"}, want: base, wantSize: 2 << 30},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newLCEnv(t)
@@ -963,15 +354,15 @@ func TestCreateContainerShapesVM(t *testing.T) {
 			c.Annotations = tc.cAnn
 			c.Linux = &runtimeapi.LinuxContainerConfig{Resources: tc.res}
 			id := e.mustCreate(t, resp.PodSandboxId, pod, c)
-			if got := domainShape(e.domainXML(t, domainName(id))); got != tc.want {
+			if got := domainShape(e.DomainXML(t, domainName(id))); got != tc.want {
 				t.Errorf("domain shape\n got %+v\nwant %+v", got, tc.want)
 			}
-			rec := e.record(t, id)
-			want := overlayCall{path: rec.RootDisk, backing: filepath.Join(e.images.dir, strings.Repeat("ef", 32)), format: "qcow2", size: tc.wantSize}
-			if made := e.overlays.made(); len(made) != 1 || made[0] != want {
+			rec := e.Record(t, id)
+			want := lifecycletest.OverlayCall{Path: rec.RootDisk, Backing: filepath.Join(e.Images.Dir, strings.Repeat("ef", 32)), Format: "qcow2", Size: tc.wantSize}
+			if made := e.Overlays.Made(); len(made) != 1 || made[0] != want {
 				t.Errorf("overlays = %+v, want %+v", made, want)
 			}
-			if rec.RootDisk != filepath.Join(e.stateDir, "containers", id, "root.qcow2") {
+			if rec.RootDisk != filepath.Join(e.StateDir, "containers", id, "root.qcow2") {
 				t.Errorf("root disk at %s", rec.RootDisk)
 			}
 		})
@@ -985,11 +376,15 @@ func TestCreateContainerRefused(t *testing.T) {
 		mod     func(*runtimeapi.ContainerConfig)
 		code    codes.Code
 		mention []string
+		// fix are container annotations that override the pod's bad one
+		// (the pod's options are parsed once, by RunPodSandbox).
+		fix map[string]string
 	}{
-		{name: "root volume smaller than the image", podAnn: map[string]string{annRootVolumeSize: "1Gi"},
-			code: codes.InvalidArgument, mention: []string{annRootVolumeSize, "virtual size"}},
-		{name: "bad container annotation", mod: func(c *runtimeapi.ContainerConfig) { c.Annotations = map[string]string{annFirmware: "efi"} },
-			code: codes.InvalidArgument, mention: []string{annFirmware}},
+		{name: "root volume smaller than the image", podAnn: map[string]string{podspec.AnnRootVolumeSize: "1Gi"},
+			code: codes.InvalidArgument, mention: []string{podspec.AnnRootVolumeSize, "virtual size"},
+			fix: map[string]string{podspec.AnnRootVolumeSize: "2Gi"}},
+		{name: "bad container annotation", mod: func(c *runtimeapi.ContainerConfig) { c.Annotations = map[string]string{podspec.AnnFirmware: "efi"} },
+			code: codes.InvalidArgument, mention: []string{podspec.AnnFirmware}},
 		{name: "image not pulled", mod: func(c *runtimeapi.ContainerConfig) { c.Image.Image = "ubuntu:24.04" },
 			code: codes.NotFound, mention: []string{"ubuntu:24.04", "pull it first"}},
 		{name: "no image", mod: func(c *runtimeapi.ContainerConfig) { c.Image = nil }, code: codes.InvalidArgument},
@@ -997,8 +392,8 @@ func TestCreateContainerRefused(t *testing.T) {
 		{name: "memory limit below 64Mi", mod: func(c *runtimeapi.ContainerConfig) {
 			c.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 32 << 20}}
 		}, code: codes.InvalidArgument, mention: []string{"64Mi"}},
-		{name: "host-passthrough under TCG", podAnn: map[string]string{annCPUModel: "host-passthrough"},
-			code: codes.InvalidArgument, mention: []string{"KVM"}},
+		{name: "host-passthrough under TCG", podAnn: map[string]string{podspec.AnnCPUModel: "host-passthrough"},
+			code: codes.InvalidArgument, mention: []string{"KVM"}, fix: map[string]string{podspec.AnnCPUModel: "host-model"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newLCEnv(t)
@@ -1013,12 +408,14 @@ func TestCreateContainerRefused(t *testing.T) {
 			}
 			_, err := e.create(sbID, pod, c)
 			wantCode(t, err, tc.code, tc.mention...)
-			e.assertNoContainers(t)
-			if made := e.overlays.made(); len(made) != 0 {
+			e.AssertNoContainers(t)
+			if made := e.Overlays.Made(); len(made) != 0 {
 				t.Errorf("overlays made: %+v", made)
 			}
 			// The name is free: the fixed container is created.
-			e.mustCreate(t, sbID, lcPod("web"), lcContainer("vm"))
+			fixed := lcContainer("vm")
+			fixed.Annotations = tc.fix
+			e.mustCreate(t, sbID, pod, fixed)
 		})
 	}
 	t.Run("unknown sandbox", func(t *testing.T) {
@@ -1034,15 +431,15 @@ func TestCreateContainerRollback(t *testing.T) {
 	e := newLCEnv(t)
 	pod := lcPod("web")
 	sbID := e.runPod(t, pod)
-	e.lv.FailNext("Define", fmt.Errorf("injected: %w", errdefs.ErrInternal))
+	e.LV.FailNext("Define", fmt.Errorf("injected: %w", errdefs.ErrInternal))
 	_, err := e.create(sbID, pod, lcContainer("vm"))
 	wantCode(t, err, codes.Internal, "injected")
-	if len(e.overlays.made()) != 1 {
-		t.Fatalf("overlays = %+v; the failure should come after the overlay", e.overlays.made())
+	if len(e.Overlays.Made()) != 1 {
+		t.Fatalf("overlays = %+v; the failure should come after the overlay", e.Overlays.Made())
 	}
-	e.assertNoContainers(t)
+	e.AssertNoContainers(t)
 	id := e.mustCreate(t, sbID, pod, lcContainer("vm"))
-	if doms := e.domains(t); len(doms) != 1 || doms[0] != domainName(id) {
+	if doms := e.Domains(t); len(doms) != 1 || doms[0] != domainName(id) {
 		t.Errorf("domains after the retry = %v", doms)
 	}
 }
@@ -1065,7 +462,7 @@ func TestOneVMPerSandbox(t *testing.T) {
 	_, err = e.create(sbID, pod, lcContainer("sidecar"))
 	wantCode(t, err, codes.FailedPrecondition)
 
-	e.lv.GuestPowerOff(domainName(first))
+	e.LV.GuestPowerOff(domainName(first))
 	if st := e.status(t, first); st.State != runtimeapi.ContainerState_CONTAINER_EXITED {
 		t.Fatalf("first container is %v after power-off", st.State)
 	}
@@ -1073,11 +470,11 @@ func TestOneVMPerSandbox(t *testing.T) {
 	if second == first {
 		t.Fatal("the restart got the exited container's ID")
 	}
-	a, b := e.record(t, first), e.record(t, second)
+	a, b := e.Record(t, first), e.Record(t, second)
 	if a.RootDisk == b.RootDisk || a.RunDir == b.RunDir {
 		t.Errorf("restart reuses the root disk or socket dir: %s %s / %s %s", a.RootDisk, b.RootDisk, a.RunDir, b.RunDir)
 	}
-	if made := e.overlays.made(); len(made) != 2 || made[1].path != b.RootDisk {
+	if made := e.Overlays.Made(); len(made) != 2 || made[1].Path != b.RootDisk {
 		t.Errorf("overlays = %+v", made)
 	}
 	e.mustStart(t, second)
@@ -1094,13 +491,13 @@ func TestStartContainer(t *testing.T) {
 	if st := e.status(t, id); st.State != runtimeapi.ContainerState_CONTAINER_CREATED || st.CreatedAt != lcT0.UnixNano() || st.StartedAt != 0 {
 		t.Fatalf("status before start = %+v", st)
 	}
-	n := len(e.lv.Calls())
+	n := len(e.LV.Calls())
 	t1 := lcT0.Add(time.Minute)
-	e.clock.set(t1)
+	e.Clock.Set(t1)
 	e.mustStart(t, id)
 	dom := domainName(id)
 	var lifecycle []string
-	for _, c := range e.callsSince(n) {
+	for _, c := range e.CallsSince(n) {
 		if strings.HasPrefix(c, "Start ") || strings.HasPrefix(c, "Resume ") {
 			lifecycle = append(lifecycle, c)
 		}
@@ -1108,20 +505,20 @@ func TestStartContainer(t *testing.T) {
 	if want := []string{"Start " + dom + " paused", "Resume " + dom}; !slices.Equal(lifecycle, want) {
 		t.Errorf("libvirt calls = %v, want %v", lifecycle, want)
 	}
-	if st := e.domainState(t, dom); st.State != libvirttools.DomainRunning {
+	if st := e.DomainState(t, dom); st.State != libvirttools.DomainRunning {
 		t.Errorf("domain is %v", st.State)
 	}
 	st := e.status(t, id)
 	if st.State != runtimeapi.ContainerState_CONTAINER_RUNNING || st.StartedAt != t1.UnixNano() || st.FinishedAt != 0 {
 		t.Errorf("status after start = %+v", st)
 	}
-	rec := e.record(t, id)
-	con := e.consoles.last(t)
-	if con.socket != serialSocket(rec.RunDir) || con.logPath != filepath.Join(pod.LogDirectory, "vm/0.log") {
-		t.Errorf("console on %s logging to %s", con.socket, con.logPath)
+	rec := e.Record(t, id)
+	con := e.Consoles.Last(t)
+	if con.Socket != serialSocket(rec.RunDir) || con.LogPath != filepath.Join(pod.LogDirectory, "vm/0.log") {
+		t.Errorf("console on %s logging to %s", con.Socket, con.LogPath)
 	}
-	if len(con.socket) > 107 {
-		t.Errorf("serial socket path is %d bytes", len(con.socket))
+	if len(con.Socket) > 107 {
+		t.Errorf("serial socket path is %d bytes", len(con.Socket))
 	}
 
 	_, err := e.svc.StartContainer(lcCtx(t), &runtimeapi.StartContainerRequest{ContainerId: id})
@@ -1137,9 +534,9 @@ func TestStartContainerFailure(t *testing.T) {
 		name string
 		fail func(e *lcEnv)
 	}{
-		{"libvirt start", func(e *lcEnv) { e.lv.FailNext("Start", fmt.Errorf("injected: %w", errdefs.ErrInternal)) }},
-		{"console", func(e *lcEnv) { e.consoles.failErr = errors.New("injected: no socket") }},
-		{"resume", func(e *lcEnv) { e.lv.FailNext("Resume", fmt.Errorf("injected: %w", errdefs.ErrInternal)) }},
+		{"libvirt start", func(e *lcEnv) { e.LV.FailNext("Start", fmt.Errorf("injected: %w", errdefs.ErrInternal)) }},
+		{"console", func(e *lcEnv) { e.Consoles.FailNext(errors.New("injected: no socket")) }},
+		{"resume", func(e *lcEnv) { e.LV.FailNext("Resume", fmt.Errorf("injected: %w", errdefs.ErrInternal)) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newLCEnv(t)
@@ -1149,15 +546,15 @@ func TestStartContainerFailure(t *testing.T) {
 			if _, err := e.svc.StartContainer(lcCtx(t), &runtimeapi.StartContainerRequest{ContainerId: id}); err == nil || !strings.Contains(err.Error(), "injected") {
 				t.Fatalf("StartContainer err = %v", err)
 			}
-			if st := e.domainState(t, domainName(id)); st.State != libvirttools.DomainShutoff {
+			if st := e.DomainState(t, domainName(id)); st.State != libvirttools.DomainShutoff {
 				t.Errorf("domain is %v after a failed start", st.State)
 			}
 			if st := e.status(t, id); st.State != runtimeapi.ContainerState_CONTAINER_CREATED {
 				t.Errorf("container is %v after a failed start", st.State)
 			}
-			for _, c := range e.consoles.all() {
-				if !c.isClosed() {
-					t.Errorf("console %s left open", c.socket)
+			for _, c := range e.Consoles.All() {
+				if !c.IsClosed() {
+					t.Errorf("console %s left open", c.Socket)
 				}
 			}
 			e.mustStart(t, id)
@@ -1176,12 +573,12 @@ func TestContainerExit(t *testing.T) {
 		minTime  time.Duration // how long the stop may take at least
 		stopCall bool          // stop is a StopContainer call
 	}{
-		{name: "guest powers off", stop: func(t *testing.T, e *lcEnv, id string) { e.lv.GuestPowerOff(domainName(id)) },
+		{name: "guest powers off", stop: func(t *testing.T, e *lcEnv, id string) { e.LV.GuestPowerOff(domainName(id)) },
 			code: 0, reason: reasonCompleted, message: "powered off"},
-		{name: "crash", stop: func(t *testing.T, e *lcEnv, id string) { e.lv.Crash(domainName(id)) },
+		{name: "crash", stop: func(t *testing.T, e *lcEnv, id string) { e.LV.Crash(domainName(id)) },
 			code: exitCrashed, reason: reasonCrashed},
 		{name: "destroyed outside vmpod", stop: func(t *testing.T, e *lcEnv, id string) {
-			if err := e.lv.Destroy(context.Background(), domainName(id)); err != nil {
+			if err := e.LV.Destroy(context.Background(), domainName(id)); err != nil {
 				t.Fatal(err)
 			}
 		}, code: exitKilled, reason: reasonKilled, message: "outside vmpod"},
@@ -1191,7 +588,7 @@ func TestContainerExit(t *testing.T) {
 			}
 		}, code: 0, reason: reasonCompleted},
 		{name: "StopContainer, guest ignores ACPI", stopCall: true, stop: func(t *testing.T, e *lcEnv, id string) {
-			e.lv.SetIgnoreACPI(domainName(id), true)
+			e.LV.SetIgnoreACPI(domainName(id), true)
 			if _, err := e.svc.StopContainer(lcCtx(t), &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 1}); err != nil {
 				t.Fatal(err)
 			}
@@ -1205,9 +602,9 @@ func TestContainerExit(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newLCEnv(t)
 			_, id := e.runningVM(t, "web")
-			con := e.consoles.last(t)
+			con := e.Consoles.Last(t)
 			t2 := lcT0.Add(time.Hour)
-			e.clock.set(t2)
+			e.Clock.Set(t2)
 			start := time.Now()
 			tc.stop(t, e, id)
 			took := time.Since(start)
@@ -1223,23 +620,23 @@ func TestContainerExit(t *testing.T) {
 			if tc.code != 0 && st.ExitCode == 0 {
 				t.Error("a VM that did not power off itself exited 0")
 			}
-			if !con.isClosed() {
+			if !con.IsClosed() {
 				t.Error("console reader still open after the VM exited")
 			}
-			if s := e.domainState(t, domainName(id)); s.State != libvirttools.DomainShutoff {
+			if s := e.DomainState(t, domainName(id)); s.State != libvirttools.DomainShutoff {
 				t.Errorf("domain is %v", s.State)
 			}
 			// The exit is recorded, not just reported.
-			if rec := e.record(t, id); rec.State != containerExited || rec.ExitCode != tc.code {
+			if rec := e.Record(t, id); rec.State != lifecycle.ContainerExited || rec.ExitCode != tc.code {
 				t.Errorf("record = %s exit %d", rec.State, rec.ExitCode)
 			}
 			if tc.stopCall {
 				// Stopping again is a no-op that succeeds.
-				n := len(e.lv.Calls())
+				n := len(e.LV.Calls())
 				if _, err := e.svc.StopContainer(lcCtx(t), &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 10}); err != nil {
 					t.Fatalf("second stop: %v", err)
 				}
-				for _, c := range e.callsSince(n) {
+				for _, c := range e.CallsSince(n) {
 					if strings.HasPrefix(c, "Shutdown") || strings.HasPrefix(c, "Destroy") {
 						t.Errorf("second stop called %s", c)
 					}
@@ -1281,29 +678,29 @@ func TestRemoveContainer(t *testing.T) {
 			sbID, id := e.runningVM(t, "web")
 			dom := domainName(id)
 			if !tc.running {
-				e.lv.GuestPowerOff(dom)
+				e.LV.GuestPowerOff(dom)
 			}
-			rec := e.record(t, id)
+			rec := e.Record(t, id)
 			if rec.ImageRef != lcImageDebian.ID || rec.ImageDisk != lcImageDebian.Disk() {
 				t.Errorf("record image %s disk %s", rec.ImageRef, rec.ImageDisk)
 			}
-			if !e.svc.ImageDiskInUse(lcImageDebian.Disk()) || e.svc.ImageDiskInUse(lcImageDebian.ID) {
+			if !e.Pods.ImageDiskInUse(lcImageDebian.Disk()) || e.Pods.ImageDiskInUse(lcImageDebian.ID) {
 				t.Error("ImageDiskInUse does not report the container's disk file")
 			}
-			con := e.consoles.last(t)
-			n := len(e.lv.Calls())
+			con := e.Consoles.Last(t)
+			n := len(e.LV.Calls())
 			if _, err := e.svc.RemoveContainer(lcCtx(t), &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
 				t.Fatal(err)
 			}
-			calls := e.callsSince(n)
-			if _, _, ok := e.lv.Domain(dom); ok {
+			calls := e.CallsSince(n)
+			if _, _, ok := e.LV.Domain(dom); ok {
 				t.Errorf("domain %s still defined", dom)
 			}
 			iDestroy, iUndefine := slices.Index(calls, "Destroy "+dom), slices.Index(calls, "Undefine "+dom)
 			if iUndefine < 0 || (tc.running && (iDestroy < 0 || iDestroy > iUndefine)) {
 				t.Errorf("calls = %v; want a Destroy before the Undefine of a running VM", calls)
 			}
-			if !con.isClosed() {
+			if !con.IsClosed() {
 				t.Error("console still open")
 			}
 			for _, d := range []string{rec.Dir, rec.RunDir} {
@@ -1311,14 +708,14 @@ func TestRemoveContainer(t *testing.T) {
 					t.Errorf("%s left (stat: %v)", d, err)
 				}
 			}
-			e.assertNoContainers(t)
+			e.AssertNoContainers(t)
 			if ids := e.listContainers(t, nil); len(ids) != 0 {
 				t.Errorf("ListContainers = %v", ids)
 			}
-			if got := e.images.releasedIDs(); !slices.Equal(got, []string{lcImageDebian.Disk()}) {
+			if got := e.Images.ReleasedIDs(); !slices.Equal(got, []string{lcImageDebian.Disk()}) {
 				t.Errorf("image disks released = %v, want the disk digest %s", got, lcImageDebian.Disk())
 			}
-			if e.svc.ImageDiskInUse(lcImageDebian.Disk()) {
+			if e.Pods.ImageDiskInUse(lcImageDebian.Disk()) {
 				t.Error("image disk still in use after the container was removed")
 			}
 			_, err := e.svc.ContainerStatus(lcCtx(t), &runtimeapi.ContainerStatusRequest{ContainerId: id})
@@ -1327,7 +724,7 @@ func TestRemoveContainer(t *testing.T) {
 			if _, err := e.svc.RemoveContainer(lcCtx(t), &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
 				t.Errorf("second remove: %v", err)
 			}
-			if got := e.images.releasedIDs(); len(got) != 1 {
+			if got := e.Images.ReleasedIDs(); len(got) != 1 {
 				t.Errorf("second remove released the image again: %v", got)
 			}
 			e.mustCreate(t, sbID, pod, lcContainer("vm"))
@@ -1338,7 +735,7 @@ func TestRemoveContainer(t *testing.T) {
 		if _, err := e.svc.RemoveContainer(lcCtx(t), &runtimeapi.RemoveContainerRequest{ContainerId: strings.Repeat("e", 64)}); err != nil {
 			t.Errorf("RemoveContainer(unknown): %v", err)
 		}
-		if got := e.images.releasedIDs(); len(got) != 0 {
+		if got := e.Images.ReleasedIDs(); len(got) != 0 {
 			t.Errorf("images released = %v", got)
 		}
 	})
@@ -1359,10 +756,10 @@ func TestStopAndRemovePodSandbox(t *testing.T) {
 	if st := e.podState(t, sbID); st != runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
 		t.Errorf("sandbox is %v after stop", st)
 	}
-	if recs := e.sandboxRecords(t); !slices.ContainsFunc(recs, func(r sandboxRecord) bool { return r.ID == sbID && r.State == sandboxNotReady }) {
+	if recs := e.SandboxRecords(t); !slices.ContainsFunc(recs, func(r lifecycle.SandboxRecord) bool { return r.ID == sbID && r.State == lifecycle.SandboxNotReady }) {
 		t.Errorf("NOTREADY not stored: %+v", recs)
 	}
-	if st := e.domainState(t, dom); st.State != libvirttools.DomainShutoff {
+	if st := e.DomainState(t, dom); st.State != libvirttools.DomainShutoff {
 		t.Errorf("VM is %v after StopPodSandbox", st.State)
 	}
 	if st := e.status(t, id); st.State != runtimeapi.ContainerState_CONTAINER_EXITED || st.ExitCode != exitKilled {
@@ -1387,13 +784,13 @@ func TestStopAndRemovePodSandbox(t *testing.T) {
 	if ids := e.listContainers(t, nil); !slices.Equal(ids, []string{otherVM}) {
 		t.Errorf("containers after remove = %v", ids)
 	}
-	if _, _, ok := e.lv.Domain(dom); ok {
+	if _, _, ok := e.LV.Domain(dom); ok {
 		t.Errorf("domain %s still defined", dom)
 	}
-	if recs := e.sandboxRecords(t); len(recs) != 1 || recs[0].ID != otherID {
+	if recs := e.SandboxRecords(t); len(recs) != 1 || recs[0].ID != otherID {
 		t.Errorf("sandbox records = %+v", recs)
 	}
-	if recs := e.containerRecords(t); len(recs) != 1 || recs[0].ID != otherVM {
+	if recs := e.ContainerRecords(t); len(recs) != 1 || recs[0].ID != otherVM {
 		t.Errorf("container records = %+v", recs)
 	}
 	_, err = e.svc.PodSandboxStatus(lcCtx(t), &runtimeapi.PodSandboxStatusRequest{PodSandboxId: sbID})
@@ -1402,16 +799,16 @@ func TestStopAndRemovePodSandbox(t *testing.T) {
 	e.runPod(t, lcPod("web"))
 
 	t.Run("remove a running pod", func(t *testing.T) {
-		n := len(e.lv.Calls())
+		n := len(e.LV.Calls())
 		if _, err := e.svc.RemovePodSandbox(lcCtx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: otherID}); err != nil {
 			t.Fatal(err)
 		}
 		d := domainName(otherVM)
-		calls := e.callsSince(n)
+		calls := e.CallsSince(n)
 		if i, j := slices.Index(calls, "Destroy "+d), slices.Index(calls, "Undefine "+d); i < 0 || j < i {
 			t.Errorf("calls = %v", calls)
 		}
-		if _, _, ok := e.lv.Domain(d); ok {
+		if _, _, ok := e.LV.Domain(d); ok {
 			t.Errorf("domain %s still defined", d)
 		}
 	})
@@ -1439,7 +836,7 @@ func TestListFilters(t *testing.T) {
 	dbVM := e.mustCreate(t, db, dbPod, lcContainer("vm"))
 	cacheVM := e.mustCreate(t, cache, cachePod, lcContainer("cache"))
 	e.mustStart(t, cacheVM)
-	e.lv.GuestPowerOff(domainName(cacheVM))
+	e.LV.GuestPowerOff(domainName(cacheVM))
 	e.status(t, cacheVM) // notices the exit
 	if _, err := e.svc.StopPodSandbox(lcCtx(t), &runtimeapi.StopPodSandboxRequest{PodSandboxId: cache}); err != nil {
 		t.Fatal(err)
@@ -1524,8 +921,8 @@ func TestUpdateContainerResources(t *testing.T) {
 			c.Linux = &runtimeapi.LinuxContainerConfig{Resources: created}
 			id := e.mustCreate(t, e.runPod(t, pod), pod, c)
 			e.mustStart(t, id)
-			before := e.record(t, id).VM
-			n := len(e.lv.Calls())
+			before := e.Record(t, id).VM
+			n := len(e.LV.Calls())
 			_, err := e.svc.UpdateContainerResources(lcCtx(t), &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id, Linux: tc.update})
 			if tc.code != codes.OK {
 				wantCode(t, err, tc.code)
@@ -1533,7 +930,7 @@ func TestUpdateContainerResources(t *testing.T) {
 				t.Fatal(err)
 			}
 			var tune []string
-			for _, c := range e.callsSince(n) {
+			for _, c := range e.CallsSince(n) {
 				if strings.HasPrefix(c, "SetCPUTune") {
 					tune = append(tune, c)
 				}
@@ -1545,8 +942,8 @@ func TestUpdateContainerResources(t *testing.T) {
 			if !slices.Equal(tune, want) {
 				t.Errorf("SetCPUTune calls = %v, want %v", tune, want)
 			}
-			after := e.record(t, id).VM
-			shape := domainShape(e.domainXML(t, domainName(id)))
+			after := e.Record(t, id).VM
+			shape := domainShape(e.DomainXML(t, domainName(id)))
 			if tc.wantCall == "" {
 				if after != before {
 					t.Errorf("stored VM changed: %+v -> %+v", before, after)
@@ -1571,7 +968,7 @@ func TestUpdateContainerResources(t *testing.T) {
 func TestAttachConsoleFollowsVM(t *testing.T) {
 	e := newLCEnv(t)
 	_, id := e.runningVM(t, "web")
-	con := e.consoles.last(t)
+	con := e.Consoles.Last(t)
 	outR, outW := io.Pipe()
 	inR, inW := io.Pipe()
 	done := make(chan error, 1)
@@ -1580,9 +977,7 @@ func TestAttachConsoleFollowsVM(t *testing.T) {
 	// Wait for the subscription, then feed output.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		con.mu.Lock()
-		n := len(con.subs)
-		con.mu.Unlock()
+		n := con.Subscribers()
 		if n > 0 {
 			break
 		}
@@ -1591,7 +986,7 @@ func TestAttachConsoleFollowsVM(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	go con.feed("login: ")
+	go con.Feed("login: ")
 	buf := make([]byte, 7)
 	if _, err := io.ReadFull(outR, buf); err != nil || string(buf) != "login: " {
 		t.Fatalf("attach output %q, %v", buf, err)
@@ -1599,13 +994,13 @@ func TestAttachConsoleFollowsVM(t *testing.T) {
 	if _, err := inW.Write([]byte("root\n")); err != nil {
 		t.Fatal(err)
 	}
-	for con.written() != "root\n" {
+	for con.Written() != "root\n" {
 		if time.Now().After(deadline) {
-			t.Fatalf("console input = %q", con.written())
+			t.Fatalf("console input = %q", con.Written())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	e.lv.GuestPowerOff(domainName(id))
+	e.LV.GuestPowerOff(domainName(id))
 	e.status(t, id) // records the exit, closing the console
 	select {
 	case err := <-done:
@@ -1627,7 +1022,7 @@ func TestRemovePodSandboxDuringAbandonedCreate(t *testing.T) {
 	e := newLCEnv(t)
 	pod := lcPod("web")
 	sbID := e.runPod(t, pod)
-	entered, release := e.overlays.holdCreates()
+	entered, release := e.Overlays.HoldCreates()
 	defer release()
 	ctx, cancel := context.WithTimeout(lcCtx(t), 50*time.Millisecond)
 	defer cancel()
@@ -1649,11 +1044,11 @@ func TestRemovePodSandboxDuringAbandonedCreate(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("RemovePodSandbox did not return after the create finished")
 	}
-	e.assertNoContainers(t)
+	e.AssertNoContainers(t)
 	if ids := e.listPods(t, nil); len(ids) != 0 {
 		t.Errorf("sandboxes = %v", ids)
 	}
-	if recs := e.sandboxRecords(t); len(recs) != 0 {
+	if recs := e.SandboxRecords(t); len(recs) != 0 {
 		t.Errorf("sandbox records = %+v", recs)
 	}
 	e.runPod(t, lcPod("web"))
@@ -1668,9 +1063,9 @@ func TestUpdateResourcesUnchangedLimits(t *testing.T) {
 		ann     map[string]string
 		created *runtimeapi.LinuxContainerResources
 	}{
-		{"memory annotation", map[string]string{annMemory: "1Gi"},
+		{"memory annotation", map[string]string{podspec.AnnMemory: "1Gi"},
 			&runtimeapi.LinuxContainerResources{CpuShares: 1024, MemoryLimitInBytes: 512 << 20}},
-		{"vcpus annotation", map[string]string{annVCPUs: "1"},
+		{"vcpus annotation", map[string]string{podspec.AnnVCPUs: "1"},
 			&runtimeapi.LinuxContainerResources{CpuShares: 1024, CpuQuota: 200000, CpuPeriod: 100000}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1686,7 +1081,7 @@ func TestUpdateResourcesUnchangedLimits(t *testing.T) {
 			if _, err := e.svc.UpdateContainerResources(lcCtx(t), &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id, Linux: update}); err != nil {
 				t.Fatalf("CPU-shares-only update refused: %v", err)
 			}
-			if got := domainShape(e.domainXML(t, domainName(id))).Shares; got != 512 {
+			if got := domainShape(e.DomainXML(t, domainName(id))).Shares; got != 512 {
 				t.Errorf("domain shares = %d, want 512", got)
 			}
 		})
@@ -1723,7 +1118,7 @@ func TestStartContainerNeedsReadySandbox(t *testing.T) {
 	}
 	_, err := e.svc.StartContainer(lcCtx(t), &runtimeapi.StartContainerRequest{ContainerId: id})
 	wantCode(t, err, codes.FailedPrecondition)
-	if st := e.domainState(t, domainName(id)); st.State != libvirttools.DomainShutoff {
+	if st := e.DomainState(t, domainName(id)); st.State != libvirttools.DomainShutoff {
 		t.Errorf("VM is %v in a NOTREADY sandbox", st.State)
 	}
 }
@@ -1735,15 +1130,15 @@ func TestCreateAfterFailedRollback(t *testing.T) {
 	e := newLCEnv(t)
 	pod := lcPod("web")
 	sbID := e.runPod(t, pod)
-	e.lv.FailNext("Define", fmt.Errorf("injected: %w", errdefs.ErrUnavailable))
-	e.lv.FailNext("Destroy", fmt.Errorf("injected: %w", errdefs.ErrUnavailable))
+	e.LV.FailNext("Define", fmt.Errorf("injected: %w", errdefs.ErrUnavailable))
+	e.LV.FailNext("Destroy", fmt.Errorf("injected: %w", errdefs.ErrUnavailable))
 	_, err := e.create(sbID, pod, lcContainer("vm"))
 	wantCode(t, err, codes.Unavailable)
 	id, err := e.create(sbID, pod, lcContainer("vm"))
 	if err != nil {
 		t.Fatalf("retry after libvirt recovered: %v", err)
 	}
-	if doms := e.domains(t); len(doms) != 1 || doms[0] != domainName(id) {
+	if doms := e.Domains(t); len(doms) != 1 || doms[0] != domainName(id) {
 		t.Errorf("domains = %v", doms)
 	}
 }

@@ -13,14 +13,15 @@ import (
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/vmpod/vmpod/pkg/guest/guesttest"
 	"github.com/vmpod/vmpod/pkg/metrics"
 )
 
 // withMetrics gives the env's service a metrics registry.
 func withMetrics(e *lcEnv) *metrics.Metrics {
 	m := metrics.New()
-	e.svc.metrics = m
-	m.SetSnapshot(e.svc.metricsSnapshot)
+	e.Metrics = m
+	e.rebuild()
 	return m
 }
 
@@ -80,8 +81,8 @@ next:
 func TestServiceMetrics(t *testing.T) {
 	e := newLCEnv(t)
 	m := withMetrics(e)
-	g := &fakeGuest{procs: map[int]*fakeProc{}}
-	e.lv.SetAgent(g.answer)
+	g := guesttest.New()
+	e.LV.SetAgent(g.Answer)
 	gate := NewGate()
 	gate.Open()
 	ic := &Interceptors{Log: quietLog(), Gate: gate, Metrics: m}
@@ -161,8 +162,8 @@ func TestServiceMetrics(t *testing.T) {
 	}
 
 	// The gauges follow the state at each scrape: the guest powers off.
-	e.lv.GuestPowerOff(domainName(id))
-	e.svc.checkRunning(ctx)
+	e.LV.GuestPowerOff(domainName(id))
+	e.Pods.CheckRunning(ctx)
 	fams = scrape(t, m)
 	if r, x := value(t, fams, "vmpod_vms", map[string]string{"state": "running"}), value(t, fams, "vmpod_vms", map[string]string{"state": "exited"}); r != 0 || x != 1 {
 		t.Errorf("after poweroff: running %v exited %v", r, x)

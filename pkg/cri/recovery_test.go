@@ -13,10 +13,12 @@ import (
 
 	"github.com/containerd/errdefs"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/encoding/protojson"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/vmpod/vmpod/pkg/libvirttools"
 	"github.com/vmpod/vmpod/pkg/libvirttools/fake"
+	"github.com/vmpod/vmpod/pkg/lifecycle"
 	"github.com/vmpod/vmpod/pkg/store"
 )
 
@@ -53,18 +55,18 @@ func lcDefineOwned(t *testing.T, lv *fake.Connection, name, uuid, instance strin
 // writeCreatingRecord leaves what a vmpod killed in the middle of
 // CreateContainer leaves: a CREATING record, the container's directories
 // with its overlay, and a defined domain.
-func writeCreatingRecord(t *testing.T, e *lcEnv, sbID string, pod *runtimeapi.PodSandboxConfig, c *runtimeapi.ContainerConfig) containerRecord {
+func writeCreatingRecord(t *testing.T, e *lcEnv, sbID string, pod *runtimeapi.PodSandboxConfig, c *runtimeapi.ContainerConfig) lifecycle.ContainerRecord {
 	t.Helper()
 	id := strings.Repeat("c7", 32)
-	raw, err := encodeContainerConfig(c)
+	raw, err := protojson.Marshal(c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Join(e.svc.containersDir(), id)
-	rec := containerRecord{
-		ID: id, SandboxID: sbID, Name: containerName(c.Metadata, pod.Metadata), State: containerCreating,
+	dir := filepath.Join(e.Pods.ContainersDir(), id)
+	rec := lifecycle.ContainerRecord{
+		ID: id, SandboxID: sbID, Name: fmt.Sprintf("%s_%s_%s_%s_%d", c.Metadata.Name, pod.Metadata.Name, pod.Metadata.Namespace, pod.Metadata.Uid, c.Metadata.Attempt), State: lifecycle.ContainerCreating,
 		ImageName: c.Image.Image, ImageRef: lcImageDebian.ID, Domain: domainName(id), Dir: dir,
-		RunDir: filepath.Join(e.svc.runDir(), id[:16]), RootDisk: filepath.Join(dir, "root.qcow2"),
+		RunDir: filepath.Join(e.Pods.RunDir(), id[:16]), RootDisk: filepath.Join(dir, "root.qcow2"),
 		CreatedAt: lcT0.UnixNano(), Config: raw,
 	}
 	for _, d := range []string{rec.Dir, rec.RunDir} {
@@ -75,10 +77,10 @@ func writeCreatingRecord(t *testing.T, e *lcEnv, sbID string, pod *runtimeapi.Po
 	if err := os.WriteFile(rec.RootDisk, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.meta.Put(store.Containers, id, rec); err != nil {
+	if err := e.Meta.Put(store.Containers, id, rec); err != nil {
 		t.Fatal(err)
 	}
-	lcDefine(t, e.lv, rec.Domain, domainUUID(id), false)
+	lcDefine(t, e.LV, rec.Domain, lifecycle.DomainUUID(id), false)
 	return rec
 }
 
@@ -93,65 +95,65 @@ func TestRecoverAfterRestart(t *testing.T) {
 	_, goneVM := e.runningVM(t, "gone")              // undefined while vmpod is down
 	orphanSB, orphanVM := e.runningVM(t, "orphaned") // its sandbox record is lost
 	_, doneVM := e.runningVM(t, "done")              // exited before the restart
-	e.lv.GuestPowerOff(domainName(doneVM))
+	e.LV.GuestPowerOff(domainName(doneVM))
 	e.status(t, doneVM)
 	idlePod := lcPod("idle") // created, never started
 	idleVM := e.mustCreate(t, e.runPod(t, idlePod), idlePod, lcContainer("vm"))
 	lostPod := lcPod("lost") // created; its domain is undefined while vmpod is down
 	lostVM := e.mustCreate(t, e.runPod(t, lostPod), lostPod, lcContainer("vm"))
-	lostRec := e.record(t, lostVM)
+	lostRec := e.Record(t, lostVM)
 	startingPod := lcPod("starting") // vmpod died between Start(paused) and the RUNNING record
 	startingVM := e.mustCreate(t, e.runPod(t, startingPod), startingPod, lcContainer("vm"))
-	if err := e.lv.Start(ctx, domainName(startingVM), true); err != nil {
+	if err := e.LV.Start(ctx, domainName(startingVM), true); err != nil {
 		t.Fatal(err)
 	}
 	halfPod := lcPod("half") // vmpod died in the middle of CreateContainer
 	halfSB := e.runPod(t, halfPod)
 	half := writeCreatingRecord(t, e, halfSB, halfPod, lcContainer("vm"))
-	orphanDom := domainPrefix + strings.Repeat("0f", 32) // vmpod's name, no record
-	lcDefineOwned(t, e.lv, orphanDom, "0f0f0f0f-0f0f-4f0f-8f0f-0f0f0f0f0f0f", e.svc.state.meta.InstanceID(), true)
+	orphanDom := lifecycle.DomainPrefix + strings.Repeat("0f", 32) // vmpod's name, no record
+	lcDefineOwned(t, e.LV, orphanDom, "0f0f0f0f-0f0f-4f0f-8f0f-0f0f0f0f0f0f", e.Meta.InstanceID(), true)
 	// Another vmpod's domain on the same libvirtd: never touched.
-	otherDom := domainPrefix + strings.Repeat("ab", 32)
-	lcDefineOwned(t, e.lv, otherDom, "abababab-abab-4bab-8bab-abababababab", "another-vmpod", true)
+	otherDom := lifecycle.DomainPrefix + strings.Repeat("ab", 32)
+	lcDefineOwned(t, e.LV, otherDom, "abababab-abab-4bab-8bab-abababababab", "another-vmpod", true)
 	foreignDom := "web-server" // not vmpod's
-	lcDefine(t, e.lv, foreignDom, "11111111-2222-4333-8444-555555555555", true)
-	webRec := e.record(t, webVM)
+	lcDefine(t, e.LV, foreignDom, "11111111-2222-4333-8444-555555555555", true)
+	webRec := e.Record(t, webVM)
 	doneBefore := e.status(t, doneVM)
 
 	// While vmpod is down.
-	e.lv.GuestPowerOff(domainName(dbVM))
-	e.lv.Crash(domainName(crashVM))
-	if err := e.lv.Destroy(ctx, domainName(goneVM)); err != nil {
+	e.LV.GuestPowerOff(domainName(dbVM))
+	e.LV.Crash(domainName(crashVM))
+	if err := e.LV.Destroy(ctx, domainName(goneVM)); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.lv.Undefine(ctx, domainName(goneVM)); err != nil {
+	if err := e.LV.Undefine(ctx, domainName(goneVM)); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.lv.Undefine(ctx, domainName(lostVM)); err != nil {
+	if err := e.LV.Undefine(ctx, domainName(lostVM)); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.meta.Delete(store.Sandboxes, orphanSB); err != nil {
+	if err := e.Meta.Delete(store.Sandboxes, orphanSB); err != nil {
 		t.Fatal(err)
 	}
-	orphanRec := e.record(t, orphanVM)
-	consolesBefore := len(e.consoles.all())
+	orphanRec := e.Record(t, orphanVM)
+	consolesBefore := len(e.Consoles.All())
 
-	s := e.restart(t)
-	n := len(e.lv.Calls())
+	e.restart(t)
+	n := len(e.LV.Calls())
 	t3 := lcT0.Add(3 * time.Hour)
-	e.clock.set(t3)
-	if err := s.Recover(lcCtx(t)); err != nil {
+	e.Clock.Set(t3)
+	if err := e.Pods.Recover(lcCtx(t)); err != nil {
 		t.Fatalf("Recover: %v", err)
 	}
-	calls := e.callsSince(n)
-	newConsoles := e.consoles.all()[consolesBefore:]
+	calls := e.CallsSince(n)
+	newConsoles := e.Consoles.All()[consolesBefore:]
 
 	t.Run("running VM keeps running", func(t *testing.T) {
 		st := e.status(t, webVM)
 		if st.State != runtimeapi.ContainerState_CONTAINER_RUNNING || st.StartedAt != webRec.StartedAt {
 			t.Errorf("status = %v started %d, want RUNNING started %d", st.State, st.StartedAt, webRec.StartedAt)
 		}
-		if d := e.domainState(t, domainName(webVM)); d.State != libvirttools.DomainRunning {
+		if d := e.DomainState(t, domainName(webVM)); d.State != libvirttools.DomainRunning {
 			t.Errorf("domain is %v", d.State)
 		}
 		for _, c := range calls {
@@ -163,18 +165,18 @@ func TestRecoverAfterRestart(t *testing.T) {
 			t.Fatalf("recovery made %d consoles, want 1 (for the running VM)", len(newConsoles))
 		}
 		con := newConsoles[0]
-		if con.socket != serialSocket(webRec.RunDir) || con.logPath != webRec.LogPath || con.isClosed() {
+		if con.Socket != serialSocket(webRec.RunDir) || con.LogPath != webRec.LogPath || con.IsClosed() {
 			t.Errorf("console on %s logging to %s (closed %v), want %s and %s",
-				con.socket, con.logPath, con.isClosed(), serialSocket(webRec.RunDir), webRec.LogPath)
+				con.Socket, con.LogPath, con.IsClosed(), serialSocket(webRec.RunDir), webRec.LogPath)
 		}
 		// The new vmpod controls it.
-		if _, err := s.StopContainer(lcCtx(t), &runtimeapi.StopContainerRequest{ContainerId: webVM, Timeout: 10}); err != nil {
+		if _, err := e.svc.StopContainer(lcCtx(t), &runtimeapi.StopContainerRequest{ContainerId: webVM, Timeout: 10}); err != nil {
 			t.Fatal(err)
 		}
 		if st := e.status(t, webVM); st.State != runtimeapi.ContainerState_CONTAINER_EXITED || st.ExitCode != 0 {
 			t.Errorf("after stop: %v exit %d", st.State, st.ExitCode)
 		}
-		if !con.isClosed() {
+		if !con.IsClosed() {
 			t.Error("reattached console not closed when the VM stopped")
 		}
 	})
@@ -194,7 +196,7 @@ func TestRecoverAfterRestart(t *testing.T) {
 				t.Errorf("%s: %v exit %d %q finished %d, want EXITED %d %q %d",
 					tc.id[:8], st.State, st.ExitCode, st.Reason, st.FinishedAt, tc.code, tc.reason, t3.UnixNano())
 			}
-			if rec := e.record(t, tc.id); rec.State != containerExited {
+			if rec := e.Record(t, tc.id); rec.State != lifecycle.ContainerExited {
 				t.Errorf("%s: stored state %s", tc.id[:8], rec.State)
 			}
 		}
@@ -207,7 +209,7 @@ func TestRecoverAfterRestart(t *testing.T) {
 		if st := e.status(t, idleVM); st.State != runtimeapi.ContainerState_CONTAINER_CREATED {
 			t.Errorf("idle container is %v", st.State)
 		}
-		if d := e.domainState(t, domainName(idleVM)); d.State != libvirttools.DomainShutoff {
+		if d := e.DomainState(t, domainName(idleVM)); d.State != libvirttools.DomainShutoff {
 			t.Errorf("idle domain is %v", d.State)
 		}
 		// Half-started: the domain is stopped back, and the container starts.
@@ -219,7 +221,7 @@ func TestRecoverAfterRestart(t *testing.T) {
 		}
 		e.mustStart(t, startingVM)
 		// Domain gone: the container is dropped.
-		_, err := s.ContainerStatus(lcCtx(t), &runtimeapi.ContainerStatusRequest{ContainerId: lostVM})
+		_, err := e.svc.ContainerStatus(lcCtx(t), &runtimeapi.ContainerStatusRequest{ContainerId: lostVM})
 		wantCode(t, err, codes.NotFound)
 		for _, d := range []string{lostRec.Dir, lostRec.RunDir} {
 			if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
@@ -229,11 +231,11 @@ func TestRecoverAfterRestart(t *testing.T) {
 	})
 
 	t.Run("CREATING record cleaned up", func(t *testing.T) {
-		if _, _, ok := e.lv.Domain(half.Domain); ok {
+		if _, _, ok := e.LV.Domain(half.Domain); ok {
 			t.Error("domain still defined")
 		}
-		var rec containerRecord
-		if err := e.meta.Get(store.Containers, half.ID, &rec); !errdefs.IsNotFound(err) {
+		var rec lifecycle.ContainerRecord
+		if err := e.Meta.Get(store.Containers, half.ID, &rec); !errdefs.IsNotFound(err) {
 			t.Errorf("record still there (%v): %+v", err, rec)
 		}
 		for _, p := range []string{half.RootDisk, half.Dir, half.RunDir} {
@@ -249,7 +251,7 @@ func TestRecoverAfterRestart(t *testing.T) {
 	})
 
 	t.Run("container of a lost sandbox dropped", func(t *testing.T) {
-		if _, _, ok := e.lv.Domain(orphanRec.Domain); ok {
+		if _, _, ok := e.LV.Domain(orphanRec.Domain); ok {
 			t.Error("its domain is still defined")
 		}
 		if ids := e.listContainers(t, &runtimeapi.ContainerFilter{Id: orphanVM}); len(ids) != 0 {
@@ -258,7 +260,7 @@ func TestRecoverAfterRestart(t *testing.T) {
 	})
 
 	t.Run("vmpod domain without record removed", func(t *testing.T) {
-		if _, _, ok := e.lv.Domain(orphanDom); ok {
+		if _, _, ok := e.LV.Domain(orphanDom); ok {
 			t.Error("still defined")
 		}
 		i, j := slices.Index(calls, "Destroy "+orphanDom), slices.Index(calls, "Undefine "+orphanDom)
@@ -267,13 +269,13 @@ func TestRecoverAfterRestart(t *testing.T) {
 		}
 	})
 	t.Run("another vmpod's domain untouched", func(t *testing.T) {
-		if _, st, ok := e.lv.Domain(otherDom); !ok || st.State != libvirttools.DomainRunning {
+		if _, st, ok := e.LV.Domain(otherDom); !ok || st.State != libvirttools.DomainRunning {
 			t.Fatalf("another instance's domain: defined %v, state %v", ok, st.State)
 		}
 	})
 
 	t.Run("foreign domain untouched", func(t *testing.T) {
-		if d := e.domainState(t, foreignDom); d.State != libvirttools.DomainRunning {
+		if d := e.DomainState(t, foreignDom); d.State != libvirttools.DomainRunning {
 			t.Errorf("foreign domain is %v", d.State)
 		}
 		for _, c := range calls {
@@ -302,7 +304,7 @@ func TestRecoverAfterRestart(t *testing.T) {
 	})
 
 	t.Run("names reserved again", func(t *testing.T) {
-		_, err := s.RunPodSandbox(lcCtx(t), &runtimeapi.RunPodSandboxRequest{Config: lcPod("web")})
+		_, err := e.svc.RunPodSandbox(lcCtx(t), &runtimeapi.RunPodSandboxRequest{Config: lcPod("web")})
 		wantCode(t, err, codes.AlreadyExists)
 		// db's VM exited, so only the name reservation refuses the same attempt.
 		_, err = e.create(dbSB, lcPod("db"), lcContainer("vm"))
@@ -310,10 +312,10 @@ func TestRecoverAfterRestart(t *testing.T) {
 		next := lcContainer("vm")
 		next.Metadata.Attempt = 1
 		e.mustCreate(t, dbSB, lcPod("db"), next)
-		if _, err := s.StopPodSandbox(lcCtx(t), &runtimeapi.StopPodSandboxRequest{PodSandboxId: webSB}); err != nil {
+		if _, err := e.svc.StopPodSandbox(lcCtx(t), &runtimeapi.StopPodSandboxRequest{PodSandboxId: webSB}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.RemovePodSandbox(lcCtx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: webSB}); err != nil {
+		if _, err := e.svc.RemovePodSandbox(lcCtx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: webSB}); err != nil {
 			t.Fatal(err)
 		}
 		e.runPod(t, lcPod("web"))
@@ -325,20 +327,20 @@ func TestRecoverAfterRestart(t *testing.T) {
 func TestRecoverWaitsForLibvirt(t *testing.T) {
 	e := newLCEnv(t)
 	_, id := e.runningVM(t, "web")
-	e.lv.SetDown(true)
-	s := e.restart(t)
+	e.LV.SetDown(true)
+	e.restart(t)
 	ctx, cancel := context.WithTimeout(lcCtx(t), 200*time.Millisecond)
 	defer cancel()
-	if err := s.Recover(ctx); !errors.Is(err, context.DeadlineExceeded) {
+	if err := e.Pods.Recover(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Recover with libvirt down = %v, want DeadlineExceeded", err)
 	}
 	if pods := e.listPods(t, nil); len(pods) != 0 {
 		t.Errorf("sandboxes loaded before libvirt answered: %v", pods)
 	}
 
-	time.AfterFunc(100*time.Millisecond, func() { e.lv.SetDown(false) })
+	time.AfterFunc(100*time.Millisecond, func() { e.LV.SetDown(false) })
 	start := time.Now()
-	if err := s.Recover(lcCtx(t)); err != nil {
+	if err := e.Pods.Recover(lcCtx(t)); err != nil {
 		t.Fatalf("Recover once libvirt is back: %v", err)
 	}
 	if took := time.Since(start); took > 10*time.Second {
@@ -352,17 +354,17 @@ func TestRecoverWaitsForLibvirt(t *testing.T) {
 // TestRecoverEmpty: a first start touches nothing.
 func TestRecoverEmpty(t *testing.T) {
 	e := newLCEnv(t)
-	lcDefine(t, e.lv, "web-server", "11111111-2222-4333-8444-555555555555", true)
-	n := len(e.lv.Calls())
-	if err := e.svc.Recover(lcCtx(t)); err != nil {
+	lcDefine(t, e.LV, "web-server", "11111111-2222-4333-8444-555555555555", true)
+	n := len(e.LV.Calls())
+	if err := e.Pods.Recover(lcCtx(t)); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range e.callsSince(n) {
+	for _, c := range e.CallsSince(n) {
 		if !strings.HasPrefix(c, "Ping") && !strings.HasPrefix(c, "List ") {
 			t.Errorf("recovery of nothing called %q", c)
 		}
 	}
-	if d := e.domainState(t, "web-server"); d.State != libvirttools.DomainRunning {
+	if d := e.DomainState(t, "web-server"); d.State != libvirttools.DomainRunning {
 		t.Errorf("foreign domain is %v", d.State)
 	}
 }

@@ -16,26 +16,24 @@ import (
 // from the CNI config dir (false, with the reason, while it has no usable
 // network config).
 func (s *Service) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*runtimeapi.StatusResponse, error) {
+	h := s.pods.Health(ctx)
 	runtimeCond := &runtimeapi.RuntimeCondition{Type: runtimeapi.RuntimeReady, Status: true}
-	info, err := s.libvirt.Ping(ctx)
-	if err != nil {
+	if h.RuntimeErr != nil {
 		runtimeCond.Status = false
 		runtimeCond.Reason = "LibvirtUnavailable"
-		runtimeCond.Message = err.Error()
-		logging.From(ctx).Warn("runtime not ready", logging.KeyErr, err)
+		runtimeCond.Message = h.RuntimeErr.Error()
+		logging.From(ctx).Warn("runtime not ready", logging.KeyErr, h.RuntimeErr)
 	}
-	if runtimeCond.Status && s.hostCheck != "" {
+	if runtimeCond.Status && h.HostProblem != "" {
 		// Ready, but say why VM creation will be slow.
 		runtimeCond.Reason = "HostMisconfigured"
-		runtimeCond.Message = s.hostCheck
+		runtimeCond.Message = h.HostProblem
 	}
 	networkCond := &runtimeapi.RuntimeCondition{Type: runtimeapi.NetworkReady, Status: true}
-	if s.net != nil {
-		if err := s.net.Ready(); err != nil {
-			networkCond.Status = false
-			networkCond.Reason = "NetworkPluginNotReady"
-			networkCond.Message = strings.TrimSuffix(err.Error(), ": "+errdefs.ErrFailedPrecondition.Error())
-		}
+	if h.NetworkErr != nil {
+		networkCond.Status = false
+		networkCond.Reason = "NetworkPluginNotReady"
+		networkCond.Message = strings.TrimSuffix(h.NetworkErr.Error(), ": "+errdefs.ErrFailedPrecondition.Error())
 	}
 	resp := &runtimeapi.StatusResponse{
 		Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{runtimeCond, networkCond}},
@@ -46,7 +44,7 @@ func (s *Service) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*r
 	}
 	if req.GetVerbose() {
 		b, _ := json.Marshal(map[string]any{
-			"libvirt":              info,
+			"libvirt":              h.Libvirt,
 			"libvirtURI":           s.cfg.LibvirtURI,
 			"stateDir":             s.cfg.StateDir,
 			"imageTranslationsDir": s.cfg.ImageTranslationsDir,

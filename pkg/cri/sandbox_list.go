@@ -12,23 +12,16 @@ import (
 func (s *Service) ListPodSandbox(ctx context.Context, req *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
 	f := req.GetFilter()
 	out := []*runtimeapi.PodSandbox{}
-	for _, sb := range s.state.listSandboxes() {
-		sb.mu.Lock()
-		rec, cfg := sb.rec, sb.config
-		sb.mu.Unlock()
-		st := sandboxStatus(rec, cfg)
-		if f.GetId() != "" && !strings.HasPrefix(rec.ID, f.GetId()) {
-			continue
-		}
-		if f.GetState() != nil && f.GetState().GetState() != st.State {
-			continue
-		}
-		if !labelsMatch(cfg.GetLabels(), f.GetLabelSelector()) {
+	for _, v := range s.pods.Sandboxes() {
+		state := sandboxState(v)
+		if f.GetId() != "" && !strings.HasPrefix(v.ID, f.GetId()) ||
+			f.GetState() != nil && f.GetState().GetState() != state ||
+			!labelsMatch(v.Config.GetLabels(), f.GetLabelSelector()) {
 			continue
 		}
 		out = append(out, &runtimeapi.PodSandbox{
-			Id: rec.ID, Metadata: st.Metadata, State: st.State, CreatedAt: rec.CreatedAt,
-			Labels: st.Labels, Annotations: st.Annotations, RuntimeHandler: rec.Handler,
+			Id: v.ID, Metadata: v.Config.GetMetadata(), State: state, CreatedAt: v.CreatedAt,
+			Labels: v.Config.GetLabels(), Annotations: v.Config.GetAnnotations(), RuntimeHandler: v.Handler,
 		})
 	}
 	return &runtimeapi.ListPodSandboxResponse{Items: out}, nil

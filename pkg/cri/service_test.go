@@ -10,12 +10,11 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/vmpod/vmpod/pkg/config"
-	"github.com/vmpod/vmpod/pkg/libvirttools/fake"
 )
 
 func TestStatusFollowsLibvirt(t *testing.T) {
-	conn := fake.New()
-	s := NewService(Options{Config: config.Default(), Libvirt: conn, Log: quietLog()})
+	e := newLCEnv(t)
+	s, conn := e.svc, e.LV
 	ready := func() *runtimeapi.RuntimeCondition {
 		resp, err := s.Status(context.Background(), &runtimeapi.StatusRequest{})
 		if err != nil {
@@ -49,7 +48,7 @@ func TestRuntimeConfigDriver(t *testing.T) {
 	}{{"cgroupfs", runtimeapi.CgroupDriver_CGROUPFS}, {"systemd", runtimeapi.CgroupDriver_SYSTEMD}} {
 		cfg := config.Default()
 		cfg.CgroupDriver = tc.driver
-		resp, err := NewService(Options{Config: cfg, Libvirt: fake.New(), Log: quietLog()}).RuntimeConfig(context.Background(), &runtimeapi.RuntimeConfigRequest{})
+		resp, err := NewService(Options{Config: cfg, Log: quietLog()}).RuntimeConfig(context.Background(), &runtimeapi.RuntimeConfigRequest{})
 		if err != nil || resp.GetLinux().GetCgroupDriver() != tc.want {
 			t.Errorf("%s: %v %v", tc.driver, resp, err)
 		}
@@ -57,14 +56,14 @@ func TestRuntimeConfigDriver(t *testing.T) {
 }
 
 func TestVersion(t *testing.T) {
-	resp, err := NewService(Options{Config: config.Default(), Libvirt: fake.New(), Log: quietLog()}).Version(context.Background(), &runtimeapi.VersionRequest{})
+	resp, err := NewService(Options{Config: config.Default(), Log: quietLog()}).Version(context.Background(), &runtimeapi.VersionRequest{})
 	if err != nil || resp.RuntimeName != "vmpod" || resp.RuntimeApiVersion != "v1" {
 		t.Fatalf("Version = %+v, %v", resp, err)
 	}
 }
 
 func TestUnimplementedNamesArea(t *testing.T) {
-	s := NewService(Options{Config: config.Default(), Libvirt: fake.New(), Log: quietLog()})
+	s := NewService(Options{Config: config.Default(), Log: quietLog()})
 	_, err := s.CheckpointContainer(context.Background(), &runtimeapi.CheckpointContainerRequest{})
 	if err == nil || !strings.Contains(err.Error(), "checkpoint/restore") {
 		t.Fatalf("CheckpointContainer err = %v", err)

@@ -10,6 +10,9 @@ import (
 
 	"k8s.io/cri-streaming/pkg/streaming"
 	remotecommandserver "k8s.io/cri-streaming/pkg/streaming/remotecommand"
+	utilexec "k8s.io/utils/exec"
+
+	"github.com/vmpod/vmpod/pkg/lifecycle"
 )
 
 // streamRuntime adapts the Service to the streaming server's Runtime.
@@ -24,7 +27,61 @@ func (r streamRuntime) Exec(ctx context.Context, containerID string, cmd []strin
 }
 
 func (r streamRuntime) PortForward(ctx context.Context, podSandboxID string, port int32, stream io.ReadWriteCloser) error {
-	return r.s.ForwardPort(ctx, podSandboxID, port, stream)
+	return r.s.pods.PortForward(ctx, podSandboxID, port, stream)
+}
+
+// AttachConsole connects a streaming client to a VM's serial console
+// until the client goes away or the VM stops (lifecycle.Controller.Attach).
+// A serial console has no window size: resizes are read and dropped.
+func (s *Service) AttachConsole(ctx context.Context, containerID string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommandserver.TerminalSize) error {
+	if resize != nil {
+		go func() {
+			for range resize {
+			}
+		}()
+	}
+	var w io.Writer
+	if out != nil {
+		w = out
+	}
+	return s.pods.Attach(ctx, containerID, in, w)
+}
+
+// ExecStream runs cmd in a container's guest for a streaming client
+// (lifecycle.Controller.Exec). A non-zero exit is a utilexec.CodeExitError,
+// returned as is: the streaming server checks for it by type assertion and
+// hands the code to the client.
+func (s *Service) ExecStream(ctx context.Context, containerID string, cmd []string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommandserver.TerminalSize) error {
+	streams := lifecycle.ExecStreams{In: in, TTY: tty}
+	// A stream the client did not ask for is a nil interface, not a typed nil.
+	if out != nil {
+		streams.Out = out
+	}
+	if errw != nil {
+		streams.Err = errw
+	}
+	if resize != nil {
+		sizes := make(chan lifecycle.TerminalSize)
+		streams.Resize = sizes
+		go func() {
+			defer close(sizes)
+			for sz := range resize {
+				select {
+				case sizes <- lifecycle.TerminalSize{Width: sz.Width, Height: sz.Height}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	code, err := s.pods.Exec(ctx, containerID, cmd, streams)
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return utilexec.CodeExitError{Err: fmt.Errorf("command %q exited with %d in container %s", cmd, code, containerID), Code: code}
+	}
+	return nil
 }
 
 // StartStreaming serves the CRI streaming server (SPDY and WebSocket) on

@@ -28,6 +28,7 @@ import (
 	"github.com/vmpod/vmpod/pkg/image/oci"
 	"github.com/vmpod/vmpod/pkg/imagetranslation"
 	"github.com/vmpod/vmpod/pkg/libvirttools"
+	"github.com/vmpod/vmpod/pkg/lifecycle"
 	"github.com/vmpod/vmpod/pkg/metrics"
 	"github.com/vmpod/vmpod/pkg/store"
 	"github.com/vmpod/vmpod/pkg/version"
@@ -100,10 +101,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 	network := cni.NewManager(cni.Config{
 		ConfDir: cfg.CNIConfDir, BinDirs: cfg.CNIBinDirList(), CacheDir: filepath.Join(cfg.StateDir, "cni"),
 	}, log.With("component", "network"))
-	svc := cri.NewService(cri.Options{
+	// "auto" accelerators are decided once, here.
+	kvm := kvmUsable()
+	cfg = cfg.ResolveAccelerators(kvm)
+	log.Info("accelerator resolved", "kvm_usable", kvm, "accelerator", cfg.Accelerator)
+	pods := lifecycle.New(lifecycle.Options{
 		Config: cfg, Images: images, Libvirt: conn, Meta: meta, Log: log, Network: network,
 		NewConsole: newConsole, HostCheck: strings.Join(problems, "; "), Metrics: reg,
 	})
+	svc := cri.NewService(cri.Options{Config: cfg, Pods: pods, Images: images, Log: log, Metrics: reg})
 	stopStreaming, err := svc.StartStreaming(cfg.StreamingAddress)
 	if err != nil {
 		return err
@@ -138,7 +144,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 		log.Info("serving metrics", "address", ms.Addr(), "url", "http://"+ms.Addr()+"/metrics")
 	}
 
-	if err := svc.Recover(ctx); err != nil {
+	if err := pods.Recover(ctx); err != nil {
 		srv.Stop()
 		if ctx.Err() != nil {
 			log.Info("vmpod stopped before recovery finished")
@@ -146,13 +152,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 		}
 		return fmt.Errorf("recover state: %w", err)
 	}
-	images.SetInUse(svc.ImageDiskInUse)
+	images.SetInUse(pods.ImageDiskInUse)
 	if err := images.RemoveUnreferenced(); err != nil {
 		log.Warn("clean unreferenced image files", "err", err)
 	}
 	monitorCtx, stopMonitor := context.WithCancel(context.Background())
 	defer stopMonitor()
-	go svc.Monitor(monitorCtx)
+	go pods.Monitor(monitorCtx)
 	gate.Open()
 	log.Info("vmpod ready")
 
@@ -189,7 +195,7 @@ func shutdownMetrics(ms *metrics.Server, log *slog.Logger) {
 }
 
 // newConsole starts a VM's serial console reader.
-func newConsole(socketPath, logPath string, log *slog.Logger) (cri.ConsoleHandle, error) {
+func newConsole(socketPath, logPath string, log *slog.Logger) (lifecycle.ConsoleHandle, error) {
 	c, err := console.Start(console.Options{SocketPath: socketPath, LogPath: logPath, Logger: log})
 	if err != nil {
 		return nil, err

@@ -9,6 +9,17 @@ import (
 	"syscall"
 )
 
+// kvmUsable reports whether /dev/kvm can be opened, which decides the
+// "auto" accelerator.
+func kvmUsable() bool {
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
+}
+
 // checkKVMAccess explains, when /dev/kvm exists but QEMU (running as the
 // libvirt-qemu user, group kvm) cannot open it, why every domain create will
 // take about a minute: libvirt then re-probes QEMU's capabilities on every

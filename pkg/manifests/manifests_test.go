@@ -23,8 +23,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/vmpod/vmpod/pkg/config"
-	"github.com/vmpod/vmpod/pkg/cri"
 	"github.com/vmpod/vmpod/pkg/imagetranslation"
+	"github.com/vmpod/vmpod/pkg/podspec"
 )
 
 const root = "../.."
@@ -309,7 +309,7 @@ func TestExamples(t *testing.T) {
 
 	// Only annotations vmpod knows, with values it accepts.
 	for where, ann := range podAnnotations(docs) {
-		if err := cri.ValidateAnnotations(ann); err != nil {
+		if _, err := podspec.Parse(ann); err != nil {
 			t.Errorf("%s: %v", where, err)
 		}
 	}

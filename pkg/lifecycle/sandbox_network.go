@@ -1,4 +1,4 @@
-package cri
+package lifecycle
 
 import (
 	"context"
@@ -6,24 +6,17 @@ import (
 	"math"
 	"strings"
 
-	"github.com/containerd/errdefs"
-	"k8s.io/apimachinery/pkg/api/resource"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/vmpod/vmpod/pkg/cloudinit"
 	"github.com/vmpod/vmpod/pkg/cni"
 	"github.com/vmpod/vmpod/pkg/logging"
-)
-
-// Pod annotations the kubelet's runtimes read for the bandwidth plugin.
-const (
-	annIngressBandwidth = "kubernetes.io/ingress-bandwidth"
-	annEgressBandwidth  = "kubernetes.io/egress-bandwidth"
+	"github.com/vmpod/vmpod/pkg/podspec"
 )
 
 // podNetworkInfo is what CNI gets to know about the pod: identity,
-// hostPort mappings and bandwidth limits.
-func podNetworkInfo(cfg *runtimeapi.PodSandboxConfig) (cni.PodInfo, error) {
+// hostPort mappings and the bandwidth limits of its options.
+func podNetworkInfo(cfg *runtimeapi.PodSandboxConfig, opts podspec.NetworkOptions) cni.PodInfo {
 	m := cfg.GetMetadata()
 	pod := cni.PodInfo{Namespace: m.GetNamespace(), Name: m.GetName(), UID: m.GetUid()}
 	for _, pm := range cfg.GetPortMappings() {
@@ -35,28 +28,17 @@ func podNetworkInfo(cfg *runtimeapi.PodSandboxConfig) (cni.PodInfo, error) {
 			Protocol: strings.ToLower(pm.GetProtocol().String()), HostIP: pm.GetHostIp(),
 		})
 	}
-	bw := &cni.Bandwidth{}
-	for key, rate := range map[string]*uint64{annIngressBandwidth: &bw.IngressRate, annEgressBandwidth: &bw.EgressRate} {
-		v, ok := cfg.GetAnnotations()[key]
-		if !ok {
-			continue
+	if opts.IngressRate > 0 || opts.EgressRate > 0 {
+		bw := &cni.Bandwidth{IngressRate: opts.IngressRate, EgressRate: opts.EgressRate}
+		if bw.IngressRate > 0 {
+			bw.IngressBurst = math.MaxUint32
 		}
-		q, err := resource.ParseQuantity(v)
-		if err != nil || q.Sign() <= 0 {
-			return pod, fmt.Errorf("annotation %s: %q is not a positive quantity of bits per second (e.g. 10M): %w", key, v, errdefs.ErrInvalidArgument)
+		if bw.EgressRate > 0 {
+			bw.EgressBurst = math.MaxUint32
 		}
-		*rate = uint64(q.Value())
-	}
-	if bw.IngressRate > 0 {
-		bw.IngressBurst = math.MaxUint32
-	}
-	if bw.EgressRate > 0 {
-		bw.EgressBurst = math.MaxUint32
-	}
-	if bw.IngressRate > 0 || bw.EgressRate > 0 {
 		pod.Bandwidth = bw
 	}
-	return pod, nil
+	return pod
 }
 
 // guestNetworkInfo is what the DHCP servers tell the guest besides its
@@ -79,34 +61,19 @@ func podHostname(cfg *runtimeapi.PodSandboxConfig) string {
 
 // teardownNetwork tears the sandbox's network down once and records it.
 // The caller holds sb.op.
-func (s *Service) teardownNetwork(ctx context.Context, sb *sandbox) error {
-	sb.mu.Lock()
-	rec := sb.rec
-	sb.mu.Unlock()
-	if rec.Network == nil || rec.NetworkDown || s.net == nil {
+func (c *Controller) teardownNetwork(ctx context.Context, sb *sandbox) error {
+	rec := sb.Get()
+	if rec.Network == nil || rec.NetworkDown || c.net == nil {
 		return nil
 	}
-	if err := s.net.Teardown(ctx, rec.Network); err != nil {
+	if err := c.net.Teardown(ctx, rec.Network); err != nil {
 		return fmt.Errorf("tear down the network of pod sandbox %s: %w", rec.ID, err)
 	}
-	rec.NetworkDown = true
-	if err := s.state.saveSandbox(rec); err != nil {
+	if _, err := sb.Update(func(r *SandboxRecord) error { r.NetworkDown = true; return nil }); err != nil {
 		return err
 	}
-	sb.mu.Lock()
-	sb.rec = rec
-	sb.mu.Unlock()
 	logging.From(ctx).Info("pod network torn down", logging.KeySandboxID, rec.ID)
 	return nil
-}
-
-// sandboxNetwork returns the sandbox's live network, nil when it has none
-// or it is torn down.
-func sandboxNetwork(rec sandboxRecord) *cni.Attachment {
-	if rec.NetworkDown {
-		return nil
-	}
-	return rec.Network
 }
 
 // cloudInitNICs describes the pod's interfaces for the guest's cloud-init

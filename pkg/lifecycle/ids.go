@@ -1,4 +1,4 @@
-package cri
+package lifecycle
 
 import (
 	"crypto/rand"
@@ -9,10 +9,10 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// domainPrefix starts the name of every libvirt domain vmpod owns. At
+// DomainPrefix starts the name of every libvirt domain vmpod owns. At
 // start-up, domains with this prefix and no record are removed; domains
 // without it are never touched.
-const domainPrefix = "vmpod-"
+const DomainPrefix = "vmpod-"
 
 // newID returns a random 64-hex-digit ID, as container runtimes use.
 func newID() string {
@@ -23,11 +23,11 @@ func newID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// domainName is the libvirt domain name of a container.
-func domainName(containerID string) string { return domainPrefix + containerID }
+// DomainName is the libvirt domain name of a container.
+func DomainName(containerID string) string { return DomainPrefix + containerID }
 
-// domainUUID derives a stable UUID from a container ID.
-func domainUUID(containerID string) string {
+// DomainUUID derives a stable UUID from a container ID.
+func DomainUUID(containerID string) string {
 	h := sha256.Sum256([]byte("vmpod-domain/" + containerID))
 	b := h[:16]
 	b[6] = b[6]&0x0f | 0x50 // version 5 (name-based, SHA)

@@ -1,8 +1,8 @@
-package cri
+package guest
 
 // TTY exec. The guest agent cannot carry one: guest-exec takes a process's
 // stdin once, at start, hands out its output only after it exited, and
-// gives it no terminal. So every VM has ttyExecPorts extra virtio-serial
+// gives it no terminal. So every VM has ExecPorts extra virtio-serial
 // ports (vmpod.exec.N, each a unix socket QEMU binds in the VM's run
 // directory), and a TTY exec is:
 //
@@ -29,43 +29,43 @@ package cri
 import (
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"net"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
-	remotecommandserver "k8s.io/cri-streaming/pkg/streaming/remotecommand"
 
-	"github.com/vmpod/vmpod/pkg/libvirttools"
 	"github.com/vmpod/vmpod/pkg/logging"
 )
 
-// ttyExecPorts is how many exec channels each VM has, so how many TTY
-// execs it can run at once.
-const ttyExecPorts = 4
+// ExecPorts is how many exec channels each VM has, so how many TTY execs
+// it can run at once.
+const ExecPorts = 4
 
-// execSocket is the unix socket of the VM's exec channel n.
-func execSocket(runDir string, n int) string {
-	return filepath.Join(runDir, "exec"+strconv.Itoa(n)+".sock")
+// Channel is one exec channel of a VM: a virtio-serial port QEMU binds as a
+// unix socket on the host.
+type Channel struct {
+	// Socket is the host side: the unix socket QEMU listens on.
+	Socket string
+	// Device is the guest side: the port's path in the guest, e.g.
+	// /dev/virtio-ports/vmpod.exec.0 (udev makes the link).
+	Device string
 }
 
-// execSockets are the sockets of all of a VM's exec channels, in port order.
-func execSockets(runDir string) []string {
-	var s []string
-	for n := range ttyExecPorts {
-		s = append(s, execSocket(runDir, n))
-	}
-	return s
+// Size is a terminal size in characters.
+type Size struct {
+	Width, Height uint16
 }
+
+// ErrClientGone ends an exec whose client can no longer be written to.
+var ErrClientGone = errors.New("the exec client went away")
 
 // ttyWrapper is the guest side of a TTY exec, run with guest-exec as
 //
@@ -97,7 +97,7 @@ exit "$rc"
 // known, report the terminal's name (for later resizes), then exec cmd.
 // cmd is argv: each word is single-quoted, so the guest shell runs it
 // as given, with no expansion.
-func ttyInner(nonce string, cmd []string, size *remotecommandserver.TerminalSize) string {
+func ttyInner(nonce string, cmd []string, size *Size) string {
 	var b strings.Builder
 	if size != nil && size.Width > 0 && size.Height > 0 {
 		fmt.Fprintf(&b, "stty rows %d cols %d 2>/dev/null; ", size.Height, size.Width)
@@ -110,10 +110,10 @@ func ttyInner(nonce string, cmd []string, size *remotecommandserver.TerminalSize
 	return b.String()
 }
 
-// ttyWrapperArgv is the guest-exec argv of a TTY exec on port n.
-func ttyWrapperArgv(n int, nonce string, cmd []string, size *remotecommandserver.TerminalSize) []string {
-	return []string{"setsid", "sh", "-c", ttyWrapper, "vmpod-exec",
-		"/dev/virtio-ports/" + libvirttools.ExecChannel(n), nonce, ttyInner(nonce, cmd, size)}
+// ttyWrapperArgv is the guest-exec argv of a TTY exec over the guest
+// port device.
+func ttyWrapperArgv(device, nonce string, cmd []string, size *Size) []string {
+	return []string{"setsid", "sh", "-c", ttyWrapper, "vmpod-exec", device, nonce, ttyInner(nonce, cmd, size)}
 }
 
 // shellQuote quotes s as one word for a POSIX shell: inside single quotes
@@ -126,14 +126,14 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// ttyPortSet tracks which of a VM's exec channels carry a session.
-type ttyPortSet struct {
+// PortSet tracks which of a VM's exec channels carry a session.
+type PortSet struct {
 	mu    sync.Mutex
-	inUse [ttyExecPorts]bool
+	inUse [ExecPorts]bool
 }
 
-// acquire takes a free port.
-func (p *ttyPortSet) acquire() (int, bool) {
+// Acquire takes a free port.
+func (p *PortSet) Acquire() (int, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for n, used := range p.inUse {
@@ -145,14 +145,15 @@ func (p *ttyPortSet) acquire() (int, bool) {
 	return 0, false
 }
 
-func (p *ttyPortSet) release(n int) {
+// Release gives port n back.
+func (p *PortSet) Release(n int) {
 	p.mu.Lock()
 	p.inUse[n] = false
 	p.mu.Unlock()
 }
 
-// free counts the free ports.
-func (p *ttyPortSet) free() int {
+// Free counts the free ports.
+func (p *PortSet) Free() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := 0
@@ -164,11 +165,6 @@ func (p *ttyPortSet) free() int {
 	return n
 }
 
-func errTTYPortsBusy(id string) error {
-	return fmt.Errorf("container %s already runs %d TTY execs, as many as its VM has exec channels; end one and retry: %w",
-		id, ttyExecPorts, errdefs.ErrUnavailable)
-}
-
 // ttyInitialSizeWait is how long a TTY exec waits for the client's first
 // terminal size, so the command starts with it.
 const ttyInitialSizeWait = 200 * time.Millisecond
@@ -177,29 +173,26 @@ const ttyInitialSizeWait = 200 * time.Millisecond
 // for the wrapper's exit status) once the other has arrived.
 const ttyEndGrace = 3 * time.Second
 
-// execTTY runs cmd on a pseudo-terminal in the guest, streaming over an
-// exec channel; it returns the command's exit code. When ctx ends first
+// RunTTY runs cmd on a pseudo-terminal in the guest, streaming over the
+// exec channel ch (which the caller holds for the session); it returns
+// the command's exit code. Output goes to out (nil drops it); a failed
+// write to out ends the session with ErrClientGone. When ctx ends first
 // (the client went away), the guest session is killed.
-func (s *Service) execTTY(ctx context.Context, c *container, rec containerRecord, cmd []string, in io.Reader, out *clientWriter, resize <-chan remotecommandserver.TerminalSize) (int, error) {
-	port, ok := c.ttyPorts.acquire()
-	if !ok {
-		return 0, errTTYPortsBusy(rec.ID)
-	}
-	defer c.ttyPorts.release(port)
-	conn, err := net.DialTimeout("unix", execSocket(rec.RunDir, port), agentCallTimeout)
+func (a *Agent) RunTTY(ctx context.Context, ch Channel, cmd []string, in io.Reader, out io.Writer, resize <-chan Size) (int, error) {
+	conn, err := net.DialTimeout("unix", ch.Socket, CallTimeout)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return 0, fmt.Errorf("the VM of container %s has no exec channel (it was defined by an older vmpod); recreate the container for TTY exec: %w",
-				rec.ID, errdefs.ErrFailedPrecondition)
+			return 0, fmt.Errorf("the VM has no exec channel %s (it was defined by an older vmpod); recreate the container for TTY exec: %w",
+				ch.Device, errdefs.ErrFailedPrecondition)
 		}
-		return 0, fmt.Errorf("connect to exec channel %d of container %s: %w", port, rec.ID, err)
+		return 0, fmt.Errorf("connect to exec channel %s: %w", ch.Socket, err)
 	}
 	defer conn.Close()
 	nonce, err := newNonce()
 	if err != nil {
 		return 0, err
 	}
-	var size *remotecommandserver.TerminalSize
+	var size *Size
 	if resize != nil {
 		select {
 		case sz, ok := <-resize:
@@ -209,18 +202,18 @@ func (s *Service) execTTY(ctx context.Context, c *container, rec containerRecord
 		case <-time.After(ttyInitialSizeWait):
 		}
 	}
-	pid, err := s.guestExec(ctx, rec.Domain, ttyWrapperArgv(port, nonce, cmd, size), nil)
+	pid, err := a.Exec(ctx, ttyWrapperArgv(ch.Device, nonce, cmd, size), nil)
 	if err != nil {
 		return 0, err
 	}
 	t := &ttySession{
-		s: s, domain: rec.Domain, pid: pid, conn: conn, out: out,
+		agent: a, pid: pid, conn: conn, out: out,
 		stream:  ttyStream{prefix: []byte("\x1e" + nonce + ":")},
 		begun:   make(chan struct{}),
 		ttyPath: make(chan string, 1),
 		end:     make(chan int, 1),
 		readErr: make(chan error, 1),
-		exited:  make(chan guestExecStatus, 1),
+		exited:  make(chan ExecStatus, 1),
 		hurry:   make(chan struct{}, 1),
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -233,11 +226,7 @@ func (s *Service) execTTY(ctx context.Context, c *container, rec containerRecord
 	if resize != nil {
 		go t.resize(ctx, resize, size)
 	}
-	code, err := t.wait(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("TTY exec %q in container %s: %w", cmd, rec.ID, err)
-	}
-	return code, nil
+	return t.wait(ctx)
 }
 
 func newNonce() (string, error) {
@@ -250,19 +239,18 @@ func newNonce() (string, error) {
 
 // ttySession is one running TTY exec.
 type ttySession struct {
-	s      *Service
-	domain string
+	agent  *Agent
 	pid    int
 	conn   net.Conn
-	out    *clientWriter // nil: output dropped
+	out    io.Writer // nil: output dropped
 	stream ttyStream
 
-	begun   chan struct{}        // closed on the begin line
-	ttyPath chan string          // the guest terminal, once
-	end     chan int             // the end line's exit code, once
-	readErr chan error           // the exec channel failed or closed
-	exited  chan guestExecStatus // the wrapper exited
-	hurry   chan struct{}        // poll the wrapper's status now
+	begun   chan struct{}   // closed on the begin line
+	ttyPath chan string     // the guest terminal, once
+	end     chan int        // the end line's exit code, once
+	readErr chan error      // the exec channel failed or closed
+	exited  chan ExecStatus // the wrapper exited
+	hurry   chan struct{}   // poll the wrapper's status now
 }
 
 // read copies the guest's stream to the client and passes the control
@@ -276,7 +264,7 @@ func (t *ttySession) read(cancel context.CancelCauseFunc) {
 			data, lines := t.stream.feed(buf[:n])
 			if len(data) > 0 && t.out != nil {
 				if _, werr := t.out.Write(data); werr != nil {
-					cancel(fmt.Errorf("%w: %v", errClientGone, werr))
+					cancel(fmt.Errorf("%w: %v", ErrClientGone, werr))
 					return
 				}
 			}
@@ -324,9 +312,9 @@ func (t *ttySession) copyStdin(ctx context.Context, in io.Reader) {
 // resize applies the client's terminal sizes to the guest terminal (stty
 // through guest-exec; setting the size signals SIGWINCH to the command),
 // skipping sizes the client sent while one was being applied but the last.
-func (t *ttySession) resize(ctx context.Context, resize <-chan remotecommandserver.TerminalSize, applied *remotecommandserver.TerminalSize) {
+func (t *ttySession) resize(ctx context.Context, resize <-chan Size, applied *Size) {
 	var tty string
-	var pending *remotecommandserver.TerminalSize
+	var pending *Size
 	for {
 		select {
 		case <-ctx.Done():
@@ -358,8 +346,8 @@ func (t *ttySession) resize(ctx context.Context, resize <-chan remotecommandserv
 		if tty == "" || pending == nil || (applied != nil && *pending == *applied) {
 			continue
 		}
-		rctx, cancel := context.WithTimeout(ctx, 2*agentCallTimeout)
-		err := t.s.runGuestHelper(rctx, t.domain, []string{"sh", "-c", `stty rows "$2" cols "$3" <"$1"`, "vmpod-resize",
+		rctx, cancel := context.WithTimeout(ctx, 2*CallTimeout)
+		err := t.agent.Run(rctx, []string{"sh", "-c", `stty rows "$2" cols "$3" <"$1"`, "vmpod-resize",
 			tty, strconv.Itoa(int(pending.Height)), strconv.Itoa(int(pending.Width))})
 		cancel()
 		if err != nil && ctx.Err() == nil {
@@ -383,7 +371,7 @@ func (t *ttySession) pollStatus(ctx context.Context) {
 		case <-t.hurry:
 			poll = 10 * time.Millisecond
 		}
-		st, err := t.s.guestExecStatus(ctx, t.domain, t.pid)
+		st, err := t.agent.Status(ctx, t.pid)
 		if err == nil && st.Exited {
 			t.exited <- st
 			return
@@ -400,7 +388,7 @@ func (t *ttySession) pollStatus(ctx context.Context) {
 func (t *ttySession) wait(ctx context.Context) (int, error) {
 	var (
 		endCode, haveEnd = 0, false
-		status           *guestExecStatus
+		status           *ExecStatus
 		grace            <-chan time.Time
 	)
 	for {
@@ -423,29 +411,24 @@ func (t *ttySession) wait(ctx context.Context) (int, error) {
 			select {
 			case <-t.begun:
 			default:
-				return 0, fmt.Errorf("the guest could not start it (exit code %d): %s", st.code(), strings.TrimSpace(decodeErrData(st)))
+				return 0, fmt.Errorf("the guest could not start it (exit code %d): %s", st.Code(), strings.TrimSpace(st.Stderr()))
 			}
 			grace = time.After(ttyEndGrace)
 		case <-grace:
 			if haveEnd {
 				// The wrapper exits right after its end line: it is
 				// stuck, or the agent is slow. The code is known.
-				t.s.killGuestProcess(ctx, t.domain, t.pid, true)
+				t.agent.Kill(ctx, t.pid, true)
 				return endCode, nil
 			}
 			// The wrapper died without its end line (killed in the guest).
-			return status.code(), nil
+			return status.Code(), nil
 		case err := <-t.readErr:
-			t.s.killGuestProcess(ctx, t.domain, t.pid, true)
+			t.agent.Kill(ctx, t.pid, true)
 			return 0, fmt.Errorf("the exec channel closed (did the VM stop?): %w", err)
 		case <-ctx.Done():
-			t.s.killGuestProcess(ctx, t.domain, t.pid, true)
+			t.agent.Kill(ctx, t.pid, true)
 			return 0, fmt.Errorf("ended before the command (the guest session was killed): %w", context.Cause(ctx))
 		}
 	}
-}
-
-func decodeErrData(st guestExecStatus) string {
-	b, _ := base64.StdEncoding.DecodeString(st.ErrData)
-	return string(b)
 }

@@ -13,37 +13,7 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// The cloud-init annotations a pod (or container) may carry. Their names are
-// user interface: keep them stable.
-const (
-	// AnnotationUserData is the whole user-data: a "#cloud-config" document,
-	// a "#!" script, or a MIME multipart message ("Content-Type: multipart/...").
-	AnnotationUserData = "vmpod.dev/cloud-init-user-data"
-	// AnnotationMetaData is a YAML map merged over the generated meta-data
-	// (its top-level keys win).
-	AnnotationMetaData = "vmpod.dev/cloud-init-meta-data"
-	// AnnotationNetworkConfig replaces the generated network configuration:
-	// YAML (network config v1/v2) for NoCloud, network_data.json for ConfigDrive.
-	AnnotationNetworkConfig = "vmpod.dev/cloud-init-network-config"
-	// AnnotationSSHAuthorizedKeys holds newline-separated SSH public keys in
-	// authorized_keys format; blank lines and lines starting with # are skipped.
-	AnnotationSSHAuthorizedKeys = "vmpod.dev/ssh-authorized-keys"
-	// AnnotationDatasource selects the seed layout: DatasourceNoCloud (default)
-	// or DatasourceConfigDrive.
-	AnnotationDatasource = "vmpod.dev/cloud-init-datasource"
-)
-
-// Annotations lists every annotation this package reads, for the CRI layer's
-// check of unknown vmpod.dev/* keys.
-var Annotations = []string{
-	AnnotationUserData,
-	AnnotationMetaData,
-	AnnotationNetworkConfig,
-	AnnotationSSHAuthorizedKeys,
-	AnnotationDatasource,
-}
-
-// Datasource names, the values of AnnotationDatasource.
+// Datasource names: the seed layouts.
 const (
 	DatasourceNoCloud     = "nocloud"
 	DatasourceConfigDrive = "configdrive"
@@ -53,7 +23,7 @@ const (
 // own additions.
 const MaxUserDataBytes = 64 << 10
 
-// userDataKind is how the user-data annotation is interpreted.
+// userDataKind is how the user-data is interpreted.
 type userDataKind int
 
 const (
@@ -69,40 +39,6 @@ const cloudConfigHeader = "#cloud-config"
 // #cloud-config they must be lists (or absent/null).
 var mergedKeys = []string{"bootcmd", "mounts", "runcmd", "ssh_authorized_keys", "write_files"}
 
-// ValidateAnnotations checks the cloud-init annotations in ann (other keys
-// are ignored) and reports every problem at once in one error wrapping
-// errdefs.ErrInvalidArgument; each problem names the annotation and what it
-// accepts.
-func ValidateAnnotations(ann map[string]string) error {
-	var problems []string
-	ds, err := datasource("", ann)
-	if err != nil {
-		problems = append(problems, err.Error())
-		ds = DatasourceNoCloud
-	}
-	if v, ok := ann[AnnotationUserData]; ok {
-		if _, _, err := parseUserData(v); err != nil {
-			problems = append(problems, err.Error())
-		}
-	}
-	if v, ok := ann[AnnotationMetaData]; ok {
-		if _, err := parseMetaData(v); err != nil {
-			problems = append(problems, err.Error())
-		}
-	}
-	if v, ok := ann[AnnotationNetworkConfig]; ok {
-		if err := checkNetworkConfig(ds, v); err != nil {
-			problems = append(problems, err.Error())
-		}
-	}
-	if v, ok := ann[AnnotationSSHAuthorizedKeys]; ok {
-		if _, err := parseSSHKeys(v); err != nil {
-			problems = append(problems, err.Error())
-		}
-	}
-	return invalid(problems)
-}
-
 // invalid joins problems into one InvalidArgument error, nil when there are none.
 func invalid(problems []string) error {
 	if len(problems) == 0 {
@@ -111,29 +47,30 @@ func invalid(problems []string) error {
 	return fmt.Errorf("%w: %s", errdefs.ErrInvalidArgument, strings.Join(problems, "; "))
 }
 
-// datasource resolves the datasource: explicit wins, then the annotation,
-// then NoCloud.
-func datasource(explicit string, ann map[string]string) (string, error) {
-	v := explicit
-	name := "datasource"
-	if v == "" {
-		v = ann[AnnotationDatasource]
-		name = "annotation " + AnnotationDatasource
-	}
+// ParseDatasource checks a datasource name: "" is NoCloud.
+func ParseDatasource(v string) (string, error) {
 	switch v {
 	case "", DatasourceNoCloud:
 		return DatasourceNoCloud, nil
 	case DatasourceConfigDrive:
 		return DatasourceConfigDrive, nil
 	}
-	return "", fmt.Errorf("%s=%q is invalid: accepted values are %s, %s", name, v, DatasourceNoCloud, DatasourceConfigDrive)
+	return "", fmt.Errorf("datasource %q is invalid: accepted values are %s, %s", v, DatasourceNoCloud, DatasourceConfigDrive)
 }
 
-// parseUserData classifies the user-data annotation; for a #cloud-config it
+// CheckUserData checks a user-data document: a #cloud-config whose lists
+// vmpod appends to are lists, a "#!" script or a MIME multipart message,
+// at most MaxUserDataBytes.
+func CheckUserData(v string) error {
+	_, _, err := parseUserData(v)
+	return err
+}
+
+// parseUserData classifies the user-data; for a #cloud-config it
 // returns the parsed document (a mapping node, possibly empty).
 func parseUserData(v string) (userDataKind, *yaml.Node, error) {
 	bad := func(format string, a ...any) error {
-		return fmt.Errorf("annotation "+AnnotationUserData+" "+format, a...)
+		return fmt.Errorf("user-data "+format, a...)
 	}
 	if len(v) > MaxUserDataBytes {
 		return 0, nil, bad("is %d bytes, more than the %d bytes (64 KiB) allowed", len(v), MaxUserDataBytes)
@@ -185,19 +122,19 @@ func parseCloudConfig(v string) (*yaml.Node, error) {
 	return root, nil
 }
 
-// parseMetaData parses the meta-data annotation as a YAML map, returned in
-// JSON-compatible form.
-func parseMetaData(v string) (map[string]any, error) {
+// ParseMetaData parses meta-data given by the user as a YAML map,
+// returned in JSON-compatible form.
+func ParseMetaData(v string) (map[string]any, error) {
 	var probe any
 	if err := yaml.Unmarshal([]byte(v), &probe); err != nil {
-		return nil, fmt.Errorf("annotation %s is not valid YAML: %v", AnnotationMetaData, err)
+		return nil, fmt.Errorf("meta-data is not valid YAML: %v", err)
 	}
 	if _, ok := probe.(map[string]any); !ok {
-		return nil, fmt.Errorf("annotation %s is invalid: accepted is a YAML map of meta-data keys (e.g. \"availability-zone: a\")", AnnotationMetaData)
+		return nil, fmt.Errorf("meta-data is invalid: accepted is a YAML map of meta-data keys (e.g. \"availability-zone: a\")")
 	}
 	m, err := jsonCompatible(probe)
 	if err != nil {
-		return nil, fmt.Errorf("annotation %s is invalid: %v", AnnotationMetaData, err)
+		return nil, fmt.Errorf("meta-data is invalid: %v", err)
 	}
 	return m.(map[string]any), nil
 }
@@ -243,13 +180,13 @@ func jsonCompatible(v any) (any, error) {
 	return v, nil
 }
 
-// checkNetworkConfig checks that the network-config annotation parses in
-// the datasource's format.
-func checkNetworkConfig(ds, v string) error {
+// CheckNetworkConfig checks that a network config given by the user
+// parses in the datasource's format.
+func CheckNetworkConfig(ds, v string) error {
 	if ds == DatasourceConfigDrive {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(v), &m); err != nil {
-			return fmt.Errorf("annotation %s is invalid: with datasource %s it must be a network_data.json JSON object: %v", AnnotationNetworkConfig, ds, err)
+			return fmt.Errorf("network config is invalid: with datasource %s it must be a network_data.json JSON object: %v", ds, err)
 		}
 		return nil
 	}
@@ -259,14 +196,14 @@ func checkNetworkConfig(ds, v string) error {
 		if err != nil {
 			msg = err.Error()
 		}
-		return fmt.Errorf("annotation %s is invalid: with datasource %s it must be a YAML network config (version 1 or 2) map: %s", AnnotationNetworkConfig, ds, msg)
+		return fmt.Errorf("network config is invalid: with datasource %s it must be a YAML network config (version 1 or 2) map: %s", ds, msg)
 	}
 	return nil
 }
 
-// parseSSHKeys validates the authorized keys annotation and returns the keys,
-// one per non-blank, non-comment line, trimmed.
-func parseSSHKeys(v string) ([]string, error) {
+// ParseSSHKeys validates authorized_keys text and returns the keys, one
+// per non-blank, non-comment line, trimmed.
+func ParseSSHKeys(v string) ([]string, error) {
 	var keys []string
 	var bad []string
 	for i, line := range strings.Split(v, "\n") {
@@ -281,7 +218,7 @@ func parseSSHKeys(v string) ([]string, error) {
 		keys = append(keys, line)
 	}
 	if len(bad) > 0 {
-		return nil, fmt.Errorf("annotation %s has invalid keys (accepted: one OpenSSH authorized_keys public key per line) at %s", AnnotationSSHAuthorizedKeys, strings.Join(bad, ", "))
+		return nil, fmt.Errorf("SSH authorized keys are invalid (accepted: one OpenSSH authorized_keys public key per line) at %s", strings.Join(bad, ", "))
 	}
 	return keys, nil
 }

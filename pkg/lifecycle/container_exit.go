@@ -1,10 +1,11 @@
-package cri
+package lifecycle
 
 import (
 	"context"
+	"errors"
 	"time"
 
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"github.com/containerd/errdefs"
 
 	"github.com/vmpod/vmpod/pkg/libvirttools"
 	"github.com/vmpod/vmpod/pkg/logging"
@@ -48,58 +49,54 @@ func exitStatus(st libvirttools.DomainStatus, stopRequested bool) (int32, string
 	}
 }
 
-// markExitedOpLocked records that a running container's VM stopped. c.op
+// markExitedOpLocked records that a running container's VM stopped. ct.op
 // is held.
-func (s *Service) markExitedOpLocked(ctx context.Context, c *container, st libvirttools.DomainStatus) error {
-	rec, _ := c.snapshot()
-	if rec.State != containerRunning {
+func (c *Controller) markExitedOpLocked(ctx context.Context, ct *container, st libvirttools.DomainStatus) error {
+	if ct.Get().State != ContainerRunning {
 		return nil
 	}
-	rec.State = containerExited
-	rec.FinishedAt = s.now().UnixNano()
-	rec.ExitCode, rec.Reason, rec.Message = exitStatus(st, rec.StopRequested)
-	if err := s.state.saveContainer(rec); err != nil {
+	rec, err := ct.Update(func(r *ContainerRecord) error {
+		r.State = ContainerExited
+		r.FinishedAt = c.now().UnixNano()
+		r.ExitCode, r.Reason, r.Message = exitStatus(st, r.StopRequested)
+		return nil
+	})
+	if err != nil {
 		return err
 	}
-	c.mu.Lock()
-	c.rec = rec
-	con := c.console
-	c.console = nil
-	c.mu.Unlock()
-	if con != nil {
+	if con := ct.swapConsole(nil); con != nil {
 		con.Close()
 	}
-	s.containerEvent(ctx, rec, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
 	logging.From(ctx).Info("VM exited", logging.KeyContainerID, rec.ID, "exit_code", rec.ExitCode, "reason", rec.Reason)
 	return nil
 }
 
 // refresh updates a RUNNING container from its domain's state now, unless
 // a lifecycle operation holds it (that operation records the outcome).
-func (s *Service) refresh(ctx context.Context, c *container) {
-	if !c.op.TryLock() {
+func (c *Controller) refresh(ctx context.Context, ct *container) {
+	if !ct.op.TryLock() {
 		return
 	}
-	defer c.op.Unlock()
-	s.refreshOpLocked(ctx, c)
+	defer ct.op.Unlock()
+	c.refreshOpLocked(ctx, ct)
 }
 
 // refreshOpLocked is refresh with c.op held.
-func (s *Service) refreshOpLocked(ctx context.Context, c *container) {
-	rec, _ := c.snapshot()
-	if rec.State != containerRunning {
+func (c *Controller) refreshOpLocked(ctx context.Context, ct *container) {
+	rec := ct.Get()
+	if rec.State != ContainerRunning {
 		return
 	}
-	st, err := s.libvirt.Status(ctx, rec.Domain)
+	st, err := c.libvirt.Status(ctx, rec.Domain)
 	if err != nil {
 		// NotFound: the domain was undefined behind our back.
 		st = libvirttools.DomainStatus{State: libvirttools.DomainShutoff, Reason: libvirttools.ShutoffDestroyed}
-		if !isNotFound(err) {
+		if !errors.Is(err, errdefs.ErrNotFound) {
 			return // libvirt unreachable: report the last known state
 		}
 	}
 	if st.State == libvirttools.DomainShutoff || st.State == libvirttools.DomainCrashed {
-		if err := s.markExitedOpLocked(ctx, c, st); err != nil {
+		if err := c.markExitedOpLocked(ctx, ct, st); err != nil {
 			logging.From(ctx).Error("record VM exit", logging.KeyContainerID, rec.ID, logging.KeyErr, err)
 		}
 	}
@@ -112,7 +109,7 @@ const monitorInterval = time.Second
 
 // Monitor checks running VMs every monitorInterval with one bulk libvirt
 // call until ctx is done.
-func (s *Service) Monitor(ctx context.Context) {
+func (c *Controller) Monitor(ctx context.Context) {
 	t := time.NewTicker(monitorInterval)
 	defer t.Stop()
 	for {
@@ -121,21 +118,24 @@ func (s *Service) Monitor(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		s.checkRunning(ctx)
+		c.CheckRunning(ctx)
 	}
 }
 
-func (s *Service) checkRunning(ctx context.Context) {
+// CheckRunning checks every running VM's domain now, with one bulk
+// libvirt call, and records the exits it finds (Monitor calls it every
+// monitorInterval).
+func (c *Controller) CheckRunning(ctx context.Context) {
 	var running []*container
-	for _, c := range s.state.listContainers() {
-		if rec, _ := c.snapshot(); rec.State == containerRunning {
-			running = append(running, c)
+	for _, ct := range c.reg.listContainers() {
+		if ct.Get().State == ContainerRunning {
+			running = append(running, ct)
 		}
 	}
 	if len(running) == 0 {
 		return
 	}
-	doms, err := s.libvirt.List(ctx, domainPrefix)
+	doms, err := c.libvirt.List(ctx, DomainPrefix)
 	if err != nil {
 		return
 	}
@@ -143,12 +143,11 @@ func (s *Service) checkRunning(ctx context.Context) {
 	for _, d := range doms {
 		byName[d.Name] = d
 	}
-	for _, c := range running {
-		rec, _ := c.snapshot()
-		d, ok := byName[rec.Domain]
+	for _, ct := range running {
+		d, ok := byName[ct.Get().Domain]
 		if ok && d.State != libvirttools.DomainShutoff && d.State != libvirttools.DomainCrashed {
 			continue
 		}
-		s.refresh(ctx, c)
+		c.refresh(ctx, ct)
 	}
 }

@@ -1,4 +1,7 @@
-package cri
+// Package guesttest is a fake QEMU guest agent for tests of code that runs
+// commands in a VM (pkg/guest and its users): a table of commands, fake
+// processes, and a player for the guest side of TTY execs.
+package guesttest
 
 import (
 	"encoding/base64"
@@ -10,23 +13,23 @@ import (
 	"time"
 )
 
-// fakeGuest is a QEMU guest agent that "runs" argv by a table: each
+// Guest is a QEMU guest agent that "runs" argv by a table: each
 // command finishes after its duration with the given outputs. Besides:
 // cat echoes its input-data; kill -9 PID and the shell's kill -9 -PID kill
 // a fake process (it then reports signal 9); setsid runs tty, when set, as
 // the guest side of a TTY exec. Like qemu-ga, it forgets a process once
 // guest-exec-status reported its exit.
-type fakeGuest struct {
+type Guest struct {
 	mu    sync.Mutex
-	procs map[int]*fakeProc
+	procs map[int]*proc
 	next  int
 	argvs [][]string
-	// tty plays a TTY exec wrapper (argv from setsid on) to its end and
+	// TTY, when set, plays a TTY exec wrapper (argv from setsid on) to its end and
 	// returns its exit code and stderr.
-	tty func(argv []string) (code int, stderr string)
+	TTY func(argv []string) (code int, stderr string)
 }
 
-type fakeProc struct {
+type proc struct {
 	argv   []string
 	input  []byte
 	start  time.Time
@@ -35,39 +38,45 @@ type fakeProc struct {
 	signal *int   // set when killed
 }
 
-type fakeResult struct {
-	out, err string
-	code     int
-	after    time.Duration
+// Result is how a command of Commands ends.
+type Result struct {
+	Out, Err string
+	Code     int
+	After    time.Duration
 }
 
-var fakeCommands = map[string]fakeResult{
-	"hostname":  {out: "vm-host\n"},
-	"exit3":     {code: 3},
-	"both":      {out: "to-stdout\n", err: "to-stderr\n"},
-	"sleep":     {after: time.Hour},
-	"bigoutput": {out: strings.Repeat("x", execOutputCap+10)},
+// BigOutput is the size of the output of the command "bigoutput".
+const BigOutput = 1<<20 + 10
+
+// Commands are the commands the fake knows by argv[0]; others exit 127.
+var Commands = map[string]Result{
+	"hostname":  {Out: "vm-host\n"},
+	"exit3":     {Code: 3},
+	"both":      {Out: "to-stdout\n", Err: "to-stderr\n"},
+	"sleep":     {After: time.Hour},
+	"bigoutput": {Out: strings.Repeat("x", BigOutput)},
 	"kill":      {},
 	"sh":        {}, // the kill and stty helpers
 }
 
-func newFakeGuest() *fakeGuest { return &fakeGuest{procs: map[int]*fakeProc{}} }
+func New() *Guest { return &Guest{procs: map[int]*proc{}} }
 
-func (g *fakeGuest) lastArgv() []string {
+// LastArgv is the argv of the last guest-exec.
+func (g *Guest) LastArgv() []string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.argvs[len(g.argvs)-1]
 }
 
-// lastPID is the pid of the last guest-exec.
-func (g *fakeGuest) lastPID() int {
+// LastPID is the pid of the last guest-exec.
+func (g *Guest) LastPID() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.next
 }
 
-// killed reports whether process pid was killed.
-func (g *fakeGuest) killed(pid int) bool {
+// Killed reports whether process pid was killed.
+func (g *Guest) Killed(pid int) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for _, a := range g.argvs {
@@ -79,8 +88,8 @@ func (g *fakeGuest) killed(pid int) bool {
 	return false
 }
 
-// commands returns the argvs run so far whose first word is name.
-func (g *fakeGuest) commands(name string) [][]string {
+// Run returns the argvs run so far whose first word is name.
+func (g *Guest) Run(name string) [][]string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var out [][]string
@@ -92,7 +101,8 @@ func (g *fakeGuest) commands(name string) [][]string {
 	return out
 }
 
-func (g *fakeGuest) answer(domain, command string) (string, error) {
+// Answer is the agent: give it to the libvirt fake (SetAgent).
+func (g *Guest) Answer(domain, command string) (string, error) {
 	var req struct {
 		Execute   string          `json:"execute"`
 		Arguments json.RawMessage `json:"arguments"`
@@ -104,7 +114,11 @@ func (g *fakeGuest) answer(domain, command string) (string, error) {
 	defer g.mu.Unlock()
 	switch req.Execute {
 	case "guest-exec":
-		var a guestExecArgs
+		var a struct {
+			Path      string   `json:"path"`
+			Arg       []string `json:"arg"`
+			InputData string   `json:"input-data"`
+		}
 		json.Unmarshal(req.Arguments, &a)
 		input, err := base64.StdEncoding.DecodeString(a.InputData)
 		if err != nil {
@@ -112,13 +126,13 @@ func (g *fakeGuest) answer(domain, command string) (string, error) {
 		}
 		argv := append([]string{a.Path}, a.Arg...)
 		g.next++
-		p := &fakeProc{argv: argv, input: input, start: time.Now()}
+		p := &proc{argv: argv, input: input, start: time.Now()}
 		g.procs[g.next] = p
 		g.argvs = append(g.argvs, argv)
 		g.kill(argv)
-		if argv[0] == "setsid" && g.tty != nil {
+		if play := g.TTY; argv[0] == "setsid" && play != nil {
 			go func() {
-				code, stderr := g.tty(argv)
+				code, stderr := play(argv)
 				g.mu.Lock()
 				p.exit, p.errOut = &code, stderr
 				g.mu.Unlock()
@@ -144,27 +158,27 @@ func (g *fakeGuest) answer(domain, command string) (string, error) {
 		case p.exit != nil:
 			return exited(*p.exit, "", p.errOut)
 		case p.argv[0] == "setsid":
-			if g.tty == nil {
+			if g.TTY == nil {
 				return exited(127, "", "setsid: not found\n")
 			}
 			return `{"return":{"exited":false}}`, nil
 		case p.argv[0] == "cat":
 			return exited(0, string(p.input), "")
 		}
-		r, ok := fakeCommands[p.argv[0]]
+		r, ok := Commands[p.argv[0]]
 		if !ok {
-			r = fakeResult{code: 127, err: "not found\n"}
+			r = Result{Code: 127, Err: "not found\n"}
 		}
-		if time.Since(p.start) < r.after {
+		if time.Since(p.start) < r.After {
 			return `{"return":{"exited":false}}`, nil
 		}
-		return exited(r.code, r.out, r.err)
+		return exited(r.Code, r.Out, r.Err)
 	}
 	return "", fmt.Errorf("unknown command %s", req.Execute)
 }
 
 // kill applies a kill command to the fake processes (g.mu held).
-func (g *fakeGuest) kill(argv []string) {
+func (g *Guest) kill(argv []string) {
 	var target string
 	switch {
 	case len(argv) == 3 && argv[0] == "kill" && argv[1] == "-9":
@@ -179,4 +193,16 @@ func (g *fakeGuest) kill(argv []string) {
 		nine := 9
 		p.signal = &nine
 	}
+}
+
+// SetsidPID is the pid of the last TTY exec wrapper (0: none).
+func (g *Guest) SetsidPID() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for i := len(g.argvs) - 1; i >= 0; i-- {
+		if g.argvs[i][0] == "setsid" {
+			return i + 1
+		}
+	}
+	return 0
 }

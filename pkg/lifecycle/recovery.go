@@ -1,19 +1,25 @@
-package cri
+package lifecycle
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/containerd/errdefs"
+
 	"github.com/vmpod/vmpod/pkg/libvirttools"
 	"github.com/vmpod/vmpod/pkg/logging"
+	"github.com/vmpod/vmpod/pkg/podspec"
 	"github.com/vmpod/vmpod/pkg/store"
 )
 
 // Recover rebuilds the runtime state from the metadata store and libvirt
-// after a start (clean or after kill -9), before the readiness gate opens:
+// after a start (clean or after kill -9), before the daemon serves calls:
 //
 //   - sandboxes and containers are loaded and their names reserved again;
+//     a sandbox record from before options were stored gets its options
+//     parsed from its config;
 //   - a CREATING sandbox (crash mid-RunPodSandbox) has its network torn
 //     down (netns, CNI DEL, taps) and its record removed;
 //   - a CREATING container (crash mid-create) is cleaned up: domain, disks,
@@ -29,11 +35,11 @@ import (
 //     never touched.
 //
 // It waits for libvirtd while it is unreachable, until ctx is done.
-func (s *Service) Recover(ctx context.Context) error {
-	log := s.log.With("phase", "recovery")
+func (c *Controller) Recover(ctx context.Context) error {
+	log := c.log.With("phase", "recovery")
 	ctx = logging.With(ctx, log)
 	for {
-		if _, err := s.libvirt.Ping(ctx); err == nil {
+		if _, err := c.libvirt.Ping(ctx); err == nil {
 			break
 		} else {
 			log.Warn("waiting for libvirt before recovering VMs", logging.KeyErr, err)
@@ -44,13 +50,13 @@ func (s *Service) Recover(ctx context.Context) error {
 		case <-time.After(2 * time.Second):
 		}
 	}
-	sbRecs, err := store.List[sandboxRecord](s.state.meta, store.Sandboxes)
+	sbRecs, err := store.List[SandboxRecord](c.reg.meta, store.Sandboxes)
 	if err != nil {
 		return fmt.Errorf("load sandboxes: %w", err)
 	}
 	for _, rec := range sbRecs {
-		if rec.State == sandboxCreating {
-			if err := s.dropHalfCreatedSandbox(ctx, rec); err != nil {
+		if rec.State == SandboxCreating {
+			if err := c.dropHalfCreatedSandbox(ctx, rec); err != nil {
 				return fmt.Errorf("clean up sandbox %s: %w", rec.ID, err)
 			}
 			continue
@@ -59,16 +65,26 @@ func (s *Service) Recover(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("decode sandbox %s: %w", rec.ID, err)
 		}
-		s.state.addSandbox(&sandbox{rec: rec, config: cfg})
-		s.state.reserve(rec.Name, rec.ID)
+		if rec.Options == nil {
+			// Validated when it ran; a record written before options were
+			// stored.
+			opts, err := podspec.Parse(cfg.GetAnnotations())
+			if err != nil {
+				log.Warn("annotations of a recovered pod sandbox no longer parse; its next containers get default options",
+					logging.KeySandboxID, rec.ID, logging.KeyErr, err)
+			}
+			rec.Options = &opts
+		}
+		c.reg.addSandbox(c.reg.newSandbox(rec, cfg))
+		c.reg.reserve(rec.Name, rec.ID)
 	}
-	cRecs, err := store.List[containerRecord](s.state.meta, store.Containers)
+	cRecs, err := store.List[ContainerRecord](c.reg.meta, store.Containers)
 	if err != nil {
 		return fmt.Errorf("load containers: %w", err)
 	}
 	known := map[string]bool{}
 	for _, rec := range cRecs {
-		keep, err := s.recoverContainer(ctx, rec)
+		keep, err := c.recoverContainer(ctx, rec)
 		if err != nil {
 			return fmt.Errorf("recover container %s: %w", rec.ID, err)
 		}
@@ -76,18 +92,29 @@ func (s *Service) Recover(ctx context.Context) error {
 			known[rec.Domain] = true
 		}
 	}
-	doms, err := s.libvirt.List(ctx, domainPrefix)
+	if err := c.removeStrayDomains(ctx, known); err != nil {
+		return err
+	}
+	log.Info("recovery done", "sandboxes", len(sbRecs), "containers", len(known))
+	return nil
+}
+
+// removeStrayDomains destroys and undefines this instance's domains that
+// have no record.
+func (c *Controller) removeStrayDomains(ctx context.Context, known map[string]bool) error {
+	log := logging.From(ctx)
+	doms, err := c.libvirt.List(ctx, DomainPrefix)
 	if err != nil {
 		return fmt.Errorf("list domains: %w", err)
 	}
-	instance := s.state.meta.InstanceID()
+	instance := c.reg.meta.InstanceID()
 	for _, d := range doms {
 		if known[d.Name] {
 			continue
 		}
-		xml, err := s.libvirt.XML(ctx, d.Name)
+		xml, err := c.libvirt.XML(ctx, d.Name)
 		if err != nil {
-			if isNotFound(err) {
+			if errors.Is(err, errdefs.ErrNotFound) {
 				continue
 			}
 			return err
@@ -97,106 +124,93 @@ func (s *Service) Recover(ctx context.Context) error {
 			continue
 		}
 		log.Warn("removing a vmpod domain that has no record", logging.KeyDomain, d.Name)
-		if err := s.libvirt.Destroy(ctx, d.Name); err != nil && !isNotFound(err) {
+		if err := c.libvirt.Destroy(ctx, d.Name); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 			return err
 		}
-		if err := s.libvirt.Undefine(ctx, d.Name); err != nil && !isNotFound(err) {
+		if err := c.libvirt.Undefine(ctx, d.Name); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 			return err
 		}
 	}
-	log.Info("recovery done", "sandboxes", len(sbRecs), "containers", len(known))
 	return nil
 }
 
 // recoverContainer reconciles one container record; keep reports whether
 // the container is still known afterwards.
-func (s *Service) recoverContainer(ctx context.Context, rec containerRecord) (keep bool, err error) {
+func (c *Controller) recoverContainer(ctx context.Context, rec ContainerRecord) (keep bool, err error) {
 	log := logging.From(ctx).With(logging.KeyContainerID, rec.ID, logging.KeyDomain, rec.Domain)
 	drop := func(why string) (bool, error) {
 		log.Warn("cleaning up container", "why", why)
-		if err := s.destroyContainerResources(ctx, rec); err != nil {
+		if err := c.destroyContainerResources(ctx, rec); err != nil {
 			return false, err
 		}
-		return false, s.state.meta.Delete(store.Containers, rec.ID)
+		return false, c.reg.meta.Delete(store.Containers, rec.ID)
 	}
-	if _, err := s.state.getSandbox(rec.SandboxID); err != nil {
+	sb, err := c.reg.sandbox(rec.SandboxID)
+	if err != nil {
 		return drop("its pod sandbox is gone")
 	}
-	if rec.State == containerCreating {
+	if rec.State == ContainerCreating {
 		return drop("vmpod stopped while creating it")
 	}
 	cfg, err := decodeContainerConfig(rec.Config)
 	if err != nil {
 		return false, fmt.Errorf("decode config: %w", err)
 	}
-	c := &container{rec: rec, config: cfg}
-	st, err := s.libvirt.Status(ctx, rec.Domain)
-	if err != nil && !isNotFound(err) {
+	ct := c.reg.newContainer(rec, cfg)
+	st, err := c.libvirt.Status(ctx, rec.Domain)
+	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return false, err
 	}
-	missing := isNotFound(err)
+	missing := errors.Is(err, errdefs.ErrNotFound)
 	switch rec.State {
-	case containerCreated:
+	case ContainerCreated:
 		if missing {
 			return drop("its domain is gone")
 		}
 		if st.State != libvirttools.DomainShutoff {
 			log.Warn("vmpod stopped while starting it; stopping the domain back to created")
-			if err := s.libvirt.Destroy(ctx, rec.Domain); err != nil {
+			if err := c.libvirt.Destroy(ctx, rec.Domain); err != nil {
 				return false, err
 			}
 		}
-	case containerRunning:
+	case ContainerRunning:
 		if missing {
 			st = libvirttools.DomainStatus{State: libvirttools.DomainShutoff, Reason: libvirttools.ShutoffDestroyed}
 		}
 		switch st.State {
 		case libvirttools.DomainShutoff, libvirttools.DomainCrashed:
-			if err := s.markExitedOpLocked(ctx, c, st); err != nil {
+			if err := c.markExitedOpLocked(ctx, ct, st); err != nil {
 				return false, err
 			}
 		default:
-			con, err := s.startConsole(rec, log)
+			con, err := c.startConsole(rec)
 			if err != nil {
 				return false, err
 			}
-			c.console = con
+			ct.swapConsole(con)
 			log.Info("VM still running; console reader reattached")
-			if err := s.restoreDHCP(rec); err != nil {
-				// The guest keeps its lease; only renewals go unanswered.
-				log.Error("restarting the VM's DHCP servers", logging.KeyErr, err)
+			if att := sb.Get().LiveNetwork(); att != nil && c.net != nil {
+				if err := c.net.ServeDHCP(att, guestNetworkInfo(sb.config)); err != nil {
+					// The guest keeps its lease; only renewals go unanswered.
+					log.Error("restarting the VM's DHCP servers", logging.KeyErr, err)
+				}
 			}
 		}
 	}
-	s.state.addContainer(c)
-	s.state.reserve(rec.Name, rec.ID)
+	c.reg.addContainer(ct)
+	c.reg.reserve(rec.Name, rec.ID)
 	return true, nil
 }
 
 // dropHalfCreatedSandbox undoes a RunPodSandbox that vmpod did not finish.
-func (s *Service) dropHalfCreatedSandbox(ctx context.Context, rec sandboxRecord) error {
+func (c *Controller) dropHalfCreatedSandbox(ctx context.Context, rec SandboxRecord) error {
 	logging.From(ctx).Warn("cleaning up a pod sandbox vmpod stopped while creating", logging.KeySandboxID, rec.ID, logging.KeyPod, rec.Name)
-	if rec.Network != nil && s.net != nil {
-		if err := s.net.Teardown(ctx, rec.Network); err != nil {
+	if rec.Network != nil && c.net != nil {
+		if err := c.net.Teardown(ctx, rec.Network); err != nil {
 			// Best effort, like a failed RunPodSandbox's cleanup.
 			logging.From(ctx).Error("tearing down the network of a half-created pod sandbox; IPs or rules its CNI plugins hold may be left",
 				logging.KeySandboxID, rec.ID, logging.KeyErr, err)
 		}
 	}
-	return s.state.meta.Delete(store.Sandboxes, rec.ID)
-}
-
-// restoreDHCP restarts the DHCP servers of a running VM's pod.
-func (s *Service) restoreDHCP(rec containerRecord) error {
-	sb, err := s.state.getSandbox(rec.SandboxID)
-	if err != nil {
-		return err
-	}
-	sb.mu.Lock()
-	att, cfg := sandboxNetwork(sb.rec), sb.config
-	sb.mu.Unlock()
-	if att == nil || s.net == nil {
-		return nil
-	}
-	return s.net.ServeDHCP(att, guestNetworkInfo(cfg))
+	return c.reg.meta.Delete(store.Sandboxes, rec.ID)
 }

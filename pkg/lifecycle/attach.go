@@ -1,0 +1,130 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/vmpod/vmpod/pkg/logging"
+)
+
+// Attach connects a streaming client to a VM's serial console: console
+// output goes to out, in goes to the console. It returns when the client
+// goes away (ctx) or the VM stops; the VM is never affected. Several
+// attaches and the logger all see the whole output.
+func (c *Controller) Attach(ctx context.Context, id string, in io.Reader, out io.Writer) error {
+	ct, err := c.reg.container(id)
+	if err != nil {
+		return err
+	}
+	con := ct.getConsole()
+	if con == nil {
+		return fmt.Errorf("container %s is not running: %w", id, errdefs.ErrFailedPrecondition)
+	}
+	sub, err := con.Subscribe()
+	if err != nil {
+		return err
+	}
+	defer sub.Close()
+	outDone := make(chan error, 1)
+	if out != nil {
+		go func() {
+			_, err := io.Copy(out, sub)
+			outDone <- err
+		}()
+	}
+	if in != nil {
+		go func() {
+			// stdin EOF only stops input; output keeps flowing until the
+			// client detaches or the VM stops.
+			io.Copy(consoleWriter{con}, in)
+		}()
+	}
+	select {
+	case <-ctx.Done():
+	case <-outDone:
+	case <-con.Done():
+	}
+	return nil
+}
+
+type consoleWriter struct{ con ConsoleHandle }
+
+func (w consoleWriter) Write(p []byte) (int, error) { return w.con.Write(p) }
+
+// portForwardDialTimeout bounds the connect to the guest.
+const portForwardDialTimeout = 10 * time.Second
+
+// CheckPortForward says whether ports of the sandbox can be forwarded now.
+func (c *Controller) CheckPortForward(sandboxID string) error {
+	sb, err := c.reg.sandbox(sandboxID)
+	if err != nil {
+		return err
+	}
+	_, err = forwardTarget(sb.Get())
+	return err
+}
+
+// forwardTarget returns the pod IP port-forwards connect to (the first
+// IPv4 address, else the first address).
+func forwardTarget(rec SandboxRecord) (netip.Addr, error) {
+	if rec.State != SandboxReady {
+		return netip.Addr{}, fmt.Errorf("pod sandbox %s is %s; port-forward needs a ready pod: %w", rec.ID, rec.State, errdefs.ErrFailedPrecondition)
+	}
+	att := rec.LiveNetwork()
+	if att == nil || len(att.IPs()) == 0 {
+		return netip.Addr{}, fmt.Errorf("pod sandbox %s has no pod IP to forward to: %w", rec.ID, errdefs.ErrFailedPrecondition)
+	}
+	return att.IPs()[0], nil
+}
+
+// PortForward splices a port-forward stream with a TCP connection to the
+// guest at the pod IP. It dials from the host's network namespace: the
+// pod's netns holds no address (the guest owns the pod IP), and the host
+// reaches the pod IP through the CNI bridge like any pod. It returns when
+// either side is done.
+func (c *Controller) PortForward(ctx context.Context, sandboxID string, port int32, stream io.ReadWriteCloser) error {
+	defer stream.Close()
+	sb, err := c.reg.sandbox(sandboxID)
+	if err != nil {
+		return err
+	}
+	ip, err := forwardTarget(sb.Get())
+	if err != nil {
+		return err
+	}
+	addr := net.JoinHostPort(ip.String(), strconv.Itoa(int(port)))
+	d := net.Dialer{Timeout: portForwardDialTimeout}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("port-forward to pod sandbox %s: connect to the guest at %s: %w (is anything listening on port %d in the guest?)", sandboxID, addr, err, port)
+	}
+	defer conn.Close()
+	logging.From(ctx).Debug("port-forward connected", logging.KeySandboxID, sandboxID, "address", addr)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		io.Copy(conn, stream)
+		// The client finished sending: half-close so the guest sees EOF.
+		if tc, ok := conn.(*net.TCPConn); ok {
+			tc.CloseWrite()
+		}
+	}()
+	_, err = io.Copy(stream, conn)
+	stream.Close()
+	conn.Close()
+	wg.Wait()
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("port-forward to %s: %w", addr, err)
+	}
+	return nil
+}

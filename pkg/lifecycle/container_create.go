@@ -1,0 +1,207 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/containerd/errdefs"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/vmpod/vmpod/pkg/cloudinit"
+	"github.com/vmpod/vmpod/pkg/libvirttools"
+	"github.com/vmpod/vmpod/pkg/logging"
+	"github.com/vmpod/vmpod/pkg/podspec"
+)
+
+// CreateContainer defines the pod's VM: a qcow2 overlay over the pulled
+// image as root disk, a cloud-init seed and a persistent libvirt domain.
+// The VM's shape comes from the pod's options (parsed by RunSandbox),
+// with the container's own vmpod.dev/* annotations parsed over them. A
+// sandbox runs one VM at a time: while another container of it is not
+// EXITED, creating one fails with FailedPrecondition. After it exited, the
+// kubelet's next attempt boots from a fresh overlay (the root disk is
+// ephemeral, like a container's writable layer). The work outlasts ctx: a
+// retry with the same name gets its result.
+func (c *Controller) CreateContainer(ctx context.Context, sandboxID string, cfg *runtimeapi.ContainerConfig) (string, error) {
+	if cfg.GetMetadata().GetName() == "" {
+		return "", fmt.Errorf("CreateContainer: container metadata name is required: %w", errdefs.ErrInvalidArgument)
+	}
+	if cfg.GetImage().GetImage() == "" {
+		return "", fmt.Errorf("CreateContainer: image is required: %w", errdefs.ErrInvalidArgument)
+	}
+	sb, err := c.reg.sandbox(sandboxID)
+	if err != nil {
+		return "", err
+	}
+	opts, err := sb.options().Merge(cfg.GetAnnotations())
+	if err != nil {
+		return "", err
+	}
+	name := containerName(cfg.GetMetadata(), sb.config.GetMetadata())
+	return c.pending.run(ctx, name, func(ctx context.Context) (string, error) {
+		return c.createContainer(ctx, sb, name, cfg, opts)
+	})
+}
+
+// options are the sandbox's parsed pod options.
+func (sb *sandbox) options() podspec.Options {
+	if o := sb.Get().Options; o != nil {
+		return *o
+	}
+	return podspec.Options{}
+}
+
+func (c *Controller) createContainer(ctx context.Context, sb *sandbox, name string, cfg *runtimeapi.ContainerConfig, opts podspec.Options) (_ string, retErr error) {
+	// The sandbox's op lock makes "no other live VM" and the creation one
+	// step.
+	sb.op.Lock()
+	defer sb.op.Unlock()
+	sbRec := sb.Get()
+	if sbRec.State != SandboxReady {
+		return "", fmt.Errorf("pod sandbox %s is %s; create containers only in a ready sandbox: %w", sbRec.ID, sbRec.State, errdefs.ErrFailedPrecondition)
+	}
+	for _, other := range c.reg.containersOf(sbRec.ID) {
+		if o := other.view(); o.State != ContainerExited {
+			return "", fmt.Errorf("container %s (%s) of pod sandbox %s is %s; a VM pod runs one VM at a time, so stop it before creating another: %w",
+				o.ID, o.Config.GetMetadata().GetName(), sbRec.ID, o.State, errdefs.ErrFailedPrecondition)
+		}
+	}
+	img, err := c.images.Get(cfg.GetImage().GetImage())
+	if err != nil {
+		if errors.Is(err, errdefs.ErrNotFound) {
+			return "", fmt.Errorf("image %q is not pulled; pull it first (crictl pull, or the kubelet's image pull): %w", cfg.GetImage().GetImage(), errdefs.ErrNotFound)
+		}
+		return "", err
+	}
+	h, err := c.cfg.ResolveHandler(sbRec.Handler)
+	if err != nil {
+		return "", err
+	}
+	vm, err := podspec.ResolveShape(h, c.cfg.DefaultMemoryMiB, opts.VM, cfg.GetLinux().GetResources(), sb.config.GetLinux().GetCgroupParent(), img.VirtualSize)
+	if err != nil {
+		return "", err
+	}
+	// Everything that can be refused is worked out before anything is
+	// created: mounts, devices and the cloud-init seed.
+	mounts, err := resolveMounts(cfg, c.cfg.SharedDirType)
+	if err != nil {
+		return "", err
+	}
+	seed, err := buildSeed(sbRec, sb.config, cfg, mounts, opts.CloudInit)
+	if err != nil {
+		return "", err
+	}
+
+	id := newID()
+	log := logging.From(ctx).With(logging.KeyContainerID, id, logging.KeySandboxID, sbRec.ID, logging.KeyDomain, DomainName(id))
+	var undo rollback
+	defer func() { undo.run(ctx, log, retErr) }()
+	if err := c.reg.reserve(name, id); err != nil {
+		return "", fmt.Errorf("container %s: %w", name, err)
+	}
+	undo.add("the name "+name, func(context.Context) error { c.reg.release(name, id); return nil })
+	raw, err := encodeContainerConfig(cfg)
+	if err != nil {
+		return "", err
+	}
+	resRaw, err := encodeResources(cfg.GetLinux().GetResources())
+	if err != nil {
+		return "", err
+	}
+	logPath := ""
+	if cfg.GetLogPath() != "" {
+		logPath = filepath.Join(sb.config.GetLogDirectory(), cfg.GetLogPath())
+	}
+	dir := filepath.Join(c.ContainersDir(), id)
+	rec := ContainerRecord{
+		ID: id, SandboxID: sbRec.ID, Name: name, State: ContainerCreating,
+		ImageName: cfg.GetImage().GetImage(), ImageRef: img.ID, ImageDisk: img.Disk(), LogPath: logPath,
+		Domain: DomainName(id), Dir: dir, RunDir: filepath.Join(c.RunDir(), id[:16]),
+		RootDisk: filepath.Join(dir, "root.qcow2"), CreatedAt: c.now().UnixNano(), Config: raw, VM: vm, Resources: resRaw,
+	}
+	ct := c.reg.newContainer(rec, cfg)
+	// The CREATING record goes first, so a crash at any later point leaves
+	// a trace that start-up recovery cleans up.
+	if err := ct.save(rec); err != nil {
+		return "", fmt.Errorf("store container record: %w", err)
+	}
+	c.reg.addContainer(ct)
+	undo.add("container "+id, func(ctx context.Context) error { return c.dropFailedCreate(ctx, ct, retErr) })
+
+	for _, d := range []string{dir, rec.RunDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return "", fmt.Errorf("create container directory: %w", err)
+		}
+	}
+	if err := c.overlays.Create(ctx, rec.RootDisk, c.images.Path(img.ID), img.Format, vm.RootVolumeSize); err != nil {
+		return "", fmt.Errorf("create root disk for %s: %w", id, err)
+	}
+	seedStart := time.Now()
+	if err := cloudinit.WriteISO(ctx, seed, seedISO(dir)); err != nil {
+		return "", fmt.Errorf("write cloud-init seed for %s: %w", id, err)
+	}
+	log.Debug("cloud-init seed written", "label", seed.Label, "seconds", fmt.Sprintf("%.3f", time.Since(seedStart).Seconds()))
+	spec := c.domainSpec(rec, sbRec, sb.config)
+	spec.ExtraDisks = append(spec.ExtraDisks, libvirttools.Disk{
+		Path: seedISO(dir), Format: libvirttools.DiskFormatRaw, Device: libvirttools.DiskDeviceCDROM, ReadOnly: true,
+	})
+	spec.ExtraDisks = append(spec.ExtraDisks, mounts.disks...)
+	spec.Filesystems = mounts.fs
+	xml, err := libvirttools.DomainXML(spec)
+	if err != nil {
+		return "", fmt.Errorf("build domain for %s: %w", id, err)
+	}
+	log.Debug("domain XML", "xml", xml)
+	if err := c.libvirt.Define(ctx, xml); err != nil {
+		return "", fmt.Errorf("define domain %s: %w", rec.Domain, err)
+	}
+	if _, err := ct.Update(func(r *ContainerRecord) error { r.State = ContainerCreated; return nil }); err != nil {
+		return "", fmt.Errorf("store container record: %w", err)
+	}
+	log.Info("container created", "image", img.ID, "vcpus", vm.VCPUs, "memory_bytes", vm.MemoryBytes, "domain_type", vm.DomainType)
+	return id, nil
+}
+
+// dropFailedCreate undoes a failed create: its domain, disks, sockets and
+// record. When the resources cannot be removed, the container is kept as
+// EXITED, visible and removable: the kubelet lists and removes it, and
+// RemoveContainer retries the cleanup.
+func (c *Controller) dropFailedCreate(ctx context.Context, ct *container, cause error) error {
+	rec := ct.Get()
+	if err := c.destroyContainerResources(ctx, rec); err != nil {
+		_, serr := ct.Update(func(r *ContainerRecord) error {
+			r.State = ContainerExited
+			r.ExitCode, r.Reason = exitError, reasonError
+			r.Message = fmt.Sprintf("creation failed (%v) and its cleanup failed (%v); remove the container to retry the cleanup", cause, err)
+			r.FinishedAt = c.now().UnixNano()
+			return nil
+		})
+		return errors.Join(fmt.Errorf("the container is kept as exited until it is removed: %w", err), serr)
+	}
+	return c.reg.removeContainer(ct)
+}
+
+// destroyContainerResources removes everything a container owns outside
+// the metadata store: the domain (stopped first), its disks and sockets.
+// Missing pieces are fine, so it finishes a half-done removal.
+func (c *Controller) destroyContainerResources(ctx context.Context, rec ContainerRecord) error {
+	if err := c.libvirt.Destroy(ctx, rec.Domain); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		return fmt.Errorf("destroy domain %s: %w", rec.Domain, err)
+	}
+	if err := c.libvirt.Undefine(ctx, rec.Domain); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		return fmt.Errorf("undefine domain %s: %w", rec.Domain, err)
+	}
+	for _, d := range []string{rec.Dir, rec.RunDir} {
+		if d == "" {
+			continue
+		}
+		if err := os.RemoveAll(d); err != nil {
+			return fmt.Errorf("remove %s: %w", d, err)
+		}
+	}
+	return nil
+}

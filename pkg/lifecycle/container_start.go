@@ -1,0 +1,137 @@
+package lifecycle
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/vmpod/vmpod/pkg/cni"
+	"github.com/vmpod/vmpod/pkg/logging"
+)
+
+// consoleConnectTimeout bounds how long a start waits for vmpod's console
+// reader to connect before it resumes the guest anyway.
+const consoleConnectTimeout = 10 * time.Second
+
+// StartContainer boots the VM. Its taps are made in the host netns, the
+// domain starts paused, the taps move into the pod's netns and bridges (the
+// DHCP servers start), vmpod's console reader connects to the serial
+// socket, then the guest runs, so the log has the whole boot and the
+// guest's first DHCP request finds its server. A failure at any step
+// undoes the earlier ones: the container stays CREATED.
+func (c *Controller) StartContainer(ctx context.Context, id string) (retErr error) {
+	ct, err := c.reg.container(id)
+	if err != nil {
+		return err
+	}
+	ct.op.Lock()
+	defer ct.op.Unlock()
+	rec := ct.Get()
+	if rec.State != ContainerCreated {
+		return fmt.Errorf("container %s is %s; only a created container can be started (create a new one to boot again): %w",
+			rec.ID, rec.State, errdefs.ErrFailedPrecondition)
+	}
+	sb, err := c.reg.sandbox(rec.SandboxID)
+	if err != nil {
+		return err
+	}
+	sbRec := sb.Get()
+	if sbRec.State != SandboxReady {
+		return fmt.Errorf("pod sandbox %s is %s; containers start only in a ready sandbox: %w", rec.SandboxID, sbRec.State, errdefs.ErrFailedPrecondition)
+	}
+	log := logging.From(ctx).With(logging.KeyContainerID, rec.ID, logging.KeyDomain, rec.Domain)
+	var undo rollback
+	defer func() { undo.run(ctx, log, retErr) }()
+
+	att := sbRec.LiveNetwork()
+	if att != nil {
+		rel, err := c.prepareTaps(att)
+		if err != nil {
+			return err
+		}
+		undo.add("the VM's taps and DHCP servers", rel)
+	}
+	begin := time.Now()
+	rel, err := c.startPaused(ctx, rec.Domain)
+	if err != nil {
+		return err
+	}
+	undo.add("domain "+rec.Domain, rel)
+	if att != nil {
+		if err := c.net.PlugVM(att, guestNetworkInfo(sb.config)); err != nil {
+			return fmt.Errorf("plug the VM into the pod network: %w", err)
+		}
+	}
+	con, err := c.startConsole(rec)
+	if err != nil {
+		return err
+	}
+	undo.add("the console reader", func(context.Context) error { return con.Close() })
+	select {
+	case <-connected(con):
+	case <-time.After(consoleConnectTimeout):
+		log.Warn("serial console did not connect in time; early boot output may be missing from the log")
+	}
+	if err := c.libvirt.Resume(ctx, rec.Domain); err != nil {
+		return fmt.Errorf("resume domain %s: %w", rec.Domain, err)
+	}
+	ct.swapConsole(con)
+	if _, err := ct.Update(func(r *ContainerRecord) error {
+		r.State, r.StartedAt = ContainerRunning, c.now().UnixNano()
+		return nil
+	}); err != nil {
+		ct.swapConsole(nil)
+		return fmt.Errorf("store container record: %w", err)
+	}
+	c.metrics.ObserveVMStart(time.Since(begin))
+	log.Info("VM started")
+	return nil
+}
+
+// prepareTaps makes a boot's taps in the host netns; the release removes
+// them and the DHCP servers PlugVM started.
+func (c *Controller) prepareTaps(att *cni.Attachment) (release, error) {
+	unplug := func(context.Context) error { return c.net.UnplugVM(att) }
+	if err := c.net.PrepareVM(att); err != nil {
+		unplug(context.Background())
+		return nil, fmt.Errorf("create the VM's taps: %w", err)
+	}
+	return unplug, nil
+}
+
+// startPaused starts a defined domain with its vCPUs stopped; the release
+// destroys it.
+func (c *Controller) startPaused(ctx context.Context, domain string) (release, error) {
+	if err := c.libvirt.Start(ctx, domain, true); err != nil {
+		return nil, fmt.Errorf("start domain %s: %w", domain, err)
+	}
+	return func(ctx context.Context) error { return c.libvirt.Destroy(ctx, domain) }, nil
+}
+
+// startConsole starts the console reader of a container's VM.
+func (c *Controller) startConsole(rec ContainerRecord) (ConsoleHandle, error) {
+	logPath := rec.LogPath
+	if logPath == "" {
+		// No CRI log requested: keep the console in the container's dir so
+		// attach still has a reader.
+		logPath = filepath.Join(rec.Dir, "console.log")
+	}
+	con, err := c.newConsole(serialSocket(rec.RunDir), logPath, c.log.With(logging.KeyContainerID, rec.ID))
+	if err != nil {
+		return nil, fmt.Errorf("start serial console reader: %w", err)
+	}
+	return con, nil
+}
+
+// connected returns the console's first-connection channel when it has one.
+func connected(con ConsoleHandle) <-chan struct{} {
+	if cc, ok := con.(interface{ Connected() <-chan struct{} }); ok {
+		return cc.Connected()
+	}
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}
