@@ -45,13 +45,14 @@ func (s *Store) Pull(ctx context.Context, name string, auth *oci.Auth) (Image, e
 		}
 		s.mu.Unlock()
 	}
-	src, err := s.opts.Translator.Translate(name)
-	if errors.Is(err, imagetranslation.ErrNoMatch) {
-		return s.pullOCI(ctx, name, r, auth, err)
-	}
+	m, err := s.opts.Translator.Translate(name)
 	if err != nil {
 		return Image{}, fmt.Errorf("translate image name %q: %w", name, err)
 	}
+	if !m.Matched {
+		return s.pullOCI(ctx, name, r, auth, m.NoMatch)
+	}
+	src := m.Source
 	key := "url:" + src.URL
 	if r.Digest != "" {
 		key = "digest:" + r.Digest

@@ -64,7 +64,10 @@ type Origin struct {
 // Translator maps image names to sources; *imagetranslation.Translator
 // implements it.
 type Translator interface {
-	Translate(name string) (imagetranslation.Source, error)
+	// Translate says whether a rule matches name and, when one does, where
+	// the image is downloaded from; when none does, Match.NoMatch is the
+	// message for users. Errors wrap errdefs.ErrInvalidArgument.
+	Translate(name string) (imagetranslation.Match, error)
 }
 
 // DiskChecker inspects a downloaded file and accepts it only as a disk

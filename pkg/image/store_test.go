@@ -52,7 +52,7 @@ func (fakeChecker) Check(ctx context.Context, path string) (DiskInfo, error) {
 // mapTranslator translates names by a fixed map (tags ignored).
 type mapTranslator map[string]string
 
-func (m mapTranslator) Translate(name string) (imagetranslation.Source, error) {
+func (m mapTranslator) Translate(name string) (imagetranslation.Match, error) {
 	base := name
 	if i := strings.Index(base, "@"); i >= 0 {
 		base = base[:i]
@@ -62,9 +62,9 @@ func (m mapTranslator) Translate(name string) (imagetranslation.Source, error) {
 	}
 	u, ok := m[base]
 	if !ok {
-		return imagetranslation.Source{}, fmt.Errorf("no rule for %q: %w", name, imagetranslation.ErrNoMatch)
+		return imagetranslation.Match{NoMatch: fmt.Sprintf("no rule for %q", name)}, nil
 	}
-	return imagetranslation.Source{Name: name, URL: u, RuleFile: "test.toml"}, nil
+	return imagetranslation.Match{Matched: true, Source: imagetranslation.Source{Name: name, URL: u, RuleFile: "test.toml"}}, nil
 }
 
 // server serves files by path, counting GETs that sent a body; block, when
