@@ -54,3 +54,16 @@ func noMatchMessage(name, dir, dirState string, problems []error) string {
 	}
 	return b.String()
 }
+
+// multiError is a list of problems reported on one line.
+type multiError []error
+
+func (m multiError) Error() string {
+	msgs := make([]string, len(m))
+	for i, err := range m {
+		msgs[i] = err.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+func (m multiError) Unwrap() []error { return m }
