@@ -175,7 +175,7 @@ func (ft fileTransport) transport(name, dir string) (Transport, error) {
 		}
 		tr.Timeout = d
 	}
-	return tr, tr.validate()
+	return tr, tr.Validate()
 }
 
 // resolvePath makes a relative path relative to dir, the directory of the

@@ -19,6 +19,10 @@
 // name no rule matches is not an HTTP(S) image, and the caller decides what
 // else it may be (pkg/image takes it as an OCI reference). The answer then
 // carries the message that says where to add a rule.
+//
+// The package holds the rules and the transport settings they name;
+// downloading with them (TLS, proxy, timeouts) is the HTTP(S) puller's job
+// (pkg/image/httppull).
 package imagetranslation
 
 import (
