@@ -139,13 +139,3 @@ func originOf(img *Image, url string) *Origin {
 	}
 	return nil
 }
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
