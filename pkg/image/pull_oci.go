@@ -15,12 +15,12 @@ import (
 // image's config digest (as containerd reports it); the disk file is stored
 // once under its own digest however many images share it. r is the name as
 // asked (its tag is recorded too, so a short name finds the image again);
-// noRule is the translator's no-match error, for the message.
-func (s *Store) pullOCI(ctx context.Context, name string, r Reference, auth *oci.Auth, noRule error) (Image, error) {
+// noRule is the translator's message that no rule matches the name.
+func (s *Store) pullOCI(ctx context.Context, name string, r Reference, auth *oci.Auth, noRule string) (Image, error) {
 	id, err := oci.Resolve(ctx, name, auth, s.opts.OCI)
 	if err != nil {
 		// Say both: the user may have meant either kind of name.
-		return Image{}, fmt.Errorf("%v, so it was taken as an OCI reference: %w", noRule, err)
+		return Image{}, fmt.Errorf("%s, so it was taken as an OCI reference: %w", noRule, err)
 	}
 	tags, digests := ociNames(id, r)
 	s.mu.Lock()

@@ -46,10 +46,11 @@ transports:
 	for _, tt := range []struct{ file, content string }{{"t.toml", toml}, {"t.yaml", yaml}} {
 		t.Run(tt.file, func(t *testing.T) {
 			dir := writeFiles(t, map[string]string{tt.file: tt.content})
-			src, err := New(dir, discardLogger()).Translate("x")
-			if err != nil {
-				t.Fatal(err)
+			m, err := New(dir, discardLogger()).Translate("x")
+			if err != nil || !m.Matched {
+				t.Fatal(m, err)
 			}
+			src := m.Source
 			want := Transport{
 				Name:               "full",
 				Timeout:            90 * time.Minute,
@@ -114,8 +115,8 @@ func TestBadFilesSkipped(t *testing.T) {
 			badPath := filepath.Join(dir, tt.file)
 
 			tr := New(dir, log)
-			if src, err := tr.Translate("good"); err != nil || src.URL != "http://h/good" {
-				t.Errorf("Translate(good) = %+v, %v; want the rule of the good file", src, err)
+			if m, err := tr.Translate("good"); err != nil || m.Source.URL != "http://h/good" {
+				t.Errorf("Translate(good) = %+v, %v; want the rule of the good file", m, err)
 			}
 			if got, want := tr.Files(), []string{filepath.Join(dir, "good.toml")}; !slices.Equal(got, want) {
 				t.Errorf("Files() = %v, want %v", got, want)
@@ -127,9 +128,9 @@ func TestBadFilesSkipped(t *testing.T) {
 			if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "file="+badPath) {
 				t.Errorf("log does not have an error naming %s:\n%s", badPath, logs.String())
 			}
-			_, err := tr.Translate("bad")
-			if !errors.Is(err, ErrNoMatch) || !strings.Contains(err.Error(), badPath) {
-				t.Errorf("Translate(bad) error = %v, want ErrNoMatch naming %s", err, badPath)
+			m, err := tr.Translate("bad")
+			if err != nil || m.Matched || !strings.Contains(m.NoMatch, badPath) {
+				t.Errorf("Translate(bad) = %+v, %v; want no match naming %s", m, err, badPath)
 			}
 
 			_, err = LoadFile(badPath)
@@ -166,28 +167,4 @@ func TestLoadFile(t *testing.T) {
 			t.Errorf("error = %v, want InvalidArgument", err)
 		}
 	})
-}
-
-func TestYAMLDocuments(t *testing.T) {
-	tests := []struct {
-		name string
-		data string
-		want int
-	}{
-		{"empty", "", 0},
-		{"comments only", "# nothing\n\n", 0},
-		{"one", "translations: []\n", 1},
-		{"one with start marker", "# rules\n---\ntranslations: []\n", 1},
-		{"one with start and end markers", "---\ntranslations: []\n---\n", 1},
-		{"two", "a: 1\n---\nb: 2\n", 2},
-		{"content on the marker line", "a: 1\n--- {b: 2}\n", 2},
-		{"dashes inside a value", "a: ---x\nb: |\n  ---\n", 1},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := yamlDocuments([]byte(tt.data)); got != tt.want {
-				t.Errorf("yamlDocuments(%q) = %d, want %d", tt.data, got, tt.want)
-			}
-		})
-	}
 }

@@ -102,12 +102,12 @@ func TestReload(t *testing.T) {
 		t.Run(step.name, func(t *testing.T) {
 			step.change(t)
 			for name, wantURL := range step.want {
-				src, err := tr.Translate(name)
+				m, err := tr.Translate(name)
 				switch {
-				case wantURL == "" && !errors.Is(err, ErrNoMatch):
-					t.Errorf("Translate(%q) = %+v, %v; want ErrNoMatch", name, src, err)
-				case wantURL != "" && (err != nil || src.URL != wantURL):
-					t.Errorf("Translate(%q) = %+v, %v; want URL %s", name, src, err, wantURL)
+				case wantURL == "" && (err != nil || m.Matched):
+					t.Errorf("Translate(%q) = %+v, %v; want no match", name, m, err)
+				case wantURL != "" && (err != nil || m.Source.URL != wantURL):
+					t.Errorf("Translate(%q) = %+v, %v; want URL %s", name, m, err, wantURL)
 				}
 			}
 			var wantFiles []string
@@ -140,8 +140,8 @@ func TestReloadFollowsSymlinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	tr := New(dir, discardLogger())
-	if src, err := tr.Translate("x"); err != nil || src.URL != "http://v1/x" {
-		t.Fatalf("Translate(x) = %+v, %v; want v1", src, err)
+	if m, err := tr.Translate("x"); err != nil || m.Source.URL != "http://v1/x" {
+		t.Fatalf("Translate(x) = %+v, %v; want v1", m, err)
 	}
 	if err := os.Symlink("..v2", filepath.Join(dir, "..data.tmp")); err != nil {
 		t.Fatal(err)
@@ -149,8 +149,8 @@ func TestReloadFollowsSymlinks(t *testing.T) {
 	if err := os.Rename(filepath.Join(dir, "..data.tmp"), filepath.Join(dir, "..data")); err != nil {
 		t.Fatal(err)
 	}
-	if src, err := tr.Translate("x"); err != nil || src.URL != "http://v2/xx" {
-		t.Fatalf("Translate(x) after update = %+v, %v; want v2", src, err)
+	if m, err := tr.Translate("x"); err != nil || m.Source.URL != "http://v2/xx" {
+		t.Fatalf("Translate(x) after update = %+v, %v; want v2", m, err)
 	}
 }
 
@@ -177,9 +177,9 @@ func TestConcurrentTranslate(t *testing.T) {
 				if (r+i)%2 == 0 {
 					name, prefix = "vms/ubuntu", "http://h/"
 				}
-				src, err := tr.Translate(name)
-				if err != nil || !strings.HasPrefix(src.URL, prefix) {
-					errs <- fmt.Errorf("Translate(%q) = %+v, %v", name, src, err)
+				m, err := tr.Translate(name)
+				if err != nil || !strings.HasPrefix(m.Source.URL, prefix) {
+					errs <- fmt.Errorf("Translate(%q) = %+v, %v", name, m, err)
 				}
 				if !tr.Matches(name) {
 					errs <- fmt.Errorf("Matches(%q) = false", name)
@@ -211,7 +211,7 @@ func TestConcurrentTranslate(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	if src, err := tr.Translate("cirros"); err != nil || src.URL != fmt.Sprintf("http://h/cirros-%d", writes) {
-		t.Errorf("after the writes Translate(cirros) = %+v, %v; want the last version", src, err)
+	if m, err := tr.Translate("cirros"); err != nil || m.Source.URL != fmt.Sprintf("http://h/cirros-%d", writes) {
+		t.Errorf("after the writes Translate(cirros) = %+v, %v; want the last version", m, err)
 	}
 }

@@ -15,8 +15,14 @@
 //     without its tag, in the same order;
 //  3. regexp rules, files in file-name order, rules in order of appearance.
 //
-// A name no rule matches gives an error of class ErrNoMatch (and
-// errdefs.ErrNotFound).
+// Whether a rule matches is part of Translate's answer, not an error: a
+// name no rule matches is not an HTTP(S) image, and the caller decides what
+// else it may be (pkg/image takes it as an OCI reference). The answer then
+// carries the message that says where to add a rule.
+//
+// The package holds the rules and the transport settings they name;
+// downloading with them (TLS, proxy, timeouts) is the HTTP(S) puller's job
+// (pkg/image/httppull).
 package imagetranslation
 
 import (
@@ -42,6 +48,21 @@ type Source struct {
 	Transport Transport
 	// RuleFile is the file of the rule that matched, for messages.
 	RuleFile string
+}
+
+// Match is what the rules say about one image name.
+type Match struct {
+	// Matched tells whether a rule matches the name. When none does, the
+	// name is no HTTP(S) image; a caller may take it as something else.
+	Matched bool
+	// Source is where the image is downloaded from; the zero Source unless
+	// Matched.
+	Source Source
+	// NoMatch, when Matched is false, is the message for users: no rule
+	// matches the name, where to add one and, when some files of the
+	// directory could not be loaded, which ones and why (a rule in a broken
+	// file may be the one the user expected to match).
+	NoMatch string
 }
 
 // Translator translates image names with the rules files of one directory.
@@ -86,32 +107,31 @@ func New(dir string, log *slog.Logger) *Translator {
 	return t
 }
 
-// Translate returns the source of the image name, re-reading the rules files
-// first when they changed. A "@sha256:<hex>" digest suffix of name is ignored
-// for matching and returned in Source.Digest. Errors: class ErrNoMatch (and
-// errdefs.ErrNotFound) when no rule matches, with a message that says where
-// to add a rule and lists files that could not be loaded;
-// errdefs.ErrInvalidArgument for an empty name or when a regexp rule expands
-// to an invalid URL for this name.
-func (t *Translator) Translate(name string) (Source, error) {
+// Translate returns what the rules say about the image name, re-reading the
+// rules files first when they changed: Match.Matched and the source when a
+// rule matches, otherwise Match.NoMatch. A "@sha256:<hex>" digest suffix of
+// name is ignored for matching and returned in Source.Digest. No rule
+// matching is not an error. Errors wrap errdefs.ErrInvalidArgument: an empty
+// name, or a regexp rule that expands to an invalid URL for this name.
+func (t *Translator) Translate(name string) (Match, error) {
 	if name == "" {
-		return Source{}, invalidf("translate image name: the name is empty")
+		return Match{}, invalidf("translate image name: the name is empty")
 	}
 	rs := t.current()
 	n := parseName(name)
 	r, groups := rs.match(n)
 	if r == nil {
-		return Source{}, &noMatchError{name: name, dir: t.dir, dirState: rs.dirState, problems: rs.problems}
+		return Match{NoMatch: noMatchMessage(name, t.dir, rs.dirState, rs.problems)}, nil
 	}
 	src := Source{Name: name, Digest: n.digest, URL: r.URL, Transport: r.Transport, RuleFile: r.File}
 	if r.Regexp != nil {
 		src.URL = string(r.Regexp.ExpandString(nil, r.URL, n.full, groups))
 		if err := checkURL(src.URL); err != nil {
-			return Source{}, invalidf("translate image %q with %s: url %q expands to %q: %w", name, r, r.URL, src.URL, err)
+			return Match{}, invalidf("translate image %q with %s: url %q expands to %q: %w", name, r, r.URL, src.URL, err)
 		}
 	}
 	t.log.Debug("image name translated", "image", name, "url", src.URL, "rule", r.String())
-	return src, nil
+	return Match{Matched: true, Source: src}, nil
 }
 
 // Matches tells whether a rule matches the image name, re-reading the rules

@@ -299,18 +299,19 @@ url = "https://h/${distro}/${version}_disk.img?x=$$"
 		t.Run(tt.name, func(t *testing.T) {
 			dir := writeFiles(t, tt.files)
 			tr := New(dir, discardLogger())
-			src, err := tr.Translate(tt.image)
+			m, err := tr.Translate(tt.image)
+			src := m.Source
 			if tt.wantURL == "" {
-				if !errors.Is(err, ErrNoMatch) {
-					t.Fatalf("Translate(%q) = %+v, %v; want ErrNoMatch", tt.image, src, err)
+				if err != nil || m.Matched {
+					t.Fatalf("Translate(%q) = %+v, %v; want no match", tt.image, m, err)
 				}
 				if tr.Matches(tt.image) {
 					t.Errorf("Matches(%q) = true, want false", tt.image)
 				}
 				return
 			}
-			if err != nil {
-				t.Fatalf("Translate(%q): %v", tt.image, err)
+			if err != nil || !m.Matched {
+				t.Fatalf("Translate(%q) = %+v, %v", tt.image, m, err)
 			}
 			want := Source{
 				Name:      tt.image,
@@ -345,13 +346,16 @@ url = "http://$1/disk.img"
 		{name: "empty name", image: "", wantClass: errdefs.ErrInvalidArgument},
 		{name: "expands to a URL with a bad host", image: "raw/a b", wantClass: errdefs.ErrInvalidArgument, wantMatches: true},
 		{name: "expands to a URL without host", image: "raw/", wantClass: errdefs.ErrInvalidArgument, wantMatches: true},
-		{name: "no match", image: "other", wantClass: ErrNoMatch},
+		{name: "no match is not an error", image: "other"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := tr.Translate(tt.image)
-			if !errors.Is(err, tt.wantClass) {
+			m, err := tr.Translate(tt.image)
+			if !errors.Is(err, tt.wantClass) { // nil: no error
 				t.Errorf("Translate(%q) error = %v, want class %v", tt.image, err, tt.wantClass)
+			}
+			if m.Matched {
+				t.Errorf("Translate(%q) = %+v, want no match", tt.image, m)
 			}
 			if got := tr.Matches(tt.image); got != tt.wantMatches {
 				t.Errorf("Matches(%q) = %v, want %v", tt.image, got, tt.wantMatches)
@@ -360,36 +364,29 @@ url = "http://$1/disk.img"
 	}
 }
 
-func TestNoMatchError(t *testing.T) {
+func TestNoMatchMessage(t *testing.T) {
 	t.Run("message names the default directory", func(t *testing.T) {
 		if _, err := os.Stat(DefaultDir); err == nil {
 			t.Skipf("%s exists on this machine", DefaultDir)
 		}
-		_, err := New("", discardLogger()).Translate("foo")
+		m, err := New("", discardLogger()).Translate("foo")
 		want := `no image translation rule matches "foo"; add a [[translations]] rule to a .toml or .yaml file in /etc/vmpod/images.d (the directory does not exist)`
-		if err == nil || err.Error() != want {
-			t.Errorf("error = %v\nwant       %s", err, want)
+		if err != nil || m.Matched || m.NoMatch != want {
+			t.Errorf("Translate = %+v, %v\nwant message %s", m, err, want)
 		}
 	})
-	t.Run("classes", func(t *testing.T) {
+	t.Run("no match is an answer, not an error", func(t *testing.T) {
 		dir := writeFiles(t, map[string]string{"a.toml": cirrosTOML})
-		_, err := New(dir, discardLogger()).Translate("foo")
+		m, err := New(dir, discardLogger()).Translate("foo")
 		want := fmt.Sprintf(`no image translation rule matches "foo"; add a [[translations]] rule to a .toml or .yaml file in %s`, dir)
-		if err == nil || err.Error() != want {
-			t.Errorf("error = %v\nwant       %s", err, want)
+		if err != nil {
+			t.Errorf("error = %v, want none", err)
 		}
-		if !errors.Is(err, ErrNoMatch) {
-			t.Errorf("errors.Is(%v, ErrNoMatch) = false", err)
+		if m.Matched || m.Source != (Source{}) || m.NoMatch != want {
+			t.Errorf("Translate = %+v\nwant message %s", m, want)
 		}
-		if !errdefs.IsNotFound(err) {
-			t.Errorf("errdefs.IsNotFound(%v) = false", err)
-		}
-		if errdefs.IsInvalidArgument(err) {
-			t.Errorf("errdefs.IsInvalidArgument(%v) = true", err)
-		}
-		wrapped := fmt.Errorf("pull image: %w", err)
-		if !errors.Is(wrapped, ErrNoMatch) {
-			t.Errorf("errors.Is(wrapped, ErrNoMatch) = false")
+		if hit, err := New(dir, discardLogger()).Translate("cirros"); err != nil || !hit.Matched || hit.NoMatch != "" {
+			t.Errorf("Translate(cirros) = %+v, %v; want a match without message", hit, err)
 		}
 	})
 	t.Run("message mentions broken files", func(t *testing.T) {
@@ -397,13 +394,13 @@ func TestNoMatchError(t *testing.T) {
 			"a.toml": cirrosTOML,
 			"b.toml": "[[translations]]\nname = \"foo\"\n",
 		})
-		_, err := New(dir, discardLogger()).Translate("foo")
-		if !errors.Is(err, ErrNoMatch) {
-			t.Fatalf("error = %v, want ErrNoMatch", err)
+		m, err := New(dir, discardLogger()).Translate("foo")
+		if err != nil || m.Matched {
+			t.Fatalf("Translate = %+v, %v; want no match", m, err)
 		}
 		for _, want := range []string{filepath.Join(dir, "b.toml"), "url is missing", "1 file(s)"} {
-			if !strings.Contains(err.Error(), want) {
-				t.Errorf("error %q does not mention %q", err, want)
+			if !strings.Contains(m.NoMatch, want) {
+				t.Errorf("message %q does not mention %q", m.NoMatch, want)
 			}
 		}
 	})
@@ -415,9 +412,9 @@ func TestNoMatchError(t *testing.T) {
 			t.Fatal(err)
 		}
 		tr := New(dir, discardLogger())
-		_, err := tr.Translate("foo")
-		if !errors.Is(err, ErrNoMatch) || !strings.Contains(err.Error(), "cannot be read") {
-			t.Errorf("error = %v, want ErrNoMatch saying the directory cannot be read", err)
+		m, err := tr.Translate("foo")
+		if err != nil || m.Matched || !strings.Contains(m.NoMatch, "cannot be read") {
+			t.Errorf("Translate = %+v, %v; want no match saying the directory cannot be read", m, err)
 		}
 		if p := tr.Problems(); len(p) != 1 {
 			t.Errorf("Problems() = %v, want one", p)
@@ -432,8 +429,8 @@ func TestDuplicateNameWarns(t *testing.T) {
 		"b.toml": "[[translations]]\nname = \"x\"\nurl = \"http://b/x\"\n",
 	})
 	tr := New(dir, slog.New(slog.NewTextHandler(&logs, nil)))
-	if src, err := tr.Translate("x"); err != nil || src.URL != "http://a/x" {
-		t.Errorf("Translate(x) = %+v, %v; want the rule of a.toml", src, err)
+	if m, err := tr.Translate("x"); err != nil || m.Source.URL != "http://a/x" {
+		t.Errorf("Translate(x) = %+v, %v; want the rule of a.toml", m, err)
 	}
 	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), filepath.Join(dir, "b.toml")) {
 		t.Errorf("no warning about the rule of b.toml:\n%s", logs.String())

@@ -1,20 +1,17 @@
 package oci
 
 import (
-	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
-	"syscall"
 
 	"github.com/containerd/errdefs"
 	"github.com/docker/distribution/registry/api/errcode"
 	"go.podman.io/image/v5/docker"
 	"go.podman.io/image/v5/docker/reference"
+
+	"github.com/vmpod/vmpod/pkg/image/transfer"
 )
 
 // classify wraps err, an error of containers/image talking to the registry
@@ -22,7 +19,8 @@ import (
 // was being done ("fetch manifest").
 func classify(err error, n reference.Named, what, confDesc string) error {
 	reg := reference.Domain(n)
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	f := transfer.Classify(err)
+	if f == transfer.Cancelled {
 		return fmt.Errorf("%s of %s: %w", what, n, err)
 	}
 	var unauth docker.ErrUnauthorizedForCredentials
@@ -49,25 +47,14 @@ func classify(err error, n reference.Named, what, confDesc string) error {
 		return byStatus(err, us.StatusCode, n, what)
 	}
 
-	var unknownAuth x509.UnknownAuthorityError
-	var hostErr x509.HostnameError
-	var certInvalid x509.CertificateInvalidError
-	var verifyErr *tls.CertificateVerificationError
-	var recordErr tls.RecordHeaderError
-	switch {
-	case errors.As(err, &unknownAuth) || errors.As(err, &hostErr) || errors.As(err, &certInvalid) || errors.As(err, &verifyErr):
+	switch f {
+	case transfer.TLSVerify:
 		return fmt.Errorf("%s of %s: TLS verification of %s failed: %v; put the registry's CA in the certs directory as %s/ca.crt, or set insecure = true for it in %s: %w",
 			what, n, reg, err, reg, confDesc, errdefs.ErrFailedPrecondition)
-	case errors.As(err, &recordErr) || strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
-		// net/http hides the RecordHeaderError behind a plain message.
+	case transfer.TLSRecord, transfer.PlainHTTP:
 		return fmt.Errorf("%s of %s: %s answers plain HTTP, not HTTPS: %v; to use it, add [[registry]] location = %q with insecure = true to %s: %w",
 			what, n, reg, err, reg, confDesc, errdefs.ErrFailedPrecondition)
-	}
-	var netErr net.Error
-	var opErr *net.OpError
-	var dnsErr *net.DNSError
-	if errors.As(err, &netErr) || errors.As(err, &opErr) || errors.As(err, &dnsErr) ||
-		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EHOSTUNREACH) {
+	case transfer.Timeout, transfer.Network:
 		return fmt.Errorf("%s of %s: registry %s is unreachable: %v; check the name and the network: %w", what, n, reg, err, errdefs.ErrUnavailable)
 	}
 	// Some errors (a 404 whose body is not the registry API's JSON, for
@@ -81,20 +68,23 @@ func classify(err error, n reference.Named, what, confDesc string) error {
 	return fmt.Errorf("%s of %s: %w", what, n, err)
 }
 
+// byStatus words and classes a registry's HTTP status. Unlike an HTTP(S)
+// image's (pkg/image/httppull), 401 is Unauthenticated (credentials are
+// the registry's business), 410 is InvalidArgument and 429 Unavailable.
 func byStatus(err error, status int, n reference.Named, what string) error {
 	reg := reference.Domain(n)
-	switch {
-	case status == http.StatusNotFound:
+	switch transfer.StatusFailure(status) {
+	case transfer.NotFound:
 		return fmt.Errorf("%s of %s: not found: %v; check the repository, tag or digest: %w", what, n, err, errdefs.ErrNotFound)
-	case status == http.StatusUnauthorized:
+	case transfer.Unauthorized:
 		return fmt.Errorf("%s of %s: authentication to %s failed (unauthorized): %v; give an image pull secret for %s or check its credentials: %w",
 			what, n, reg, err, reg, errdefs.ErrUnauthenticated)
-	case status == http.StatusForbidden:
+	case transfer.Forbidden:
 		return fmt.Errorf("%s of %s: access denied by %s: %v; the credentials lack pull access to the repository: %w",
 			what, n, reg, err, errdefs.ErrPermissionDenied)
-	case status == http.StatusTooManyRequests || status >= 500:
+	case transfer.TooManyRequests, transfer.ServerError:
 		return fmt.Errorf("%s of %s: %v; the registry %s failed, retry later: %w", what, n, err, reg, errdefs.ErrUnavailable)
-	case status >= 400:
+	case transfer.Gone, transfer.ClientError:
 		return fmt.Errorf("%s of %s: the registry %s refused the request: %v: %w", what, n, reg, err, errdefs.ErrInvalidArgument)
 	}
 	return fmt.Errorf("%s of %s: %w", what, n, err)

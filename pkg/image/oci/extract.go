@@ -17,6 +17,7 @@ import (
 	"go.podman.io/image/v5/pkg/compression"
 
 	"github.com/vmpod/vmpod/pkg/image/diskcopy"
+	"github.com/vmpod/vmpod/pkg/image/transfer"
 )
 
 // diskFile is the disk extracted from an image.
@@ -33,7 +34,7 @@ type fileSink struct {
 	h      hash.Hash
 	size   int64
 	digest string
-	prog   *progress
+	prog   *transfer.Progress
 }
 
 func (s *fileSink) take(r io.Reader) error {
@@ -42,7 +43,7 @@ func (s *fileSink) take(r io.Reader) error {
 		return &diskcopy.WriteError{Err: fmt.Errorf("reset disk file: %w", err)}
 	}
 	s.h.Reset()
-	n, err := diskcopy.Copy(s.f, r, s.h, &s.prog.written)
+	n, err := diskcopy.Copy(s.f, r, s.h, &s.prog.Written)
 	if err != nil {
 		return err
 	}
@@ -66,18 +67,19 @@ func (p *puller) extract(ctx context.Context, img *image) (_ diskFile, retErr er
 		}
 	}()
 
-	prog := &progress{start: time.Now()}
+	// Total is an upper bound: the layers below the disk's are not read.
+	prog := &transfer.Progress{Start: time.Now(), TrackWritten: true}
 	for _, l := range img.layers {
 		if l.Size > 0 {
-			prog.total += l.Size
+			prog.Total += l.Size
 		}
 	}
 	log := p.log.With("name", img.id.Name, "manifest", img.id.ManifestDigest)
-	log.Info("pulling containerDisk", "layers", len(img.layers), "bytes_total", prog.total)
-	stop := prog.report(log, p.opts.ProgressInterval)
+	log.Info("pulling containerDisk", "layers", len(img.layers), "bytes_total", prog.Total)
+	stop := prog.Report(log, p.opts.ProgressInterval)
 	defer stop()
 	if p.opts.Downloaded != nil {
-		defer func() { p.opts.Downloaded(prog.downloaded.Load()) }()
+		defer func() { p.opts.Downloaded(prog.Received.Load()) }()
 	}
 
 	sink := &fileSink{f: tmp, h: sha256.New(), prog: prog}
@@ -111,9 +113,10 @@ func (p *puller) extract(ctx context.Context, img *image) (_ diskFile, retErr er
 	if err := tmp.Close(); err != nil {
 		return diskFile{}, fmt.Errorf("close disk file: %w", err)
 	}
-	n := prog.downloaded.Load()
+	n := prog.Received.Load()
+	elapsed := time.Since(prog.Start)
 	log.Info("containerDisk pulled", "disk", "/"+disk, "disk_digest", sink.digest, "disk_bytes", sink.size,
-		"bytes", n, "seconds", fmt.Sprintf("%.1f", time.Since(prog.start).Seconds()), "rate_mib_s", rate(n, prog.start))
+		"bytes", n, "seconds", fmt.Sprintf("%.1f", elapsed.Seconds()), "rate_mib_s", transfer.Rate(n, elapsed))
 	return diskFile{path: "/" + disk, tmpFile: tmpName, digest: sink.digest, size: sink.size}, nil
 }
 
@@ -127,7 +130,7 @@ func (p *puller) readLayer(ctx context.Context, img *image, i int, ov *overlay, 
 		return "", nil, classify(err, img.named, "fetch layer", p.confDesc)
 	}
 	defer rc.Close()
-	vr := newVerifyingReader(rc, l.Digest, l.Size, &sink.prog.downloaded)
+	vr := newVerifyingReader(rc, l.Digest, l.Size, &sink.prog.Received)
 	// readErr prefers the blob's own error (network, digest) to what the
 	// decompressor or tar reader made of it.
 	readErr := func(err error) error {

@@ -1,4 +1,4 @@
-package imagetranslation
+package httppull
 
 import (
 	"crypto/ecdsa"
@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/vmpod/vmpod/pkg/imagetranslation"
 )
 
 // writePEM writes one PEM block of type typ to a new file in dir.
@@ -91,11 +93,11 @@ func clientPKI(t *testing.T) (pool *x509.CertPool, certFile, keyFile string) {
 }
 
 // get fetches url with a client built from tr and returns the body.
-func get(t *testing.T, tr Transport, url string) (string, error) {
+func get(t *testing.T, tr imagetranslation.Transport, url string) (string, error) {
 	t.Helper()
-	client, err := tr.HTTPClient()
+	client, err := newClient(tr)
 	if err != nil {
-		t.Fatalf("HTTPClient: %v", err)
+		t.Fatalf("newClient: %v", err)
 	}
 	defer client.CloseIdleConnections()
 	resp, err := client.Get(url)
@@ -116,7 +118,7 @@ func isTLSVerifyError(err error) bool {
 	return errors.As(err, &verr) || errors.As(err, &uerr)
 }
 
-func TestHTTPClientTLS(t *testing.T) {
+func TestClientTLS(t *testing.T) {
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "disk")
 	}))
@@ -125,13 +127,13 @@ func TestHTTPClientTLS(t *testing.T) {
 
 	tests := []struct {
 		name      string
-		transport Transport
+		transport imagetranslation.Transport
 		wantTLS   bool // want a certificate verification error
 	}{
-		{name: "ca_file", transport: Transport{CAFile: caFile}},
-		{name: "insecure_skip_verify", transport: Transport{InsecureSkipVerify: true}},
-		{name: "neither", transport: Transport{}, wantTLS: true},
-		{name: "ca_file of another CA", transport: Transport{CAFile: writePEM(t, t.TempDir(), "other.pem", "CERTIFICATE", otherCert(t))}, wantTLS: true},
+		{name: "ca_file", transport: imagetranslation.Transport{CAFile: caFile}},
+		{name: "insecure_skip_verify", transport: imagetranslation.Transport{InsecureSkipVerify: true}},
+		{name: "neither", transport: imagetranslation.Transport{}, wantTLS: true},
+		{name: "ca_file of another CA", transport: imagetranslation.Transport{CAFile: writePEM(t, t.TempDir(), "other.pem", "CERTIFICATE", otherCert(t))}, wantTLS: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -162,7 +164,7 @@ func otherCert(t *testing.T) []byte {
 	return block.Bytes
 }
 
-func TestHTTPClientClientCert(t *testing.T) {
+func TestClientClientCert(t *testing.T) {
 	pool, certFile, keyFile := clientPKI(t)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, r.TLS.PeerCertificates[0].Subject.CommonName)
@@ -173,19 +175,19 @@ func TestHTTPClientClientCert(t *testing.T) {
 	caFile := serverCAFile(t, srv)
 
 	t.Run("with client certificate", func(t *testing.T) {
-		body, err := get(t, Transport{CAFile: caFile, ClientCertFile: certFile, ClientKeyFile: keyFile}, srv.URL)
+		body, err := get(t, imagetranslation.Transport{CAFile: caFile, ClientCertFile: certFile, ClientKeyFile: keyFile}, srv.URL)
 		if err != nil || body != "vmpod node" {
 			t.Errorf("GET = %q, %v; want the client's common name", body, err)
 		}
 	})
 	t.Run("without client certificate", func(t *testing.T) {
-		if body, err := get(t, Transport{CAFile: caFile}, srv.URL); err == nil {
+		if body, err := get(t, imagetranslation.Transport{CAFile: caFile}, srv.URL); err == nil {
 			t.Errorf("GET = %q; want the server to refuse", body)
 		}
 	})
 }
 
-func TestHTTPClientErrors(t *testing.T) {
+func TestClientErrors(t *testing.T) {
 	dir := t.TempDir()
 	notPEM := filepath.Join(dir, "not.pem")
 	if err := os.WriteFile(notPEM, []byte("hello"), 0o600); err != nil {
@@ -196,24 +198,24 @@ func TestHTTPClientErrors(t *testing.T) {
 
 	tests := []struct {
 		name      string
-		transport Transport
+		transport imagetranslation.Transport
 		wantClass error
 		wantMsg   []string
 	}{
-		{"missing ca_file", Transport{Name: "internal", CAFile: missing}, errdefs.ErrFailedPrecondition, []string{`transport "internal"`, "ca_file", missing}},
-		{"ca_file without certificate", Transport{CAFile: notPEM}, errdefs.ErrFailedPrecondition, []string{"default transport", "ca_file", notPEM, "no PEM certificate"}},
-		{"missing client key", Transport{ClientCertFile: certFile, ClientKeyFile: missing}, errdefs.ErrFailedPrecondition, []string{certFile, missing}},
-		{"key of another certificate", Transport{ClientCertFile: otherCertFile(t), ClientKeyFile: keyFile}, errdefs.ErrFailedPrecondition, []string{keyFile}},
-		{"certificate without key", Transport{ClientCertFile: certFile}, errdefs.ErrInvalidArgument, []string{"client_key_file"}},
-		{"negative timeout", Transport{Timeout: -time.Second}, errdefs.ErrInvalidArgument, []string{"negative"}},
-		{"bad proxy", Transport{Proxy: "ftp://p"}, errdefs.ErrInvalidArgument, []string{"proxy"}},
-		{"proxy without host", Transport{Proxy: "http://"}, errdefs.ErrInvalidArgument, []string{"no host"}},
+		{"missing ca_file", imagetranslation.Transport{Name: "internal", CAFile: missing}, errdefs.ErrFailedPrecondition, []string{`transport "internal"`, "ca_file", missing}},
+		{"ca_file without certificate", imagetranslation.Transport{CAFile: notPEM}, errdefs.ErrFailedPrecondition, []string{"default transport", "ca_file", notPEM, "no PEM certificate"}},
+		{"missing client key", imagetranslation.Transport{ClientCertFile: certFile, ClientKeyFile: missing}, errdefs.ErrFailedPrecondition, []string{certFile, missing}},
+		{"key of another certificate", imagetranslation.Transport{ClientCertFile: otherCertFile(t), ClientKeyFile: keyFile}, errdefs.ErrFailedPrecondition, []string{keyFile}},
+		{"certificate without key", imagetranslation.Transport{ClientCertFile: certFile}, errdefs.ErrInvalidArgument, []string{"client_key_file"}},
+		{"negative timeout", imagetranslation.Transport{Timeout: -time.Second}, errdefs.ErrInvalidArgument, []string{"negative"}},
+		{"bad proxy", imagetranslation.Transport{Proxy: "ftp://p"}, errdefs.ErrInvalidArgument, []string{"proxy"}},
+		{"proxy without host", imagetranslation.Transport{Proxy: "http://"}, errdefs.ErrInvalidArgument, []string{"no host"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			client, err := tt.transport.HTTPClient()
+			client, err := newClient(tt.transport)
 			if client != nil || !errors.Is(err, tt.wantClass) {
-				t.Fatalf("HTTPClient() = %v, %v; want error of class %v", client, err, tt.wantClass)
+				t.Fatalf("newClient() = %v, %v; want error of class %v", client, err, tt.wantClass)
 			}
 			for _, want := range tt.wantMsg {
 				if !strings.Contains(err.Error(), want) {
@@ -230,7 +232,7 @@ func otherCertFile(t *testing.T) string {
 	return writePEM(t, t.TempDir(), "other.pem", "CERTIFICATE", otherCert(t))
 }
 
-func TestHTTPClientRedirects(t *testing.T) {
+func TestClientRedirects(t *testing.T) {
 	var srv *httptest.Server
 	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
@@ -258,7 +260,7 @@ func TestHTTPClientRedirects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.path, func(t *testing.T) {
-			body, err := get(t, Transport{}, srv.URL+tt.path)
+			body, err := get(t, imagetranslation.Transport{}, srv.URL+tt.path)
 			if tt.wantErr == nil {
 				if err != nil || body != "disk" {
 					t.Errorf("GET = %q, %v; want disk", body, err)
@@ -272,7 +274,7 @@ func TestHTTPClientRedirects(t *testing.T) {
 	}
 }
 
-func TestHTTPClientProxy(t *testing.T) {
+func TestClientProxy(t *testing.T) {
 	// A forward proxy gets requests with absolute URLs; this one answers
 	// itself, so the image host need not exist.
 	var asked string
@@ -281,7 +283,7 @@ func TestHTTPClientProxy(t *testing.T) {
 		io.WriteString(w, "via proxy")
 	}))
 	defer proxy.Close()
-	body, err := get(t, Transport{Proxy: proxy.URL}, "http://images.invalid/disk.img")
+	body, err := get(t, imagetranslation.Transport{Proxy: proxy.URL}, "http://images.invalid/disk.img")
 	if err != nil || body != "via proxy" {
 		t.Fatalf("GET = %q, %v; want the proxy's answer", body, err)
 	}
@@ -290,7 +292,7 @@ func TestHTTPClientProxy(t *testing.T) {
 	}
 }
 
-func TestHTTPClientTimeout(t *testing.T) {
+func TestClientTimeout(t *testing.T) {
 	release := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Send headers at once, then stall the body: only the overall
@@ -306,7 +308,7 @@ func TestHTTPClientTimeout(t *testing.T) {
 	defer close(release)
 
 	start := time.Now()
-	_, err := get(t, Transport{Timeout: 200 * time.Millisecond}, srv.URL)
+	_, err := get(t, imagetranslation.Transport{Timeout: 200 * time.Millisecond}, srv.URL)
 	var nerr net.Error
 	if !errors.As(err, &nerr) || !nerr.Timeout() {
 		t.Errorf("GET error = %v, want a timeout", err)
@@ -316,8 +318,8 @@ func TestHTTPClientTimeout(t *testing.T) {
 	}
 }
 
-func TestHTTPClientSettings(t *testing.T) {
-	client, err := Transport{Timeout: 10 * time.Minute}.HTTPClient()
+func TestClientSettings(t *testing.T) {
+	client, err := newClient(imagetranslation.Transport{Timeout: 10 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,7 +330,7 @@ func TestHTTPClientSettings(t *testing.T) {
 	if tr.Proxy == nil || tr.TLSClientConfig.InsecureSkipVerify || tr.TLSClientConfig.RootCAs != nil {
 		t.Errorf("default transport: want proxy from environment, verification on, system roots")
 	}
-	client, err = Transport{}.HTTPClient()
+	client, err = newClient(imagetranslation.Transport{})
 	if err != nil || client.Timeout != 0 {
 		t.Errorf("zero Transport: client timeout %v, %v; want no limit", client.Timeout, err)
 	}

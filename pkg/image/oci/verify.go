@@ -4,10 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/containerd/errdefs"
 	digest "github.com/opencontainers/go-digest"
@@ -81,44 +79,4 @@ func (v *verifyingReader) state() (error, bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.err, v.verified
-}
-
-// progress counts a pull's bytes for the periodic log line.
-type progress struct {
-	downloaded atomic.Int64 // blob bytes read from the registry
-	written    atomic.Int64 // disk bytes of the current copy
-	total      int64        // sum of the layers' sizes: an upper bound
-	start      time.Time
-}
-
-// report logs progress every interval until stop is called.
-func (p *progress) report(log *slog.Logger, interval time.Duration) (stop func()) {
-	t := time.NewTicker(interval)
-	quit := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		defer t.Stop()
-		for {
-			select {
-			case <-quit:
-				return
-			case <-t.C:
-				n := p.downloaded.Load()
-				attrs := []any{"bytes", n, "bytes_total", p.total, "disk_bytes", p.written.Load(), "rate_mib_s", rate(n, p.start)}
-				if p.total > 0 {
-					attrs = append(attrs, "percent", fmt.Sprintf("%.1f", float64(n)*100/float64(p.total)))
-				}
-				log.Info("pull progress", attrs...)
-			}
-		}
-	}()
-	return func() {
-		close(quit)
-		<-done
-	}
-}
-
-func rate(n int64, start time.Time) string {
-	return fmt.Sprintf("%.1f", float64(n)/(1<<20)/max(time.Since(start).Seconds(), 1e-3))
 }
