@@ -1,0 +1,49 @@
+package lifecycle
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+func TestRollback(t *testing.T) {
+	var order []string
+	var log bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&log, nil))
+	build := func() *rollback {
+		order = nil
+		var r rollback
+		r.add("first", func(ctx context.Context) error { order = append(order, "first"); return nil })
+		r.add("second", func(ctx context.Context) error {
+			order = append(order, "second")
+			if _, ok := ctx.Deadline(); !ok {
+				t.Error("a release runs without a deadline")
+			}
+			return errors.New("stuck")
+		})
+		r.add("third", func(ctx context.Context) error { order = append(order, "third"); return ctx.Err() })
+		return &r
+	}
+
+	// Success: nothing is released.
+	if err := build().run(t.Context(), logger, nil); err != nil || len(order) != 0 {
+		t.Fatalf("run without a cause: %v, released %v", err, order)
+	}
+	// Failure: everything, in reverse order, on a live context even when
+	// the request's is dead; the failing release is logged and returned.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := build().run(ctx, logger, errors.New("define failed"))
+	if strings.Join(order, ",") != "third,second,first" {
+		t.Fatalf("released in order %v", order)
+	}
+	if err == nil || !strings.Contains(err.Error(), "release second: stuck") {
+		t.Fatalf("run returned %v", err)
+	}
+	if !strings.Contains(log.String(), "releasing second failed") || !strings.Contains(log.String(), "define failed") {
+		t.Fatalf("log: %s", log.String())
+	}
+}
