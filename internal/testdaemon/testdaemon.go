@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -112,7 +114,9 @@ func (d *Daemon) StateDir() string { return d.o.StateDir }
 // LogPath is the file the daemon's output goes to.
 func (d *Daemon) LogPath() string { return d.o.LogPath }
 
-// Start starts the daemon and waits until its socket answers CRI Version.
+// Start starts the daemon and waits until its socket answers CRI Version,
+// served by the process started (Bin must be vmpod itself, not a wrapper
+// that forks it).
 // After Stop or Kill it starts it again with the same options, socket,
 // state directory and log. If the daemon exits or does not answer within
 // StartTimeout, Start kills it and returns an error that ends with the
@@ -174,7 +178,15 @@ func (d *Daemon) waitReady(r *run) error {
 		err := d.Ping(ctx)
 		cancel()
 		if err == nil {
-			return nil
+			// Another process may answer on the socket: a daemon still
+			// running there, which ours is about to refuse to replace.
+			var pid int
+			if pid, err = servedBy(d.o.Socket); err == nil && pid != r.cmd.Process.Pid {
+				err = fmt.Errorf("the socket is served by pid %d, not by this vmpod (pid %d)", pid, r.cmd.Process.Pid)
+			}
+			if err == nil {
+				return nil
+			}
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("vmpod did not answer CRI Version on %s within %v: %v\n%s", d.o.Socket, d.o.StartTimeout, err, d.LogTail(40))
@@ -196,6 +208,30 @@ func (d *Daemon) Ping(ctx context.Context) error {
 	defer conn.Close()
 	_, err = runtimeapi.NewRuntimeServiceClient(conn).Version(ctx, &runtimeapi.VersionRequest{})
 	return err
+}
+
+// servedBy returns the ID of the process that listens on a unix socket.
+func servedBy(socket string) (int, error) {
+	c, err := net.DialTimeout("unix", socket, time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	raw, err := c.(*net.UnixConn).SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var cred *unix.Ucred
+	var credErr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return 0, err
+	}
+	if credErr != nil {
+		return 0, fmt.Errorf("SO_PEERCRED on %s: %w", socket, credErr)
+	}
+	return int(cred.Pid), nil
 }
 
 // Stop sends SIGTERM and waits up to StopTimeout for the daemon to exit,

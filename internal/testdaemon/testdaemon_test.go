@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 
 // fakeVmpod stands in for `vmpod serve`: it logs its arguments and
 // VMPOD_TEST_MARK, serves CRI Version on --socket (replacing a stale socket
-// file, as vmpod does) and exits 0 on SIGTERM. Modes other than "serve":
+// file and refusing one that answers, as vmpod does) and exits 0 on SIGTERM. Modes other than "serve":
 // "exit" fails at once, "mute" never listens, "stubborn" ignores SIGTERM.
 func fakeVmpod(mode string, args []string) int {
 	fmt.Fprintf(os.Stderr, "fake vmpod %s mark=%s\n", strings.Join(args, " "), os.Getenv("VMPOD_TEST_MARK"))
@@ -50,6 +50,11 @@ func fakeVmpod(mode string, args []string) int {
 		return 1
 	case "mute":
 		time.Sleep(time.Hour)
+	}
+	if c, err := net.Dial("unix", *socket); err == nil {
+		c.Close()
+		fmt.Fprintf(os.Stderr, "fake vmpod: socket %s is in use\n", *socket)
+		return 1
 	}
 	os.Remove(*socket)
 	lis, err := net.Listen("unix", *socket)
@@ -201,6 +206,23 @@ func TestStartFailures(t *testing.T) {
 				t.Error("the daemon still runs after a failed Start")
 			}
 		})
+	}
+}
+
+// TestSocketOfAnother: a second daemon on a socket that another one serves
+// is not taken for ready although the socket answers.
+func TestSocketOfAnother(t *testing.T) {
+	first := fake(t, "serve", Options{})
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	second := fake(t, "serve", Options{Socket: first.Socket()})
+	err := second.Start()
+	if err == nil || !strings.Contains(err.Error(), "exited at start") || !strings.Contains(err.Error(), "is in use") {
+		t.Fatalf("second daemon on the same socket: %v", err)
+	}
+	if err := first.Ping(context.Background()); err != nil {
+		t.Fatalf("the first daemon: %v", err)
 	}
 }
 
