@@ -31,7 +31,7 @@ func TestExecSyncThroughGuestAgent(t *testing.T) {
 	}
 	// stdout and stderr stay apart (crictl prints both on its stdout, so
 	// ask over the CRI directly).
-	conn, err := grpc.NewClient("unix://"+e.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("unix://"+e.Socket(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +196,7 @@ func TestExecStreaming(t *testing.T) {
 		took := e.waitGuestProcs(t, ctrID, tc.proc, false, 30*time.Second)
 		t.Logf("%q: the guest process was gone %v after crictl was killed", tc.proc, took.Round(100*time.Millisecond))
 	}
-	for _, l := range strings.Split(e.log(), "\n") {
+	for _, l := range strings.Split(e.Log(), "\n") {
 		if strings.Contains(l, "exec failed") && strings.Contains(l, "sleep 30") {
 			t.Logf("vmpod: %s", l)
 		}

@@ -39,7 +39,7 @@ func newVMEnv(t *testing.T) *vmEnv {
 
 // cleanupAll removes every pod so no domain outlives the test.
 func (e *vmEnv) cleanupAll() {
-	if e.cmd == nil || e.cmd.ProcessState != nil {
+	if !e.Running() {
 		return
 	}
 	out, _, _ := e.crictl("pods", "-q")
@@ -367,7 +367,7 @@ func TestVMLifecycle(t *testing.T) {
 	if doms := virshDomains(t); strings.Contains(doms, ci.Info.Domain) || strings.Contains(doms, "vmpod-"+ctr2) {
 		t.Fatalf("domains left:\n%s", doms)
 	}
-	for _, dir := range []string{filepath.Join(e.stateDir, "containers"), filepath.Join(filepath.Dir(e.socket), "vms")} {
+	for _, dir := range []string{filepath.Join(e.StateDir(), "containers"), filepath.Join(filepath.Dir(e.Socket()), "vms")} {
 		if es, _ := os.ReadDir(dir); len(es) != 0 {
 			t.Fatalf("%s not empty: %v", dir, es)
 		}
@@ -386,8 +386,8 @@ func TestVMSurvivesDaemonKill(t *testing.T) {
 	_, ctrID := e.startVM(f)
 	waitLog(t, f.logPath, readyRE, bootTimeout)
 
-	e.kill9()
-	if err := e.start(nil); err != nil {
+	e.Kill()
+	if err := e.Start(); err != nil {
 		t.Fatal(err)
 	}
 	if ci := e.inspect(ctrID); ci.Status.State != "CONTAINER_RUNNING" {
@@ -431,7 +431,7 @@ func TestBadAnnotationsRejected(t *testing.T) {
 	if out := e.mustCrictl("ps", "-a", "-q"); strings.TrimSpace(out) != "" {
 		t.Fatalf("refused create left a container: %s", out)
 	}
-	if es, _ := os.ReadDir(filepath.Join(e.stateDir, "containers")); len(es) != 0 {
+	if es, _ := os.ReadDir(filepath.Join(e.StateDir(), "containers")); len(es) != 0 {
 		t.Fatalf("refused create left %v", es)
 	}
 	if out := e.mustCrictl("pods", "-q"); strings.TrimSpace(out) != podID {
