@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vmpod/vmpod/internal/testdaemon"
 )
 
 // The node's pod network: Debian's bridge + host-local + portmap plugins on
@@ -61,6 +63,7 @@ type cluster struct {
 	apiPort, kubeletPort           int
 
 	procs map[string]*proc
+	vmpod *testdaemon.Daemon
 
 	sysctls map[string]string // as they were before the kubelet changed them
 	made    []string          // hostDirs that did not exist before the test
@@ -172,12 +175,10 @@ func (c *cluster) waitFor(what, logName string, timeout time.Duration, ok func()
 	deadline := time.Now().Add(timeout)
 	var err error
 	for time.Now().Before(deadline) {
-		if p := c.procs[logName]; p != nil {
-			select {
-			case <-p.exited:
-				c.t.Fatalf("%s exited while waiting for %s:\n%s", logName, what, tail(c.log(logName), 40))
-			default:
-			}
+		select {
+		case <-c.exited(logName):
+			c.t.Fatalf("%s exited while waiting for %s:\n%s", logName, what, tail(c.log(logName), 40))
+		default:
 		}
 		if err = ok(); err == nil {
 			return
@@ -185,6 +186,18 @@ func (c *cluster) waitFor(what, logName string, timeout time.Duration, ok func()
 		time.Sleep(250 * time.Millisecond)
 	}
 	c.t.Fatalf("%s: not within %v: %v\n%s log:\n%s", what, timeout, err, logName, tail(c.log(logName), 40))
+}
+
+// exited returns a channel closed when the named process has exited, or
+// nil (which never fires) when the test did not start it or stopped it.
+func (c *cluster) exited(name string) <-chan struct{} {
+	if name == "vmpod" && c.vmpod != nil {
+		return c.vmpod.Exited()
+	}
+	if p := c.procs[name]; p != nil {
+		return p.exited
+	}
+	return nil
 }
 
 func tail(s string, n int) string {
@@ -401,14 +414,14 @@ func (c *cluster) crictl(sock string, args ...string) (string, error) {
 func (c *cluster) startVMPod() {
 	c.t.Helper()
 	os.MkdirAll(c.translations, 0o755)
-	c.start("vmpod", []string{"VMPOD_IMAGE_TRANSLATIONS_DIR=" + c.translations,
-		"VMPOD_ACCELERATOR=tcg", "VMPOD_TCG_TB_CACHE_MIB=256", "VMPOD_CNI_CONF_DIR=" + c.cniConf},
-		c.vmpodBin, "serve", "--config", "/dev/null", "--socket", c.vmpodSock,
-		"--state-dir", c.path("vmpod-state"), "--log-level", "debug")
-	c.waitFor("vmpod", "vmpod", time.Minute, func() error {
-		_, err := c.crictl(c.vmpodSock, "version")
-		return err
-	})
+	c.vmpod = testdaemon.New(testdaemon.Options{Bin: c.vmpodBin, Socket: c.vmpodSock,
+		StateDir: c.path("vmpod-state"), LogPath: c.path("logs", "vmpod.log"), LogLevel: "debug",
+		Env: []string{"VMPOD_IMAGE_TRANSLATIONS_DIR=" + c.translations,
+			"VMPOD_ACCELERATOR=tcg", "VMPOD_TCG_TB_CACHE_MIB=256", "VMPOD_CNI_CONF_DIR=" + c.cniConf},
+		StartTimeout: time.Minute, StopTimeout: time.Minute})
+	if err := c.vmpod.Start(); err != nil {
+		c.t.Fatalf("vmpod: %v", err)
+	}
 	c.start("router", nil, c.vmpodBin, "router", "--socket", c.routerSock,
 		"--primary-endpoint", "unix://"+c.containerdSock, "--vmpod-endpoint", "unix://"+c.vmpodSock,
 		"--vmpod-handlers", "vmpod", "--image-translations-dir", c.translations, "--log-level", "debug")
@@ -498,7 +511,12 @@ func (c *cluster) teardown() {
 		}
 	}
 	c.stop("router", 10*time.Second)
-	c.stop("vmpod", time.Minute)
+	if c.vmpod != nil {
+		if err := c.vmpod.Stop(); err != nil {
+			c.t.Logf("%v", err)
+		}
+		c.vmpod = nil
+	}
 	// containerd's shims outlive it on purpose; the ones of this run name
 	// its socket on their command line.
 	shims := c.shimPIDs()
