@@ -27,6 +27,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
+
+	"github.com/vmpod/vmpod/internal/testdaemon"
 )
 
 var (
@@ -54,11 +56,8 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	vmpodBin = filepath.Join(dir, "vmpod")
-	build := exec.Command("go", "build", "-o", vmpodBin, "github.com/vmpod/vmpod/cmd/vmpod")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Println("k8s e2e: build vmpod:", err)
+	if vmpodBin, err = testdaemon.Build(dir); err != nil {
+		fmt.Println("k8s e2e:", err)
 		os.Exit(1)
 	}
 	code := m.Run()
