@@ -70,7 +70,7 @@ func main() {
 	fmt.Printf("durable baseline: curl -o + fsync of the file %.2fs, ratio vmpod/(curl+fsync) %.2f (vmpod fsyncs before it records an image)\n",
 		ms.Seconds(), mv.Seconds()/ms.Seconds())
 	fmt.Printf("vmpod RSS after pull: median %d KiB (%.1f MiB), peak during pull %.1f MiB (target < 40 MiB)\n",
-		measure.MedianInt(rss), float64(measure.MedianInt(rss))/1024, float64(measure.MedianInt(hwm))/1024)
+		measure.Median(rss), float64(measure.Median(rss))/1024, float64(measure.Median(hwm))/1024)
 }
 
 // timeCurl times `curl -o` of url; with durable it also fsyncs the file

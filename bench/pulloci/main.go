@@ -74,7 +74,7 @@ func main() {
 	fmt.Printf("\nmedian over %d runs (%s layer): skopeo copy docker:// dir: %.2fs, vmpod pull %.2fs, ratio vmpod/skopeo %.2f (target <= 1.2)\n",
 		*runs, *compress, ms.Seconds(), mv.Seconds(), mv.Seconds()/ms.Seconds())
 	fmt.Printf("vmpod RSS after pull: median %.1f MiB, peak during pull %.1f MiB (target < 60 MiB)\n",
-		float64(measure.MedianInt(rss))/1024, float64(measure.MedianInt(hwm))/1024)
+		float64(measure.Median(rss))/1024, float64(measure.Median(hwm))/1024)
 }
 
 func timeSkopeo(ref, work string) time.Duration {

@@ -1,5 +1,7 @@
-// Package measure holds the small helpers vmpod's benchmarks share: medians
-// and a process's resident memory.
+// Package measure holds what vmpod's benchmarks share: the statistics they
+// print (one definition of median and percentile for all), a process's
+// memory, a throwaway vmpod, a private CNI network and the test guest
+// pulled into it.
 package measure
 
 import (
@@ -8,25 +10,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
 )
-
-// Median returns the median of ds (the upper one for an even count).
-func Median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
-// MedianInt returns the median of v (the upper one for an even count).
-func MedianInt(v []int) int {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
 
 // ProcStatus returns VmRSS and VmHWM (peak RSS) of pid in KiB.
 func ProcStatus(pid int) (rss, hwm int, err error) {
