@@ -508,7 +508,7 @@ func qemuRSS(domain string) (int, error) {
 	if _, err := fmt.Sscan(string(b), &pid); err != nil {
 		return 0, err
 	}
-	ps, err := readProc(pid)
+	ps, err := measure.ReadProc(pid)
 	if err != nil {
 		return 0, err
 	}

@@ -131,7 +131,7 @@ func main() {
 		b.abort(130)
 	}()
 
-	fmt.Printf("boot benchmark: %d CPUs, load %s, tag %s, guest %s\n", runtime.NumCPU(), loadAvg(), b.tag, o.guest)
+	fmt.Printf("boot benchmark: %d CPUs, load %s, tag %s, guest %s\n", runtime.NumCPU(), measure.LoadAvg(), b.tag, o.guest)
 	if names, err := b.virshNames(); err == nil {
 		fmt.Printf("libvirt domains at start (not ours, left alone): %d\n", len(names))
 	}
@@ -139,12 +139,12 @@ func main() {
 	b.waitNoForeignVmpodDomains()
 	b.startVmpod()
 	pullTime := b.pull()
-	idle, _ := readProc(b.vmpodPID())
+	idle, _ := measure.ReadProc(b.vmpodPID())
 	fmt.Printf("vmpod pid %d up; pulled %s in %s (%s); vmpod idle RSS %s, %d fds, %d threads\n",
 		b.vmpodPID(), imageName, ms(pullTime), b.imgPath, mib(idle.RSS), idle.FDs, idle.Threads)
 
 	seq := b.sequential()
-	after, _ := readProc(b.vmpodPID())
+	after, _ := measure.ReadProc(b.vmpodPID())
 	if left := b.leftoverFiles(); len(left) > 0 {
 		b.problem("after the sequential runs (all pods removed), files are left: %v", left)
 	}
@@ -167,8 +167,8 @@ func main() {
 		conc = b.concurrent(o.pods)
 		printConcurrent(conc)
 	}
-	final, _ := readProc(b.vmpodPID())
-	endLoad := loadAvg()
+	final, _ := measure.ReadProc(b.vmpodPID())
+	endLoad := measure.LoadAvg()
 	b.cleanup()
 
 	printSummary(b, seq, conc, idle, after, final, endLoad)
@@ -311,7 +311,7 @@ func printConcurrent(c *concResult) {
 	fmt.Printf("  teardown (StopPodSandbox+RemovePodSandbox of all pods at once): %s, %d errors\n", ms(c.teardown), len(c.tdErrs))
 }
 
-func printSummary(b *bench, s *seqResult, c *concResult, idle, after, final procStat, endLoad string) {
+func printSummary(b *bench, s *seqResult, c *concResult, idle, after, final measure.Proc, endLoad string) {
 	o := b.opts
 	var vt, dt, runp, create, start, vready, stop, rm, qimg, vcreate, connect, dready, destroy []time.Duration
 	for i, p := range s.vmpod {

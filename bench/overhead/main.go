@@ -150,7 +150,7 @@ func run(o options) error {
 		return err
 	}
 	fmt.Printf("overhead benchmark: %d CPUs, load %s, %d VMs per size, guest memory %v MiB, TCG translation cache %d MiB\n",
-		runtime.NumCPU(), loadAvg(), o.vms, o.memories, o.tbCacheMiB)
+		runtime.NumCPU(), measure.LoadAvg(), o.vms, o.memories, o.tbCacheMiB)
 
 	type result struct {
 		mem                          int
@@ -224,7 +224,7 @@ func run(o options) error {
 			measure.Median(cpu))
 	}
 	fmt.Println("(medians over the VMs of each size; PSS from /proc/PID/smaps_rollup; MiB = 1024 KiB)")
-	fmt.Printf("load average at end: %s\n", loadAvg())
+	fmt.Printf("load average at end: %s\n", measure.LoadAvg())
 	return nil
 }
 
@@ -398,12 +398,3 @@ func milliCores(ticks int, d time.Duration) int {
 }
 
 func mib(kib int) string { return fmt.Sprintf("%.1f MiB", float64(kib)/1024) }
-
-func loadAvg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}

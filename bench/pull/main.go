@@ -95,14 +95,14 @@ func timeVmpod(bin, url, work string) (time.Duration, int, int) {
 	v, err := measure.StartVmpod(bin, work, "VMPOD_IMAGE_TRANSLATIONS_DIR="+tr)
 	must(err)
 	defer v.Stop()
-	idle, _, _ := measure.ProcStatus(v.Pid())
-	fmt.Printf("  vmpod RSS before pull %d KiB\n", idle)
+	idle, _ := measure.ReadProc(v.Pid())
+	fmt.Printf("  vmpod RSS before pull %d KiB\n", idle.RSS)
 	start := time.Now()
 	must(v.Crictl("pull", "bench"))
 	d := time.Since(start)
-	rss, hwm, err := measure.ProcStatus(v.Pid())
+	p, err := measure.ReadProc(v.Pid())
 	must(err)
-	return d, rss, hwm
+	return d, p.RSS, p.HWM
 }
 
 func must(err error) {

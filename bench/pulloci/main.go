@@ -96,9 +96,9 @@ func timeVmpod(bin, ref, conf, work string) (time.Duration, int, int) {
 	start := time.Now()
 	must(v.Crictl("pull", ref))
 	d := time.Since(start)
-	r, h, err := measure.ProcStatus(v.Pid())
+	p, err := measure.ReadProc(v.Pid())
 	must(err)
-	return d, r, h
+	return d, p.RSS, p.HWM
 }
 
 func must(err error) {

@@ -15,27 +15,6 @@ import (
 	"time"
 )
 
-// ProcStatus returns VmRSS and VmHWM (peak RSS) of pid in KiB.
-func ProcStatus(pid int) (rss, hwm int, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) < 2 {
-			continue
-		}
-		switch f[0] {
-		case "VmRSS:":
-			fmt.Sscan(f[1], &rss)
-		case "VmHWM:":
-			fmt.Sscan(f[1], &hwm)
-		}
-	}
-	return rss, hwm, nil
-}
-
 // RandomQcow2 returns the path of a qcow2 of sizeMiB MiB of incompressible
 // data in work, making it the first time (the benchmarks share it).
 func RandomQcow2(work string, sizeMiB int) (string, error) {
@@ -119,25 +98,6 @@ func (v *Vmpod) CrictlOutput(args ...string) (string, error) {
 		return string(out), fmt.Errorf("crictl %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	return string(out), nil
-}
-
-// SmapsRollup returns the fields of /proc/PID/smaps_rollup in KiB (Rss,
-// Pss, Pss_Anon, Pss_File, ...).
-func SmapsRollup(pid int) (map[string]int, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
-	if err != nil {
-		return nil, err
-	}
-	m := map[string]int{}
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) == 3 && f[2] == "kB" {
-			var v int
-			fmt.Sscan(f[1], &v)
-			m[strings.TrimSuffix(f[0], ":")] = v
-		}
-	}
-	return m, nil
 }
 
 // Pid is the daemon's process ID.
