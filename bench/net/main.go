@@ -107,7 +107,7 @@ func resumeToPing(bin, guest, work, confDir, pluginDir string, runs int) {
 	v, err := measure.StartVmpod(bin, work, "VMPOD_ACCELERATOR=tcg", "VMPOD_TCG_TB_CACHE_MIB=256",
 		"VMPOD_CNI_CONF_DIR="+confDir, "VMPOD_CNI_BIN_DIRS="+pluginDir, "VMPOD_IMAGE_TRANSLATIONS_DIR={dir}/images.d")
 	check(err)
-	defer v.Stop()
+	defer v.Close()
 	g, err := measure.PullGuest(v, guest)
 	check(err)
 	defer g.Close()

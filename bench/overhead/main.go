@@ -144,7 +144,7 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	defer v.Stop()
+	defer v.Close()
 	defer removeAll(v)
 	if _, err := v.CrictlOutput("pull", imageName); err != nil {
 		return err

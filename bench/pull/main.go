@@ -94,7 +94,7 @@ func timeVmpod(bin, url, work string) (time.Duration, int, int) {
 	must(os.WriteFile(filepath.Join(tr, "bench.toml"), []byte(fmt.Sprintf("[[translations]]\nname = \"bench\"\nurl = %q\n", url)), 0o644))
 	v, err := measure.StartVmpod(bin, work, "VMPOD_IMAGE_TRANSLATIONS_DIR="+tr)
 	must(err)
-	defer v.Stop()
+	defer v.Close()
 	idle, _ := measure.ReadProc(v.Pid())
 	fmt.Printf("  vmpod RSS before pull %d KiB\n", idle.RSS)
 	start := time.Now()

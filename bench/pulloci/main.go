@@ -92,7 +92,7 @@ func timeSkopeo(ref, work string) time.Duration {
 func timeVmpod(bin, ref, conf, work string) (time.Duration, int, int) {
 	v, err := measure.StartVmpod(bin, work, "VMPOD_REGISTRIES_CONF="+conf, "VMPOD_IMAGE_TRANSLATIONS_DIR={dir}/none")
 	must(err)
-	defer v.Stop()
+	defer v.Close()
 	start := time.Now()
 	must(v.Crictl("pull", ref))
 	d := time.Since(start)

@@ -65,7 +65,7 @@ func PullGuest(v *Vmpod, guest string) (*Guest, error) {
 	if err := os.WriteFile(filepath.Join(v.Dir, "images.d", "guest.toml"), []byte(rule), 0o644); err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient("unix://"+v.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("unix://"+v.Socket(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, err
 	}
