@@ -210,7 +210,7 @@ func (b *bench) concurrent(n int) *concResult {
 	}
 
 	// Memory with the VMs up (those that booted, at least).
-	if ps, err := measure.ReadProc(b.vmpodPID()); err == nil {
+	if ps, err := measure.ReadProc(b.vmpod.Pid()); err == nil {
 		r.vmpod = ps
 	}
 	for _, p := range r.pods {

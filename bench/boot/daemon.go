@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -21,6 +20,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/vmpod/vmpod/bench/internal/measure"
+	"github.com/vmpod/vmpod/internal/testdaemon"
 )
 
 // imageName is the name the translation rule maps to the served guest.
@@ -49,9 +49,7 @@ type bench struct {
 	vmpodLog  string
 
 	srv     *http.Server
-	cmd     *exec.Cmd
-	done    chan struct{} // closed when vmpod exited
-	waitErr error         // its exit status, once done is closed
+	vmpod   *testdaemon.Daemon
 	conn    *grpc.ClientConn
 	rt      runtimeapi.RuntimeServiceClient
 	img     runtimeapi.ImageServiceClient
@@ -172,47 +170,22 @@ func (b *bench) waitNoForeignVmpodDomains() {
 
 // startVmpod starts `vmpod serve` and connects the CRI client.
 func (b *bench) startVmpod() {
-	logf, err := os.Create(b.vmpodLog)
-	if err != nil {
+	env := []string{"VMPOD_ACCELERATOR=tcg", "VMPOD_IMAGE_TRANSLATIONS_DIR=" + b.transDir, "VMPOD_CNI_CONF_DIR=" + b.cniConf}
+	if b.opts.tbCacheMiB > 0 {
+		env = append(env, fmt.Sprintf("VMPOD_TCG_TB_CACHE_MIB=%d", b.opts.tbCacheMiB))
+	}
+	b.vmpod = testdaemon.New(testdaemon.Options{Bin: b.opts.vmpod, Socket: b.socket, StateDir: b.stateDir, LogPath: b.vmpodLog,
+		LogLevel: b.opts.logLevel, Args: []string{"--libvirt-uri", b.opts.uri}, Env: env})
+	if err := b.vmpod.Start(); err != nil {
 		b.fatalf("%v", err)
 	}
-	args := []string{"serve", "--config", "/dev/null", "--socket", b.socket, "--state-dir", b.stateDir,
-		"--libvirt-uri", b.opts.uri, "--log-level", b.opts.logLevel}
-	cmd := exec.Command(b.opts.vmpod, args...)
-	cmd.Env = append(os.Environ(), "VMPOD_ACCELERATOR=tcg", "VMPOD_IMAGE_TRANSLATIONS_DIR="+b.transDir, "VMPOD_CNI_CONF_DIR="+b.cniConf)
-	if b.opts.tbCacheMiB > 0 {
-		cmd.Env = append(cmd.Env, fmt.Sprintf("VMPOD_TCG_TB_CACHE_MIB=%d", b.opts.tbCacheMiB))
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		b.fatalf("start vmpod: %v", err)
-	}
-	b.cmd = cmd
-	b.done = make(chan struct{})
-	go func() { b.waitErr = cmd.Wait(); logf.Close(); close(b.done) }()
-
+	var err error
 	b.conn, err = grpc.NewClient("unix://"+b.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		b.fatalf("grpc client: %v", err)
 	}
 	b.rt = runtimeapi.NewRuntimeServiceClient(b.conn)
 	b.img = runtimeapi.NewImageServiceClient(b.conn)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if !b.vmpodAlive() {
-			b.fatalf("vmpod exited at start: %v\n%s", b.waitErr, tailFile(b.vmpodLog, 30))
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := b.rt.Version(ctx, &runtimeapi.VersionRequest{})
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			b.fatalf("vmpod did not answer Version within 30s: %v\n%s", err, tailFile(b.vmpodLog, 30))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // pull pulls the guest through vmpod and finds its file in the store.
@@ -221,7 +194,7 @@ func (b *bench) pull() time.Duration {
 	defer cancel()
 	start := time.Now()
 	if _, err := b.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: imageName}}); err != nil {
-		b.fatalf("pull %s: %v\n%s", imageName, err, tailFile(b.vmpodLog, 30))
+		b.fatalf("pull %s: %v\n%s", imageName, err, b.vmpod.LogTail(30))
 	}
 	d := time.Since(start)
 	st, err := b.img.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: imageName}, Verbose: true})
@@ -240,20 +213,7 @@ func (b *bench) pull() time.Duration {
 }
 
 // vmpodAlive reports whether the vmpod process still runs.
-func (b *bench) vmpodAlive() bool {
-	if b.done == nil {
-		return false
-	}
-	select {
-	case <-b.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// vmpodPID is the daemon's process ID.
-func (b *bench) vmpodPID() int { return b.cmd.Process.Pid }
+func (b *bench) vmpodAlive() bool { return b.vmpod != nil && b.vmpod.Running() }
 
 func (b *bench) podConfig(name string) *runtimeapi.PodSandboxConfig {
 	return &runtimeapi.PodSandboxConfig{
@@ -414,17 +374,9 @@ func (b *bench) cleanup() {
 			}
 			cancel()
 		}
-		if b.vmpodAlive() {
-			b.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-b.done:
-				if b.waitErr != nil {
-					b.problem("vmpod exited with %v after SIGTERM", b.waitErr)
-				}
-			case <-time.After(60 * time.Second):
-				b.problem("vmpod did not exit within 60s of SIGTERM; killed it")
-				b.cmd.Process.Kill()
-				<-b.done
+		if b.vmpod != nil {
+			if err := b.vmpod.Stop(); err != nil {
+				b.problem("%v", err)
 			}
 		}
 		// What vmpod did not remove (a pod created while cleaning up, or a
@@ -484,18 +436,6 @@ func (b *bench) logProblems() []string {
 		}
 	}
 	return out
-}
-
-func tailFile(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // qemuRSS returns the VmRSS (KiB) of the QEMU process of a running domain.

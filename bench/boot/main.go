@@ -139,12 +139,12 @@ func main() {
 	b.waitNoForeignVmpodDomains()
 	b.startVmpod()
 	pullTime := b.pull()
-	idle, _ := measure.ReadProc(b.vmpodPID())
+	idle, _ := measure.ReadProc(b.vmpod.Pid())
 	fmt.Printf("vmpod pid %d up; pulled %s in %s (%s); vmpod idle RSS %s, %d fds, %d threads\n",
-		b.vmpodPID(), imageName, ms(pullTime), b.imgPath, mib(idle.RSS), idle.FDs, idle.Threads)
+		b.vmpod.Pid(), imageName, ms(pullTime), b.imgPath, mib(idle.RSS), idle.FDs, idle.Threads)
 
 	seq := b.sequential()
-	after, _ := measure.ReadProc(b.vmpodPID())
+	after, _ := measure.ReadProc(b.vmpod.Pid())
 	if left := b.leftoverFiles(); len(left) > 0 {
 		b.problem("after the sequential runs (all pods removed), files are left: %v", left)
 	}
@@ -167,7 +167,7 @@ func main() {
 		conc = b.concurrent(o.pods)
 		printConcurrent(conc)
 	}
-	final, _ := measure.ReadProc(b.vmpodPID())
+	final, _ := measure.ReadProc(b.vmpod.Pid())
 	endLoad := measure.LoadAvg()
 	b.cleanup()
 
@@ -231,7 +231,7 @@ func (b *bench) sequential() *seqResult {
 		if vmpodFirst {
 			p, stop, rm = bootVmpod()
 			if bl == nil {
-				b.fatalf("the first vmpod boot failed, so there is no domain XML for the baseline: %v\n%s", p.err, tailFile(b.vmpodLog, 30))
+				b.fatalf("the first vmpod boot failed, so there is no domain XML for the baseline: %v\n%s", p.err, b.vmpod.LogTail(30))
 			}
 			d = b.directBoot(bl, n)
 		} else {
