@@ -279,31 +279,21 @@ func (d *Daemon) Signal(sig os.Signal) error {
 // Exited is closed once the daemon last started has exited (at once when
 // it was never started).
 func (d *Daemon) Exited() <-chan struct{} {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.cur == nil {
-		ch := make(chan struct{})
-		close(ch)
-		return ch
+	if r := d.current(); r != nil {
+		return r.exited
 	}
-	return d.cur.exited
+	ch := make(chan struct{})
+	close(ch)
+	return ch
 }
 
 // ExitErr is the exit status of the daemon last started, once Exited is
 // closed: nil for a clean exit; nil as well while it runs.
 func (d *Daemon) ExitErr() error {
-	d.mu.Lock()
-	r := d.cur
-	d.mu.Unlock()
-	if r == nil {
-		return nil
-	}
-	select {
-	case <-r.exited:
+	if r := d.current(); r != nil && r.done() {
 		return r.err
-	default:
-		return nil
 	}
+	return nil
 }
 
 // Running reports whether the daemon's process runs.
@@ -311,27 +301,34 @@ func (d *Daemon) Running() bool { return d.running() != nil }
 
 // Pid is the process ID of the daemon last started, 0 before Start.
 func (d *Daemon) Pid() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.cur == nil {
-		return 0
+	if r := d.current(); r != nil {
+		return r.cmd.Process.Pid
 	}
-	return d.cur.cmd.Process.Pid
+	return 0
 }
 
-// running returns the current process if it has not exited.
-func (d *Daemon) running() *run {
+// current returns the process last started, nil before Start.
+func (d *Daemon) current() *run {
 	d.mu.Lock()
-	r := d.cur
-	d.mu.Unlock()
-	if r == nil {
-		return nil
+	defer d.mu.Unlock()
+	return d.cur
+}
+
+// running returns the process last started if it has not exited.
+func (d *Daemon) running() *run {
+	if r := d.current(); r != nil && !r.done() {
+		return r
 	}
+	return nil
+}
+
+// done reports whether the process has exited.
+func (r *run) done() bool {
 	select {
 	case <-r.exited:
-		return nil
+		return true
 	default:
-		return r
+		return false
 	}
 }
 
