@@ -21,9 +21,7 @@ import (
 
 func TestExecSyncThroughGuestAgent(t *testing.T) {
 	e := newVMEnv(t)
-	f := e.podConfigs("exec", 0, nil)
-	_, ctrID := e.startVM(f)
-	waitLog(t, f.logPath, readyRE, bootTimeout)
+	f, ctrID := e.bootVM("exec", nil)
 	waitLog(t, f.logPath, regexp.MustCompile(`vmpod-test-guest qemu-ga started`), 10*time.Second)
 
 	if out := e.mustCrictl("exec", "-s", ctrID, "cat", "/etc/hostname"); strings.TrimSpace(out) != "exec" {
@@ -89,9 +87,7 @@ func TestExecSyncThroughGuestAgent(t *testing.T) {
 
 func TestExecStreaming(t *testing.T) {
 	e := newVMEnv(t)
-	f := e.podConfigs("exec-stream", 0, nil)
-	_, ctrID := e.startVM(f)
-	waitLog(t, f.logPath, readyRE, bootTimeout)
+	f, ctrID := e.bootVM("exec-stream", nil)
 	waitLog(t, f.logPath, regexp.MustCompile(`vmpod-test-guest qemu-ga started`), 10*time.Second)
 
 	// Non-TTY: output, stdin (read to EOF first), stdout and stderr apart,
@@ -216,11 +212,9 @@ func TestExecStreaming(t *testing.T) {
 func TestExecWithoutGuestAgent(t *testing.T) {
 	e := newVMEnv(t)
 	// The test guest starts qemu-ga after cloud-init's bootcmd: take it away.
-	f := e.podConfigs("no-agent", 0, map[string]string{
+	f, ctrID := e.bootVM("no-agent", map[string]string{
 		"vmpod.dev/cloud-init-user-data": "#cloud-config\nbootcmd:\n  - [rm, -f, /usr/sbin/qemu-ga]\n",
 	})
-	_, ctrID := e.startVM(f)
-	waitLog(t, f.logPath, readyRE, bootTimeout)
 	waitLog(t, f.logPath, regexp.MustCompile(`vmpod-test-guest qemu-ga failed`), 10*time.Second)
 	for _, args := range [][]string{
 		{"exec", "-s", ctrID, "true"},

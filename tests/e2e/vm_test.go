@@ -122,9 +122,7 @@ func TestVMLifecycle(t *testing.T) {
 
 func TestVMSurvivesDaemonKill(t *testing.T) {
 	e := newVMEnv(t)
-	f := e.podConfigs("survivor", 0, nil)
-	_, ctrID := e.startVM(f)
-	waitLog(t, f.logPath, readyRE, bootTimeout)
+	f, ctrID := e.bootVM("survivor", nil)
 
 	e.Kill()
 	if err := e.Start(); err != nil {
@@ -181,9 +179,7 @@ func TestBadAnnotationsRejected(t *testing.T) {
 
 func TestVMLogRotationUpdateRebootAndExternalDestroy(t *testing.T) {
 	e := newVMEnv(t)
-	f := e.podConfigs("ops", 0, nil)
-	_, ctrID := e.startVM(f)
-	waitLog(t, f.logPath, readyRE, bootTimeout)
+	f, ctrID := e.bootVM("ops", nil)
 
 	// Log rotation: the kubelet renames the file and asks for a reopen.
 	rotated := f.logPath + ".1"

@@ -105,6 +105,16 @@ func (e *vmEnv) startVM(f podFiles) (podID, ctrID string) {
 	return podID, ctrID
 }
 
+// bootVM runs pod name with its VM and waits for the guest's ready line;
+// it returns the pod's files and the container ID.
+func (e *vmEnv) bootVM(name string, annotations map[string]string) (podFiles, string) {
+	e.t.Helper()
+	f := e.podConfigs(name, 0, annotations)
+	_, ctrID := e.startVM(f)
+	waitLog(e.t, f.logPath, readyRE, bootTimeout)
+	return f, ctrID
+}
+
 // waitLog waits until the CRI log file has a line matching re and returns
 // the submatches. A line the console wrote in pieces (partial "P" records,
 // as happens when the guest is slow) is matched whole, as "TS stdout F
