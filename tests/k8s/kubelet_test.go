@@ -228,14 +228,7 @@ func (c *cluster) attachEcho(pod string) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		c.t.Fatal(err)
-	}
+	out := c.startMerged(cmd)
 	defer func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() }()
 	lines := make(chan string, 1000)
 	go func() {
@@ -278,14 +271,7 @@ func (c *cluster) portForward(pod, want string) {
 	c.t.Helper()
 	local := freePort(c.t)
 	cmd := c.kubectlCmd("port-forward", "--address", "127.0.0.1", "pod/"+pod, fmt.Sprintf("%d:8080", local))
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		c.t.Fatal(err)
-	}
+	out := c.startMerged(cmd)
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	sc := bufio.NewScanner(out)
 	var seen strings.Builder
@@ -295,6 +281,7 @@ func (c *cluster) portForward(pod, want string) {
 	go io.Copy(io.Discard, out)
 	var body string
 	c.waitFor("GET through kubectl port-forward", "vmpod", time.Minute, func() error {
+		var err error
 		body, err = httpGet(fmt.Sprintf("http://127.0.0.1:%d/", local))
 		if err != nil {
 			return fmt.Errorf("%v (kubectl: %s)", err, seen.String())

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -39,6 +40,21 @@ func (c *cluster) start(name string, env []string, argv ...string) *proc {
 	go func() { p.cmd.Wait(); logf.Close(); close(p.exited) }()
 	c.procs[name] = p
 	return p
+}
+
+// startMerged starts cmd with its standard error on its standard output
+// and returns that output.
+func (c *cluster) startMerged(cmd *exec.Cmd) io.Reader {
+	c.t.Helper()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	return out
 }
 
 // stop ends a process with SIGTERM (SIGKILL after the grace period).
