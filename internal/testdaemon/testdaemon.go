@@ -147,6 +147,9 @@ func (d *Daemon) Start() error {
 	var out io.Writer = logf
 	if o.Echo != nil {
 		out = io.MultiWriter(logf, o.Echo)
+		// The output then goes through a pipe, which a child of vmpod
+		// (a CNI plugin) may hold open after vmpod has exited.
+		cmd.WaitDelay = time.Second
 	}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {

@@ -255,3 +255,19 @@ func TestOptions(t *testing.T) {
 		t.Error("a daemon never started looks started")
 	}
 }
+
+func TestEcho(t *testing.T) {
+	// Read only once the daemon has exited: cmd.Wait has then joined the
+	// goroutine that writes it.
+	var echo strings.Builder
+	d := fake(t, "serve", Options{Echo: &echo})
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := echo.String(); got != d.Log() || !strings.Contains(got, "fake vmpod stopped") {
+		t.Fatalf("echoed %q, logged %q", got, d.Log())
+	}
+}
