@@ -116,11 +116,10 @@ func (d *Daemon) LogPath() string { return d.o.LogPath }
 
 // Start starts the daemon and waits until its socket answers CRI Version,
 // served by the process started (Bin must be vmpod itself, not a wrapper
-// that forks it).
-// After Stop or Kill it starts it again with the same options, socket,
-// state directory and log. If the daemon exits or does not answer within
-// StartTimeout, Start kills it and returns an error that ends with the
-// log's last lines.
+// that forks it). After Stop or Kill it starts it again with the same
+// options, socket, state directory and log. If the daemon exits or does
+// not answer within StartTimeout, Start kills it and returns an error that
+// ends with the log's last lines.
 func (d *Daemon) Start() error {
 	o := d.o
 	switch {
