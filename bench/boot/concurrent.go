@@ -13,6 +13,8 @@ import (
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/vmpod/vmpod/bench/internal/measure"
 )
 
 // concResult is the concurrency phase: n pods booted at once while the
@@ -28,8 +30,8 @@ type concResult struct {
 	// server is vmpod's own "call done" duration of each call made in the
 	// phase, by method, from its log (debug level only).
 	server   map[string][]time.Duration
-	vmpod    procStat // with the VMs running
-	qemuRSS  int      // KiB, sum over the pods' QEMU processes
+	vmpod    measure.Proc // with the VMs running
+	qemuRSS  int          // KiB, sum over the pods' QEMU processes
 	qemuN    int
 	teardown time.Duration
 	tdErrs   []error
@@ -208,7 +210,7 @@ func (b *bench) concurrent(n int) *concResult {
 	}
 
 	// Memory with the VMs up (those that booted, at least).
-	if ps, err := readProc(b.vmpodPID()); err == nil {
+	if ps, err := measure.ReadProc(b.vmpod.Pid()); err == nil {
 		r.vmpod = ps
 	}
 	for _, p := range r.pods {

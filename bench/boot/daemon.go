@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -13,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -21,6 +19,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/vmpod/vmpod/bench/internal/measure"
+	"github.com/vmpod/vmpod/internal/testdaemon"
 )
 
 // imageName is the name the translation rule maps to the served guest.
@@ -49,9 +48,7 @@ type bench struct {
 	vmpodLog  string
 
 	srv     *http.Server
-	cmd     *exec.Cmd
-	done    chan struct{} // closed when vmpod exited
-	waitErr error         // its exit status, once done is closed
+	vmpod   *testdaemon.Daemon
 	conn    *grpc.ClientConn
 	rt      runtimeapi.RuntimeServiceClient
 	img     runtimeapi.ImageServiceClient
@@ -172,47 +169,22 @@ func (b *bench) waitNoForeignVmpodDomains() {
 
 // startVmpod starts `vmpod serve` and connects the CRI client.
 func (b *bench) startVmpod() {
-	logf, err := os.Create(b.vmpodLog)
-	if err != nil {
+	env := []string{"VMPOD_ACCELERATOR=tcg", "VMPOD_IMAGE_TRANSLATIONS_DIR=" + b.transDir, "VMPOD_CNI_CONF_DIR=" + b.cniConf}
+	if b.opts.tbCacheMiB > 0 {
+		env = append(env, fmt.Sprintf("VMPOD_TCG_TB_CACHE_MIB=%d", b.opts.tbCacheMiB))
+	}
+	b.vmpod = testdaemon.New(testdaemon.Options{Bin: b.opts.vmpod, Socket: b.socket, StateDir: b.stateDir, LogPath: b.vmpodLog,
+		LogLevel: b.opts.logLevel, Args: []string{"--libvirt-uri", b.opts.uri}, Env: env})
+	if err := b.vmpod.Start(); err != nil {
 		b.fatalf("%v", err)
 	}
-	args := []string{"serve", "--config", "/dev/null", "--socket", b.socket, "--state-dir", b.stateDir,
-		"--libvirt-uri", b.opts.uri, "--log-level", b.opts.logLevel}
-	cmd := exec.Command(b.opts.vmpod, args...)
-	cmd.Env = append(os.Environ(), "VMPOD_ACCELERATOR=tcg", "VMPOD_IMAGE_TRANSLATIONS_DIR="+b.transDir, "VMPOD_CNI_CONF_DIR="+b.cniConf)
-	if b.opts.tbCacheMiB > 0 {
-		cmd.Env = append(cmd.Env, fmt.Sprintf("VMPOD_TCG_TB_CACHE_MIB=%d", b.opts.tbCacheMiB))
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		b.fatalf("start vmpod: %v", err)
-	}
-	b.cmd = cmd
-	b.done = make(chan struct{})
-	go func() { b.waitErr = cmd.Wait(); logf.Close(); close(b.done) }()
-
+	var err error
 	b.conn, err = grpc.NewClient("unix://"+b.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		b.fatalf("grpc client: %v", err)
 	}
 	b.rt = runtimeapi.NewRuntimeServiceClient(b.conn)
 	b.img = runtimeapi.NewImageServiceClient(b.conn)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if !b.vmpodAlive() {
-			b.fatalf("vmpod exited at start: %v\n%s", b.waitErr, tailFile(b.vmpodLog, 30))
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := b.rt.Version(ctx, &runtimeapi.VersionRequest{})
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			b.fatalf("vmpod did not answer Version within 30s: %v\n%s", err, tailFile(b.vmpodLog, 30))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // pull pulls the guest through vmpod and finds its file in the store.
@@ -221,7 +193,7 @@ func (b *bench) pull() time.Duration {
 	defer cancel()
 	start := time.Now()
 	if _, err := b.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: imageName}}); err != nil {
-		b.fatalf("pull %s: %v\n%s", imageName, err, tailFile(b.vmpodLog, 30))
+		b.fatalf("pull %s: %v\n%s", imageName, err, b.vmpod.LogTail(30))
 	}
 	d := time.Since(start)
 	st, err := b.img.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: imageName}, Verbose: true})
@@ -240,145 +212,7 @@ func (b *bench) pull() time.Duration {
 }
 
 // vmpodAlive reports whether the vmpod process still runs.
-func (b *bench) vmpodAlive() bool {
-	if b.done == nil {
-		return false
-	}
-	select {
-	case <-b.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// vmpodPID is the daemon's process ID.
-func (b *bench) vmpodPID() int { return b.cmd.Process.Pid }
-
-func (b *bench) podConfig(name string) *runtimeapi.PodSandboxConfig {
-	return &runtimeapi.PodSandboxConfig{
-		Metadata:     &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "vmpodbench", Uid: "uid-" + b.tag + "-" + name},
-		LogDirectory: filepath.Join(b.podLogDir, name),
-		Labels:       map[string]string{"app": "vmpodbench"},
-	}
-}
-
-func ctrConfig() *runtimeapi.ContainerConfig {
-	return &runtimeapi.ContainerConfig{
-		Metadata: &runtimeapi.ContainerMetadata{Name: "vm"},
-		Image:    &runtimeapi.ImageSpec{Image: imageName},
-		LogPath:  "vm/0.log",
-		Stdin:    true,
-		Tty:      true,
-	}
-}
-
-// crilogPath is where vmpod writes the CRI log of pod name's VM.
-func (b *bench) crilogPath(name string) string {
-	return filepath.Join(b.podLogDir, name, "vm", "0.log")
-}
-
-// podBoot is one pod booted through vmpod; durations are per call.
-type podBoot struct {
-	name         string
-	podID, ctrID string
-	t0           time.Time // before RunPodSandbox
-	runp         time.Duration
-	create       time.Duration
-	start        time.Duration
-	ready        time.Time // ready line seen in the CRI log
-	err          error
-}
-
-// total is RunPodSandbox to the ready line.
-func (p *podBoot) total() time.Duration { return p.ready.Sub(p.t0) }
-
-// bootPod runs a pod, creates and starts its VM and waits for the ready line
-// in the CRI log. w must watch the pod's log (set up before t0).
-func (b *bench) bootPod(name string, w *logWatcher, t0 time.Time, deadline time.Time) *podBoot {
-	p := &podBoot{name: name, t0: t0}
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	defer cancel()
-	cfg := b.podConfig(name)
-	rp, err := b.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
-	p.runp = time.Since(t0)
-	if err != nil {
-		p.err = fmt.Errorf("RunPodSandbox: %w", err)
-		return p
-	}
-	p.podID = rp.GetPodSandboxId()
-	t1 := time.Now()
-	cr, err := b.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: p.podID, Config: ctrConfig(), SandboxConfig: cfg})
-	p.create = time.Since(t1)
-	if err != nil {
-		p.err = fmt.Errorf("CreateContainer: %w", err)
-		return p
-	}
-	p.ctrID = cr.GetContainerId()
-	b.mu.Lock()
-	b.vmpodDomains["vmpod-"+p.ctrID] = true
-	b.mu.Unlock()
-	t2 := time.Now()
-	_, err = b.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: p.ctrID})
-	p.start = time.Since(t2)
-	if err != nil {
-		p.err = fmt.Errorf("StartContainer: %w", err)
-		return p
-	}
-	p.ready, p.err = w.wait(deadline, 10*time.Second, func() error { return b.checkRunning(p.ctrID) })
-	return p
-}
-
-// checkRunning returns an error when the container is no longer running
-// (e.g. its domain was destroyed by another vmpod's start-up recovery).
-func (b *bench) checkRunning(ctrID string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := b.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: ctrID})
-	if err != nil {
-		return nil // not conclusive; keep waiting
-	}
-	if s := st.GetStatus(); s.GetState() != runtimeapi.ContainerState_CONTAINER_RUNNING {
-		return fmt.Errorf("container %s is %s before the ready line (exit %d, %s: %s)", ctrID[:12], s.GetState(), s.GetExitCode(), s.GetReason(), s.GetMessage())
-	}
-	return nil
-}
-
-// ctrInfo is ContainerStatus's verbose info.
-type ctrInfo struct {
-	Domain       string
-	Disks        map[string]string
-	SerialSocket string
-	DomainXML    string
-}
-
-func (b *bench) containerInfo(ctrID string) (ctrInfo, error) {
-	var ci ctrInfo
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	st, err := b.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: ctrID, Verbose: true})
-	if err != nil {
-		return ci, err
-	}
-	err = json.Unmarshal([]byte(st.GetInfo()["info"]), &ci)
-	return ci, err
-}
-
-// removePod stops and removes a sandbox (and with it its VM), timing both.
-func (b *bench) removePod(podID string) (stop, remove time.Duration, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	t := time.Now()
-	if _, err := b.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
-		return time.Since(t), 0, fmt.Errorf("StopPodSandbox %s: %w", podID[:12], err)
-	}
-	stop = time.Since(t)
-	t = time.Now()
-	if _, err := b.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID}); err != nil {
-		return stop, time.Since(t), fmt.Errorf("RemovePodSandbox %s: %w", podID[:12], err)
-	}
-	return stop, time.Since(t), nil
-}
+func (b *bench) vmpodAlive() bool { return b.vmpod != nil && b.vmpod.Running() }
 
 // virsh runs virsh on the benchmark's libvirt URI.
 func (b *bench) virsh(args ...string) (string, error) {
@@ -414,17 +248,9 @@ func (b *bench) cleanup() {
 			}
 			cancel()
 		}
-		if b.vmpodAlive() {
-			b.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-b.done:
-				if b.waitErr != nil {
-					b.problem("vmpod exited with %v after SIGTERM", b.waitErr)
-				}
-			case <-time.After(60 * time.Second):
-				b.problem("vmpod did not exit within 60s of SIGTERM; killed it")
-				b.cmd.Process.Kill()
-				<-b.done
+		if b.vmpod != nil {
+			if err := b.vmpod.Stop(); err != nil {
+				b.problem("%v", err)
 			}
 		}
 		// What vmpod did not remove (a pod created while cleaning up, or a
@@ -484,36 +310,4 @@ func (b *bench) logProblems() []string {
 		}
 	}
 	return out
-}
-
-func tailFile(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// qemuRSS returns the VmRSS (KiB) of the QEMU process of a running domain.
-func qemuRSS(domain string) (int, error) {
-	b, err := os.ReadFile(filepath.Join("/run/libvirt/qemu", domain+".pid"))
-	if err != nil {
-		return 0, err
-	}
-	var pid int
-	if _, err := fmt.Sscan(string(b), &pid); err != nil {
-		return 0, err
-	}
-	ps, err := readProc(pid)
-	if err != nil {
-		return 0, err
-	}
-	if ps.RSS == 0 {
-		return 0, errors.New("no VmRSS")
-	}
-	return ps.RSS, nil
 }

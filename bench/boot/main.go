@@ -55,6 +55,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/vmpod/vmpod/bench/internal/measure"
 )
 
 type options struct {
@@ -129,7 +131,7 @@ func main() {
 		b.abort(130)
 	}()
 
-	fmt.Printf("boot benchmark: %d CPUs, load %s, tag %s, guest %s\n", runtime.NumCPU(), loadAvg(), b.tag, o.guest)
+	fmt.Printf("boot benchmark: %d CPUs, load %s, tag %s, guest %s\n", runtime.NumCPU(), measure.LoadAvg(), b.tag, o.guest)
 	if names, err := b.virshNames(); err == nil {
 		fmt.Printf("libvirt domains at start (not ours, left alone): %d\n", len(names))
 	}
@@ -137,12 +139,12 @@ func main() {
 	b.waitNoForeignVmpodDomains()
 	b.startVmpod()
 	pullTime := b.pull()
-	idle, _ := readProc(b.vmpodPID())
+	idle, _ := measure.ReadProc(b.vmpod.Pid())
 	fmt.Printf("vmpod pid %d up; pulled %s in %s (%s); vmpod idle RSS %s, %d fds, %d threads\n",
-		b.vmpodPID(), imageName, ms(pullTime), b.imgPath, mib(idle.RSS), idle.FDs, idle.Threads)
+		b.vmpod.Pid(), imageName, ms(pullTime), b.imgPath, mib(idle.RSS), idle.FDs, idle.Threads)
 
 	seq := b.sequential()
-	after, _ := readProc(b.vmpodPID())
+	after, _ := measure.ReadProc(b.vmpod.Pid())
 	if left := b.leftoverFiles(); len(left) > 0 {
 		b.problem("after the sequential runs (all pods removed), files are left: %v", left)
 	}
@@ -165,8 +167,8 @@ func main() {
 		conc = b.concurrent(o.pods)
 		printConcurrent(conc)
 	}
-	final, _ := readProc(b.vmpodPID())
-	endLoad := loadAvg()
+	final, _ := measure.ReadProc(b.vmpod.Pid())
+	endLoad := measure.LoadAvg()
 	b.cleanup()
 
 	printSummary(b, seq, conc, idle, after, final, endLoad)
@@ -229,7 +231,7 @@ func (b *bench) sequential() *seqResult {
 		if vmpodFirst {
 			p, stop, rm = bootVmpod()
 			if bl == nil {
-				b.fatalf("the first vmpod boot failed, so there is no domain XML for the baseline: %v\n%s", p.err, tailFile(b.vmpodLog, 30))
+				b.fatalf("the first vmpod boot failed, so there is no domain XML for the baseline: %v\n%s", p.err, b.vmpod.LogTail(30))
 			}
 			d = b.directBoot(bl, n)
 		} else {
@@ -299,8 +301,8 @@ func printConcurrent(c *concResult) {
 		during, after := x.ps.split(c.lastRPC)
 		fmt.Printf("  %s: %d calls; while RPCs ran (to +%s): %d, p50 %s, p99 %s, max %s; then: %d, p50 %s, p99 %s, max %s; slowest:",
 			x.name, len(x.ps.lat), ms(c.lastRPC),
-			len(during), msf(percentile(during, 50)), msf(percentile(during, 99)), msf(percentile(during, 100)),
-			len(after), msf(percentile(after, 50)), msf(percentile(after, 99)), msf(percentile(after, 100)))
+			len(during), msf(measure.Percentile(during, 50)), msf(measure.Percentile(during, 99)), msf(measure.Percentile(during, 100)),
+			len(after), msf(measure.Percentile(after, 50)), msf(measure.Percentile(after, 99)), msf(measure.Percentile(after, 100)))
 		for _, s := range x.ps.slowest {
 			fmt.Printf(" %s at +%s;", msf(s.took), ms(s.at))
 		}
@@ -309,7 +311,7 @@ func printConcurrent(c *concResult) {
 	fmt.Printf("  teardown (StopPodSandbox+RemovePodSandbox of all pods at once): %s, %d errors\n", ms(c.teardown), len(c.tdErrs))
 }
 
-func printSummary(b *bench, s *seqResult, c *concResult, idle, after, final procStat, endLoad string) {
+func printSummary(b *bench, s *seqResult, c *concResult, idle, after, final measure.Proc, endLoad string) {
 	o := b.opts
 	var vt, dt, runp, create, start, vready, stop, rm, qimg, vcreate, connect, dready, destroy []time.Duration
 	for i, p := range s.vmpod {
@@ -330,19 +332,19 @@ func printSummary(b *bench, s *seqResult, c *concResult, idle, after, final proc
 	fmt.Printf("machine: %d CPUs, load average at end %s; vmpod %s; accelerator tcg\n", runtime.NumCPU(), endLoad, o.vmpod)
 	fmt.Printf("sequential boots, interleaved (%d timed of each, %d warm-up; %d runs with a failure):\n", o.runs, o.warmup, s.failed)
 	if len(vt) > 0 && len(dt) > 0 {
-		mv, md := median(vt), median(dt)
-		vmin, vmax := minMax(vt)
-		dmin, dmax := minMax(dt)
+		mv, md := measure.Median(vt), measure.Median(dt)
+		vmin, vmax := measure.MinMax(vt)
+		dmin, dmax := measure.MinMax(dt)
 		fmt.Printf("  vmpod  RunPodSandbox -> ready line in the CRI log:     median %s  (min %s, max %s, n=%d)\n", ms(mv), ms(vmin), ms(vmax), len(vt))
 		fmt.Printf("  direct qemu-img + virsh create -> ready on serial:    median %s  (min %s, max %s, n=%d)\n", ms(md), ms(dmin), ms(dmax), len(dt))
 		diff, ratio := mv-md, float64(mv)/float64(md)
 		fmt.Printf("  difference vmpod - direct: %s (median of the %d per-run differences: %s)   target < %s: %s\n",
-			signedMs(diff), len(s.pairs), signedMs(median(s.pairs)), ms(targetDiff), met(diff < targetDiff))
+			signedMs(diff), len(s.pairs), signedMs(measure.Median(s.pairs)), ms(targetDiff), met(diff < targetDiff))
 		fmt.Printf("  ratio vmpod / direct: %.3f   target < %.2f: %s\n", ratio, targetRatio, met(ratio < targetRatio))
 		fmt.Printf("  vmpod phases (medians):  RunPodSandbox %s, CreateContainer %s, StartContainer %s, then ready %s; StopPodSandbox %s, RemovePodSandbox %s\n",
-			msf(median(runp)), msf(median(create)), msf(median(start)), ms(median(vready)), ms(median(stop)), ms(median(rm)))
+			msf(measure.Median(runp)), msf(measure.Median(create)), msf(measure.Median(start)), ms(measure.Median(vready)), ms(measure.Median(stop)), ms(measure.Median(rm)))
 		fmt.Printf("  direct phases (medians): qemu-img create %s, virsh create %s, socket connect %s, then ready %s; virsh destroy %s\n",
-			msf(median(qimg)), msf(median(vcreate)), msf(median(connect)), ms(median(dready)), ms(median(destroy)))
+			msf(measure.Median(qimg)), msf(measure.Median(vcreate)), msf(measure.Median(connect)), ms(measure.Median(dready)), ms(measure.Median(destroy)))
 		fmt.Printf("  vmpod before the first boot: RSS %s, %d fds, %d threads; after the sequential boots (no pods): RSS %s (peak %s), %d fds, %d threads\n",
 			mib(idle.RSS), idle.FDs, idle.Threads, mib(after.RSS), mib(after.HWM), after.FDs, after.Threads)
 	} else {
@@ -361,26 +363,26 @@ func printSummary(b *bench, s *seqResult, c *concResult, idle, after, final proc
 			}
 		}
 		if len(ready) > 0 {
-			lo, hi := minMax(ready)
-			fmt.Printf(" (first %s, median %s, last %s)", ms(lo), ms(median(ready)), ms(hi))
+			lo, hi := measure.MinMax(ready)
+			fmt.Printf(" (first %s, median %s, last %s)", ms(lo), ms(measure.Median(ready)), ms(hi))
 		}
 		fmt.Printf("; last StartContainer returned at %s\n", ms(c.lastRPC))
 		l := c.list
-		p99 := percentile(l.lat, 99)
+		p99 := measure.Percentile(l.lat, 99)
 		fmt.Printf("  ListPodSandbox every %v: %d calls, p50 %s, p99 %s, max %s, %d errors   target p99 < %s: %s\n",
-			o.listInterval, len(l.lat), msf(percentile(l.lat, 50)), msf(p99), msf(percentile(l.lat, 100)), l.errs, ms(targetListP99), met(p99 < targetListP99 && len(l.lat) > 0))
+			o.listInterval, len(l.lat), msf(measure.Percentile(l.lat, 50)), msf(p99), msf(measure.Percentile(l.lat, 100)), l.errs, ms(targetListP99), met(p99 < targetListP99 && len(l.lat) > 0))
 		if sv := c.server["ListPodSandbox"]; len(sv) > 0 {
 			fmt.Printf("  ListPodSandbox as vmpod logged it (handler time, without transport and client): %d calls, p50 %s, p99 %s, max %s\n",
-				len(sv), msf(percentile(sv, 50)), msf(percentile(sv, 99)), msf(percentile(sv, 100)))
+				len(sv), msf(measure.Percentile(sv, 50)), msf(measure.Percentile(sv, 99)), msf(measure.Percentile(sv, 100)))
 		} else {
 			fmt.Println("  (run with -log-level debug to also see ListPodSandbox's handler time as vmpod logs it)")
 		}
 		cl := c.ctrList
 		fmt.Printf("  ListContainers (same period, for information): %d calls, p50 %s, p99 %s, max %s, %d errors\n",
-			len(cl.lat), msf(percentile(cl.lat, 50)), msf(percentile(cl.lat, 99)), msf(percentile(cl.lat, 100)), cl.errs)
+			len(cl.lat), msf(measure.Percentile(cl.lat, 50)), msf(measure.Percentile(cl.lat, 99)), msf(measure.Percentile(cl.lat, 100)), cl.errs)
 		vl := c.version
 		fmt.Printf("  Version (same period; control: reads no vmpod state, so it shows the machine's scheduling delay): %d calls, p50 %s, p99 %s, max %s, %d errors\n",
-			len(vl.lat), msf(percentile(vl.lat, 50)), msf(percentile(vl.lat, 99)), msf(percentile(vl.lat, 100)), vl.errs)
+			len(vl.lat), msf(measure.Percentile(vl.lat, 50)), msf(measure.Percentile(vl.lat, 99)), msf(measure.Percentile(vl.lat, 100)), vl.errs)
 		fmt.Printf("  vmpod RSS with %d VMs running: %s (peak so far %s, %d fds, %d threads)   target < 60 MiB: %s\n",
 			c.qemuN, mib(c.vmpod.RSS), mib(c.vmpod.HWM), c.vmpod.FDs, c.vmpod.Threads, met(c.vmpod.RSS > 0 && c.vmpod.RSS < targetRSSKiB))
 		fmt.Printf("  QEMU RSS, %d qemu-system-x86_64 processes: %s total (%s each on average; for information)\n",

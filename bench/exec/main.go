@@ -53,7 +53,7 @@ func main() {
 	v, err := measure.StartVmpod(*vmpodBin, work, "VMPOD_ACCELERATOR=tcg", "VMPOD_TCG_TB_CACHE_MIB=256",
 		"VMPOD_CNI_CONF_DIR="+confDir, "VMPOD_IMAGE_TRANSLATIONS_DIR={dir}/images.d")
 	check(err)
-	defer v.Stop()
+	defer v.Close()
 	g, err := measure.PullGuest(v, *guest)
 	check(err)
 	defer g.Close()

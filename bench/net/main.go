@@ -92,7 +92,8 @@ func setupTeardown(confDir, pluginDir, cacheDir string, n int) {
 	}
 	fmt.Printf("== network setup/teardown per pod, %d pods (bridge + host-local + portmap), median [max]\n", n)
 	row := func(name string, d []time.Duration, target string) {
-		fmt.Printf("%-44s %8s [%s]%s\n", name, ms(measure.Median(d)), ms(maxOf(d)), target)
+		_, hi := measure.MinMax(d)
+		fmt.Printf("%-44s %8s [%s]%s\n", name, ms(measure.Median(d)), ms(hi), target)
 	}
 	row("vmpod setup (netns + wiring), own time", ownSetup, "   target < 100 ms")
 	row("  + per boot: taps + plug + DHCP start", plug, "")
@@ -106,7 +107,7 @@ func resumeToPing(bin, guest, work, confDir, pluginDir string, runs int) {
 	v, err := measure.StartVmpod(bin, work, "VMPOD_ACCELERATOR=tcg", "VMPOD_TCG_TB_CACHE_MIB=256",
 		"VMPOD_CNI_CONF_DIR="+confDir, "VMPOD_CNI_BIN_DIRS="+pluginDir, "VMPOD_IMAGE_TRANSLATIONS_DIR={dir}/images.d")
 	check(err)
-	defer v.Stop()
+	defer v.Close()
 	g, err := measure.PullGuest(v, guest)
 	check(err)
 	defer g.Close()
@@ -157,14 +158,6 @@ func addAll(a, b []time.Duration) []time.Duration {
 		out[i] = a[i] + b[i]
 	}
 	return out
-}
-
-func maxOf(d []time.Duration) time.Duration {
-	var m time.Duration
-	for _, x := range d {
-		m = max(m, x)
-	}
-	return m
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }

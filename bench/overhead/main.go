@@ -144,13 +144,13 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	defer v.Stop()
+	defer v.Close()
 	defer removeAll(v)
 	if _, err := v.CrictlOutput("pull", imageName); err != nil {
 		return err
 	}
 	fmt.Printf("overhead benchmark: %d CPUs, load %s, %d VMs per size, guest memory %v MiB, TCG translation cache %d MiB\n",
-		runtime.NumCPU(), loadAvg(), o.vms, o.memories, o.tbCacheMiB)
+		runtime.NumCPU(), measure.LoadAvg(), o.vms, o.memories, o.tbCacheMiB)
 
 	type result struct {
 		mem                          int
@@ -217,14 +217,14 @@ func run(o options) error {
 		// vmpod's growth is within its garbage collector's noise; the
 		// larger of the PSS and anonymous-PSS growth, at least 0.
 		share := max((r.vmpodBusy-r.vmpodIdle)/len(r.vms), (r.vmpodAnonBusy-r.vmpodAnonIdle)/len(r.vms), 0)
-		ovh := measure.MedianInt(rest) + measure.MedianInt(pte) + share
+		ovh := measure.Median(rest) + measure.Median(pte) + share
 		fmt.Printf("%9d | %8s | %17s | %9s | %9s | %11s | %11s | %24s | %14s | %dm\n", r.mem,
-			mib(measure.MedianInt(pss)), mib(measure.MedianInt(ram)), mib(measure.MedianInt(tcg)),
-			mib(measure.MedianInt(rest)), mib(measure.MedianInt(pte)), mib(share), mib(ovh), mib(ovh+measure.MedianInt(tcg)),
-			measure.MedianInt(cpu))
+			mib(measure.Median(pss)), mib(measure.Median(ram)), mib(measure.Median(tcg)),
+			mib(measure.Median(rest)), mib(measure.Median(pte)), mib(share), mib(ovh), mib(ovh+measure.Median(tcg)),
+			measure.Median(cpu))
 	}
 	fmt.Println("(medians over the VMs of each size; PSS from /proc/PID/smaps_rollup; MiB = 1024 KiB)")
-	fmt.Printf("load average at end: %s\n", loadAvg())
+	fmt.Printf("load average at end: %s\n", measure.LoadAvg())
 	return nil
 }
 
@@ -398,12 +398,3 @@ func milliCores(ticks int, d time.Duration) int {
 }
 
 func mib(kib int) string { return fmt.Sprintf("%.1f MiB", float64(kib)/1024) }
-
-func loadAvg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}

@@ -70,7 +70,7 @@ func main() {
 	fmt.Printf("durable baseline: curl -o + fsync of the file %.2fs, ratio vmpod/(curl+fsync) %.2f (vmpod fsyncs before it records an image)\n",
 		ms.Seconds(), mv.Seconds()/ms.Seconds())
 	fmt.Printf("vmpod RSS after pull: median %d KiB (%.1f MiB), peak during pull %.1f MiB (target < 40 MiB)\n",
-		measure.MedianInt(rss), float64(measure.MedianInt(rss))/1024, float64(measure.MedianInt(hwm))/1024)
+		measure.Median(rss), float64(measure.Median(rss))/1024, float64(measure.Median(hwm))/1024)
 }
 
 // timeCurl times `curl -o` of url; with durable it also fsyncs the file
@@ -94,15 +94,15 @@ func timeVmpod(bin, url, work string) (time.Duration, int, int) {
 	must(os.WriteFile(filepath.Join(tr, "bench.toml"), []byte(fmt.Sprintf("[[translations]]\nname = \"bench\"\nurl = %q\n", url)), 0o644))
 	v, err := measure.StartVmpod(bin, work, "VMPOD_IMAGE_TRANSLATIONS_DIR="+tr)
 	must(err)
-	defer v.Stop()
-	idle, _, _ := measure.ProcStatus(v.Pid())
-	fmt.Printf("  vmpod RSS before pull %d KiB\n", idle)
+	defer v.Close()
+	idle, _ := measure.ReadProc(v.Pid())
+	fmt.Printf("  vmpod RSS before pull %d KiB\n", idle.RSS)
 	start := time.Now()
 	must(v.Crictl("pull", "bench"))
 	d := time.Since(start)
-	rss, hwm, err := measure.ProcStatus(v.Pid())
+	p, err := measure.ReadProc(v.Pid())
 	must(err)
-	return d, rss, hwm
+	return d, p.RSS, p.HWM
 }
 
 func must(err error) {

@@ -74,7 +74,7 @@ func main() {
 	fmt.Printf("\nmedian over %d runs (%s layer): skopeo copy docker:// dir: %.2fs, vmpod pull %.2fs, ratio vmpod/skopeo %.2f (target <= 1.2)\n",
 		*runs, *compress, ms.Seconds(), mv.Seconds(), mv.Seconds()/ms.Seconds())
 	fmt.Printf("vmpod RSS after pull: median %.1f MiB, peak during pull %.1f MiB (target < 60 MiB)\n",
-		float64(measure.MedianInt(rss))/1024, float64(measure.MedianInt(hwm))/1024)
+		float64(measure.Median(rss))/1024, float64(measure.Median(hwm))/1024)
 }
 
 func timeSkopeo(ref, work string) time.Duration {
@@ -92,13 +92,13 @@ func timeSkopeo(ref, work string) time.Duration {
 func timeVmpod(bin, ref, conf, work string) (time.Duration, int, int) {
 	v, err := measure.StartVmpod(bin, work, "VMPOD_REGISTRIES_CONF="+conf, "VMPOD_IMAGE_TRANSLATIONS_DIR={dir}/none")
 	must(err)
-	defer v.Stop()
+	defer v.Close()
 	start := time.Now()
 	must(v.Crictl("pull", ref))
 	d := time.Since(start)
-	r, h, err := measure.ProcStatus(v.Pid())
+	p, err := measure.ReadProc(v.Pid())
 	must(err)
-	return d, r, h
+	return d, p.RSS, p.HWM
 }
 
 func must(err error) {

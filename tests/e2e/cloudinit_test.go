@@ -119,13 +119,11 @@ func TestCloudInitAnnotationsRejected(t *testing.T) {
 
 func TestCloudInitConfigDrive(t *testing.T) {
 	e := newVMEnv(t)
-	f := e.podConfigs("cd", 0, map[string]string{
+	f, _ := e.bootVM("cd", map[string]string{
 		"vmpod.dev/cloud-init-datasource": "configdrive",
 		"vmpod.dev/ssh-authorized-keys":   testSSHKey,
 		"vmpod.dev/cloud-init-user-data":  "#!/bin/sh\necho script-ran-$((20+1))\n",
 	})
-	e.startVM(f)
-	waitLog(t, f.logPath, readyRE, bootTimeout)
 	for _, want := range []string{
 		"vmpod-test-guest cloud-init datasource=configdrive",
 		"script-ran-21",

@@ -115,11 +115,11 @@ func TestEventsAndMetrics(t *testing.T) {
 	d.mustCrictl("pull", "guest")
 	e := &vmEnv{daemon: d, logDir: filepath.Join(d.dir, "pods")}
 	t.Cleanup(e.cleanupAll)
-	if !strings.Contains(d.log(), "serving metrics") {
-		t.Fatalf("the daemon does not log the metrics address:\n%s", tail(d.log(), 20))
+	if !strings.Contains(d.Log(), "serving metrics") {
+		t.Fatalf("the daemon does not log the metrics address:\n%s", d.LogTail(20))
 	}
 
-	events := subscribeEvents(t, d.socket)
+	events := subscribeEvents(t, d.Socket())
 	// crictl's own subscriber, alongside.
 	crictlOut := &lockedBuffer{}
 	crictlEvents := exec.Command("crictl", "--config", d.crictlConfig, "events")
@@ -214,7 +214,9 @@ func TestEventsAndMetrics(t *testing.T) {
 	// SIGTERM with subscribers connected: their streams end with
 	// Unavailable and the daemon stops without waiting for them.
 	start = time.Now()
-	d.cmd.Process.Signal(syscall.SIGTERM)
+	if err := d.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case err := <-events.ended:
 		if status.Code(err) != codes.Unavailable {
@@ -224,13 +226,12 @@ func TestEventsAndMetrics(t *testing.T) {
 		t.Fatal("event stream still open 20s after SIGTERM")
 	}
 	select {
-	case err := <-d.exited:
-		d.exited <- err
-		if err != nil {
-			t.Fatalf("vmpod exited with %v\n%s", err, tail(d.log(), 30))
+	case <-d.Exited():
+		if err := d.ExitErr(); err != nil {
+			t.Fatalf("vmpod exited with %v\n%s", err, d.LogTail(30))
 		}
 	case <-time.After(20 * time.Second):
-		t.Fatalf("vmpod still running 20s after SIGTERM (the event streams held GracefulStop?)\n%s", tail(d.log(), 30))
+		t.Fatalf("vmpod still running 20s after SIGTERM (the event streams held GracefulStop?)\n%s", d.LogTail(30))
 	}
 	if took := time.Since(start); took > 10*time.Second {
 		t.Errorf("shutdown took %v with event subscribers", took)

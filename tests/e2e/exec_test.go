@@ -21,9 +21,7 @@ import (
 
 func TestExecSyncThroughGuestAgent(t *testing.T) {
 	e := newVMEnv(t)
-	f := e.podConfigs("exec", 0, nil)
-	_, ctrID := e.startVM(f)
-	waitLog(t, f.logPath, readyRE, bootTimeout)
+	f, ctrID := e.bootVM("exec", nil)
 	waitLog(t, f.logPath, regexp.MustCompile(`vmpod-test-guest qemu-ga started`), 10*time.Second)
 
 	if out := e.mustCrictl("exec", "-s", ctrID, "cat", "/etc/hostname"); strings.TrimSpace(out) != "exec" {
@@ -31,7 +29,7 @@ func TestExecSyncThroughGuestAgent(t *testing.T) {
 	}
 	// stdout and stderr stay apart (crictl prints both on its stdout, so
 	// ask over the CRI directly).
-	conn, err := grpc.NewClient("unix://"+e.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("unix://"+e.Socket(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,9 +87,7 @@ func TestExecSyncThroughGuestAgent(t *testing.T) {
 
 func TestExecStreaming(t *testing.T) {
 	e := newVMEnv(t)
-	f := e.podConfigs("exec-stream", 0, nil)
-	_, ctrID := e.startVM(f)
-	waitLog(t, f.logPath, readyRE, bootTimeout)
+	f, ctrID := e.bootVM("exec-stream", nil)
 	waitLog(t, f.logPath, regexp.MustCompile(`vmpod-test-guest qemu-ga started`), 10*time.Second)
 
 	// Non-TTY: output, stdin (read to EOF first), stdout and stderr apart,
@@ -196,7 +192,7 @@ func TestExecStreaming(t *testing.T) {
 		took := e.waitGuestProcs(t, ctrID, tc.proc, false, 30*time.Second)
 		t.Logf("%q: the guest process was gone %v after crictl was killed", tc.proc, took.Round(100*time.Millisecond))
 	}
-	for _, l := range strings.Split(e.log(), "\n") {
+	for _, l := range strings.Split(e.Log(), "\n") {
 		if strings.Contains(l, "exec failed") && strings.Contains(l, "sleep 30") {
 			t.Logf("vmpod: %s", l)
 		}
@@ -216,11 +212,9 @@ func TestExecStreaming(t *testing.T) {
 func TestExecWithoutGuestAgent(t *testing.T) {
 	e := newVMEnv(t)
 	// The test guest starts qemu-ga after cloud-init's bootcmd: take it away.
-	f := e.podConfigs("no-agent", 0, map[string]string{
+	f, ctrID := e.bootVM("no-agent", map[string]string{
 		"vmpod.dev/cloud-init-user-data": "#cloud-config\nbootcmd:\n  - [rm, -f, /usr/sbin/qemu-ga]\n",
 	})
-	_, ctrID := e.startVM(f)
-	waitLog(t, f.logPath, readyRE, bootTimeout)
 	waitLog(t, f.logPath, regexp.MustCompile(`vmpod-test-guest qemu-ga failed`), 10*time.Second)
 	for _, args := range [][]string{
 		{"exec", "-s", ctrID, "true"},

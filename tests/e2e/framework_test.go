@@ -17,9 +17,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vmpod/vmpod/internal/testdaemon"
 )
 
 var vmpodBin string
@@ -33,11 +34,8 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	vmpodBin = filepath.Join(dir, "vmpod")
-	build := exec.Command("go", "build", "-o", vmpodBin, "github.com/vmpod/vmpod/cmd/vmpod")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Println("e2e: build vmpod:", err)
+	if vmpodBin, err = testdaemon.Build(dir); err != nil {
+		fmt.Println("e2e:", err)
 		os.Exit(1)
 	}
 	cleanupCNI, err := setupCNI()
@@ -51,27 +49,22 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// daemon is one running `vmpod serve`.
+// daemon is one test's `vmpod serve`, with its own image translations
+// directory and a crictl config for its socket.
 type daemon struct {
+	*testdaemon.Daemon
 	t            *testing.T
 	dir          string
-	socket       string
-	stateDir     string
 	translations string
 	crictlConfig string
-	cmd          *exec.Cmd
-	logPath      string
-	exited       chan error
 }
 
 type daemonOpts struct {
-	stateDir string
-	socket   string
 	extraEnv []string
 }
 
 // startDaemon starts vmpod with its own socket, state and translations
-// directories and waits until it answers Version.
+// directories and waits until it answers Version; the test's end stops it.
 func startDaemon(t *testing.T, o daemonOpts) *daemon {
 	t.Helper()
 	dir := t.TempDir()
@@ -80,97 +73,41 @@ func startDaemon(t *testing.T, o daemonOpts) *daemon {
 	for p := dir; p != os.TempDir() && p != "/"; p = filepath.Dir(p) {
 		os.Chmod(p, 0o755)
 	}
-	d := &daemon{t: t, dir: dir, socket: o.socket, stateDir: o.stateDir,
-		translations: filepath.Join(dir, "images.d"), logPath: filepath.Join(dir, "vmpod.log")}
-	if d.socket == "" {
-		// Short: per-VM serial sockets live beside it and unix socket
-		// paths are limited to 107 bytes.
-		run, err := os.MkdirTemp("", "vp")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.RemoveAll(run) })
-		d.socket = filepath.Join(run, "vmpod.sock")
-	}
-	if d.stateDir == "" {
-		d.stateDir = filepath.Join(dir, "state")
-	}
-	if err := os.MkdirAll(d.translations, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	d.crictlConfig = filepath.Join(dir, "crictl.yaml")
-	cfg := fmt.Sprintf("runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 120\n", d.socket, d.socket)
-	if err := os.WriteFile(d.crictlConfig, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.start(o.extraEnv); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(d.stop)
-	return d
-}
-
-func (d *daemon) start(extraEnv []string) error {
-	logf, err := os.OpenFile(d.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	// Short: per-VM serial sockets live beside it and unix socket paths
+	// are limited to 107 bytes.
+	run, err := os.MkdirTemp("", "vp")
 	if err != nil {
-		return err
+		t.Fatal(err)
 	}
-	cmd := exec.Command(vmpodBin, "serve", "--config", "/dev/null", "--socket", d.socket, "--state-dir", d.stateDir, "--log-level", "debug")
-	cmd.Env = append(os.Environ(), "VMPOD_IMAGE_TRANSLATIONS_DIR="+d.translations, "VMPOD_PULL_PROGRESS_INTERVAL=1s",
+	t.Cleanup(func() { os.RemoveAll(run) })
+	d := &daemon{t: t, dir: dir, translations: filepath.Join(dir, "images.d"), crictlConfig: filepath.Join(dir, "crictl.yaml")}
+	env := []string{"VMPOD_IMAGE_TRANSLATIONS_DIR=" + d.translations, "VMPOD_PULL_PROGRESS_INTERVAL=1s",
 		// Nested KVM is broken on the test machines: run guests under TCG.
 		"VMPOD_ACCELERATOR=tcg", "VMPOD_TCG_TB_CACHE_MIB=256",
 		// Every pod joins the tests' private CNI bridge (setupCNI).
-		"VMPOD_CNI_CONF_DIR="+cniConfDir)
-	cmd.Env = append(cmd.Env, extraEnv...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		return err
+		"VMPOD_CNI_CONF_DIR=" + cniConfDir}
+	d.Daemon = testdaemon.New(testdaemon.Options{Bin: vmpodBin, Dir: dir, Socket: filepath.Join(run, "vmpod.sock"),
+		LogLevel: "debug", Env: append(env, o.extraEnv...)})
+	if err := os.MkdirAll(d.translations, 0o755); err != nil {
+		t.Fatal(err)
 	}
-	d.cmd = cmd
-	d.exited = make(chan error, 1)
-	go func() { d.exited <- cmd.Wait(); logf.Close() }()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-d.exited:
-			d.exited <- err
-			return fmt.Errorf("vmpod exited at start: %v\n%s", err, d.log())
-		default:
-		}
-		if _, _, err := d.crictl("version"); err == nil {
-			return nil
-		}
-		time.Sleep(100 * time.Millisecond)
+	cfg := fmt.Sprintf("runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 120\n", d.Socket(), d.Socket())
+	if err := os.WriteFile(d.crictlConfig, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	return fmt.Errorf("vmpod did not answer in 30s\n%s", d.log())
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.mustStop)
+	return d
 }
 
-func (d *daemon) log() string {
-	b, _ := os.ReadFile(d.logPath)
-	return string(b)
-}
-
-// stop sends SIGTERM and waits for a clean exit.
-func (d *daemon) stop() {
-	if d.cmd == nil || d.cmd.ProcessState != nil {
-		return
+// mustStop stops vmpod with SIGTERM and fails the test unless it exits
+// cleanly in time.
+func (d *daemon) mustStop() {
+	if err := d.Stop(); err != nil {
+		d.t.Errorf("%v\n%s", err, d.Log())
 	}
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-d.exited:
-		if err != nil {
-			d.t.Errorf("vmpod exited with %v after SIGTERM\n%s", err, d.log())
-		}
-	case <-time.After(60 * time.Second):
-		d.cmd.Process.Kill()
-		d.t.Errorf("vmpod did not stop within 60s of SIGTERM\n%s", d.log())
-	}
-}
-
-// kill9 kills the daemon without letting it clean up.
-func (d *daemon) kill9() {
-	d.cmd.Process.Kill()
-	<-d.exited
 }
 
 // crictl runs crictl against this daemon.

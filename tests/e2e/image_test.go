@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vmpod/vmpod/internal/testdaemon"
 )
 
 func fileDigest(t *testing.T, path string) string {
@@ -154,7 +156,7 @@ url = "%[1]s/$1"
 	}
 	fi, _ := os.Stat(guest)
 	ifs := fsinfo.Status.ImageFilesystems
-	if len(ifs) != 1 || !strings.HasPrefix(ifs[0].FsID.Mountpoint, d.stateDir) {
+	if len(ifs) != 1 || !strings.HasPrefix(ifs[0].FsID.Mountpoint, d.StateDir()) {
 		t.Fatalf("imagefsinfo = %+v", fsinfo)
 	}
 	var used, inodes int64
@@ -184,8 +186,8 @@ url = "%[1]s/$1"
 
 	// Restart keeps the store consistent.
 	d.mustCrictl("pull", "test-guest")
-	d.stop()
-	if err := d.start(nil); err != nil {
+	d.mustStop()
+	if err := d.Start(); err != nil {
 		t.Fatal(err)
 	}
 	if out := d.mustCrictl("images", "-q"); strings.TrimSpace(out) != id {
@@ -231,7 +233,7 @@ translations:
 		t.Fatalf("failed pulls stored images: %q", out)
 	}
 	for _, sub := range []string{"images/tmp", "images/sha256"} {
-		es, err := os.ReadDir(filepath.Join(d.stateDir, sub))
+		es, err := os.ReadDir(filepath.Join(d.StateDir(), sub))
 		if err != nil || len(es) != 0 {
 			t.Fatalf("%s not empty after failed pulls: %v %v", sub, es, err)
 		}
@@ -287,20 +289,20 @@ func TestShutdownCancelsPullCleanly(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	start := time.Now()
-	d.stop()
+	d.mustStop()
 	if took := time.Since(start); took > 15*time.Second {
 		t.Fatalf("shutdown took %v with a 1s shutdown_timeout", took)
 	}
 	if err := <-done; err == nil {
 		t.Fatal("pull succeeded although the daemon stopped")
 	}
-	es, _ := os.ReadDir(filepath.Join(d.stateDir, "images", "tmp"))
-	blobs, _ := os.ReadDir(filepath.Join(d.stateDir, "images", "sha256"))
+	es, _ := os.ReadDir(filepath.Join(d.StateDir(), "images", "tmp"))
+	blobs, _ := os.ReadDir(filepath.Join(d.StateDir(), "images", "sha256"))
 	if len(es) != 0 || len(blobs) != 0 {
 		t.Fatalf("interrupted pull left tmp %v, blobs %v", es, blobs)
 	}
-	if !strings.Contains(d.log(), "vmpod stopped") {
-		t.Fatalf("no clean stop in the log:\n%s", d.log())
+	if !strings.Contains(d.Log(), "vmpod stopped") {
+		t.Fatalf("no clean stop in the log:\n%s", d.Log())
 	}
 }
 
@@ -308,34 +310,36 @@ func TestSingleInstanceAndStaleSocket(t *testing.T) {
 	d := startDaemon(t, daemonOpts{})
 	// Same state dir, other socket: refused.
 	other := filepath.Join(t.TempDir(), "other.sock")
-	out, err := runDaemonBriefly(other, d.stateDir)
-	if err == nil || !strings.Contains(out, "state directory "+d.stateDir+" is in use by vmpod pid") {
+	out, err := runDaemonBriefly(t, other, d.StateDir())
+	if err == nil || !strings.Contains(out, "state directory "+d.StateDir()+" is in use by vmpod pid") {
 		t.Fatalf("second daemon on the same state dir: err %v, output:\n%s", err, out)
 	}
 	// Same socket, other state dir: refused.
-	out, err = runDaemonBriefly(d.socket, t.TempDir())
-	if err == nil || !strings.Contains(out, "socket "+d.socket+" is in use") {
+	out, err = runDaemonBriefly(t, d.Socket(), t.TempDir())
+	if err == nil || !strings.Contains(out, "socket "+d.Socket()+" is in use") {
 		t.Fatalf("second daemon on the same socket: err %v, output:\n%s", err, out)
 	}
 	d.mustCrictl("version") // the first one is unharmed
 
 	// kill -9 leaves the socket file; the next start replaces it.
-	d.kill9()
-	if _, err := os.Stat(d.socket); err != nil {
+	d.Kill()
+	if _, err := os.Stat(d.Socket()); err != nil {
 		t.Fatalf("expected a stale socket after kill -9: %v", err)
 	}
-	if err := d.start(nil); err != nil {
+	if err := d.Start(); err != nil {
 		t.Fatal(err)
 	}
-	st, err := os.Stat(d.socket)
+	st, err := os.Stat(d.Socket())
 	if err != nil || st.Mode().Perm() != 0o660 {
 		t.Fatalf("socket mode = %v, %v; want 0660", st.Mode(), err)
 	}
 }
 
-// runDaemonBriefly starts a second vmpod that is expected to refuse to run.
-func runDaemonBriefly(socket, stateDir string) (string, error) {
-	cmd := execCommandTimeout(20*time.Second, vmpodBin, "serve", "--config", "/dev/null", "--socket", socket, "--state-dir", stateDir)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+// runDaemonBriefly starts a second vmpod that is expected to refuse to run
+// and returns its output.
+func runDaemonBriefly(t *testing.T, socket, stateDir string) (string, error) {
+	d := testdaemon.New(testdaemon.Options{Bin: vmpodBin, Dir: t.TempDir(), Socket: socket, StateDir: stateDir, StartTimeout: 20 * time.Second})
+	err := d.Start()
+	d.Stop()
+	return d.Log(), err
 }

@@ -105,7 +105,7 @@ func TestPodNetwork(t *testing.T) {
 			}
 			t.Logf("%s %s %s: %s", v.name, v.podID[:12], v.ip, out)
 		}
-		for _, l := range strings.Split(e.log(), "\n") {
+		for _, l := range strings.Split(e.Log(), "\n") {
 			if strings.Contains(l, "DHCP") && !strings.Contains(l, "level=DEBUG") {
 				t.Log(l)
 			}
@@ -177,18 +177,18 @@ func TestPodNetwork(t *testing.T) {
 	if _, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/", closed)); err == nil {
 		t.Fatal("GET through a port-forward to a closed guest port succeeded")
 	}
-	if !strings.Contains(e.log(), "connect to the guest at "+a.ip+":8081") {
+	if !strings.Contains(e.Log(), "connect to the guest at "+a.ip+":8081") {
 		t.Fatalf("vmpod did not report the refused port-forward; crictl said: %s", pf2Out.String())
 	}
 
 	// The DHCP servers are per VM, in the pod netns: the daemon holds
 	// sockets in other network namespaces while VMs run.
-	if got := foreignNetnsSockets(t, e.cmd.Process.Pid); got < n {
+	if got := foreignNetnsSockets(t, e.Pid()); got < n {
 		t.Fatalf("vmpod holds %d sockets in pod network namespaces, want at least %d (one DHCP server per VM)", got, n)
 	}
 	// A vmpod killed and restarted answers a renewing guest again.
-	e.kill9()
-	if err := e.start(nil); err != nil {
+	e.Kill()
+	if err := e.Start(); err != nil {
 		t.Fatal(err)
 	}
 	leases := func() int {
@@ -215,7 +215,7 @@ func TestPodNetwork(t *testing.T) {
 	if left := networkLeftovers(t, ids...); len(left) > 0 {
 		t.Fatalf("left after removing the pods: %v", left)
 	}
-	if got := foreignNetnsSockets(t, e.cmd.Process.Pid); got != 0 {
+	if got := foreignNetnsSockets(t, e.Pid()); got != 0 {
 		t.Fatalf("vmpod still holds %d sockets in other network namespaces (DHCP servers)", got)
 	}
 }
@@ -248,11 +248,11 @@ func TestPodNetworkSurvivesKillMidRunp(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for len(ipReservations(t)) == reservedBefore {
 		if time.Now().After(deadline) {
-			t.Fatalf("no IP reserved within 30 s\n%s", d.log())
+			t.Fatalf("no IP reserved within 30 s\n%s", d.Log())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	d.kill9()
+	d.Kill()
 	runp.Wait()
 	netnsAfter, _ := filepath.Glob("/run/netns/vmpod-*")
 	var id string
@@ -265,17 +265,17 @@ func TestPodNetworkSurvivesKillMidRunp(t *testing.T) {
 		t.Fatal("no new pod netns existed at the kill: the test did not kill mid-runp")
 	}
 	time.Sleep(6 * time.Second) // let the orphaned plugin finish
-	if err := d.start(env); err != nil {
+	if err := d.Start(); err != nil {
 		t.Fatal(err)
 	}
 	if out := d.mustCrictl("pods", "-q"); strings.TrimSpace(out) != "" {
 		t.Fatalf("pods after recovery: %s", out)
 	}
 	if left := networkLeftovers(t, id); len(left) > 0 {
-		t.Fatalf("left after kill -9 mid-runp and restart: %v\n%s", left, d.log())
+		t.Fatalf("left after kill -9 mid-runp and restart: %v\n%s", left, d.Log())
 	}
-	if !strings.Contains(d.log(), "cleaning up a pod sandbox vmpod stopped while creating") {
-		t.Fatalf("recovery did not report the cleanup:\n%s", d.log())
+	if !strings.Contains(d.Log(), "cleaning up a pod sandbox vmpod stopped while creating") {
+		t.Fatalf("recovery did not report the cleanup:\n%s", d.Log())
 	}
 }
 
@@ -314,7 +314,7 @@ func TestPodNetworkErrors(t *testing.T) {
 	if errOut := d.failCrictl("runp", f.pod); !strings.Contains(errOut, "no CNI network config in "+empty) {
 		t.Fatalf("runp without CNI config: %s", errOut)
 	}
-	d.stop()
+	d.mustStop()
 
 	// A config whose IPAM range is broken: CNI ADD fails in the plugin.
 	broken := t.TempDir()

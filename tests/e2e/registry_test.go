@@ -104,7 +104,7 @@ func TestContainerDiskFromRegistry(t *testing.T) {
 	if n := len(strings.Fields(d.mustCrictl("images", "-q"))); n != 1 {
 		t.Fatalf("%d images after pulls by tag and digest, want 1", n)
 	}
-	blobs, _ := os.ReadDir(filepath.Join(d.stateDir, "images", "sha256"))
+	blobs, _ := os.ReadDir(filepath.Join(d.StateDir(), "images", "sha256"))
 	if len(blobs) != 1 || "sha256:"+blobs[0].Name() != fileDigest(t, guest) {
 		t.Fatalf("stored disk files %v, want the guest's digest", blobs)
 	}
@@ -133,7 +133,7 @@ func TestContainerDiskFromRegistry(t *testing.T) {
 	if out := d.mustCrictl("images", "-q"); strings.TrimSpace(out) != "" {
 		t.Fatalf("images left: %q", out)
 	}
-	if blobs, _ := os.ReadDir(filepath.Join(d.stateDir, "images", "sha256")); len(blobs) != 0 {
+	if blobs, _ := os.ReadDir(filepath.Join(d.StateDir(), "images", "sha256")); len(blobs) != 0 {
 		t.Fatalf("disk files left: %v", blobs)
 	}
 }
@@ -157,10 +157,10 @@ func TestContainerDiskWithCredentials(t *testing.T) {
 		t.Fatal("no image after an authenticated pull")
 	}
 	// Credentials never reach the log or the metadata store.
-	if strings.Contains(d.log(), "s3cret") {
+	if strings.Contains(d.Log(), "s3cret") {
 		t.Error("the password is in vmpod's log")
 	}
-	if b, _ := os.ReadFile(filepath.Join(d.stateDir, "metadata.db")); strings.Contains(string(b), "s3cret") {
+	if b, _ := os.ReadFile(filepath.Join(d.StateDir(), "metadata.db")); strings.Contains(string(b), "s3cret") {
 		t.Error("the password is in the metadata store")
 	}
 }

@@ -1,23 +1,21 @@
 package k8se2e
 
 import (
-	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vmpod/vmpod/internal/testdaemon"
 )
 
 // The node's pod network: Debian's bridge + host-local + portmap plugins on
@@ -34,14 +32,6 @@ const (
 	token     = "vmpod-k8s-e2e-token"
 	cgroupTop = "vmpod-k8s-e2e" // the kubelet's cgroupRoot
 )
-
-// proc is one process the test started.
-type proc struct {
-	name    string
-	cmd     *exec.Cmd
-	logPath string
-	exited  chan struct{}
-}
 
 // cluster is everything one test run starts: etcd, kube-apiserver,
 // containerd, vmpod, the router and the kubelet, on 127.0.0.1 and unix
@@ -61,34 +51,11 @@ type cluster struct {
 	apiPort, kubeletPort           int
 
 	procs map[string]*proc
+	vmpod *testdaemon.Daemon
 
 	sysctls map[string]string // as they were before the kubelet changed them
 	made    []string          // hostDirs that did not exist before the test
 }
-
-// hostDirs are the host paths that the kubelet and containerd use whatever
-// their configuration says: the kubelet's device plugin socket, libcni's
-// cache (containerd's CNI), the shims' sockets and runc's state. The test
-// removes those it made, deepest first, when they are empty again.
-var hostDirs = []string{"/var/lib/kubelet/device-plugins", "/var/lib/kubelet",
-	"/var/lib/cni/results", "/var/lib/cni",
-	"/run/containerd/s", "/run/containerd/runc/k8s.io", "/run/containerd/runc", "/run/containerd"}
-
-// noteHostDirs records which hostDirs do not exist yet.
-func (c *cluster) noteHostDirs() {
-	for _, d := range hostDirs {
-		if _, err := os.Stat(d); err != nil {
-			c.made = append(c.made, d)
-		}
-	}
-}
-
-// kubeletSysctls are the kernel settings the kubelet sets at start-up
-// (setupKernelTunables: protectKernelDefaults false makes it change them,
-// true makes it refuse to start when they differ). The test puts back what
-// was there.
-var kubeletSysctls = []string{"vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
-	"kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes"}
 
 func newCluster(t *testing.T, bin, vmpodBin, guest string) *cluster {
 	dir, err := os.MkdirTemp("", "vk8s-")
@@ -121,112 +88,6 @@ func (c *cluster) write(path, content string) {
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		c.t.Fatal(err)
 	}
-}
-
-// start runs a process with its output in <dir>/logs/<name>.log.
-func (c *cluster) start(name string, env []string, argv ...string) *proc {
-	c.t.Helper()
-	os.MkdirAll(c.path("logs"), 0o755)
-	p := &proc{name: name, logPath: c.path("logs", name+".log"), exited: make(chan struct{})}
-	logf, err := os.Create(p.logPath)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	p.cmd = exec.Command(argv[0], argv[1:]...)
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	if err := p.cmd.Start(); err != nil {
-		c.t.Fatalf("start %s: %v", name, err)
-	}
-	go func() { p.cmd.Wait(); logf.Close(); close(p.exited) }()
-	c.procs[name] = p
-	return p
-}
-
-// stop ends a process with SIGTERM (SIGKILL after the grace period).
-func (c *cluster) stop(name string, grace time.Duration) {
-	p := c.procs[name]
-	if p == nil {
-		return
-	}
-	delete(c.procs, name)
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(grace):
-		c.t.Logf("%s did not stop within %v of SIGTERM; killing it", name, grace)
-		p.cmd.Process.Kill()
-		<-p.exited
-	}
-}
-
-func (c *cluster) log(name string) string {
-	b, _ := os.ReadFile(c.path("logs", name+".log"))
-	return string(b)
-}
-
-// waitFor polls ok until it returns nil, failing with its last error and
-// the tail of the named process's log.
-func (c *cluster) waitFor(what, logName string, timeout time.Duration, ok func() error) {
-	c.t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if p := c.procs[logName]; p != nil {
-			select {
-			case <-p.exited:
-				c.t.Fatalf("%s exited while waiting for %s:\n%s", logName, what, tail(c.log(logName), 40))
-			default:
-			}
-		}
-		if err = ok(); err == nil {
-			return
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	c.t.Fatalf("%s: not within %v: %v\n%s log:\n%s", what, timeout, err, logName, tail(c.log(logName), 40))
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// freePort returns a TCP port on 127.0.0.1 that nothing listens on now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// run runs a command and returns its standard output; the error carries
-// both outputs.
-func run(timeout time.Duration, name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("%s %s: %v\n%s%s", name, strings.Join(args, " "), err, stdout.String(), stderr.String())
-	}
-	return stdout.String(), nil
-}
-
-func (c *cluster) mustRun(name string, args ...string) string {
-	c.t.Helper()
-	out, err := run(2*time.Minute, name, args...)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return out
 }
 
 // setupNetwork makes the bridge with the gateway address and writes the
@@ -401,14 +262,14 @@ func (c *cluster) crictl(sock string, args ...string) (string, error) {
 func (c *cluster) startVMPod() {
 	c.t.Helper()
 	os.MkdirAll(c.translations, 0o755)
-	c.start("vmpod", []string{"VMPOD_IMAGE_TRANSLATIONS_DIR=" + c.translations,
-		"VMPOD_ACCELERATOR=tcg", "VMPOD_TCG_TB_CACHE_MIB=256", "VMPOD_CNI_CONF_DIR=" + c.cniConf},
-		c.vmpodBin, "serve", "--config", "/dev/null", "--socket", c.vmpodSock,
-		"--state-dir", c.path("vmpod-state"), "--log-level", "debug")
-	c.waitFor("vmpod", "vmpod", time.Minute, func() error {
-		_, err := c.crictl(c.vmpodSock, "version")
-		return err
-	})
+	c.vmpod = testdaemon.New(testdaemon.Options{Bin: c.vmpodBin, Socket: c.vmpodSock,
+		StateDir: c.path("vmpod-state"), LogPath: c.path("logs", "vmpod.log"), LogLevel: "debug",
+		Env: []string{"VMPOD_IMAGE_TRANSLATIONS_DIR=" + c.translations,
+			"VMPOD_ACCELERATOR=tcg", "VMPOD_TCG_TB_CACHE_MIB=256", "VMPOD_CNI_CONF_DIR=" + c.cniConf},
+		StartTimeout: time.Minute, StopTimeout: time.Minute})
+	if err := c.vmpod.Start(); err != nil {
+		c.t.Fatalf("vmpod: %v", err)
+	}
 	c.start("router", nil, c.vmpodBin, "router", "--socket", c.routerSock,
 		"--primary-endpoint", "unix://"+c.containerdSock, "--vmpod-endpoint", "unix://"+c.vmpodSock,
 		"--vmpod-handlers", "vmpod", "--image-translations-dir", c.translations, "--log-level", "debug")
@@ -498,7 +359,12 @@ func (c *cluster) teardown() {
 		}
 	}
 	c.stop("router", 10*time.Second)
-	c.stop("vmpod", time.Minute)
+	if c.vmpod != nil {
+		if err := c.vmpod.Stop(); err != nil {
+			c.t.Logf("%v", err)
+		}
+		c.vmpod = nil
+	}
 	// containerd's shims outlive it on purpose; the ones of this run name
 	// its socket on their command line.
 	shims := c.shimPIDs()
@@ -523,60 +389,5 @@ func (c *cluster) teardown() {
 		os.RemoveAll(c.dir)
 	} else {
 		c.t.Logf("kept %s", c.dir)
-	}
-}
-
-// shimPIDs lists the containerd-shim processes started for this run's
-// containerd.
-func (c *cluster) shimPIDs() []int {
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		var pid int
-		if _, err := fmt.Sscan(e.Name(), &pid); err != nil {
-			continue
-		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(b), "\x00")
-		if strings.Contains(args[0], "containerd-shim") && bytes.Contains(b, []byte(c.containerdSock)) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
-
-// mountsUnder lists mount points under the test's dir, deepest first.
-func (c *cluster) mountsUnder() []string {
-	b, _ := os.ReadFile("/proc/self/mounts")
-	var ms []string
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) > 1 && strings.HasPrefix(f[1], c.dir+"/") {
-			ms = append(ms, f[1])
-		}
-	}
-	sort.Slice(ms, func(i, j int) bool { return len(ms[i]) > len(ms[j]) })
-	return ms
-}
-
-// removeCgroups removes the kubelet's cgroup tree (empty once its pods are
-// gone) in every v1 hierarchy and the unified one.
-func removeCgroups(top string) {
-	roots, _ := filepath.Glob("/sys/fs/cgroup/*")
-	for _, root := range roots {
-		dir := filepath.Join(root, top)
-		var dirs []string
-		filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				dirs = append(dirs, p)
-			}
-			return nil
-		})
-		for i := len(dirs) - 1; i >= 0; i-- {
-			os.Remove(dirs[i])
-		}
 	}
 }

@@ -23,10 +23,7 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
-	"sigs.k8s.io/yaml"
+	"github.com/vmpod/vmpod/internal/testdaemon"
 )
 
 var (
@@ -54,11 +51,8 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	vmpodBin = filepath.Join(dir, "vmpod")
-	build := exec.Command("go", "build", "-o", vmpodBin, "github.com/vmpod/vmpod/cmd/vmpod")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Println("k8s e2e: build vmpod:", err)
+	if vmpodBin, err = testdaemon.Build(dir); err != nil {
+		fmt.Println("k8s e2e:", err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -219,112 +213,6 @@ func TestKubelet(t *testing.T) {
 	t.Logf("total %.1fs", time.Since(total).Seconds())
 }
 
-// vmPodManifest is examples/vm-readiness-probe.yaml adapted to this node:
-// nodeName set (no scheduler runs), the test guest's image, no service
-// account token (no controller manager creates one).
-func (c *cluster) vmPodManifest() string {
-	c.t.Helper()
-	b, err := os.ReadFile(filepath.Join(repo, "examples/vm-readiness-probe.yaml"))
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	var pod corev1.Pod
-	if err := yaml.UnmarshalStrict(b, &pod); err != nil {
-		c.t.Fatal(err)
-	}
-	if pod.Name != vmPod || pod.Spec.RuntimeClassName == nil || *pod.Spec.RuntimeClassName != "vmpod" {
-		c.t.Fatalf("examples/vm-readiness-probe.yaml: pod %q with runtimeClassName %v, want %s with vmpod", pod.Name, pod.Spec.RuntimeClassName, vmPod)
-	}
-	pod.Namespace = "default"
-	pod.Spec.NodeName = nodeName
-	pod.Spec.Containers[0].Image = vmImage
-	no := false
-	pod.Spec.AutomountServiceAccountToken = &no
-	return c.manifest(vmPod, pod)
-}
-
-// ctrPodManifest is an ordinary pod (no RuntimeClass) on the same node.
-func (c *cluster) ctrPodManifest() string {
-	no := false
-	pod := corev1.Pod{
-		TypeMeta:   metaType(),
-		ObjectMeta: objectMeta(ctrPod),
-		Spec: corev1.PodSpec{
-			NodeName:                     nodeName,
-			AutomountServiceAccountToken: &no,
-			Containers: []corev1.Container{{
-				Name: "hello", Image: helloImage, ImagePullPolicy: corev1.PullNever,
-				Ports: []corev1.ContainerPort{{ContainerPort: 8080}},
-				ReadinessProbe: &corev1.Probe{
-					ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intOrString(8080)}},
-					PeriodSeconds: 2,
-				},
-			}},
-		},
-	}
-	pod.Spec.Hostname = ctrPod
-	return c.manifest(ctrPod, pod)
-}
-
-func (c *cluster) manifest(name string, pod corev1.Pod) string {
-	c.t.Helper()
-	b, err := json.MarshalIndent(pod, "", "  ")
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	p := c.path(name + ".json")
-	c.write(p, string(b))
-	return p
-}
-
-func podRunning(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning }
-
-func podReady(p *corev1.Pod) bool {
-	for _, cond := range p.Status.Conditions {
-		if cond.Type == corev1.PodReady {
-			return cond.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
-// waitPod polls the pod until ok holds and returns it.
-func (c *cluster) waitPod(name string, timeout time.Duration, ok func(*corev1.Pod) bool) *corev1.Pod {
-	c.t.Helper()
-	var pod corev1.Pod
-	c.waitFor("pod "+name, "kubelet", timeout, func() error {
-		out, err := c.kubectl(30*time.Second, "get", "pod", name, "-o", "json")
-		if err != nil {
-			return err
-		}
-		pod = corev1.Pod{}
-		if err := json.Unmarshal([]byte(out), &pod); err != nil {
-			return err
-		}
-		if !ok(&pod) {
-			st, _ := json.Marshal(pod.Status)
-			return fmt.Errorf("status %s", st)
-		}
-		return nil
-	})
-	return &pod
-}
-
-// waitKubectlLogs polls kubectl logs until the output contains want.
-func (c *cluster) waitKubectlLogs(pod, want string, timeout time.Duration) {
-	c.t.Helper()
-	c.waitFor("kubectl logs "+pod+": "+want, "vmpod", timeout, func() error {
-		out, err := c.kubectl(30*time.Second, "logs", pod)
-		if err != nil {
-			return err
-		}
-		if !strings.Contains(out, want) {
-			return fmt.Errorf("no %q in:\n%s", want, tail(out, 15))
-		}
-		return nil
-	})
-}
-
 var fortyTwo = regexp.MustCompile(`(^|[^0-9*(])42\s*$`)
 
 // attachEcho types a command on the VM's serial console through
@@ -340,14 +228,7 @@ func (c *cluster) attachEcho(pod string) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		c.t.Fatal(err)
-	}
+	out := c.startMerged(cmd)
 	defer func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() }()
 	lines := make(chan string, 1000)
 	go func() {
@@ -390,14 +271,7 @@ func (c *cluster) portForward(pod, want string) {
 	c.t.Helper()
 	local := freePort(c.t)
 	cmd := c.kubectlCmd("port-forward", "--address", "127.0.0.1", "pod/"+pod, fmt.Sprintf("%d:8080", local))
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		c.t.Fatal(err)
-	}
+	out := c.startMerged(cmd)
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	sc := bufio.NewScanner(out)
 	var seen strings.Builder
@@ -407,6 +281,7 @@ func (c *cluster) portForward(pod, want string) {
 	go io.Copy(io.Discard, out)
 	var body string
 	c.waitFor("GET through kubectl port-forward", "vmpod", time.Minute, func() error {
+		var err error
 		body, err = httpGet(fmt.Sprintf("http://127.0.0.1:%d/", local))
 		if err != nil {
 			return fmt.Errorf("%v (kubectl: %s)", err, seen.String())
@@ -519,11 +394,3 @@ func (c *cluster) leftovers(vmSandbox, vmCtr, ctrSandbox, ctrNetns string) []str
 	}
 	return left
 }
-
-func metaType() metav1.TypeMeta { return metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"} }
-
-func objectMeta(name string) metav1.ObjectMeta {
-	return metav1.ObjectMeta{Name: name, Namespace: "default", Labels: map[string]string{"app": name}}
-}
-
-func intOrString(port int) intstr.IntOrString { return intstr.FromInt32(int32(port)) }

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -66,7 +65,7 @@ func PullGuest(v *Vmpod, guest string) (*Guest, error) {
 	if err := os.WriteFile(filepath.Join(v.Dir, "images.d", "guest.toml"), []byte(rule), 0o644); err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient("unix://"+v.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("unix://"+v.Socket(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, err
 	}
@@ -89,12 +88,4 @@ func PullGuest(v *Vmpod, guest string) (*Guest, error) {
 func (g *Guest) Close() {
 	g.conn.Close()
 	g.srv.Close()
-}
-
-// Percentile returns the p-th percentile (0-100) of ds, nearest rank.
-func Percentile(ds []time.Duration, p int) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := (len(s)*p + 99) / 100
-	return s[max(0, min(len(s)-1, i-1))]
 }

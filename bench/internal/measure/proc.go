@@ -1,0 +1,74 @@
+package measure
+
+import (
+	"fmt"
+	"os"
+	"strings"
+)
+
+// Proc is what the benchmarks read of a process: its resident memory now
+// and at its peak (KiB), its threads and its open file descriptors.
+type Proc struct {
+	RSS, HWM, Threads, FDs int
+}
+
+// ReadProc reads VmRSS, VmHWM and Threads from /proc/PID/status and counts
+// /proc/PID/fd.
+func ReadProc(pid int) (Proc, error) {
+	var ps Proc
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return ps, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		switch f[0] {
+		case "VmRSS:":
+			fmt.Sscan(f[1], &ps.RSS)
+		case "VmHWM:":
+			fmt.Sscan(f[1], &ps.HWM)
+		case "Threads:":
+			fmt.Sscan(f[1], &ps.Threads)
+		}
+	}
+	if es, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid)); err == nil {
+		ps.FDs = len(es)
+	}
+	return ps, nil
+}
+
+// SmapsRollup returns the fields of /proc/PID/smaps_rollup in KiB (Rss,
+// Pss, Pss_Anon, Pss_File, ...).
+func SmapsRollup(pid int) (map[string]int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]int{}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 3 && f[2] == "kB" {
+			var v int
+			fmt.Sscan(f[1], &v)
+			m[strings.TrimSuffix(f[0], ":")] = v
+		}
+	}
+	return m, nil
+}
+
+// LoadAvg returns the 1, 5 and 15-minute load averages, "?" when
+// unreadable.
+func LoadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
