@@ -30,7 +30,7 @@ func (s *Service) GetContainerEvents(req *runtimeapi.GetEventsRequest, stream gr
 			select {
 			case <-stop:
 				return
-			case ev := <-sub.Events():
+			case ev := <-sub.C():
 				if err := stream.Send(containerEvent(ev)); err != nil {
 					sendErr <- err
 					return

@@ -24,8 +24,6 @@ import (
 const (
 	// truncationNote ends output that was cut (guest.TruncationNote).
 	truncationNote = "\n[vmpod: output truncated]\n"
-	// heartbeatInterval is how often a streaming exec probes its client.
-	heartbeatInterval = 2 * time.Second
 	// execPorts is how many TTY exec channels a VM has.
 	execPorts = 4
 )

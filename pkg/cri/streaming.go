@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sync"
+	"time"
 
 	"k8s.io/cri-streaming/pkg/streaming"
 	remotecommandserver "k8s.io/cri-streaming/pkg/streaming/remotecommand"
@@ -48,17 +50,32 @@ func (s *Service) AttachConsole(ctx context.Context, containerID string, in io.R
 }
 
 // ExecStream runs cmd in a container's guest for a streaming client
-// (lifecycle.Controller.Exec). A non-zero exit is a utilexec.CodeExitError,
-// returned as is: the streaming server checks for it by type assertion and
-// hands the code to the client.
+// (lifecycle.Controller.Exec). The streaming server gives no sign that a
+// client went away but a failing write, so an empty frame (which clients
+// read as no data) is written every heartbeatInterval; when that fails,
+// the exec ends with lifecycle.ErrClientGone and the guest process is
+// killed. A non-zero exit is a utilexec.CodeExitError, returned as is: the
+// streaming server checks for it by type assertion and hands the code to
+// the client.
 func (s *Service) ExecStream(ctx context.Context, containerID string, cmd []string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommandserver.TerminalSize) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	streams := lifecycle.ExecStreams{In: in, TTY: tty}
-	// A stream the client did not ask for is a nil interface, not a typed nil.
+	// A stream the client did not ask for stays a nil interface.
+	var beat *clientWriter
 	if out != nil {
-		streams.Out = out
+		w := &clientWriter{w: out}
+		streams.Out, beat = w, w
 	}
 	if errw != nil {
-		streams.Err = errw
+		w := &clientWriter{w: errw}
+		streams.Err = w
+		if beat == nil {
+			beat = w
+		}
+	}
+	if beat != nil {
+		go beat.heartbeat(ctx, cancel)
 	}
 	if resize != nil {
 		sizes := make(chan lifecycle.TerminalSize)
@@ -105,4 +122,39 @@ func (s *Service) StartStreaming(addr string) (stop func(), err error) {
 	s.SetStreamServer(srv)
 	s.log.Info("streaming server listening", "address", lis.Addr().String())
 	return func() { hs.Close() }, nil
+}
+
+// heartbeatInterval is how often a streaming exec writes an empty frame to
+// its client to notice that it went away.
+const heartbeatInterval = 2 * time.Second
+
+// clientWriter serialises writes to one of the client's streams (the
+// output copier and the heartbeat share it).
+type clientWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (c *clientWriter) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.w.Write(p)
+}
+
+// heartbeat writes an empty frame every heartbeatInterval until ctx ends,
+// and cancels ctx with lifecycle.ErrClientGone when that fails.
+func (c *clientWriter) heartbeat(ctx context.Context, cancel context.CancelCauseFunc) {
+	t := time.NewTicker(heartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := c.Write(nil); err != nil {
+				cancel(fmt.Errorf("%w: %v", lifecycle.ErrClientGone, err))
+				return
+			}
+		}
+	}
 }

@@ -93,3 +93,33 @@ func ReadStdin(in io.Reader) ([]byte, error) {
 	}
 	return input, nil
 }
+
+// RunPiped runs argv for a streaming client: in (nil: no stdin) is read
+// whole first (ReadStdin) and given as the process's stdin, and its
+// stdout and stderr go to out and errw (nil drops) once it ended (qemu-ga
+// hands out captured output only then). It returns the exit code; when
+// ctx ends first the process is killed and the error wraps ErrKilled.
+func (a *Agent) RunPiped(ctx context.Context, argv []string, in io.Reader, out, errw io.Writer) (int, error) {
+	var input []byte
+	if in != nil {
+		var err error
+		if input, err = ReadStdin(in); err != nil {
+			return 0, err
+		}
+	}
+	res, err := a.RunCaptured(ctx, argv, input, StreamPoll, 0)
+	if err != nil {
+		return 0, err
+	}
+	for _, w := range []struct {
+		to   io.Writer
+		data []byte
+	}{{out, res.Stdout}, {errw, res.Stderr}} {
+		if w.to != nil && len(w.data) > 0 {
+			if _, err := w.to.Write(w.data); err != nil {
+				return 0, fmt.Errorf("write exec output to the client: %w", err)
+			}
+		}
+	}
+	return res.Code, nil
+}

@@ -2,17 +2,13 @@ package lifecycle
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
-	"strconv"
-	"sync"
-	"time"
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vmpod/vmpod/pkg/cni"
 	"github.com/vmpod/vmpod/pkg/logging"
 )
 
@@ -60,9 +56,6 @@ type consoleWriter struct{ con ConsoleHandle }
 
 func (w consoleWriter) Write(p []byte) (int, error) { return w.con.Write(p) }
 
-// portForwardDialTimeout bounds the connect to the guest.
-const portForwardDialTimeout = 10 * time.Second
-
 // CheckPortForward says whether ports of the sandbox can be forwarded now.
 func (c *Controller) CheckPortForward(sandboxID string) error {
 	sb, err := c.reg.sandbox(sandboxID)
@@ -87,44 +80,21 @@ func forwardTarget(rec SandboxRecord) (netip.Addr, error) {
 }
 
 // PortForward splices a port-forward stream with a TCP connection to the
-// guest at the pod IP. It dials from the host's network namespace: the
-// pod's netns holds no address (the guest owns the pod IP), and the host
-// reaches the pod IP through the CNI bridge like any pod. It returns when
-// either side is done.
+// guest at the pod IP (cni.Forward) until either side is done.
 func (c *Controller) PortForward(ctx context.Context, sandboxID string, port int32, stream io.ReadWriteCloser) error {
-	defer stream.Close()
 	sb, err := c.reg.sandbox(sandboxID)
 	if err != nil {
+		stream.Close()
 		return err
 	}
 	ip, err := forwardTarget(sb.Get())
 	if err != nil {
+		stream.Close()
 		return err
 	}
-	addr := net.JoinHostPort(ip.String(), strconv.Itoa(int(port)))
-	d := net.Dialer{Timeout: portForwardDialTimeout}
-	conn, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return fmt.Errorf("port-forward to pod sandbox %s: connect to the guest at %s: %w (is anything listening on port %d in the guest?)", sandboxID, addr, err, port)
-	}
-	defer conn.Close()
-	logging.From(ctx).Debug("port-forward connected", logging.KeySandboxID, sandboxID, "address", addr)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		io.Copy(conn, stream)
-		// The client finished sending: half-close so the guest sees EOF.
-		if tc, ok := conn.(*net.TCPConn); ok {
-			tc.CloseWrite()
-		}
-	}()
-	_, err = io.Copy(stream, conn)
-	stream.Close()
-	conn.Close()
-	wg.Wait()
-	if err != nil && !errors.Is(err, net.ErrClosed) {
-		return fmt.Errorf("port-forward to %s: %w", addr, err)
+	logging.From(ctx).Debug("port-forward", logging.KeySandboxID, sandboxID, "ip", ip.String(), "port", port)
+	if err := cni.Forward(ctx, ip, port, stream); err != nil {
+		return fmt.Errorf("port-forward to pod sandbox %s: %w", sandboxID, err)
 	}
 	return nil
 }

@@ -12,9 +12,11 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/vmpod/vmpod/pkg/cloudinit"
-	"github.com/vmpod/vmpod/pkg/libvirttools"
 	"github.com/vmpod/vmpod/pkg/logging"
 	"github.com/vmpod/vmpod/pkg/podspec"
+	"github.com/vmpod/vmpod/pkg/rollback"
+	"github.com/vmpod/vmpod/pkg/vm"
+	"github.com/vmpod/vmpod/pkg/volumes"
 )
 
 // CreateContainer defines the pod's VM: a qcow2 overlay over the pulled
@@ -42,7 +44,7 @@ func (c *Controller) CreateContainer(ctx context.Context, sandboxID string, cfg 
 		return "", err
 	}
 	name := containerName(cfg.GetMetadata(), sb.config.GetMetadata())
-	return c.pending.run(ctx, name, func(ctx context.Context) (string, error) {
+	return c.pending.Run(ctx, name, func(ctx context.Context) (string, error) {
 		return c.createContainer(ctx, sb, name, cfg, opts)
 	})
 }
@@ -81,13 +83,13 @@ func (c *Controller) createContainer(ctx context.Context, sb *sandbox, name stri
 	if err != nil {
 		return "", err
 	}
-	vm, err := podspec.ResolveShape(h, c.cfg.DefaultMemoryMiB, opts.VM, cfg.GetLinux().GetResources(), sb.config.GetLinux().GetCgroupParent(), img.VirtualSize)
+	shape, err := podspec.ResolveShape(h, c.cfg.DefaultMemoryMiB, opts.VM, cfg.GetLinux().GetResources(), sb.config.GetLinux().GetCgroupParent(), img.VirtualSize)
 	if err != nil {
 		return "", err
 	}
 	// Everything that can be refused is worked out before anything is
 	// created: mounts, devices and the cloud-init seed.
-	mounts, err := resolveMounts(cfg, c.cfg.SharedDirType)
+	mounts, err := volumes.Resolve(cfg, c.cfg.SharedDirType)
 	if err != nil {
 		return "", err
 	}
@@ -98,12 +100,12 @@ func (c *Controller) createContainer(ctx context.Context, sb *sandbox, name stri
 
 	id := newID()
 	log := logging.From(ctx).With(logging.KeyContainerID, id, logging.KeySandboxID, sbRec.ID, logging.KeyDomain, DomainName(id))
-	var undo rollback
-	defer func() { undo.run(ctx, log, retErr) }()
+	var undo rollback.Steps
+	defer func() { undo.Run(ctx, log, retErr) }()
 	if err := c.reg.reserve(name, id); err != nil {
 		return "", fmt.Errorf("container %s: %w", name, err)
 	}
-	undo.add("the name "+name, func(context.Context) error { c.reg.release(name, id); return nil })
+	undo.Add("the name "+name, func(context.Context) error { c.reg.release(name, id); return nil })
 	raw, err := encodeContainerConfig(cfg)
 	if err != nil {
 		return "", err
@@ -116,12 +118,12 @@ func (c *Controller) createContainer(ctx context.Context, sb *sandbox, name stri
 	if cfg.GetLogPath() != "" {
 		logPath = filepath.Join(sb.config.GetLogDirectory(), cfg.GetLogPath())
 	}
-	dir := filepath.Join(c.ContainersDir(), id)
+	layout := vm.Layout{Dir: filepath.Join(c.ContainersDir(), id), RunDir: filepath.Join(c.RunDir(), id[:16])}
 	rec := ContainerRecord{
 		ID: id, SandboxID: sbRec.ID, Name: name, State: ContainerCreating,
 		ImageName: cfg.GetImage().GetImage(), ImageRef: img.ID, ImageDisk: img.Disk(), LogPath: logPath,
-		Domain: DomainName(id), Dir: dir, RunDir: filepath.Join(c.RunDir(), id[:16]),
-		RootDisk: filepath.Join(dir, "root.qcow2"), CreatedAt: c.now().UnixNano(), Config: raw, VM: vm, Resources: resRaw,
+		Domain: DomainName(id), Dir: layout.Dir, RunDir: layout.RunDir,
+		RootDisk: layout.RootDisk(), CreatedAt: c.now().UnixNano(), Config: raw, VM: shape, Resources: resRaw,
 	}
 	ct := c.reg.newContainer(rec, cfg)
 	// The CREATING record goes first, so a crash at any later point leaves
@@ -130,28 +132,22 @@ func (c *Controller) createContainer(ctx context.Context, sb *sandbox, name stri
 		return "", fmt.Errorf("store container record: %w", err)
 	}
 	c.reg.addContainer(ct)
-	undo.add("container "+id, func(ctx context.Context) error { return c.dropFailedCreate(ctx, ct, retErr) })
+	undo.Add("container "+id, func(ctx context.Context) error { return c.dropFailedCreate(ctx, ct, retErr) })
 
-	for _, d := range []string{dir, rec.RunDir} {
+	for _, d := range []string{layout.Dir, layout.RunDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return "", fmt.Errorf("create container directory: %w", err)
 		}
 	}
-	if err := c.overlays.Create(ctx, rec.RootDisk, c.images.Path(img.ID), img.Format, vm.RootVolumeSize); err != nil {
+	if err := c.overlays.Create(ctx, rec.RootDisk, c.images.Path(img.ID), img.Format, shape.RootVolumeSize); err != nil {
 		return "", fmt.Errorf("create root disk for %s: %w", id, err)
 	}
 	seedStart := time.Now()
-	if err := cloudinit.WriteISO(ctx, seed, seedISO(dir)); err != nil {
+	if err := cloudinit.WriteISO(ctx, seed, layout.SeedISO()); err != nil {
 		return "", fmt.Errorf("write cloud-init seed for %s: %w", id, err)
 	}
 	log.Debug("cloud-init seed written", "label", seed.Label, "seconds", fmt.Sprintf("%.3f", time.Since(seedStart).Seconds()))
-	spec := c.domainSpec(rec, sbRec, sb.config)
-	spec.ExtraDisks = append(spec.ExtraDisks, libvirttools.Disk{
-		Path: seedISO(dir), Format: libvirttools.DiskFormatRaw, Device: libvirttools.DiskDeviceCDROM, ReadOnly: true,
-	})
-	spec.ExtraDisks = append(spec.ExtraDisks, mounts.disks...)
-	spec.Filesystems = mounts.fs
-	xml, err := libvirttools.DomainXML(spec)
+	xml, err := vm.Domain(c.vmSpec(rec, sbRec, sb.config, mounts))
 	if err != nil {
 		return "", fmt.Errorf("build domain for %s: %w", id, err)
 	}
@@ -162,7 +158,7 @@ func (c *Controller) createContainer(ctx context.Context, sb *sandbox, name stri
 	if _, err := ct.Update(func(r *ContainerRecord) error { r.State = ContainerCreated; return nil }); err != nil {
 		return "", fmt.Errorf("store container record: %w", err)
 	}
-	log.Info("container created", "image", img.ID, "vcpus", vm.VCPUs, "memory_bytes", vm.MemoryBytes, "domain_type", vm.DomainType)
+	log.Info("container created", "image", img.ID, "vcpus", shape.VCPUs, "memory_bytes", shape.MemoryBytes, "domain_type", shape.DomainType)
 	return id, nil
 }
 
@@ -172,10 +168,10 @@ func (c *Controller) createContainer(ctx context.Context, sb *sandbox, name stri
 // RemoveContainer retries the cleanup.
 func (c *Controller) dropFailedCreate(ctx context.Context, ct *container, cause error) error {
 	rec := ct.Get()
-	if err := c.destroyContainerResources(ctx, rec); err != nil {
+	if err := vm.Remove(ctx, c.libvirt, rec.Domain, rec.Layout()); err != nil {
 		_, serr := ct.Update(func(r *ContainerRecord) error {
 			r.State = ContainerExited
-			r.ExitCode, r.Reason = exitError, reasonError
+			r.ExitCode, r.Reason = vm.ExitError, vm.ReasonError
 			r.Message = fmt.Sprintf("creation failed (%v) and its cleanup failed (%v); remove the container to retry the cleanup", cause, err)
 			r.FinishedAt = c.now().UnixNano()
 			return nil
@@ -183,25 +179,4 @@ func (c *Controller) dropFailedCreate(ctx context.Context, ct *container, cause 
 		return errors.Join(fmt.Errorf("the container is kept as exited until it is removed: %w", err), serr)
 	}
 	return c.reg.removeContainer(ct)
-}
-
-// destroyContainerResources removes everything a container owns outside
-// the metadata store: the domain (stopped first), its disks and sockets.
-// Missing pieces are fine, so it finishes a half-done removal.
-func (c *Controller) destroyContainerResources(ctx context.Context, rec ContainerRecord) error {
-	if err := c.libvirt.Destroy(ctx, rec.Domain); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
-		return fmt.Errorf("destroy domain %s: %w", rec.Domain, err)
-	}
-	if err := c.libvirt.Undefine(ctx, rec.Domain); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
-		return fmt.Errorf("undefine domain %s: %w", rec.Domain, err)
-	}
-	for _, d := range []string{rec.Dir, rec.RunDir} {
-		if d == "" {
-			continue
-		}
-		if err := os.RemoveAll(d); err != nil {
-			return fmt.Errorf("remove %s: %w", d, err)
-		}
-	}
-	return nil
 }

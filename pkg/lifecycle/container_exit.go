@@ -9,45 +9,8 @@ import (
 
 	"github.com/vmpod/vmpod/pkg/libvirttools"
 	"github.com/vmpod/vmpod/pkg/logging"
+	"github.com/vmpod/vmpod/pkg/vm"
 )
-
-// Exit codes and reasons of a VM that stopped. A guest that powers itself
-// off (or honours StopContainer's ACPI shutdown) exits 0; being killed is
-// 137 as for a container killed by SIGKILL.
-const (
-	exitCompleted = 0
-	exitError     = 1
-	exitKilled    = 137
-	exitCrashed   = 139
-
-	reasonCompleted = "Completed"
-	reasonKilled    = "Killed"
-	reasonCrashed   = "Crashed"
-	reasonError     = "Error"
-)
-
-// exitStatus maps how a domain stopped to the container's exit code,
-// reason and message.
-func exitStatus(st libvirttools.DomainStatus, stopRequested bool) (int32, string, string) {
-	if st.State == libvirttools.DomainCrashed {
-		return exitCrashed, reasonCrashed, "the guest crashed"
-	}
-	switch st.Reason {
-	case libvirttools.ShutoffShutdown:
-		return exitCompleted, reasonCompleted, "the guest powered off"
-	case libvirttools.ShutoffDestroyed:
-		if stopRequested {
-			return exitKilled, reasonKilled, "the guest did not power off within the stop timeout and was destroyed"
-		}
-		return exitKilled, reasonKilled, "the domain was destroyed outside vmpod"
-	case libvirttools.ShutoffCrashed:
-		return exitCrashed, reasonCrashed, "QEMU or the guest crashed"
-	case libvirttools.ShutoffFailed:
-		return exitError, reasonError, "QEMU failed"
-	default:
-		return exitError, reasonError, "the domain stopped (libvirt reason: " + st.Reason.String() + ")"
-	}
-}
 
 // markExitedOpLocked records that a running container's VM stopped. ct.op
 // is held.
@@ -58,7 +21,7 @@ func (c *Controller) markExitedOpLocked(ctx context.Context, ct *container, st l
 	rec, err := ct.Update(func(r *ContainerRecord) error {
 		r.State = ContainerExited
 		r.FinishedAt = c.now().UnixNano()
-		r.ExitCode, r.Reason, r.Message = exitStatus(st, r.StopRequested)
+		r.ExitCode, r.Reason, r.Message = vm.ExitStatus(st, r.StopRequested)
 		return nil
 	})
 	if err != nil {

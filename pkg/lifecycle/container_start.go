@@ -3,13 +3,13 @@ package lifecycle
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"time"
 
 	"github.com/containerd/errdefs"
 
 	"github.com/vmpod/vmpod/pkg/cni"
 	"github.com/vmpod/vmpod/pkg/logging"
+	"github.com/vmpod/vmpod/pkg/rollback"
 )
 
 // consoleConnectTimeout bounds how long a start waits for vmpod's console
@@ -43,8 +43,8 @@ func (c *Controller) StartContainer(ctx context.Context, id string) (retErr erro
 		return fmt.Errorf("pod sandbox %s is %s; containers start only in a ready sandbox: %w", rec.SandboxID, sbRec.State, errdefs.ErrFailedPrecondition)
 	}
 	log := logging.From(ctx).With(logging.KeyContainerID, rec.ID, logging.KeyDomain, rec.Domain)
-	var undo rollback
-	defer func() { undo.run(ctx, log, retErr) }()
+	var undo rollback.Steps
+	defer func() { undo.Run(ctx, log, retErr) }()
 
 	att := sbRec.LiveNetwork()
 	if att != nil {
@@ -52,14 +52,14 @@ func (c *Controller) StartContainer(ctx context.Context, id string) (retErr erro
 		if err != nil {
 			return err
 		}
-		undo.add("the VM's taps and DHCP servers", rel)
+		undo.Add("the VM's taps and DHCP servers", rel)
 	}
 	begin := time.Now()
 	rel, err := c.startPaused(ctx, rec.Domain)
 	if err != nil {
 		return err
 	}
-	undo.add("domain "+rec.Domain, rel)
+	undo.Add("domain "+rec.Domain, rel)
 	if att != nil {
 		if err := c.net.PlugVM(att, guestNetworkInfo(sb.config)); err != nil {
 			return fmt.Errorf("plug the VM into the pod network: %w", err)
@@ -69,7 +69,7 @@ func (c *Controller) StartContainer(ctx context.Context, id string) (retErr erro
 	if err != nil {
 		return err
 	}
-	undo.add("the console reader", func(context.Context) error { return con.Close() })
+	undo.Add("the console reader", func(context.Context) error { return con.Close() })
 	select {
 	case <-connected(con):
 	case <-time.After(consoleConnectTimeout):
@@ -93,7 +93,7 @@ func (c *Controller) StartContainer(ctx context.Context, id string) (retErr erro
 
 // prepareTaps makes a boot's taps in the host netns; the release removes
 // them and the DHCP servers PlugVM started.
-func (c *Controller) prepareTaps(att *cni.Attachment) (release, error) {
+func (c *Controller) prepareTaps(att *cni.Attachment) (rollback.Release, error) {
 	unplug := func(context.Context) error { return c.net.UnplugVM(att) }
 	if err := c.net.PrepareVM(att); err != nil {
 		unplug(context.Background())
@@ -104,7 +104,7 @@ func (c *Controller) prepareTaps(att *cni.Attachment) (release, error) {
 
 // startPaused starts a defined domain with its vCPUs stopped; the release
 // destroys it.
-func (c *Controller) startPaused(ctx context.Context, domain string) (release, error) {
+func (c *Controller) startPaused(ctx context.Context, domain string) (rollback.Release, error) {
 	if err := c.libvirt.Start(ctx, domain, true); err != nil {
 		return nil, fmt.Errorf("start domain %s: %w", domain, err)
 	}
@@ -117,9 +117,9 @@ func (c *Controller) startConsole(rec ContainerRecord) (ConsoleHandle, error) {
 	if logPath == "" {
 		// No CRI log requested: keep the console in the container's dir so
 		// attach still has a reader.
-		logPath = filepath.Join(rec.Dir, "console.log")
+		logPath = rec.Layout().ConsoleLog()
 	}
-	con, err := c.newConsole(serialSocket(rec.RunDir), logPath, c.log.With(logging.KeyContainerID, rec.ID))
+	con, err := c.newConsole(rec.Layout().SerialSocket(), logPath, c.log.With(logging.KeyContainerID, rec.ID))
 	if err != nil {
 		return nil, fmt.Errorf("start serial console reader: %w", err)
 	}

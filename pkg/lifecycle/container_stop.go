@@ -9,6 +9,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/vmpod/vmpod/pkg/logging"
+	"github.com/vmpod/vmpod/pkg/vm"
 )
 
 // StopContainer asks the guest to power off (ACPI) and destroys the domain
@@ -81,7 +82,7 @@ func (c *Controller) removeContainer(ctx context.Context, ct *container) error {
 		con.Close()
 	}
 	rec := ct.Get()
-	if err := c.destroyContainerResources(ctx, rec); err != nil {
+	if err := vm.Remove(ctx, c.libvirt, rec.Domain, rec.Layout()); err != nil {
 		return err
 	}
 	if err := c.reg.removeContainer(ct); err != nil {

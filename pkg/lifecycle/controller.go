@@ -27,11 +27,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vmpod/vmpod/pkg/broadcast"
 	"github.com/vmpod/vmpod/pkg/cni"
 	"github.com/vmpod/vmpod/pkg/config"
 	"github.com/vmpod/vmpod/pkg/image"
 	"github.com/vmpod/vmpod/pkg/libvirttools"
 	"github.com/vmpod/vmpod/pkg/metrics"
+	"github.com/vmpod/vmpod/pkg/pending"
 	"github.com/vmpod/vmpod/pkg/store"
 )
 
@@ -128,11 +130,11 @@ type Controller struct {
 	metrics    *metrics.Metrics
 	// pending holds creates whose caller gave up (deadline) while the work
 	// went on, by reserved name, so the retry gets the result.
-	pending *pendingCreates
+	pending *pending.Work
 	// events fans events out to subscribers; eventMu makes building and
 	// publishing an event one step, so subscribers see events in
 	// created-at order.
-	events  *broadcaster
+	events  *broadcast.Broadcaster[Event]
 	eventMu sync.Mutex
 }
 
@@ -155,7 +157,7 @@ func New(o Options) *Controller {
 		cfg: o.Config, images: o.Images, libvirt: o.Libvirt, log: o.Log,
 		newConsole: o.NewConsole, overlays: o.Overlays, net: o.Network, now: o.Now,
 		hostCheck: o.HostCheck, metrics: o.Metrics,
-		pending: newPendingCreates(), events: newBroadcaster(o.EventBuffer),
+		pending: pending.New(), events: broadcast.New[Event](o.EventBuffer, "container event"),
 	}
 	c.reg = newRegistry(o.Meta, c.sandboxChanged, c.containerChanged)
 	o.Metrics.SetSnapshot(c.metricsSnapshot)

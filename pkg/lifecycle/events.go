@@ -39,11 +39,8 @@ package lifecycle
 
 import (
 	"context"
-	"fmt"
-	"sync"
 
-	"github.com/containerd/errdefs"
-
+	"github.com/vmpod/vmpod/pkg/broadcast"
 	"github.com/vmpod/vmpod/pkg/logging"
 )
 
@@ -84,107 +81,18 @@ type Event struct {
 const eventBufferSize = 256
 
 // Subscription is one subscriber's events.
-type Subscription struct {
-	b  *broadcaster
-	ch chan Event
-	// done is closed when the broadcaster ends the subscription; err says
-	// why and is set before.
-	done chan struct{}
-	err  error
-}
-
-// Events delivers the events.
-func (s *Subscription) Events() <-chan Event { return s.ch }
-
-// Done is closed when the subscription was ended by vmpod; Err says why.
-func (s *Subscription) Done() <-chan struct{} { return s.done }
-
-// Err is why the subscription ended (after Done is closed).
-func (s *Subscription) Err() error { return s.err }
-
-// Close ends the subscription from the subscriber's side.
-func (s *Subscription) Close() { s.b.unsubscribe(s) }
-
-// broadcaster fans events out to subscribers without ever blocking the
-// publisher.
-type broadcaster struct {
-	size int
-
-	mu     sync.Mutex
-	subs   map[*Subscription]struct{}
-	closed bool
-}
-
-func newBroadcaster(size int) *broadcaster {
-	return &broadcaster{size: size, subs: map[*Subscription]struct{}{}}
-}
-
-func (b *broadcaster) subscribe() (*Subscription, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return nil, fmt.Errorf("vmpod is shutting down; no new event subscriptions: %w", errdefs.ErrUnavailable)
-	}
-	sub := &Subscription{b: b, ch: make(chan Event, b.size), done: make(chan struct{})}
-	b.subs[sub] = struct{}{}
-	return sub, nil
-}
-
-func (b *broadcaster) unsubscribe(sub *Subscription) {
-	b.mu.Lock()
-	delete(b.subs, sub)
-	b.mu.Unlock()
-}
-
-// endLocked ends a subscription with err. b.mu is held.
-func (b *broadcaster) endLocked(sub *Subscription, err error) {
-	delete(b.subs, sub)
-	sub.err = err
-	close(sub.done)
-}
-
-// publish hands ev to every subscriber and returns how many it had to
-// disconnect because their buffer was full.
-func (b *broadcaster) publish(ev Event) (dropped int) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for sub := range b.subs {
-		select {
-		case sub.ch <- ev:
-		default:
-			b.endLocked(sub, fmt.Errorf("container event stream fell %d events behind and was closed; relist and subscribe again: %w",
-				b.size, errdefs.ErrResourceExhausted))
-			dropped++
-		}
-	}
-	return dropped
-}
-
-func (b *broadcaster) count() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.subs)
-}
-
-func (b *broadcaster) close() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.closed = true
-	for sub := range b.subs {
-		b.endLocked(sub, fmt.Errorf("vmpod is shutting down: %w", errdefs.ErrUnavailable))
-	}
-}
+type Subscription = broadcast.Subscription[Event]
 
 // Subscribe starts a subscription to every later event; it fails with
 // Unavailable after CloseEvents.
-func (c *Controller) Subscribe() (*Subscription, error) { return c.events.subscribe() }
+func (c *Controller) Subscribe() (*Subscription, error) { return c.events.Subscribe() }
 
 // Subscribers counts the subscriptions.
-func (c *Controller) Subscribers() int { return c.events.count() }
+func (c *Controller) Subscribers() int { return c.events.Count() }
 
 // CloseEvents ends every subscription (with Unavailable) and refuses new
 // ones, so that a graceful stop does not wait for endless event streams.
-func (c *Controller) CloseEvents() { c.events.close() }
+func (c *Controller) CloseEvents() { c.events.Close() }
 
 // containerChanged is every container record's change hook.
 func (c *Controller) containerChanged(ct *container, old, new ContainerRecord) {
@@ -235,7 +143,7 @@ func (c *Controller) publishSandboxGone(ctx context.Context, sb *sandbox) {
 func (c *Controller) publish(ctx context.Context, typ EventType, id, sandboxID string, sb *sandbox, gone bool) {
 	c.metrics.IncEvent(typ.String())
 	// Nobody listens: skip building the statuses.
-	if c.events.count() == 0 {
+	if c.events.Count() == 0 {
 		return
 	}
 	c.eventMu.Lock()
@@ -253,11 +161,11 @@ func (c *Controller) publish(ctx context.Context, typ EventType, id, sandboxID s
 			ev.Containers = append(ev.Containers, v)
 		}
 	}
-	if n := c.events.publish(ev); n > 0 {
+	if n := c.events.Publish(ev); n > 0 {
 		for range n {
 			c.metrics.IncEventSubscriberDropped()
 		}
 		logging.From(ctx).Warn("container event subscriber disconnected: it did not keep up (buffer full); it must relist",
-			"subscribers", n, "buffer", c.events.size, logging.KeyContainerID, id, "event", typ.String())
+			"subscribers", n, "buffer", c.events.Size(), logging.KeyContainerID, id, "event", typ.String())
 	}
 }

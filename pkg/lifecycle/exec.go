@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -17,11 +16,6 @@ import (
 // execSyncOutputCap bounds stdout and stderr of ExecSync, each. qemu-ga
 // itself keeps at most 16 MiB per stream; probes need far less.
 const execSyncOutputCap = 1 << 20
-
-// heartbeatInterval is how often a streaming exec writes an empty frame to
-// the client: the streaming server gives no other sign that a client went
-// away, and a write to a closed connection fails.
-const heartbeatInterval = 2 * time.Second
 
 // ExecResult is a finished command's output and exit code.
 type ExecResult struct {
@@ -113,13 +107,15 @@ func (c *Controller) ExecSync(ctx context.Context, id string, cmd []string, time
 	return ExecResult{Stdout: res.Stdout, Stderr: res.Stderr, ExitCode: res.Code}, nil
 }
 
+// ErrClientGone ends an exec whose client can no longer be written to.
+var ErrClientGone = guest.ErrClientGone
+
 // Exec runs cmd in a container's guest for a streaming client and returns
 // its exit code. A TTY exec gets a pseudo-terminal in the guest and
 // streams both ways over an exec channel; otherwise the command runs
-// through the guest agent with stdin read whole first (at most
-// guest.StdinCap) and output written when it ended. A client that goes
-// away (a write to it fails; an empty frame is written every few seconds
-// to notice) ends the exec and kills the guest process.
+// through the guest agent with stdin read whole first (at most 128 KiB)
+// and output written when it ended. When ctx ends first (the client went
+// away; its cause says why), the guest process is killed.
 func (c *Controller) Exec(ctx context.Context, id string, cmd []string, s ExecStreams) (int, error) {
 	if len(cmd) == 0 || cmd[0] == "" {
 		return 0, fmt.Errorf("the command is empty: %w", errdefs.ErrInvalidArgument)
@@ -137,21 +133,16 @@ func (c *Controller) Exec(ctx context.Context, id string, cmd []string, s ExecSt
 			}
 		}()
 	}
-	o, e := newClientWriter(s.Out), newClientWriter(s.Err)
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	if o != nil {
-		go o.heartbeat(ctx, cancel)
-	} else if e != nil {
-		go e.heartbeat(ctx, cancel)
-	}
 	log.Debug("exec started", "cmd", cmd, "tty", s.TTY, "stdin", s.In != nil)
 	a := guest.NewAgent(c.libvirt, rec.Domain)
 	var code int
 	if s.TTY {
-		code, err = c.execTTY(ctx, ct, a, cmd, s.In, o, s.Resize)
+		code, err = c.execTTY(ctx, ct, a, cmd, s.In, s.Out, s.Resize)
 	} else {
-		code, err = execPiped(ctx, a, rec.ID, cmd, s.In, o, e)
+		code, err = a.RunPiped(ctx, cmd, s.In, s.Out, s.Err)
+		if errors.Is(err, guest.ErrKilled) {
+			err = fmt.Errorf("exec %q in container %s ended before the command (the guest process was killed): %w", cmd, rec.ID, context.Cause(ctx))
+		}
 	}
 	if err != nil {
 		log.Info("exec failed", "cmd", cmd, "tty", s.TTY, logging.KeyErr, err)
@@ -162,91 +153,16 @@ func (c *Controller) Exec(ctx context.Context, id string, cmd []string, s ExecSt
 }
 
 // execTTY runs cmd on a free exec channel of the container's VM.
-func (c *Controller) execTTY(ctx context.Context, ct *container, a *guest.Agent, cmd []string, in io.Reader, out *clientWriter, resize <-chan guest.Size) (int, error) {
+func (c *Controller) execTTY(ctx context.Context, ct *container, a *guest.Agent, cmd []string, in io.Reader, out io.Writer, resize <-chan guest.Size) (int, error) {
 	rec := ct.Get()
 	port, ok := ct.ttyPorts.Acquire()
 	if !ok {
 		return 0, errTTYPortsBusy(rec.ID)
 	}
 	defer ct.ttyPorts.Release(port)
-	var w io.Writer
-	if out != nil {
-		w = out
-	}
-	code, err := a.RunTTY(ctx, execChannel(rec.RunDir, port), cmd, in, w, resize)
+	code, err := a.RunTTY(ctx, rec.Layout().ExecChannel(port), cmd, in, out, resize)
 	if err != nil {
 		return 0, fmt.Errorf("TTY exec %q in container %s: %w", cmd, rec.ID, err)
 	}
 	return code, nil
-}
-
-// execPiped runs cmd through guest-exec: stdin (when attached) is read to
-// EOF and given as input-data, stdout and stderr are captured and written
-// to the client when the process has exited (qemu-ga hands out captured
-// output only then).
-func execPiped(ctx context.Context, a *guest.Agent, id string, cmd []string, in io.Reader, out, errw *clientWriter) (int, error) {
-	var input []byte
-	if in != nil {
-		var err error
-		if input, err = guest.ReadStdin(in); err != nil {
-			return 0, err
-		}
-	}
-	res, err := a.RunCaptured(ctx, cmd, input, guest.StreamPoll, 0)
-	if errors.Is(err, guest.ErrKilled) {
-		return 0, fmt.Errorf("exec %q in container %s ended before the command (the guest process was killed): %w", cmd, id, context.Cause(ctx))
-	}
-	if err != nil {
-		return 0, err
-	}
-	for _, w := range []struct {
-		to   *clientWriter
-		data []byte
-	}{{out, res.Stdout}, {errw, res.Stderr}} {
-		if w.to != nil && len(w.data) > 0 {
-			if _, err := w.to.Write(w.data); err != nil {
-				return 0, fmt.Errorf("write exec output to the client: %w", err)
-			}
-		}
-	}
-	return res.Code, nil
-}
-
-// clientWriter serialises writes to one of the client's streams (the
-// output copier and the heartbeat share it).
-type clientWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func newClientWriter(w io.Writer) *clientWriter {
-	if w == nil {
-		return nil
-	}
-	return &clientWriter{w: w}
-}
-
-func (c *clientWriter) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.w.Write(p)
-}
-
-// heartbeat writes an empty frame every heartbeatInterval until ctx ends,
-// and cancels ctx with guest.ErrClientGone when that fails. Clients read
-// an empty frame as no data.
-func (c *clientWriter) heartbeat(ctx context.Context, cancel context.CancelCauseFunc) {
-	t := time.NewTicker(heartbeatInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if _, err := c.Write(nil); err != nil {
-				cancel(fmt.Errorf("%w: %v", guest.ErrClientGone, err))
-				return
-			}
-		}
-	}
 }

@@ -31,7 +31,7 @@ func (c *Controller) SandboxInfo(ctx context.Context, id string) (map[string]any
 		vm := map[string]any{
 			"containerID": crec.ID, "state": crec.State, "domain": crec.Domain,
 			"disks":        map[string]string{"root": crec.RootDisk, "image": c.images.Path(crec.ImageRef)},
-			"serialSocket": serialSocket(crec.RunDir), "vm": crec.VM,
+			"serialSocket": crec.Layout().SerialSocket(), "vm": crec.VM,
 		}
 		if xml, err := c.libvirt.XML(ctx, crec.Domain); err == nil {
 			vm["domainXML"] = xml
@@ -53,7 +53,7 @@ func (c *Controller) ContainerInfo(ctx context.Context, id string) (map[string]a
 	info := map[string]any{
 		"sandboxID": rec.SandboxID, "domain": rec.Domain, "vm": rec.VM,
 		"disks":        map[string]string{"root": rec.RootDisk, "image": c.images.Path(rec.ImageRef)},
-		"serialSocket": serialSocket(rec.RunDir),
+		"serialSocket": rec.Layout().SerialSocket(),
 	}
 	if xml, err := c.libvirt.XML(ctx, rec.Domain); err == nil {
 		info["domainXML"] = xml
@@ -110,7 +110,7 @@ func (c *Controller) metricsSnapshot() metrics.Snapshot {
 	snap := metrics.Snapshot{
 		VMs:              map[string]int{},
 		Sandboxes:        map[string]int{"ready": 0, "notready": 0},
-		EventSubscribers: c.events.count(),
+		EventSubscribers: c.events.Count(),
 	}
 	for _, st := range []string{"creating", "created", "running", "exited"} {
 		snap.VMs[st] = 0

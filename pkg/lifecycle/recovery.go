@@ -12,6 +12,7 @@ import (
 	"github.com/vmpod/vmpod/pkg/logging"
 	"github.com/vmpod/vmpod/pkg/podspec"
 	"github.com/vmpod/vmpod/pkg/store"
+	"github.com/vmpod/vmpod/pkg/vm"
 )
 
 // Recover rebuilds the runtime state from the metadata store and libvirt
@@ -140,7 +141,7 @@ func (c *Controller) recoverContainer(ctx context.Context, rec ContainerRecord) 
 	log := logging.From(ctx).With(logging.KeyContainerID, rec.ID, logging.KeyDomain, rec.Domain)
 	drop := func(why string) (bool, error) {
 		log.Warn("cleaning up container", "why", why)
-		if err := c.destroyContainerResources(ctx, rec); err != nil {
+		if err := vm.Remove(ctx, c.libvirt, rec.Domain, rec.Layout()); err != nil {
 			return false, err
 		}
 		return false, c.reg.meta.Delete(store.Containers, rec.ID)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/vmpod/vmpod/pkg/logging"
 	"github.com/vmpod/vmpod/pkg/podspec"
+	"github.com/vmpod/vmpod/pkg/rollback"
 )
 
 // RunSandbox validates a pod, parses its annotations once (the options are
@@ -35,7 +36,7 @@ func (c *Controller) RunSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxC
 		return "", err
 	}
 	name := sandboxName(m)
-	return c.pending.run(ctx, name, func(ctx context.Context) (string, error) {
+	return c.pending.Run(ctx, name, func(ctx context.Context) (string, error) {
 		return c.runSandbox(ctx, name, h.Name, cfg, opts)
 	})
 }
@@ -43,13 +44,13 @@ func (c *Controller) RunSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxC
 func (c *Controller) runSandbox(ctx context.Context, name, handler string, cfg *runtimeapi.PodSandboxConfig, opts podspec.Options) (_ string, retErr error) {
 	id := newID()
 	log := logging.From(ctx).With(logging.KeySandboxID, id, logging.KeyPod, name, logging.KeyHandler, handler)
-	var undo rollback
-	defer func() { undo.run(ctx, log, retErr) }()
+	var undo rollback.Steps
+	defer func() { undo.Run(ctx, log, retErr) }()
 
 	if err := c.reg.reserve(name, id); err != nil {
 		return "", fmt.Errorf("pod sandbox %s: %w", name, err)
 	}
-	undo.add("the name "+name, func(context.Context) error { c.reg.release(name, id); return nil })
+	undo.Add("the name "+name, func(context.Context) error { c.reg.release(name, id); return nil })
 	raw, err := encodeSandboxConfig(cfg)
 	if err != nil {
 		return "", err
@@ -67,9 +68,9 @@ func (c *Controller) runSandbox(ctx context.Context, name, handler string, cfg *
 	if err := sb.save(rec); err != nil {
 		return "", fmt.Errorf("store sandbox record: %w", err)
 	}
-	undo.add("the record of pod sandbox "+id, func(context.Context) error { return c.reg.removeSandbox(sb) })
+	undo.Add("the record of pod sandbox "+id, func(context.Context) error { return c.reg.removeSandbox(sb) })
 	if rec.Network != nil {
-		undo.add("the network of pod sandbox "+id, func(ctx context.Context) error {
+		undo.Add("the network of pod sandbox "+id, func(ctx context.Context) error {
 			// Best effort, as the kubelet's other runtimes do: a DEL that
 			// fails now (often the same broken config that failed ADD)
 			// would fail on every retry too; rollback logs it.

@@ -2,33 +2,25 @@ package lifecycle
 
 import (
 	"context"
-	"os"
-	"syscall"
 
 	"github.com/vmpod/vmpod/pkg/cni"
 	"github.com/vmpod/vmpod/pkg/libvirttools"
+	"github.com/vmpod/vmpod/pkg/vm"
 )
 
 // Stats read every running VM's usage with one bulk libvirt call (cheap
-// enough for the kubelet's polling) and map it:
-//
-//	CPU            QEMU's CPU time for the guest (cpu.time)
-//	memory         working set and usage: the guest's memory minus what
-//	               the guest reports usable (balloon stats), else QEMU's
-//	               RSS; RSS: QEMU's resident memory on the host
-//	writable layer the root overlay's allocated bytes
-//
-//	network        (pod stats) the pod interfaces' counters in the netns
+// enough for the kubelet's polling; vm.UsageOf says what each figure is),
+// the root overlay's allocated bytes as the writable layer, and for pods
+// the pod interfaces' counters in the netns.
 
 // ContainerStats is a container's usage at one moment.
 type ContainerStats struct {
 	ContainerView
 	// Timestamp is when the usage was read (Unix nanoseconds).
 	Timestamp int64
-	// CPUTimeNs, WorkingSetBytes, UsageBytes and RSSBytes are the VM's;
-	// all zero unless the VM runs.
-	CPUTimeNs, WorkingSetBytes, UsageBytes, RSSBytes uint64
-	// Running says the VM runs and the figures above are its.
+	// Usage is the VM's; zero unless the VM runs.
+	vm.Usage
+	// Running says the VM runs and Usage is its.
 	Running bool
 	// RootDiskBytes is the space the root overlay takes; HasRootDisk says
 	// it exists.
@@ -120,18 +112,10 @@ func (c *Controller) AllSandboxStats(ctx context.Context) ([]SandboxStats, error
 func (c *Controller) containerStats(v ContainerView, stats map[string]libvirttools.DomainStats) ContainerStats {
 	cs := ContainerStats{ContainerView: v, Timestamp: c.now().UnixNano()}
 	if d, ok := stats[v.Domain]; ok && v.State == ContainerRunning {
-		used := d.MemoryRSSBytes
-		if d.MemoryUsableBytes > 0 && d.MemoryUsableBytes < d.MemoryBytes {
-			used = d.MemoryBytes - d.MemoryUsableBytes
-		}
 		cs.Running = true
-		cs.CPUTimeNs, cs.WorkingSetBytes, cs.UsageBytes, cs.RSSBytes = d.CPUTimeNs, used, used, d.MemoryRSSBytes
+		cs.Usage = vm.UsageOf(d)
 	}
-	if st, err := os.Stat(v.RootDisk); err == nil {
-		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-			cs.RootDiskBytes, cs.HasRootDisk = uint64(sys.Blocks)*512, true
-		}
-	}
+	cs.RootDiskBytes, cs.HasRootDisk = vm.DiskBytes(v.RootDisk)
 	return cs
 }
 

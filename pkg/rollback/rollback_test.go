@@ -1,4 +1,4 @@
-package lifecycle
+package rollback
 
 import (
 	"bytes"
@@ -13,30 +13,30 @@ func TestRollback(t *testing.T) {
 	var order []string
 	var log bytes.Buffer
 	logger := slog.New(slog.NewTextHandler(&log, nil))
-	build := func() *rollback {
+	build := func() *Steps {
 		order = nil
-		var r rollback
-		r.add("first", func(ctx context.Context) error { order = append(order, "first"); return nil })
-		r.add("second", func(ctx context.Context) error {
+		var r Steps
+		r.Add("first", func(ctx context.Context) error { order = append(order, "first"); return nil })
+		r.Add("second", func(ctx context.Context) error {
 			order = append(order, "second")
 			if _, ok := ctx.Deadline(); !ok {
 				t.Error("a release runs without a deadline")
 			}
 			return errors.New("stuck")
 		})
-		r.add("third", func(ctx context.Context) error { order = append(order, "third"); return ctx.Err() })
+		r.Add("third", func(ctx context.Context) error { order = append(order, "third"); return ctx.Err() })
 		return &r
 	}
 
 	// Success: nothing is released.
-	if err := build().run(t.Context(), logger, nil); err != nil || len(order) != 0 {
+	if err := build().Run(t.Context(), logger, nil); err != nil || len(order) != 0 {
 		t.Fatalf("run without a cause: %v, released %v", err, order)
 	}
 	// Failure: everything, in reverse order, on a live context even when
 	// the request's is dead; the failing release is logged and returned.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	err := build().run(ctx, logger, errors.New("define failed"))
+	err := build().Run(ctx, logger, errors.New("define failed"))
 	if strings.Join(order, ",") != "third,second,first" {
 		t.Fatalf("released in order %v", order)
 	}

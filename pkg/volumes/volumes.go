@@ -1,4 +1,11 @@
-package lifecycle
+// Package volumes decides how a container's CRI mounts and devices reach
+// its VM: regular files (and the kubelet's ConfigMap, Secret, downward-API
+// and projected volumes, which are directories of regular files) are
+// copied in through the cloud-init seed; other directories (hostPath,
+// emptyDir, PVCs) are shared with virtiofs or 9p and mounted by
+// cloud-init; block devices become raw disks with a serial, linked at
+// their device_path by cloud-init.
+package volumes
 
 import (
 	"fmt"
@@ -18,18 +25,18 @@ import (
 // (ConfigMaps and Secrets are at most 1 MiB each in Kubernetes).
 const maxDeliveredFileBytes = 4 << 20
 
-// guestMounts is how a container's CRI mounts and devices reach the VM:
-// regular files (and the kubelet's ConfigMap, Secret, downward-API and
-// projected volumes, which are directories of regular files) are written
-// by cloud-init; other directories (hostPath, emptyDir, PVCs) are shared
-// with virtiofs or 9p and mounted by cloud-init; block devices become raw
-// disks with a serial, linked at their device_path by cloud-init.
-type guestMounts struct {
-	files   []cloudinit.File
-	shares  []cloudinit.Share
-	fs      []libvirttools.Filesystem
-	devices []cloudinit.Device
-	disks   []libvirttools.Disk
+// Plan is how a container's mounts and devices reach the VM: what the
+// cloud-init seed writes and mounts, and what the domain shares and
+// attaches.
+type Plan struct {
+	// Files are copied into the guest by cloud-init.
+	Files []cloudinit.File
+	// Shares are mounted by cloud-init; Filesystems share them.
+	Shares      []cloudinit.Share
+	Filesystems []libvirttools.Filesystem
+	// Devices are linked by cloud-init; Disks attach them.
+	Devices []cloudinit.Device
+	Disks   []libvirttools.Disk
 }
 
 // fileVolumeKinds are the kubelet's volume plugins whose content is a set of
@@ -45,10 +52,11 @@ func isFileVolume(hostPath string) bool {
 	return false
 }
 
-// resolveMounts classifies the container's mounts and devices. shareType is
-// the configured shared_dir_type.
-func resolveMounts(cfg *runtimeapi.ContainerConfig, shareType string) (guestMounts, error) {
-	var g guestMounts
+// Resolve classifies the container's mounts and devices. shareType is the
+// configured shared_dir_type. Errors wrap errdefs.ErrInvalidArgument and
+// name the mount.
+func Resolve(cfg *runtimeapi.ContainerConfig, shareType string) (Plan, error) {
+	var g Plan
 	total := 0
 	addFile := func(path string, hostPath string, mode fs.FileMode) error {
 		b, err := os.ReadFile(hostPath)
@@ -59,7 +67,7 @@ func resolveMounts(cfg *runtimeapi.ContainerConfig, shareType string) (guestMoun
 		if total > maxDeliveredFileBytes {
 			return fmt.Errorf("mounted files add up to more than %d bytes; share large content as a directory (hostPath or PVC) instead: %w", maxDeliveredFileBytes, errdefs.ErrInvalidArgument)
 		}
-		g.files = append(g.files, cloudinit.File{Path: path, Content: b, Mode: mode.Perm()})
+		g.Files = append(g.Files, cloudinit.File{Path: path, Content: b, Mode: mode.Perm()})
 		return nil
 	}
 	for i, m := range cfg.GetMounts() {
@@ -97,9 +105,9 @@ func resolveMounts(cfg *runtimeapi.ContainerConfig, shareType string) (guestMoun
 				}
 			}
 		case st.IsDir():
-			tag := fmt.Sprintf("vmpod-fs%d", len(g.fs))
-			g.fs = append(g.fs, libvirttools.Filesystem{Source: m.GetHostPath(), Tag: tag, ReadOnly: m.GetReadonly(), Driver: shareType})
-			g.shares = append(g.shares, cloudinit.Share{Tag: tag, MountPath: m.GetContainerPath(), ReadOnly: m.GetReadonly(), Type: shareType})
+			tag := fmt.Sprintf("vmpod-fs%d", len(g.Filesystems))
+			g.Filesystems = append(g.Filesystems, libvirttools.Filesystem{Source: m.GetHostPath(), Tag: tag, ReadOnly: m.GetReadonly(), Driver: shareType})
+			g.Shares = append(g.Shares, cloudinit.Share{Tag: tag, MountPath: m.GetContainerPath(), ReadOnly: m.GetReadonly(), Type: shareType})
 		default:
 			return g, fmt.Errorf("mount %s: host path %q is neither a file nor a directory (block devices go in devices): %w", m.GetContainerPath(), m.GetHostPath(), errdefs.ErrInvalidArgument)
 		}
@@ -113,11 +121,11 @@ func resolveMounts(cfg *runtimeapi.ContainerConfig, shareType string) (guestMoun
 			return g, fmt.Errorf("device %d: container_path %q must be an absolute path: %w", i, d.GetContainerPath(), errdefs.ErrInvalidArgument)
 		}
 		serial := fmt.Sprintf("vmpod-dev%d", i)
-		g.disks = append(g.disks, libvirttools.Disk{
+		g.Disks = append(g.Disks, libvirttools.Disk{
 			Path: d.GetHostPath(), Block: true, Format: libvirttools.DiskFormatRaw,
 			Bus: libvirttools.DiskBusVirtio, Serial: serial, ReadOnly: !strings.Contains(d.GetPermissions(), "w") && d.GetPermissions() != "",
 		})
-		g.devices = append(g.devices, cloudinit.Device{Serial: serial, Path: d.GetContainerPath()})
+		g.Devices = append(g.Devices, cloudinit.Device{Serial: serial, Path: d.GetContainerPath()})
 	}
 	return g, nil
 }
