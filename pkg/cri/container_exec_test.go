@@ -8,7 +8,6 @@ import (
 	"io"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -50,35 +49,6 @@ func (fakeStreams) GetExec(*runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, e
 
 func (fakeStreams) GetPortForward(*runtimeapi.PortForwardRequest) (*runtimeapi.PortForwardResponse, error) {
 	return &runtimeapi.PortForwardResponse{Url: "http://streams/portforward/x"}, nil
-}
-
-// sink is a client stream: it keeps what it gets, and fails every write
-// once failAfter writes with data went through (0: never, -1: always).
-type sink struct {
-	mu        sync.Mutex
-	buf       bytes.Buffer
-	writes    int
-	failAfter int
-}
-
-func (s *sink) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.failAfter < 0 || (s.failAfter > 0 && s.writes >= s.failAfter) {
-		return 0, errors.New("stream reset")
-	}
-	if len(p) > 0 {
-		s.writes++
-	}
-	return s.buf.Write(p)
-}
-
-func (s *sink) Close() error { return nil }
-
-func (s *sink) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
 }
 
 // exitCode returns the code of a CodeExitError as the streaming server
@@ -143,7 +113,7 @@ func TestExecRPC(t *testing.T) {
 	for range execPorts {
 		r, w := io.Pipe()
 		stdins = append(stdins, w)
-		go e.svc.ExecStream(lcCtx(t), id, []string{"sh"}, r, &sink{}, nil, true, nil)
+		go e.svc.ExecStream(lcCtx(t), id, []string{"sh"}, r, &guesttest.Sink{}, nil, true, nil)
 		<-tg.Inner
 	}
 	_, err = exec(&runtimeapi.ExecRequest{ContainerId: id, Cmd: []string{"sh"}, Tty: true, Stdout: true})
@@ -161,7 +131,7 @@ func TestExecStreamPiped(t *testing.T) {
 	g := guesttest.New()
 	e.LV.SetAgent(g.Answer)
 	_, id := e.runningVM(t, "web")
-	run := func(ctx context.Context, in io.Reader, out *sink, errw *sink, argv ...string) error {
+	run := func(ctx context.Context, in io.Reader, out *guesttest.Sink, errw *guesttest.Sink, argv ...string) error {
 		var o, ew io.WriteCloser
 		if out != nil {
 			o = out
@@ -173,12 +143,12 @@ func TestExecStreamPiped(t *testing.T) {
 	}
 
 	// stdin is read whole and reaches the command as input-data.
-	out, errw := &sink{}, &sink{}
+	out, errw := &guesttest.Sink{}, &guesttest.Sink{}
 	if err := run(lcCtx(t), strings.NewReader("hello\nworld\n"), out, errw, "cat"); err != nil || out.String() != "hello\nworld\n" {
 		t.Fatalf("cat: %q, %v", out, err)
 	}
 	// stdout and stderr stay apart; argv stays argv.
-	out, errw = &sink{}, &sink{}
+	out, errw = &guesttest.Sink{}, &guesttest.Sink{}
 	if err := run(lcCtx(t), nil, out, errw, "both", "a b", "it's"); err != nil || out.String() != "to-stdout\n" || errw.String() != "to-stderr\n" {
 		t.Fatalf("both: %q %q, %v", out, errw, err)
 	}
@@ -186,22 +156,22 @@ func TestExecStreamPiped(t *testing.T) {
 		t.Fatalf("argv reached the agent as %q", got)
 	}
 	// Only the streams asked for are written.
-	out = &sink{}
+	out = &guesttest.Sink{}
 	if err := run(lcCtx(t), nil, out, nil, "both"); err != nil || out.String() != "to-stdout\n" {
 		t.Fatalf("stdout only: %q, %v", out, err)
 	}
 	// A non-zero exit is a CodeExitError the streaming server recognises.
-	err := run(lcCtx(t), nil, &sink{}, &sink{}, "exit3")
+	err := run(lcCtx(t), nil, &guesttest.Sink{}, &guesttest.Sink{}, "exit3")
 	if c := exitCode(t, err); c != 3 {
 		t.Fatalf("exit 3: code %d, %v", c, err)
 	}
 	// A command that cannot run exits 127, as from a shell.
-	if c := exitCode(t, run(lcCtx(t), nil, &sink{}, &sink{}, "no-such-command")); c != 127 {
+	if c := exitCode(t, run(lcCtx(t), nil, &guesttest.Sink{}, &guesttest.Sink{}, "no-such-command")); c != 127 {
 		t.Fatalf("missing command: code %d", c)
 	}
 	// stdin beyond the cap is refused before anything runs.
 	n := len(g.Run("cat"))
-	err = run(lcCtx(t), bytes.NewReader(make([]byte, 128<<10+1)), &sink{}, nil, "cat")
+	err = run(lcCtx(t), bytes.NewReader(make([]byte, 128<<10+1)), &guesttest.Sink{}, nil, "cat")
 	wantCode(t, err, codes.InvalidArgument, "limited to 131072 bytes")
 	if len(g.Run("cat")) != n {
 		t.Fatal("the command ran despite too much stdin")
@@ -210,7 +180,7 @@ func TestExecStreamPiped(t *testing.T) {
 	// The client going away (ctx ends) kills the guest process.
 	ctx, cancel := context.WithCancel(lcCtx(t))
 	time.AfterFunc(100*time.Millisecond, cancel)
-	err = run(ctx, nil, &sink{}, &sink{}, "sleep", "100")
+	err = run(ctx, nil, &guesttest.Sink{}, &guesttest.Sink{}, "sleep", "100")
 	if err == nil || exitCode(t, err) != -1 || !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled exec: %v", err)
 	}
@@ -226,7 +196,7 @@ func TestExecStreamPipedClientGone(t *testing.T) {
 	_, id := e.runningVM(t, "web")
 	// A client that cannot be written to any more is noticed by the
 	// heartbeat while the command runs; the guest process is killed.
-	gone := &sink{failAfter: -1}
+	gone := &guesttest.Sink{FailAfter: -1}
 	start := time.Now()
 	err := e.svc.ExecStream(lcCtx(t), id, []string{"sleep", "100"}, nil, gone, nil, false, nil)
 	if !errors.Is(err, guest.ErrClientGone) || time.Since(start) > 3*heartbeatInterval {
@@ -240,11 +210,11 @@ func TestExecStreamPipedClientGone(t *testing.T) {
 func TestExecStreamWithoutAgent(t *testing.T) {
 	e := newLCEnv(t)
 	_, id := e.runningVM(t, "web")
-	err := e.svc.ExecStream(lcCtx(t), id, []string{"true"}, nil, &sink{}, nil, false, nil)
+	err := e.svc.ExecStream(lcCtx(t), id, []string{"true"}, nil, &guesttest.Sink{}, nil, false, nil)
 	wantCode(t, err, codes.FailedPrecondition, "qemu-guest-agent")
 	if st := e.status(t, id); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 		t.Fatalf("state after a failed exec: %v", st.State)
 	}
-	err = e.svc.ExecStream(lcCtx(t), "nope", []string{"true"}, nil, &sink{}, nil, false, nil)
+	err = e.svc.ExecStream(lcCtx(t), "nope", []string{"true"}, nil, &guesttest.Sink{}, nil, false, nil)
 	wantCode(t, err, codes.NotFound)
 }

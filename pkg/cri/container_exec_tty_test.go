@@ -25,11 +25,11 @@ func TestExecStreamTTY(t *testing.T) {
 	rec := e.Record(t, id)
 
 	// No exec channel: a VM defined by an older vmpod.
-	err := e.svc.ExecStream(lcCtx(t), id, []string{"sh"}, nil, &sink{}, nil, true, nil)
+	err := e.svc.ExecStream(lcCtx(t), id, []string{"sh"}, nil, &guesttest.Sink{}, nil, true, nil)
 	wantCode(t, err, codes.FailedPrecondition, "older vmpod")
 
 	tg := guesttest.NewTTYPlayer(t, execSockets(rec.RunDir), g)
-	start := func(in io.Reader, out *sink, resize chan remotecommandserver.TerminalSize, argv ...string) chan error {
+	start := func(in io.Reader, out *guesttest.Sink, resize chan remotecommandserver.TerminalSize, argv ...string) chan error {
 		done := make(chan error, 1)
 		go func() {
 			var rs <-chan remotecommandserver.TerminalSize
@@ -60,7 +60,7 @@ func TestExecStreamTTY(t *testing.T) {
 	// control lines and the noise before begin never reach the client;
 	// the exit code comes back.
 	inR, inW := io.Pipe()
-	out := &sink{}
+	out := &guesttest.Sink{}
 	resize := make(chan remotecommandserver.TerminalSize, 1)
 	resize <- remotecommandserver.TerminalSize{Width: 80, Height: 24}
 	done := start(inR, out, resize, "sh", "-c", "echo 'x'")
@@ -88,9 +88,9 @@ func TestExecStreamTTY(t *testing.T) {
 	// Two sessions at once use two channels; stdin's end is ^D.
 	in1R, in1W := io.Pipe()
 	in2R, in2W := io.Pipe()
-	d1 := start(in1R, &sink{}, nil, "sh")
+	d1 := start(in1R, &guesttest.Sink{}, nil, "sh")
 	<-tg.Inner
-	d2 := start(in2R, &sink{}, nil, "sh")
+	d2 := start(in2R, &guesttest.Sink{}, nil, "sh")
 	<-tg.Inner
 	in1W.Close()
 	io.WriteString(in2W, "exit 0\n")
@@ -111,7 +111,7 @@ func TestExecStreamTTY(t *testing.T) {
 	// The client going away (a write to it fails) kills the session's
 	// process group.
 	inR, inW = io.Pipe()
-	done = start(inR, &sink{failAfter: 1}, nil, "sh")
+	done = start(inR, &guesttest.Sink{FailAfter: 1}, nil, "sh")
 	<-tg.Inner
 	io.WriteString(inW, "echo to a closed stream\n")
 	err = wait(done)
@@ -124,7 +124,7 @@ func TestExecStreamTTY(t *testing.T) {
 
 	// A wrapper that cannot open its port: its stderr is the error.
 	tg.NoStart.Store(true)
-	err = wait(start(nil, &sink{}, nil, "sh"))
+	err = wait(start(nil, &guesttest.Sink{}, nil, "sh"))
 	if err == nil || exitCode(t, err) != -1 || !strings.Contains(err.Error(), "can't open '/dev/virtio-ports/vmpod.exec.0'") {
 		t.Fatalf("wrapper failing at start: %v", err)
 	}

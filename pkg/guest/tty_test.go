@@ -1,7 +1,6 @@
 package guest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -74,33 +72,6 @@ func (f agentFunc) AgentCommand(_ context.Context, domain, command string, _ tim
 	return f(domain, command)
 }
 
-// sink is a client stream that keeps what it gets and fails every write
-// once failAfter writes with data went through (0: never).
-type sink struct {
-	mu        sync.Mutex
-	buf       bytes.Buffer
-	writes    int
-	failAfter int
-}
-
-func (s *sink) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.failAfter > 0 && s.writes >= s.failAfter {
-		return 0, errors.New("stream reset")
-	}
-	if len(p) > 0 {
-		s.writes++
-	}
-	return s.buf.Write(p)
-}
-
-func (s *sink) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
-
 func TestRunTTY(t *testing.T) {
 	dir, err := os.MkdirTemp("", "vg") // short: unix socket paths
 	if err != nil {
@@ -143,7 +114,7 @@ func TestRunTTY(t *testing.T) {
 	}
 
 	// No channel: a VM defined by an older vmpod.
-	if err := wait(run(chans[0], nil, &sink{}, nil, "sh")); !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "older vmpod") {
+	if err := wait(run(chans[0], nil, &guesttest.Sink{}, nil, "sh")); !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "older vmpod") {
 		t.Fatalf("exec without a channel: %v", err)
 	}
 
@@ -152,7 +123,7 @@ func TestRunTTY(t *testing.T) {
 	// sizes through stty; the control lines and the noise before begin
 	// never reach the client; the exit code comes back.
 	inR, inW := io.Pipe()
-	out := &sink{}
+	out := &guesttest.Sink{}
 	resize := make(chan Size, 1)
 	resize <- Size{Width: 80, Height: 24}
 	done := run(chans[1], inR, out, resize, "sh", "-c", "echo 'x'")
@@ -185,7 +156,7 @@ func TestRunTTY(t *testing.T) {
 
 	// The client going away (a write to it fails) kills the process group.
 	inR, inW = io.Pipe()
-	done = run(chans[3], inR, &sink{failAfter: 1}, nil, "sh")
+	done = run(chans[3], inR, &guesttest.Sink{FailAfter: 1}, nil, "sh")
 	<-tg.Inner
 	io.WriteString(inW, "echo to a closed stream\n")
 	if err := wait(done); !errors.Is(err, ErrClientGone) {
@@ -197,7 +168,7 @@ func TestRunTTY(t *testing.T) {
 
 	// A wrapper that cannot open its port: its stderr is the error.
 	tg.NoStart.Store(true)
-	if err := wait(run(chans[0], nil, &sink{}, nil, "sh")); err == nil || !strings.Contains(err.Error(), "can't open '/dev/virtio-ports/vmpod.exec.0'") {
+	if err := wait(run(chans[0], nil, &guesttest.Sink{}, nil, "sh")); err == nil || !strings.Contains(err.Error(), "can't open '/dev/virtio-ports/vmpod.exec.0'") {
 		t.Fatalf("wrapper failing at start: %v", err)
 	}
 }
