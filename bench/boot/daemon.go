@@ -135,7 +135,8 @@ func (b *bench) setup() {
 
 // waitNoForeignVmpodDomains waits until libvirt has no vmpod-* domain.
 // Why: a vmpod starting on a fresh state directory destroys and undefines
-// every vmpod-* domain it has no record of (pkg/cri/recovery.go), and
+// the vmpod-* domains of its own instance it has no record of
+// (pkg/lifecycle/recovery.go), and
 // libvirtd is shared with other engineers' vmpods.
 func (b *bench) waitNoForeignVmpodDomains() {
 	deadline := time.Now().Add(b.opts.foreignWait)

@@ -132,7 +132,7 @@ func (b *bench) directBoot(bl *baseline, n int) directRun {
 	defer cancel()
 
 	t0 := time.Now()
-	// The same command vmpod runs (pkg/cri/overlay.go).
+	// The same command vmpod runs (pkg/lifecycle/overlay.go).
 	if out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", b.imgPath, overlay).CombinedOutput(); err != nil {
 		r.err = fmt.Errorf("qemu-img create: %v: %s", err, out)
 		return r
