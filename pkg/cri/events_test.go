@@ -438,9 +438,11 @@ func TestStuckGRPCClientIsDisconnected(t *testing.T) {
 	// Big events (a pod with a 256 KiB annotation: every event carries
 	// its status) fill the flow-control windows quickly; publishing never
 	// waits, so the pods' calls go on.
-	pod := lcPod("big")
-	pod.Annotations["example.com/big"] = strings.Repeat("x", 256<<10)
+	big := strings.Repeat("x", 256<<10)
 	for i := 0; i < 100 && e.Pods.Subscribers() > 0; i++ {
+		// A new config each time: the events keep the one they were given.
+		pod := lcPod("big")
+		pod.Annotations["example.com/big"] = big
 		pod.Metadata.Attempt = uint32(i)
 		id := e.runPod(t, pod)
 		start := time.Now()

@@ -17,12 +17,17 @@ import (
 	"github.com/vmpod/vmpod/pkg/libvirttools"
 	"github.com/vmpod/vmpod/pkg/libvirttools/fake"
 	"github.com/vmpod/vmpod/pkg/lifecycle"
+	"github.com/vmpod/vmpod/pkg/logging"
 	"github.com/vmpod/vmpod/pkg/metrics"
 	"github.com/vmpod/vmpod/pkg/store"
 )
 
 // T0 is the fake clock's start.
 var T0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// Ctx is the test's context with a logger that discards (the lifecycle
+// logs through the context's logger).
+func Ctx(t testing.TB) context.Context { return logging.With(t.Context(), QuietLog()) }
 
 // QuietLog discards everything.
 func QuietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
