@@ -382,8 +382,10 @@ func TestWriteISO(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if st.Mode().Perm() != 0o644 {
-				t.Errorf("ISO mode %v, want 0644", st.Mode().Perm())
+			// The seed carries secrets: root's alone (libvirt lends it to
+			// QEMU while the VM runs).
+			if st.Mode().Perm() != 0o600 {
+				t.Errorf("ISO mode %v, want 0600", st.Mode().Perm())
 			}
 			f, err := os.Open(path)
 			if err != nil {

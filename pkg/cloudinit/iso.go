@@ -16,7 +16,8 @@ import (
 var genisoimage = "genisoimage"
 
 // WriteISO writes seed as an ISO 9660 image (Rock Ridge and Joliet, volume
-// label seed.Label) at path, mode 0644, replacing it atomically. It runs
+// label seed.Label) at path, mode 0600 (a seed carries secrets), replacing
+// it atomically. It runs
 // genisoimage (Debian package genisoimage) on a temporary directory, as
 // KubeVirt and Virtlet do for their seeds: the kernel's iso9660 driver reads
 // file names like "meta-data" only through those extensions.
@@ -62,7 +63,7 @@ func WriteISO(ctx context.Context, seed Seed, path string) (retErr error) {
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("write cloud-init ISO %s: genisoimage: %w: %s", path, err, strings.TrimSpace(stderr.String()))
 	}
-	if err := os.Chmod(tmp, 0o644); err != nil {
+	if err := os.Chmod(tmp, 0o600); err != nil {
 		return fmt.Errorf("write cloud-init ISO %s: %w", path, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {

@@ -25,6 +25,11 @@ type Connection interface {
 	// connection died. It returns an error wrapping errdefs.ErrUnavailable
 	// when libvirtd cannot be reached.
 	Ping(ctx context.Context) (Info, error)
+	// QEMUOwner returns the user and group QEMU runs as for domains of
+	// domainType (DomainTypeKVM or DomainTypeQEMU), from libvirt's DAC
+	// security model: vmpod gives that group access to the directories of
+	// the VMs' files, and nobody else.
+	QEMUOwner(ctx context.Context, domainType string) (Owner, error)
 	// Close closes the connection.
 	Close() error
 }

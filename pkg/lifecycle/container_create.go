@@ -134,12 +134,17 @@ func (c *Controller) createContainer(ctx context.Context, sb *sandbox, name stri
 	c.reg.addContainer(ct)
 	undo.Add("container "+id, func(ctx context.Context) error { return c.dropFailedCreate(ctx, ct, retErr) })
 
-	for _, d := range []string{layout.Dir, layout.RunDir} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return "", fmt.Errorf("create container directory: %w", err)
-		}
+	owner, err := c.qemuOwner(ctx, shape.DomainType)
+	if err != nil {
+		return "", err
+	}
+	if err := layout.Create(owner.GID); err != nil {
+		return "", fmt.Errorf("create container directory: %w", err)
 	}
 	if err := c.overlays.Create(ctx, rec.RootDisk, c.images.Path(img.ID), img.Format, shape.RootVolumeSize); err != nil {
+		return "", fmt.Errorf("create root disk for %s: %w", id, err)
+	}
+	if err := os.Chmod(rec.RootDisk, vm.FileMode); err != nil {
 		return "", fmt.Errorf("create root disk for %s: %w", id, err)
 	}
 	seedStart := time.Now()

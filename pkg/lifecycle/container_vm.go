@@ -1,6 +1,7 @@
 package lifecycle
 
 import (
+	"context"
 	"fmt"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -68,4 +69,23 @@ func buildSeed(sbRec SandboxRecord, sbCfg *runtimeapi.PodSandboxConfig, cfg *run
 		return cloudinit.Seed{}, fmt.Errorf("cloud-init seed: %w", err)
 	}
 	return seed, nil
+}
+
+// qemuOwner is the user and group QEMU runs as for domainType, asked of
+// libvirt once and remembered.
+func (c *Controller) qemuOwner(ctx context.Context, domainType string) (libvirttools.Owner, error) {
+	c.ownerMu.Lock()
+	defer c.ownerMu.Unlock()
+	if o, ok := c.owners[domainType]; ok {
+		return o, nil
+	}
+	o, err := c.libvirt.QEMUOwner(ctx, domainType)
+	if err != nil {
+		return libvirttools.Owner{}, fmt.Errorf("find the group QEMU runs as: %w", err)
+	}
+	if c.owners == nil {
+		c.owners = map[string]libvirttools.Owner{}
+	}
+	c.owners[domainType] = o
+	return o, nil
 }

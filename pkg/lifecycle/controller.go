@@ -136,6 +136,9 @@ type Controller struct {
 	// created-at order.
 	events  *broadcast.Broadcaster[Event]
 	eventMu sync.Mutex
+
+	ownerMu sync.Mutex
+	owners  map[string]libvirttools.Owner // by domain type: who QEMU runs as
 }
 
 // New returns a Controller over its dependencies. Call Recover before

@@ -158,6 +158,12 @@ func (c *Controller) recoverContainer(ctx context.Context, rec ContainerRecord) 
 		return false, fmt.Errorf("decode config: %w", err)
 	}
 	ct := c.reg.newContainer(rec, cfg)
+	// Containers made by an older vmpod had world-readable directories.
+	if owner, err := c.qemuOwner(ctx, rec.VM.DomainType); err != nil {
+		log.Warn("cannot tighten the modes of the VM's files", logging.KeyErr, err)
+	} else if err := rec.Layout().Tighten(owner.GID); err != nil {
+		log.Warn("cannot tighten the modes of the VM's files", logging.KeyErr, err)
+	}
 	st, err := c.libvirt.Status(ctx, rec.Domain)
 	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return false, err

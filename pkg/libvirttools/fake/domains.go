@@ -369,3 +369,21 @@ func (c *Connection) Stats(ctx context.Context, prefix string) ([]libvirttools.D
 	}
 	return out, nil
 }
+
+// QEMUOwner implements libvirttools.Connection. It is not recorded in
+// Calls (it is a read of libvirt's configuration, not of a domain).
+func (c *Connection) QEMUOwner(ctx context.Context, domainType string) (libvirttools.Owner, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.down {
+		return libvirttools.Owner{}, fmt.Errorf("QEMUOwner: fake libvirt is down: %w", errdefs.ErrUnavailable)
+	}
+	return c.owner, ctx.Err()
+}
+
+// SetQEMUOwner sets what QEMUOwner reports.
+func (c *Connection) SetQEMUOwner(o libvirttools.Owner) {
+	c.mu.Lock()
+	c.owner = o
+	c.mu.Unlock()
+}

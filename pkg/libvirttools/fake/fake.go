@@ -6,6 +6,7 @@
 package fake
 
 import (
+	"os"
 	"context"
 	"fmt"
 	"slices"
@@ -43,6 +44,9 @@ type Connection struct {
 	domains    map[string]*domain // by name
 	ignoreACPI map[string]bool    // by name, kept across Define/Undefine
 	failNext   map[string][]error // by method, in order
+	// owner is what QEMUOwner reports: by default the test process's own
+	// user and group, so tests can hand files to "QEMU" without root.
+	owner libvirttools.Owner
 	// agent answers AgentCommand for a domain; nil means no agent channel.
 	agent   func(name, command string) (string, error)
 	changed chan struct{} // closed and replaced on every state change
@@ -79,6 +83,7 @@ func New() *Connection {
 		ignoreACPI: map[string]bool{},
 		failNext:   map[string][]error{},
 		changed:    make(chan struct{}),
+		owner:      libvirttools.Owner{UID: os.Getuid(), GID: os.Getgid()},
 	}
 }
 
