@@ -8,11 +8,14 @@
 package volumes
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/containerd/errdefs"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -59,14 +62,14 @@ func Resolve(cfg *runtimeapi.ContainerConfig, shareType string) (Plan, error) {
 	var g Plan
 	total := 0
 	addFile := func(path string, hostPath string, mode fs.FileMode) error {
-		b, err := os.ReadFile(hostPath)
+		b, err := readCapped(hostPath, maxDeliveredFileBytes-total)
+		if errors.Is(err, errTooLarge) {
+			return fmt.Errorf("mounted files add up to more than %d bytes; share large content as a directory (hostPath or PVC) instead: %w", maxDeliveredFileBytes, errdefs.ErrInvalidArgument)
+		}
 		if err != nil {
 			return fmt.Errorf("mount %s: read %s: %w", path, hostPath, err)
 		}
 		total += len(b)
-		if total > maxDeliveredFileBytes {
-			return fmt.Errorf("mounted files add up to more than %d bytes; share large content as a directory (hostPath or PVC) instead: %w", maxDeliveredFileBytes, errdefs.ErrInvalidArgument)
-		}
 		g.Files = append(g.Files, cloudinit.File{Path: path, Content: b, Mode: mode.Perm()})
 		return nil
 	}
@@ -128,4 +131,36 @@ func Resolve(cfg *runtimeapi.ContainerConfig, shareType string) (Plan, error) {
 		g.Devices = append(g.Devices, cloudinit.Device{Serial: serial, Path: d.GetContainerPath()})
 	}
 	return g, nil
+}
+
+var errTooLarge = errors.New("file larger than the room left")
+
+// readCapped reads a regular file of at most limit bytes. It never reads
+// more than limit+1 bytes, whatever the file's size, and opens without
+// blocking, so a path swapped for a FIFO or a device after the caller's
+// stat is refused instead of hanging or streaming for ever.
+func readCapped(path string, limit int) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file: %w", path, errdefs.ErrInvalidArgument)
+	}
+	if st.Size() > int64(limit) {
+		return nil, errTooLarge
+	}
+	b, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > limit {
+		return nil, errTooLarge // it grew while being read
+	}
+	return b, nil
 }

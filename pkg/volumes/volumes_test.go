@@ -1,0 +1,68 @@
+package volumes
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func mounts(ms ...*runtimeapi.Mount) *runtimeapi.ContainerConfig {
+	return &runtimeapi.ContainerConfig{Mounts: ms}
+}
+
+// TestFileCapReadsNoMore: a huge hostPath file is refused by the 4 MiB
+// cap without being read whole into vmpod's memory (here: a 1 TiB sparse
+// file, which a whole read would never finish).
+func TestFileCapReadsNoMore(t *testing.T) {
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big")
+	f, err := os.Create(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(1 << 40); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	start := time.Now()
+	_, err = Resolve(mounts(&runtimeapi.Mount{ContainerPath: "/etc/big", HostPath: big}), "virtiofs")
+	if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "add up to more than") {
+		t.Fatalf("1 TiB file: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("refusing the file took %v: it was read", d)
+	}
+
+	// Files that fit are delivered, and their sizes add up against the cap.
+	small := filepath.Join(dir, "small")
+	os.WriteFile(small, []byte("hello"), 0o640)
+	p, err := Resolve(mounts(&runtimeapi.Mount{ContainerPath: "/etc/small", HostPath: small}), "virtiofs")
+	if err != nil || len(p.Files) != 1 || string(p.Files[0].Content) != "hello" || p.Files[0].Mode != 0o640 {
+		t.Fatalf("small file: %+v, %v", p.Files, err)
+	}
+	three := filepath.Join(dir, "three")
+	os.WriteFile(three, make([]byte, 3<<20), 0o644)
+	_, err = Resolve(mounts(&runtimeapi.Mount{ContainerPath: "/a", HostPath: three}, &runtimeapi.Mount{ContainerPath: "/b", HostPath: three}), "virtiofs")
+	if !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Fatalf("two 3 MiB files: %v", err)
+	}
+}
+
+// TestFIFORefused: a FIFO (which a reader would block on) is refused at
+// once, even when it stands where a regular file was.
+func TestFIFORefused(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readCapped(fifo, 100); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("FIFO: %v", err)
+	}
+}
