@@ -83,6 +83,13 @@ type Config struct {
 	MetricsAddress string `toml:"metrics_address" mapstructure:"metrics_address" comment:"host:port where Prometheus metrics are served at /metrics, e.g. '127.0.0.1:9810'; empty serves none.\nThe endpoint has no authentication: prefer loopback (flag --metrics-address, env VMPOD_METRICS_ADDRESS). See docs/configuration.md."`
 	// Accelerator is kvm, tcg or auto for every handler that does not override it.
 	Accelerator string `toml:"accelerator" mapstructure:"accelerator" comment:"How QEMU runs guests: kvm (libvirt domain type kvm), tcg (software emulation, domain type qemu)\nor auto (kvm when /dev/kvm can be opened, else tcg). Overridable per runtime handler (env VMPOD_ACCELERATOR)."`
+	// MaxVMMemory, MaxVCPUs and MaxRootVolumeSize bound what a pod may ask
+	// for (annotations and resources alike).
+	MaxVMMemory Size `toml:"max_vm_memory" mapstructure:"max_vm_memory" comment:"Most guest RAM a VM may get, from the vmpod.dev/memory annotation or the memory limit; more is refused\n(env VMPOD_MAX_VM_MEMORY)."`
+	// MaxVCPUs is the most vCPUs a VM may get (at most 64).
+	MaxVCPUs int `toml:"max_vcpus" mapstructure:"max_vcpus" comment:"Most vCPUs a VM may get, from the vmpod.dev/vcpus annotation or the CPU limit (1 to 64); an annotation\nasking for more is refused, a CPU limit above it gets this many (env VMPOD_MAX_VCPUS)."`
+	// MaxRootVolumeSize bounds vmpod.dev/root-volume-size.
+	MaxRootVolumeSize Size `toml:"max_root_volume_size" mapstructure:"max_root_volume_size" comment:"Largest root disk a VM may ask for with vmpod.dev/root-volume-size; more is refused\n(env VMPOD_MAX_ROOT_VOLUME_SIZE)."`
 	// DefaultMemoryMiB is guest RAM when the pod sets no memory limit or annotation.
 	DefaultMemoryMiB int `toml:"default_memory_mib" mapstructure:"default_memory_mib" comment:"Guest RAM in MiB when the container has no memory limit and no vmpod.dev/memory annotation\n(env VMPOD_DEFAULT_MEMORY_MIB)."`
 	// TCGTBCacheMiB caps QEMU's TCG translation cache.
@@ -92,7 +99,7 @@ type Config struct {
 	// OVMFVars is the UEFI variable store template.
 	OVMFVars string `toml:"ovmf_vars" mapstructure:"ovmf_vars" comment:"UEFI variable store template copied per VM (env VMPOD_OVMF_VARS)."`
 	// SharedDirType is how host directories are shared into guests.
-	SharedDirType string `toml:"shared_dir_type" mapstructure:"shared_dir_type" comment:"How host directories (hostPath, emptyDir, filesystem PVCs) are shared into guests: 9p or virtiofs\n(virtiofs needs /usr/lib/qemu/virtiofsd and makes guest RAM shared memory; use it for guests whose kernel\nlacks 9p, such as Debian's cloud kernel) (env VMPOD_SHARED_DIR_TYPE)."`
+	SharedDirType string `toml:"shared_dir_type" mapstructure:"shared_dir_type" comment:"How host directories (hostPath, emptyDir, filesystem PVCs) are shared into guests: virtiofs (the default;\nneeds /usr/lib/qemu/virtiofsd, makes guest RAM shared memory, works with Debian's cloud kernel) or 9p\n(for guests whose kernel has no virtiofs; Debian's cloud kernel has no 9p). Read-only mounts are enforced\non the host with both (env VMPOD_SHARED_DIR_TYPE)."`
 	// CNIConfDir holds the CNI network configs.
 	CNIConfDir string `toml:"cni_conf_dir" mapstructure:"cni_conf_dir" comment:"Directory of CNI network configs. The first file by name (.conf, .conflist or .json) that parses\nis the pods' network, as the kubelet's runtimes do (env VMPOD_CNI_CONF_DIR)."`
 	// CNIBinDirs are the directories searched for CNI plugins, colon-separated.
@@ -129,10 +136,13 @@ func Default() Config {
 		StreamingAddress:      "127.0.0.1:0",
 		Accelerator:           "auto",
 		DefaultMemoryMiB:      512,
+		MaxVMMemory:           64 << 30,
+		MaxVCPUs:              64,
+		MaxRootVolumeSize:     512 << 30,
 		TCGTBCacheMiB:         1024,
 		OVMFCode:              "/usr/share/OVMF/OVMF_CODE_4M.fd",
 		OVMFVars:              "/usr/share/OVMF/OVMF_VARS_4M.fd",
-		SharedDirType:         "9p",
+		SharedDirType:         "virtiofs",
 		CNIConfDir:            "/etc/cni/net.d",
 		CNIBinDirs:            "/opt/cni/bin:/usr/lib/cni",
 		DefaultRuntimeHandler: "vmpod",
@@ -246,6 +256,10 @@ func toMap(c Config) (map[string]any, error) {
 		if d, ok := val.(Duration); ok {
 			val = time.Duration(d).String()
 		}
+		if sz, ok := val.(Size); ok {
+			b, _ := sz.MarshalText()
+			val = string(b)
+		}
 		out[rt.Field(i).Tag.Get("mapstructure")] = val
 	}
 	return out, nil
@@ -324,6 +338,17 @@ func (c Config) Validate() error {
 	}
 	if c.DefaultMemoryMiB < 64 {
 		bad("default_memory_mib", "must be at least 64")
+	}
+	if c.MaxVMMemory < 64<<20 {
+		bad("max_vm_memory", "must be at least 64Mi, got %d bytes", c.MaxVMMemory)
+	} else if int64(c.DefaultMemoryMiB)<<20 > c.MaxVMMemory.Bytes() {
+		bad("default_memory_mib", "%d MiB is above max_vm_memory", c.DefaultMemoryMiB)
+	}
+	if c.MaxVCPUs < 1 || c.MaxVCPUs > 64 {
+		bad("max_vcpus", "must be 1 to 64, got %d", c.MaxVCPUs)
+	}
+	if c.MaxRootVolumeSize < 1<<30 {
+		bad("max_root_volume_size", "must be at least 1Gi, got %d bytes", c.MaxRootVolumeSize)
 	}
 	if c.TCGTBCacheMiB < 0 {
 		bad("tcg_tb_cache_mib", "must not be negative")

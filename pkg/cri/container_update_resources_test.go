@@ -90,8 +90,8 @@ func TestUpdateResourcesUnchangedLimits(t *testing.T) {
 		ann     map[string]string
 		created *runtimeapi.LinuxContainerResources
 	}{
-		{"memory annotation", map[string]string{podspec.AnnMemory: "1Gi"},
-			&runtimeapi.LinuxContainerResources{CpuShares: 1024, MemoryLimitInBytes: 512 << 20}},
+		{"memory annotation", map[string]string{podspec.AnnMemory: "512Mi"},
+			&runtimeapi.LinuxContainerResources{CpuShares: 1024, MemoryLimitInBytes: 1 << 30}},
 		{"vcpus annotation", map[string]string{podspec.AnnVCPUs: "1"},
 			&runtimeapi.LinuxContainerResources{CpuShares: 1024, CpuQuota: 200000, CpuPeriod: 100000}},
 	} {

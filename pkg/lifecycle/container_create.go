@@ -83,7 +83,7 @@ func (c *Controller) createContainer(ctx context.Context, sb *sandbox, name stri
 	if err != nil {
 		return "", err
 	}
-	shape, err := podspec.ResolveShape(h, c.cfg.DefaultMemoryMiB, opts.VM, cfg.GetLinux().GetResources(), sb.config.GetLinux().GetCgroupParent(), img.VirtualSize)
+	shape, err := podspec.ResolveShape(h, c.cfg.DefaultMemoryMiB, podspec.LimitsOf(c.cfg), opts.VM, cfg.GetLinux().GetResources(), sb.config.GetLinux().GetCgroupParent(), img.VirtualSize)
 	if err != nil {
 		return "", err
 	}

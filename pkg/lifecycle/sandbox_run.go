@@ -35,6 +35,9 @@ func (c *Controller) RunSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxC
 	if err != nil {
 		return "", err
 	}
+	if err := opts.Check(podspec.LimitsOf(c.cfg)); err != nil {
+		return "", err
+	}
 	name := sandboxName(m)
 	return c.pending.Run(ctx, name, func(ctx context.Context) (string, error) {
 		return c.runSandbox(ctx, name, h.Name, cfg, opts)

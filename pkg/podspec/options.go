@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/vmpod/vmpod/pkg/cloudinit"
+	"github.com/vmpod/vmpod/pkg/config"
 	"github.com/vmpod/vmpod/pkg/libvirttools"
 )
 
@@ -155,18 +156,18 @@ func (o Options) Merge(ann map[string]string) (Options, error) {
 		vm.VCPUs = n
 	}
 	if v, ok := ann[AnnMemory]; ok {
-		q, err := resource.ParseQuantity(v)
-		if err != nil || q.Value() < libvirttools.MinMemoryBytes {
+		n, ok := bytesOf(v)
+		if !ok || n < libvirttools.MinMemoryBytes {
 			bad(AnnMemory, v, "a quantity of at least 64Mi (e.g. 512Mi, 2Gi)")
 		}
-		vm.MemoryBytes = q.Value()
+		vm.MemoryBytes = n
 	}
 	if v, ok := ann[AnnRootVolumeSize]; ok {
-		q, err := resource.ParseQuantity(v)
-		if err != nil || q.Value() <= 0 {
+		n, ok := bytesOf(v)
+		if !ok || n <= 0 {
 			bad(AnnRootVolumeSize, v, "a positive quantity no smaller than the image's virtual size (e.g. 10Gi)")
 		}
-		vm.RootVolumeSize = q.Value()
+		vm.RootVolumeSize = n
 	}
 	if v, ok := ann[AnnDiskBus]; ok {
 		switch v {
@@ -241,6 +242,57 @@ func (o Options) Merge(ann map[string]string) (Options, error) {
 		return Options{}, fmt.Errorf("%w: %w", errors.Join(errs...), errdefs.ErrInvalidArgument)
 	}
 	return out, nil
+}
+
+// bytesOf parses a quantity of bytes; ok is false for a malformed one or
+// one beyond what int64 holds (no wrapping: "16Ei" is refused, never read
+// as something small).
+func bytesOf(v string) (int64, bool) {
+	q, err := resource.ParseQuantity(v)
+	if err != nil {
+		return 0, false
+	}
+	n, ok := q.AsInt64()
+	if !ok && q.Sign() > 0 {
+		// A fractional or huge value: refuse what int64 cannot hold.
+		if q.Cmp(*resource.NewQuantity(1<<62, resource.BinarySI)) > 0 {
+			return 0, false
+		}
+		n, ok = q.Value(), true
+	}
+	return n, ok
+}
+
+// Limits bound what a pod may ask for: the config keys max_vm_memory,
+// max_vcpus and max_root_volume_size.
+type Limits struct {
+	MaxMemoryBytes     int64
+	MaxVCPUs           int
+	MaxRootVolumeBytes int64
+}
+
+// LimitsOf returns the limits a configuration sets.
+func LimitsOf(c config.Config) Limits {
+	return Limits{MaxMemoryBytes: c.MaxVMMemory.Bytes(), MaxVCPUs: c.MaxVCPUs, MaxRootVolumeBytes: c.MaxRootVolumeSize.Bytes()}
+}
+
+// Check refuses options above the limits, naming each annotation and the
+// config key that bounds it; the error wraps errdefs.ErrInvalidArgument.
+func (o Options) Check(l Limits) error {
+	var errs []error
+	if l.MaxMemoryBytes > 0 && o.VM.MemoryBytes > l.MaxMemoryBytes {
+		errs = append(errs, fmt.Errorf("annotation %s=%d bytes is above the %d bytes this node allows (config key max_vm_memory)", AnnMemory, o.VM.MemoryBytes, l.MaxMemoryBytes))
+	}
+	if l.MaxVCPUs > 0 && o.VM.VCPUs > l.MaxVCPUs {
+		errs = append(errs, fmt.Errorf("annotation %s=%d is above the %d vCPUs this node allows (config key max_vcpus)", AnnVCPUs, o.VM.VCPUs, l.MaxVCPUs))
+	}
+	if l.MaxRootVolumeBytes > 0 && o.VM.RootVolumeSize > l.MaxRootVolumeBytes {
+		errs = append(errs, fmt.Errorf("annotation %s=%d bytes is above the %d bytes this node allows (config key max_root_volume_size)", AnnRootVolumeSize, o.VM.RootVolumeSize, l.MaxRootVolumeBytes))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %w", errors.Join(errs...), errdefs.ErrInvalidArgument)
+	}
+	return nil
 }
 
 // clone copies o so that a Merge never changes the options it started from.

@@ -184,7 +184,7 @@ func TestResolveShape(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := ResolveShape(h, cfg.DefaultMemoryMiB, o.VM, tc.res, tc.cgroup, imageSize)
+			got, err := ResolveShape(h, cfg.DefaultMemoryMiB, LimitsOf(cfg), o.VM, tc.res, tc.cgroup, imageSize)
 			if tc.wantErr != "" {
 				if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want InvalidArgument mentioning %q (spec %+v)", err, tc.wantErr, got)
@@ -258,5 +258,63 @@ func TestParseCloudInitAndNetwork(t *testing.T) {
 	m, err := o.Merge(map[string]string{AnnMetaData: "c: d\n"})
 	if err != nil || m.CloudInit.MetaData["c"] != "d" || o.CloudInit.MetaData["c"] != nil {
 		t.Errorf("merge: %+v, %v; base %+v", m.CloudInit.MetaData, err, o.CloudInit.MetaData)
+	}
+}
+
+// TestBounds: every size and count a pod asks for is bounded, without
+// wrapping, and annotated guest RAM fits the container's memory limit.
+func TestBounds(t *testing.T) {
+	cfg := config.Default()
+	cfg.Accelerator = "tcg"
+	cfg.MaxVMMemory, cfg.MaxVCPUs, cfg.MaxRootVolumeSize = 8<<30, 4, 100<<30
+	h, _ := cfg.ResolveHandler("")
+	l := LimitsOf(cfg)
+	for _, tc := range []struct {
+		name    string
+		ann     map[string]string
+		res     *runtimeapi.LinuxContainerResources
+		mention []string // an InvalidArgument error naming these; nil: accepted
+	}{
+		{name: "memory 8Ei", ann: map[string]string{AnnMemory: "8Ei"}, mention: []string{AnnMemory}},
+		{name: "memory 16Ei does not wrap", ann: map[string]string{AnnMemory: "16Ei"}, mention: []string{AnnMemory}},
+		{name: "memory above max_vm_memory", ann: map[string]string{AnnMemory: "9Gi"}, mention: []string{AnnMemory, "max_vm_memory"}},
+		{name: "memory at max_vm_memory", ann: map[string]string{AnnMemory: "8Gi"}},
+		{name: "root volume 8Ei", ann: map[string]string{AnnRootVolumeSize: "8Ei"}, mention: []string{AnnRootVolumeSize}},
+		{name: "root volume above the max", ann: map[string]string{AnnRootVolumeSize: "101Gi"}, mention: []string{AnnRootVolumeSize, "max_root_volume_size"}},
+		{name: "vcpus above max_vcpus", ann: map[string]string{AnnVCPUs: "5"}, mention: []string{AnnVCPUs, "max_vcpus"}},
+		{name: "annotated memory above the limit", ann: map[string]string{AnnMemory: "2Gi"},
+			res: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 1 << 30}, mention: []string{AnnMemory, "memory limit"}},
+		{name: "annotated memory within the limit", ann: map[string]string{AnnMemory: "1Gi"},
+			res: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 2 << 30}},
+		{name: "memory limit above max_vm_memory", res: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 16 << 30}, mention: []string{"max_vm_memory"}},
+		{name: "huge CPU quota", res: &runtimeapi.LinuxContainerResources{CpuQuota: math.MaxInt64, CpuPeriod: 100000}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := Parse(tc.ann)
+			if err == nil {
+				err = o.Check(l)
+			}
+			var s Shape
+			if err == nil {
+				s, err = ResolveShape(h, cfg.DefaultMemoryMiB, l, o.VM, tc.res, "", 1<<30)
+			}
+			if tc.mention == nil {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				if s.VCPUs < 1 || s.VCPUs > 4 || s.MemoryBytes < 64<<20 || s.MemoryBytes > 8<<30 {
+					t.Fatalf("shape out of bounds: %+v", s)
+				}
+				return
+			}
+			if !errors.Is(err, errdefs.ErrInvalidArgument) {
+				t.Fatalf("got %v (shape %+v), want InvalidArgument", err, s)
+			}
+			for _, m := range tc.mention {
+				if !strings.Contains(err.Error(), m) {
+					t.Errorf("error %q does not mention %q", err, m)
+				}
+			}
+		})
 	}
 }

@@ -58,9 +58,14 @@ func DomainType(accel string) string {
 }
 
 // ResolveShape combines the handler, the pod's VM options and the
-// container's Linux resources into the VM's shape. Errors wrap
-// errdefs.ErrInvalidArgument and say what to change.
-func ResolveShape(h config.Handler, defaultMemoryMiB int, o VMOptions, res *runtimeapi.LinuxContainerResources, cgroupParent string, imageVirtualSize int64) (Shape, error) {
+// container's Linux resources into the VM's shape, within the node's
+// limits. Guest RAM set by annotation must fit the container's memory
+// limit when it has one (the guest would use memory the pod is not
+// allowed). Errors wrap errdefs.ErrInvalidArgument and say what to change.
+func ResolveShape(h config.Handler, defaultMemoryMiB int, l Limits, o VMOptions, res *runtimeapi.LinuxContainerResources, cgroupParent string, imageVirtualSize int64) (Shape, error) {
+	if err := (Options{VM: o}).Check(l); err != nil {
+		return Shape{}, err
+	}
 	s := Shape{
 		Handler:      h.Name,
 		DomainType:   DomainType(h.Accelerator),
@@ -73,19 +78,31 @@ func ResolveShape(h config.Handler, defaultMemoryMiB int, o VMOptions, res *runt
 	}
 	if n := VCPUsForCPULimit(res.GetCpuQuota(), res.GetCpuPeriod()); n > 0 {
 		s.VCPUs = n
+		if l.MaxVCPUs > 0 {
+			s.VCPUs = min(n, l.MaxVCPUs)
+		}
 		s.CPUQuotaUS, s.CPUPeriodUS = res.GetCpuQuota(), uint64(res.GetCpuPeriod())
 	}
 	if sh := res.GetCpuShares(); sh > 0 {
 		s.CPUShares = uint64(sh)
 	}
-	if m := res.GetMemoryLimitInBytes(); m > 0 {
-		s.MemoryBytes = m
+	limit := res.GetMemoryLimitInBytes()
+	if limit > 0 {
+		s.MemoryBytes = limit
 	}
 	if o.VCPUs > 0 {
 		s.VCPUs, s.VCPUsFixed = o.VCPUs, true
 	}
 	if o.MemoryBytes > 0 {
+		if limit > 0 && o.MemoryBytes > limit {
+			return Shape{}, fmt.Errorf("annotation %s=%d bytes is above the container's memory limit of %d bytes; the guest would use memory the pod is not allowed: lower the annotation or raise the limit: %w",
+				AnnMemory, o.MemoryBytes, limit, errdefs.ErrInvalidArgument)
+		}
 		s.MemoryBytes, s.MemoryFixed = o.MemoryBytes, true
+	}
+	if l.MaxMemoryBytes > 0 && s.MemoryBytes > l.MaxMemoryBytes {
+		return Shape{}, fmt.Errorf("guest RAM of %d bytes (the container's memory limit) is above the %d bytes this node allows (config key max_vm_memory); lower the limit or set %s: %w",
+			s.MemoryBytes, l.MaxMemoryBytes, AnnMemory, errdefs.ErrInvalidArgument)
 	}
 	if s.MemoryBytes < libvirttools.MinMemoryBytes {
 		return Shape{}, fmt.Errorf("memory limit %d bytes is below the 64Mi a VM needs; raise the container's memory limit or set %s: %w",

@@ -182,7 +182,9 @@ type Usage struct {
 	// CPUTimeNs is QEMU's CPU time for the guest (cpu.time).
 	CPUTimeNs uint64
 	// WorkingSetBytes and UsageBytes are the guest's memory minus what the
-	// guest reports usable (balloon stats), else QEMU's RSS.
+	// guest reports usable (balloon stats), but never less than QEMU's
+	// RSS: the guest's report is its own claim, and a guest must not make
+	// itself look small to the kubelet's eviction.
 	WorkingSetBytes, UsageBytes uint64
 	// RSSBytes is QEMU's resident memory on the host.
 	RSSBytes uint64
@@ -192,7 +194,7 @@ type Usage struct {
 func UsageOf(d libvirttools.DomainStats) Usage {
 	used := d.MemoryRSSBytes
 	if d.MemoryUsableBytes > 0 && d.MemoryUsableBytes < d.MemoryBytes {
-		used = d.MemoryBytes - d.MemoryUsableBytes
+		used = max(d.MemoryBytes-d.MemoryUsableBytes, d.MemoryRSSBytes)
 	}
 	return Usage{CPUTimeNs: d.CPUTimeNs, WorkingSetBytes: used, UsageBytes: used, RSSBytes: d.MemoryRSSBytes}
 }
