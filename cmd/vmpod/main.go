@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -17,9 +18,16 @@ import (
 	"github.com/vmpod/vmpod/pkg/daemon"
 	"github.com/vmpod/vmpod/pkg/logging"
 	"github.com/vmpod/vmpod/pkg/version"
+	"github.com/vmpod/vmpod/pkg/volumes"
 )
 
 func main() {
+	// libvirt runs vmpod as the virtiofsd of read-only shares.
+	if filepath.Base(os.Args[0]) == volumes.ReadOnlyVirtiofsdName {
+		err := volumes.RunReadOnlyVirtiofsd(os.Args[1:])
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	if err := newRootCommand().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "vmpod:", err)
 		os.Exit(1)

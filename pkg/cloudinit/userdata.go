@@ -125,6 +125,12 @@ func additions(in Input, ds string, keys []string) *cloudConfig {
 		// nofail: a missing share must not drop the guest into emergency mode.
 		c.Mounts = append(c.Mounts, []string{s.Tag, s.MountPath, s.Type, opts + ",nofail", "0", "0"})
 	}
+	for _, s := range in.Shares {
+		// A share the guest could not mount (no driver in its kernel, say)
+		// is said on the serial console, which is the container's log;
+		// vmpod reports the line (ShareNotMountedPrefix).
+		c.Runcmd = append(c.Runcmd, []string{"sh", "-c", shareCheck, "vmpod-share-check", s.MountPath, s.Tag, s.Type})
+	}
 	for _, d := range in.Devices {
 		// bootcmd, not runcmd: /dev is rebuilt on every boot.
 		if dir := path.Dir(d.Path); dir != "/" && dir != "/dev" {
@@ -152,6 +158,14 @@ func additions(in Input, ds string, keys []string) *cloudConfig {
 	}
 	return c
 }
+
+// ShareNotMountedPrefix starts the console line a guest writes for a share
+// it could not mount: "vmpod: share TAG (TYPE) is not mounted at PATH".
+const ShareNotMountedPrefix = "vmpod: share "
+
+// shareCheck runs in the guest after mounts, as sh -c shareCheck NAME
+// PATH TAG TYPE.
+const shareCheck = `mountpoint -q "$1" 2>/dev/null || echo "vmpod: share $2 ($3) is not mounted at $1" >/dev/console`
 
 // quoteEnv double-quotes an /etc/environment value so that pam_env, systemd
 // and a POSIX shell sourcing the file read it back unchanged.

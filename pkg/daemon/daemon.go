@@ -32,6 +32,7 @@ import (
 	"github.com/vmpod/vmpod/pkg/metrics"
 	"github.com/vmpod/vmpod/pkg/store"
 	"github.com/vmpod/vmpod/pkg/version"
+	"github.com/vmpod/vmpod/pkg/volumes"
 )
 
 // maxMsgSize matches the kubelet's CRI client limit (16 MiB).
@@ -105,9 +106,14 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 	kvm := kvmUsable()
 	cfg = cfg.ResolveAccelerators(kvm)
 	log.Info("accelerator resolved", "kvm_usable", kvm, "accelerator", cfg.Accelerator)
+	roVirtiofsd, err := volumes.InstallReadOnlyVirtiofsd(filepath.Join(cfg.StateDir, "bin"))
+	if err != nil {
+		log.Warn("read-only virtiofs shares are refused: cannot install their virtiofsd", "err", err)
+	}
 	pods := lifecycle.New(lifecycle.Options{
 		Config: cfg, Images: images, Libvirt: conn, Meta: meta, Log: log, Network: network,
 		NewConsole: newConsole, HostCheck: strings.Join(problems, "; "), Metrics: reg,
+		ReadOnlyVirtiofsd: roVirtiofsd,
 	})
 	svc := cri.NewService(cri.Options{Config: cfg, Pods: pods, Images: images, Log: log, Metrics: reg})
 	stopStreaming, err := svc.StartStreaming(cfg.StreamingAddress)

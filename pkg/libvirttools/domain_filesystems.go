@@ -20,9 +20,13 @@ type Filesystem struct {
 	// Tag is what the guest mounts (`mount -t virtiofs TAG DIR`); at most
 	// 36 characters for virtiofs.
 	Tag string
-	// ReadOnly shares the directory read-only (9p); virtiofs in libvirt 9.0
-	// has no read-only mode, so the guest mounts it ro instead.
+	// ReadOnly shares the directory read-only: 9p with <readonly/>;
+	// virtiofs in libvirt 9.0 has no read-only mode, so a read-only
+	// virtiofs share needs Binary, a virtiofsd that cannot write.
 	ReadOnly bool
+	// Binary, for virtiofs, is the virtiofsd libvirt runs (<binary
+	// path>); "" is libvirt's default.
+	Binary string
 	// Driver is FilesystemVirtiofs or Filesystem9p.
 	Driver string
 }
@@ -45,6 +49,12 @@ func validateFilesystems(spec *DomainSpec, p *specProblems) {
 		if fs.Driver != FilesystemVirtiofs && fs.Driver != Filesystem9p {
 			p.addf("filesystem %d: driver %q is not virtiofs or 9p", i, fs.Driver)
 		}
+		if fs.Driver == FilesystemVirtiofs && fs.ReadOnly && fs.Binary == "" {
+			p.addf("filesystem %d: read-only virtiofs needs a virtiofsd that enforces it (binary)", i)
+		}
+		if fs.Binary != "" && (fs.Driver != FilesystemVirtiofs || !filepath.IsAbs(fs.Binary)) {
+			p.addf("filesystem %d: binary %q needs virtiofs and an absolute path", i, fs.Binary)
+		}
 	}
 }
 
@@ -63,6 +73,9 @@ func configureFilesystems(spec *DomainSpec, dom *libvirtxml.Domain) error {
 			virtiofs = true
 			d.AccessMode = "passthrough"
 			d.Driver = &libvirtxml.DomainFilesystemDriver{Type: "virtiofs"}
+			if fs.Binary != "" {
+				d.Binary = &libvirtxml.DomainFilesystemBinary{Path: fs.Binary}
+			}
 		case Filesystem9p:
 			d.AccessMode = "mapped"
 			if fs.ReadOnly {

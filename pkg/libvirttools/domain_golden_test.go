@@ -111,6 +111,7 @@ func goldenCases() []struct {
 	shares.Filesystems = []Filesystem{
 		{Source: "/var/lib/kubelet/pods/uid/volumes/kubernetes.io~empty-dir/cache", Tag: "vmpod-fs0", Driver: FilesystemVirtiofs},
 		{Source: "/srv/data", Tag: "vmpod-fs1", Driver: Filesystem9p, ReadOnly: true},
+		{Source: "/srv/secrets", Tag: "vmpod-fs2", Driver: FilesystemVirtiofs, ReadOnly: true, Binary: "/var/lib/vmpod/bin/vmpod-virtiofsd-ro"},
 	}
 
 	return []struct {

@@ -89,7 +89,7 @@ func (c *Controller) createContainer(ctx context.Context, sb *sandbox, name stri
 	}
 	// Everything that can be refused is worked out before anything is
 	// created: mounts, devices and the cloud-init seed.
-	mounts, err := volumes.Resolve(cfg, c.cfg.SharedDirType)
+	mounts, err := volumes.Resolve(cfg, volumes.Options{ShareType: c.cfg.SharedDirType, ReadOnlyVirtiofsd: c.roVirtiofsd})
 	if err != nil {
 		return "", err
 	}

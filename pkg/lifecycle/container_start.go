@@ -79,6 +79,7 @@ func (c *Controller) StartContainer(ctx context.Context, id string) (retErr erro
 		return fmt.Errorf("resume domain %s: %w", rec.Domain, err)
 	}
 	ct.swapConsole(con)
+	go c.watchGuestReports(ct, con)
 	if _, err := ct.Update(func(r *ContainerRecord) error {
 		r.State, r.StartedAt = ContainerRunning, c.now().UnixNano()
 		return nil

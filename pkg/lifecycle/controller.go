@@ -113,6 +113,9 @@ type Options struct {
 	// EventBuffer is how many events a subscriber may fall behind before
 	// it is disconnected; 0 is the default (256).
 	EventBuffer int
+	// ReadOnlyVirtiofsd is the virtiofsd of read-only virtiofs shares
+	// (volumes.InstallReadOnlyVirtiofsd); without it they are refused.
+	ReadOnlyVirtiofsd string
 }
 
 // Controller runs VM pods.
@@ -128,6 +131,8 @@ type Controller struct {
 	now        func() time.Time
 	hostCheck  string
 	metrics    *metrics.Metrics
+	// roVirtiofsd runs read-only virtiofs shares.
+	roVirtiofsd string
 	// pending holds creates whose caller gave up (deadline) while the work
 	// went on, by reserved name, so the retry gets the result.
 	pending *pending.Work
@@ -159,7 +164,7 @@ func New(o Options) *Controller {
 	c := &Controller{
 		cfg: o.Config, images: o.Images, libvirt: o.Libvirt, log: o.Log,
 		newConsole: o.NewConsole, overlays: o.Overlays, net: o.Network, now: o.Now,
-		hostCheck: o.HostCheck, metrics: o.Metrics,
+		hostCheck: o.HostCheck, metrics: o.Metrics, roVirtiofsd: o.ReadOnlyVirtiofsd,
 		pending: pending.New(), events: broadcast.New[Event](o.EventBuffer, "container event"),
 	}
 	c.reg = newRegistry(o.Meta, c.sandboxChanged, c.containerChanged)

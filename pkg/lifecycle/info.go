@@ -61,6 +61,9 @@ func (c *Controller) ContainerInfo(ctx context.Context, id string) (map[string]a
 	if rec.State == ContainerRunning {
 		info["guestAgent"] = c.agentInfo(ctx, rec.Domain)
 	}
+	if r := ct.guestReports(); len(r) > 0 {
+		info["guestReports"] = r
+	}
 	return info, nil
 }
 

@@ -195,6 +195,7 @@ func (c *Controller) recoverContainer(ctx context.Context, rec ContainerRecord) 
 				return false, err
 			}
 			ct.swapConsole(con)
+			go c.watchGuestReports(ct, con)
 			log.Info("VM still running; console reader reattached")
 			if att := sb.Get().LiveNetwork(); att != nil && c.net != nil {
 				if err := c.net.ServeDHCP(att, guestNetworkInfo(sb.config)); err != nil {

@@ -34,6 +34,7 @@ type container struct {
 
 	cmu     sync.Mutex
 	console ConsoleHandle // nil unless running; guarded by cmu
+	reports []string      // what the guest reported on its console; guarded by cmu
 	// ttyPorts are the VM's exec channels in use by TTY execs.
 	ttyPorts guest.PortSet
 }

@@ -55,10 +55,20 @@ func isFileVolume(hostPath string) bool {
 	return false
 }
 
-// Resolve classifies the container's mounts and devices. shareType is the
-// configured shared_dir_type. Errors wrap errdefs.ErrInvalidArgument and
-// name the mount.
-func Resolve(cfg *runtimeapi.ContainerConfig, shareType string) (Plan, error) {
+// Options say how directories are shared.
+type Options struct {
+	// ShareType is shared_dir_type: virtiofs or 9p.
+	ShareType string
+	// ReadOnlyVirtiofsd is the path of vmpod-virtiofsd-ro
+	// (InstallReadOnlyVirtiofsd), which read-only virtiofs shares run as
+	// their virtiofsd; without it they are refused.
+	ReadOnlyVirtiofsd string
+}
+
+// Resolve classifies the container's mounts and devices. Errors wrap
+// errdefs.ErrInvalidArgument (or FailedPrecondition) and name the mount.
+func Resolve(cfg *runtimeapi.ContainerConfig, o Options) (Plan, error) {
+	shareType := o.ShareType
 	var g Plan
 	total := 0
 	addFile := func(path string, hostPath string, mode fs.FileMode) error {
@@ -109,7 +119,17 @@ func Resolve(cfg *runtimeapi.ContainerConfig, shareType string) (Plan, error) {
 			}
 		case st.IsDir():
 			tag := fmt.Sprintf("vmpod-fs%d", len(g.Filesystems))
-			g.Filesystems = append(g.Filesystems, libvirttools.Filesystem{Source: m.GetHostPath(), Tag: tag, ReadOnly: m.GetReadonly(), Driver: shareType})
+			fs := libvirttools.Filesystem{Source: m.GetHostPath(), Tag: tag, ReadOnly: m.GetReadonly(), Driver: shareType}
+			if fs.ReadOnly && fs.Driver == libvirttools.FilesystemVirtiofs {
+				// 9p enforces read-only itself; virtiofs gets a virtiofsd
+				// that cannot write.
+				if o.ReadOnlyVirtiofsd == "" {
+					return g, fmt.Errorf("mount %s: a read-only virtiofs share needs %s, which this vmpod has not installed: %w",
+						m.GetContainerPath(), ReadOnlyVirtiofsdName, errdefs.ErrFailedPrecondition)
+				}
+				fs.Binary = o.ReadOnlyVirtiofsd
+			}
+			g.Filesystems = append(g.Filesystems, fs)
 			g.Shares = append(g.Shares, cloudinit.Share{Tag: tag, MountPath: m.GetContainerPath(), ReadOnly: m.GetReadonly(), Type: shareType})
 		default:
 			return g, fmt.Errorf("mount %s: host path %q is neither a file nor a directory (block devices go in devices): %w", m.GetContainerPath(), m.GetHostPath(), errdefs.ErrInvalidArgument)

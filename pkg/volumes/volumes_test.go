@@ -32,7 +32,7 @@ func TestFileCapReadsNoMore(t *testing.T) {
 	}
 	f.Close()
 	start := time.Now()
-	_, err = Resolve(mounts(&runtimeapi.Mount{ContainerPath: "/etc/big", HostPath: big}), "virtiofs")
+	_, err = Resolve(mounts(&runtimeapi.Mount{ContainerPath: "/etc/big", HostPath: big}), Options{ShareType: "virtiofs"})
 	if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "add up to more than") {
 		t.Fatalf("1 TiB file: %v", err)
 	}
@@ -43,13 +43,13 @@ func TestFileCapReadsNoMore(t *testing.T) {
 	// Files that fit are delivered, and their sizes add up against the cap.
 	small := filepath.Join(dir, "small")
 	os.WriteFile(small, []byte("hello"), 0o640)
-	p, err := Resolve(mounts(&runtimeapi.Mount{ContainerPath: "/etc/small", HostPath: small}), "virtiofs")
+	p, err := Resolve(mounts(&runtimeapi.Mount{ContainerPath: "/etc/small", HostPath: small}), Options{ShareType: "virtiofs"})
 	if err != nil || len(p.Files) != 1 || string(p.Files[0].Content) != "hello" || p.Files[0].Mode != 0o640 {
 		t.Fatalf("small file: %+v, %v", p.Files, err)
 	}
 	three := filepath.Join(dir, "three")
 	os.WriteFile(three, make([]byte, 3<<20), 0o644)
-	_, err = Resolve(mounts(&runtimeapi.Mount{ContainerPath: "/a", HostPath: three}, &runtimeapi.Mount{ContainerPath: "/b", HostPath: three}), "virtiofs")
+	_, err = Resolve(mounts(&runtimeapi.Mount{ContainerPath: "/a", HostPath: three}, &runtimeapi.Mount{ContainerPath: "/b", HostPath: three}), Options{ShareType: "virtiofs"})
 	if !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Fatalf("two 3 MiB files: %v", err)
 	}
@@ -64,5 +64,27 @@ func TestFIFORefused(t *testing.T) {
 	}
 	if _, err := readCapped(fifo, 100); err == nil || !strings.Contains(err.Error(), "not a regular file") {
 		t.Fatalf("FIFO: %v", err)
+	}
+}
+
+// TestReadOnlyShares: a read-only virtiofs share gets the virtiofsd that
+// cannot write (or is refused without it); 9p enforces read-only itself.
+func TestReadOnlyShares(t *testing.T) {
+	dir := t.TempDir()
+	m := mounts(&runtimeapi.Mount{ContainerPath: "/mnt/ro", HostPath: dir, Readonly: true},
+		&runtimeapi.Mount{ContainerPath: "/mnt/rw", HostPath: dir})
+	p, err := Resolve(m, Options{ShareType: "virtiofs", ReadOnlyVirtiofsd: "/var/lib/vmpod/bin/vmpod-virtiofsd-ro"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fs := p.Filesystems; len(fs) != 2 || fs[0].Binary != "/var/lib/vmpod/bin/vmpod-virtiofsd-ro" || !fs[0].ReadOnly || fs[1].Binary != "" || fs[1].ReadOnly {
+		t.Fatalf("filesystems %+v", fs)
+	}
+	if _, err := Resolve(m, Options{ShareType: "virtiofs"}); !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "/mnt/ro") {
+		t.Fatalf("read-only virtiofs without its virtiofsd: %v", err)
+	}
+	p, err = Resolve(m, Options{ShareType: "9p"})
+	if err != nil || !p.Filesystems[0].ReadOnly || p.Filesystems[0].Binary != "" {
+		t.Fatalf("9p: %+v, %v", p.Filesystems, err)
 	}
 }

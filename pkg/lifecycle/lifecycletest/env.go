@@ -97,7 +97,7 @@ func (e *Env) NewPods() *lifecycle.Controller {
 	return lifecycle.New(lifecycle.Options{
 		Config: e.Cfg, Images: e.Images, Libvirt: e.LV, Meta: e.Meta, Log: QuietLog(),
 		NewConsole: e.Consoles.New, Overlays: e.Overlays, Now: e.Clock.Now, Network: e.Net, Metrics: e.Metrics,
-		EventBuffer: e.EventBuffer,
+		EventBuffer: e.EventBuffer, ReadOnlyVirtiofsd: "/var/lib/vmpod/bin/vmpod-virtiofsd-ro",
 	})
 }
 
