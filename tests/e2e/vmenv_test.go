@@ -25,10 +25,16 @@ type vmEnv struct {
 
 func newVMEnv(t *testing.T) *vmEnv {
 	t.Helper()
+	return newVMEnvWith(t, daemonOpts{})
+}
+
+// newVMEnvWith is newVMEnv with daemon options.
+func newVMEnvWith(t *testing.T, o daemonOpts) *vmEnv {
+	t.Helper()
 	guest := guestImage(t)
 	srv := newFileServer(t)
 	run(t, "cp", guest, srv.path("guest.qcow2"))
-	d := startDaemon(t, daemonOpts{})
+	d := startDaemon(t, o)
 	d.writeTranslations("guest.toml", fmt.Sprintf("[[translations]]\nname = \"guest\"\nurl = \"%s/guest.qcow2\"\n", srv.URL))
 	d.mustCrictl("pull", "guest")
 	e := &vmEnv{daemon: d, logDir: filepath.Join(d.dir, "pods")}
@@ -94,6 +100,37 @@ func (e *vmEnv) podConfigsWith(name string, attempt int, annotations map[string]
 		ctr:     e.writeJSON(fmt.Sprintf("%s-ctr-%d.json", name, attempt), ctr),
 		logPath: filepath.Join(logDir, fmt.Sprintf("vm/%d.log", attempt)),
 	}
+}
+
+// addMount adds a host directory mount to the container config of f.
+func (e *vmEnv) addMount(f podFiles, containerPath, hostPath string) {
+	e.t.Helper()
+	var ctr map[string]any
+	b, err := os.ReadFile(f.ctr)
+	if err == nil {
+		err = json.Unmarshal(b, &ctr)
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	mounts, _ := ctr["mounts"].([]any)
+	ctr["mounts"] = append(mounts, map[string]any{"container_path": containerPath, "host_path": hostPath})
+	if b, err = json.Marshal(ctr); err == nil {
+		err = os.WriteFile(f.ctr, b, 0o644)
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// readFile returns a file's content.
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // startVM runs a pod and boots its VM; it returns the pod and container IDs.
