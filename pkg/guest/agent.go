@@ -28,6 +28,12 @@ import (
 // CallTimeout bounds one guest agent request.
 const CallTimeout = 5 * time.Second
 
+// MaxReplyBytes bounds a guest agent reply vmpod decodes. The agent is the
+// guest's, so its replies are hostile input; libvirt already refuses
+// replies over 4 MiB of base64 output (ErrResourceExhausted), and this is
+// the line vmpod holds whatever libvirt does.
+const MaxReplyBytes = 8 << 20
+
 // Polling policy: a process is polled every FirstPoll at first, the
 // interval doubling up to the caller's maximum.
 const (
@@ -75,11 +81,14 @@ func (a *Agent) Call(ctx context.Context, cmd any, out any) error {
 		}
 		return err
 	}
+	if len(reply) > MaxReplyBytes {
+		return fmt.Errorf("the guest agent's reply is %d bytes, more than the %d vmpod reads: %w", len(reply), MaxReplyBytes, errdefs.ErrResourceExhausted)
+	}
 	var env struct {
 		Return json.RawMessage `json:"return"`
 	}
 	if err := json.Unmarshal([]byte(reply), &env); err != nil {
-		return fmt.Errorf("guest agent reply %q: %w", reply, err)
+		return fmt.Errorf("the guest agent's reply is not JSON (%.100q): %w", reply, err)
 	}
 	if out == nil {
 		return nil
@@ -122,6 +131,9 @@ func (a *Agent) Exec(ctx context.Context, argv []string, input []byte) (int, err
 	cmd := map[string]any{"execute": "guest-exec", "arguments": args}
 	if err := a.Call(ctx, cmd, &ret); err != nil {
 		return 0, fmt.Errorf("exec %q in the guest: %w", argv, err)
+	}
+	if ret.PID <= 0 {
+		return 0, fmt.Errorf("exec %q in the guest: the agent answered pid %d", argv, ret.PID)
 	}
 	return ret.PID, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -78,5 +79,42 @@ func TestReadStdin(t *testing.T) {
 	}
 	if b, err := ReadStdin(bytes.NewReader(make([]byte, StdinCap))); err != nil || len(b) != StdinCap {
 		t.Fatalf("stdin at the cap: %d bytes, %v", len(b), err)
+	}
+}
+
+// TestHostileAgentReplies: whatever the guest's agent answers is bounded
+// and validated; none of it panics or is taken as a success.
+func TestHostileAgentReplies(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		reply string
+		class error // nil: any error
+	}{
+		{"huge", `{"return":{"pid":1,"pad":"` + strings.Repeat("x", MaxReplyBytes) + `"}}`, errdefs.ErrResourceExhausted},
+		{"not JSON", "\x00\xffgarbage", nil},
+		{"pid zero", `{"return":{"pid":0}}`, nil},
+		{"pid negative", `{"return":{"pid":-5}}`, nil},
+		{"pid a string", `{"return":{"pid":"1; rm -rf /"}}`, nil},
+		{"no return", `{"error":{"class":"GenericError","desc":"no"}}`, nil},
+	} {
+		a := NewAgent(agentFunc(func(string, string) (string, error) { return tc.reply, nil }), "vm")
+		_, err := a.Exec(t.Context(), []string{"true"}, nil)
+		if err == nil || (tc.class != nil && !errors.Is(err, tc.class)) {
+			t.Errorf("%s: Exec = %v", tc.name, err)
+		}
+		if len(fmt.Sprint(err)) > 1000 {
+			t.Errorf("%s: the error repeats the reply (%d bytes)", tc.name, len(fmt.Sprint(err)))
+		}
+	}
+	// A status with bad base64 output, or a silly exit code, is an error or
+	// a plain number, never a crash.
+	a := NewAgent(agentFunc(func(_, cmd string) (string, error) {
+		if strings.Contains(cmd, `"guest-exec"`) {
+			return `{"return":{"pid":7}}`, nil
+		}
+		return `{"return":{"exited":true,"exitcode":-2147483648,"out-data":"!!not base64!!"}}`, nil
+	}), "vm")
+	if _, err := a.RunCaptured(t.Context(), []string{"x"}, nil, ProbePoll, 0); err == nil || !strings.Contains(err.Error(), "base64") {
+		t.Errorf("bad base64: %v", err)
 	}
 }
