@@ -62,6 +62,9 @@ func (c *Controller) createContainer(ctx context.Context, sb *sandbox, name stri
 	// step.
 	sb.op.Lock()
 	defer sb.op.Unlock()
+	if !c.reg.isSandbox(sb) {
+		return "", fmt.Errorf("pod sandbox %s was removed: %w", sb.Get().ID, errdefs.ErrNotFound)
+	}
 	sbRec := sb.Get()
 	if sbRec.State != SandboxReady {
 		return "", fmt.Errorf("pod sandbox %s is %s; create containers only in a ready sandbox: %w", sbRec.ID, sbRec.State, errdefs.ErrFailedPrecondition)
@@ -126,6 +129,10 @@ func (c *Controller) createContainer(ctx context.Context, sb *sandbox, name stri
 		RootDisk: layout.RootDisk(), CreatedAt: c.now().UnixNano(), Config: raw, VM: shape, Resources: resRaw,
 	}
 	ct := c.reg.newContainer(rec, cfg)
+	// The create is the container's first operation: a RemoveContainer
+	// that finds it waits until it is done (then removes what it made).
+	ct.op.Lock()
+	defer ct.op.Unlock()
 	// The CREATING record goes first, so a crash at any later point leaves
 	// a trace that start-up recovery cleans up.
 	if err := ct.save(rec); err != nil {

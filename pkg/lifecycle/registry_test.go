@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containerd/errdefs"
 
@@ -55,5 +56,39 @@ func TestRemoveIsOneStep(t *testing.T) {
 	}
 	if _, err := e.Pods.Sandbox(sbID[:5]); !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), sbID[:5]) {
 		t.Fatalf("a 5-character prefix resolved: %v", err)
+	}
+}
+
+// TestRemoveSandboxDuringCreate: a RemovePodSandbox that races a
+// CreateContainer in the middle of defining its domain converges: no
+// record, domain or file outlives the sandbox.
+func TestRemoveSandboxDuringCreate(t *testing.T) {
+	e := lifecycletest.NewEnv(t)
+	ctx := lifecycletest.Ctx(t)
+	sbID, err := e.Pods.RunSandbox(ctx, pod("web"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered, release := e.LV.HoldNext("Define")
+	defer release()
+	created := make(chan error, 1)
+	go func() {
+		_, err := e.Pods.CreateContainer(ctx, sbID, ctr("vm"))
+		created <- err
+	}()
+	<-entered
+	removed := make(chan error, 1)
+	go func() { removed <- e.Pods.RemoveSandbox(ctx, sbID) }()
+	time.Sleep(50 * time.Millisecond) // let the removal get as far as it can
+	release()
+	if err := <-created; err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	if err := <-removed; err != nil {
+		t.Fatalf("remove: %v", err)
+	}
+	e.AssertNoContainers(t)
+	if recs := e.SandboxRecords(t); len(recs) != 0 {
+		t.Fatalf("sandbox records left: %+v", recs)
 	}
 }

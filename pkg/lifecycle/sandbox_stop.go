@@ -60,16 +60,19 @@ func (c *Controller) RemoveSandbox(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	// The op lock waits for a CreateContainer in progress and keeps new
+	// ones out (they find the sandbox gone), so no container is made
+	// behind the removal.
+	sb.op.Lock()
+	defer sb.op.Unlock()
+	if !c.reg.isSandbox(sb) {
+		return nil // a concurrent RemovePodSandbox finished first
+	}
 	rec := sb.Get()
 	for _, ct := range c.reg.containersOf(rec.ID) {
 		if err := c.removeContainer(ctx, ct); err != nil {
 			return fmt.Errorf("remove container %s of pod sandbox %s: %w", ct.Get().ID, rec.ID, err)
 		}
-	}
-	sb.op.Lock()
-	defer sb.op.Unlock()
-	if !c.reg.isSandbox(sb) {
-		return nil // a concurrent RemovePodSandbox finished first
 	}
 	if err := c.teardownNetwork(ctx, sb); err != nil {
 		return err

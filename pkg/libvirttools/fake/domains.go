@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -19,6 +20,7 @@ import (
 
 // Define implements libvirttools.Domains.
 func (c *Connection) Define(ctx context.Context, xml string) error {
+	c.pause("Define")
 	var def libvirtxml.Domain
 	parseErr := def.Unmarshal(xml)
 	c.mu.Lock()
@@ -386,4 +388,34 @@ func (c *Connection) SetQEMUOwner(o libvirttools.Owner) {
 	c.mu.Lock()
 	c.owner = o
 	c.mu.Unlock()
+}
+
+// HoldNext makes the next call of method (Define only, for now) wait
+// before it does anything; entered is closed when it waits, release lets
+// it go on. Tests use it to run something else in the middle of an
+// operation.
+func (c *Connection) HoldNext(method string) (entered <-chan struct{}, release func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h := &hold{entered: make(chan struct{}), release: make(chan struct{})}
+	if c.holds == nil {
+		c.holds = map[string]*hold{}
+	}
+	c.holds[method] = h
+	var once sync.Once
+	return h.entered, func() { once.Do(func() { close(h.release) }) }
+}
+
+type hold struct{ entered, release chan struct{} }
+
+// pause waits while method is held (HoldNext), once.
+func (c *Connection) pause(method string) {
+	c.mu.Lock()
+	h := c.holds[method]
+	delete(c.holds, method)
+	c.mu.Unlock()
+	if h != nil {
+		close(h.entered)
+		<-h.release
+	}
 }

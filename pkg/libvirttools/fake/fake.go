@@ -6,9 +6,9 @@
 package fake
 
 import (
-	"os"
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 
@@ -44,6 +44,7 @@ type Connection struct {
 	domains    map[string]*domain // by name
 	ignoreACPI map[string]bool    // by name, kept across Define/Undefine
 	failNext   map[string][]error // by method, in order
+	holds      map[string]*hold   // by method: the next call waits
 	// owner is what QEMUOwner reports: by default the test process's own
 	// user and group, so tests can hand files to "QEMU" without root.
 	owner libvirttools.Owner
