@@ -21,9 +21,12 @@ const DefaultCallTimeout = 30 * time.Second
 // call to a hung libvirtd (SIGSTOP, a deadlock) blocks its goroutine and
 // its OS thread until libvirtd answers or the connection is closed (the
 // keepalive closes it after about 20 s). Each one whose caller gave up
-// costs a goroutine and a thread; past this many, libvirtd is plainly not
-// answering, and new calls fail at once with ErrUnavailable instead of
-// piling up more. The count falls as the calls return.
+// costs a goroutine and a thread; once this many are running, libvirtd is
+// plainly not answering, and new calls fail at once with ErrUnavailable
+// instead of piling up more. The count falls as the calls return. Calls
+// already running when the count reaches the bound may still be
+// abandoned, so it can exceed the bound by the number of calls in flight
+// at that moment (bounded by the callers), never by more.
 const MaxAbandonedCalls = 32
 
 // ErrCallTimeout is wrapped, with errdefs.ErrUnavailable, by the error of

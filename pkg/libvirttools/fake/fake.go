@@ -62,6 +62,7 @@ type Connection struct {
 	runner  libvirttools.Calls
 	timeout time.Duration            // the call timeout
 	hung    map[string]chan struct{} // by method: calls wait for it to close
+	waiting map[string]int           // by method: calls waiting for Hang's release
 }
 
 // domain is one defined domain.
@@ -98,6 +99,7 @@ func New() *Connection {
 		events:     broadcast.New[libvirttools.Event](1024, "libvirt event"),
 		timeout:    libvirttools.DefaultCallTimeout,
 		hung:       map[string]chan struct{}{},
+		waiting:    map[string]int{},
 	}
 }
 
@@ -135,6 +137,13 @@ func (c *Connection) Hang(method string) (release func()) {
 	}
 }
 
+// Waiting is how many calls of method are blocked by Hang now.
+func (c *Connection) Waiting(method string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.waiting[method]
+}
+
 // Abandoned is how many calls are still running after their deadline.
 func (c *Connection) Abandoned() int { return c.runner.Abandoned() }
 
@@ -146,7 +155,13 @@ func (c *Connection) run(ctx context.Context, method string, extra time.Duration
 	c.mu.Unlock()
 	return c.runner.Run(ctx, method, timeout+extra, func() error {
 		if gate != nil {
+			c.mu.Lock()
+			c.waiting[method]++
+			c.mu.Unlock()
 			<-gate
+			c.mu.Lock()
+			c.waiting[method]--
+			c.mu.Unlock()
 		}
 		return body()
 	})
@@ -172,6 +187,9 @@ func result[T any](ctx context.Context, c *Connection, method string, extra time
 func (c *Connection) Subscribe() (*libvirttools.EventSubscription, error) {
 	return c.events.Subscribe()
 }
+
+// Subscribers counts the event subscriptions.
+func (c *Connection) Subscribers() int { return c.events.Count() }
 
 // Close implements libvirttools.Connection: it ends the subscriptions.
 func (c *Connection) Close() error {
