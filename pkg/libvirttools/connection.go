@@ -89,9 +89,11 @@ type Libvirt struct {
 	dialing   *dial     // the connection attempt in progress, if any
 	downSince time.Time // start of the current outage; zero while connected
 	connected bool      // a connection was ever made (reconnects are logged)
-	keeping   bool      // keep runs
-	closed    bool
-	stop      chan struct{} // closed by Close: keep ends
+	// reconnectedAt is when the last reconnection was made (zero: none).
+	reconnectedAt time.Time
+	keeping       bool // keep runs
+	closed        bool
+	stop          chan struct{} // closed by Close: keep ends
 }
 
 // libvirtConn is one libvirt connection and the calls using it. users and
@@ -207,6 +209,9 @@ func (l *Libvirt) dial(d *dial) {
 	} else {
 		reconnect = l.connected
 		l.cur, l.connected, l.downSince = lc, true, time.Time{}
+		if reconnect {
+			l.reconnectedAt = time.Now()
+		}
 	}
 	d.err = err
 	l.dialing = nil

@@ -269,20 +269,53 @@ func (l *Libvirt) XML(ctx context.Context, name string) (string, error) {
 // AgentCommand implements Domains. libvirt waits up to timeout (whole
 // seconds, at least one) for the agent; the call's deadline is that plus
 // the call timeout, and ctx ending returns at once (the command may still
-// run). It is not retried (see connection_call.go).
+// run). It is not retried when the connection breaks under it (see
+// connection_call.go), with one exception: after libvirtd restarts, it
+// connects to each guest agent again a moment after it answers calls, and
+// until then refuses agent commands ("QEMU guest agent is not connected")
+// without sending them. Within agentReconnectWindow of a reconnection,
+// such a refusal is retried every reconnectRetry until the deadline, so
+// that a restart does not fail an exec.
 func (l *Libvirt) AgentCommand(ctx context.Context, name, command string, timeout time.Duration) (string, error) {
 	secs := max(int(timeout/time.Second), 1)
-	var reply string
-	err := l.withDomain(ctx, "guest agent command on domain", name, time.Duration(secs)*time.Second+l.timeout, 0,
-		func(dom *libvirt.Domain) error {
-			var err error
-			reply, err = dom.QemuAgentCommand(command, libvirt.DomainQemuAgentCommandTimeout(secs), 0)
-			return err
-		})
-	if err != nil {
-		return "", err
+	deadline := time.Now().Add(time.Duration(secs)*time.Second + l.timeout)
+	for {
+		var reply string
+		err := l.withDomain(ctx, "guest agent command on domain", name, time.Until(deadline), 0,
+			func(dom *libvirt.Domain) error {
+				var err error
+				reply, err = dom.QemuAgentCommand(command, libvirt.DomainQemuAgentCommandTimeout(secs), 0)
+				return err
+			})
+		if err == nil {
+			return reply, nil
+		}
+		if !agentNotConnected(err) || !l.reconnectedWithin(agentReconnectWindow) || time.Until(deadline) < reconnectRetry {
+			return "", err
+		}
+		if werr := waitUntil(ctx, deadline, time.After(reconnectRetry)); werr != nil {
+			return "", err
+		}
 	}
-	return reply, nil
+}
+
+// agentReconnectWindow is how long after a reconnection to libvirtd an
+// agent command refused as "not connected" is retried.
+const agentReconnectWindow = 30 * time.Second
+
+// agentNotConnected reports whether err is libvirt refusing an agent
+// command because it has no connection to the agent (the command was not
+// sent).
+func agentNotConnected(err error) bool {
+	return errors.Is(err, errdefs.ErrFailedPrecondition) && strings.Contains(err.Error(), "guest agent is not connected")
+}
+
+// reconnectedWithin reports whether the connection was made again, after
+// a loss, less than d ago.
+func (l *Libvirt) reconnectedWithin(d time.Duration) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.reconnectedAt.IsZero() && time.Since(l.reconnectedAt) < d
 }
 
 // SetCPUTune implements Domains. periodUS and quotaUS are the whole

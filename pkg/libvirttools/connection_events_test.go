@@ -272,3 +272,25 @@ func TestLibvirtUnreachable(t *testing.T) {
 		t.Fatalf("Status in an old outage: %v after %v; want Unavailable at once", err, took)
 	}
 }
+
+// TestAgentNotConnected: only libvirt's refusal to send a command to an
+// agent it has no connection to is retried after a reconnection, not an
+// agent that took the command and did not answer.
+func TestAgentNotConnected(t *testing.T) {
+	for _, tc := range []struct {
+		msg  string
+		want bool
+	}{
+		{"Guest agent is not responding: QEMU guest agent is not connected", true},
+		{"Guest agent is not responding: Guest agent not available for now", false},
+	} {
+		err := translateError("guest agent command", libvirt.Error{Code: libvirt.ERR_AGENT_UNRESPONSIVE, Domain: libvirt.FROM_QEMU, Message: tc.msg})
+		if got := agentNotConnected(err); got != tc.want {
+			t.Errorf("agentNotConnected(%q) = %v, want %v", tc.msg, got, tc.want)
+		}
+	}
+	l := NewLibvirt("test:///default", Options{})
+	if l.reconnectedWithin(time.Hour) {
+		t.Fatal("a new connection counts as reconnected")
+	}
+}
