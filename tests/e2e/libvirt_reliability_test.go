@@ -178,7 +178,9 @@ func (e *vmEnv) bootVMs(prefix string, n int) []string {
 
 // TestLibvirtPoweroffEvent: a guest's poweroff gives EXITED and the
 // STOPPED event within a second of libvirt seeing the domain stop: it
-// comes from libvirt's lifecycle event, not a poll.
+// comes from libvirt's lifecycle event, not a poll. (The time from typing
+// poweroff to the domain stopping is the guest's own shutdown, about 4 s
+// under TCG here; it is printed, not judged.)
 func TestLibvirtPoweroffEvent(t *testing.T) {
 	e := newVMEnv(t)
 	events := stampedEvents(t, e.Socket())
@@ -195,6 +197,11 @@ func TestLibvirtPoweroffEvent(t *testing.T) {
 	t.Logf("STOPPED event after the domain stopped, %d samples: median %v, max %v", n, delays[n/2].Round(time.Millisecond), delays[n-1].Round(time.Millisecond))
 	if delays[n-1] > time.Second {
 		t.Fatalf("STOPPED event up to %v after the domain stopped, want within 1 s", delays[n-1])
+	}
+	// A once-a-second poll (the monitor before libvirt events) puts the
+	// median near 500 ms (measured: 14, 106, 767 ms); the event, a few ms.
+	if delays[n/2] > 250*time.Millisecond {
+		t.Fatalf("median delay %v: the exit was not seen from libvirt's event", delays[n/2])
 	}
 }
 
