@@ -3,12 +3,14 @@ package lifecycle_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/containerd/errdefs"
+	"libvirt.org/go/libvirtxml"
 
 	"github.com/vmpod/vmpod/pkg/libvirttools"
 	"github.com/vmpod/vmpod/pkg/lifecycle"
@@ -118,6 +120,37 @@ func TestMonitorEventDrivenExit(t *testing.T) {
 		if !slices.Contains(calls, tc.wantCall) || listCalls(calls) != 0 {
 			t.Fatalf("calls after the stop: %q; want the event's refresh, no bulk check", calls)
 		}
+	}
+}
+
+// TestMonitorOtherDomains: an event of a domain that is not exactly a
+// container's (one whose name is a prefix of it, a foreign one) refreshes
+// no container.
+func TestMonitorOtherDomains(t *testing.T) {
+	e := lifecycletest.NewEnv(t)
+	ctx := lifecycletest.Ctx(t)
+	id := runningVM(t, e, "web")
+	startMonitor(t, e)
+	n := len(e.LV.Calls())
+	for i, name := range []string{lifecycle.DomainName(id[:12]), "other"} {
+		doc, err := (&libvirtxml.Domain{Type: "qemu", Name: name, UUID: fmt.Sprintf("6f1c8a7e-2d3b-5c4a-9e8f-%012d", i)}).Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.LV.Define(ctx, doc); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.LV.Start(ctx, name, false); err != nil {
+			t.Fatal(err)
+		}
+		e.LV.GuestPowerOff(name)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if calls := e.CallsSince(n); slices.Contains(calls, "Status "+lifecycle.DomainName(id)) {
+		t.Fatalf("another domain's event refreshed the container: %q", calls)
+	}
+	if st := e.Record(t, id).State; st != lifecycle.ContainerRunning {
+		t.Fatalf("container after other domains stopped: %s", st)
 	}
 }
 
