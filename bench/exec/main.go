@@ -103,7 +103,7 @@ func main() {
 
 	// 1. ExecSync `true` against the agent's own exchange.
 	target := vms[0]
-	lv := libvirttools.NewLibvirt("qemu:///system")
+	lv := libvirttools.NewLibvirt("qemu:///system", libvirttools.Options{})
 	defer lv.Close()
 	dom := "vmpod-" + target.ctr
 	var viaVmpod, direct []time.Duration

@@ -58,6 +58,8 @@ type Config struct {
 	StateDir string `toml:"state_dir" mapstructure:"state_dir" comment:"Directory for vmpod's state: metadata.db (bbolt), images/, VM disks (flag --state-dir, env VMPOD_STATE_DIR).\nOnly one vmpod may use a state directory at a time (vmpod.lock)."`
 	// LibvirtURI is the libvirt connection URI. Default qemu:///system.
 	LibvirtURI string `toml:"libvirt_uri" mapstructure:"libvirt_uri" comment:"libvirt connection URI (flag --libvirt-uri, env VMPOD_LIBVIRT_URI)."`
+	// LibvirtCallTimeout is the deadline of one libvirt call. Default 30s.
+	LibvirtCallTimeout Duration `toml:"libvirt_call_timeout" mapstructure:"libvirt_call_timeout" comment:"Deadline of one libvirt call, waiting for libvirtd to come back after a restart included: a hung\nlibvirtd makes calls fail with Unavailable after it. Domain start and destroy get twice as long, guest agent\ncommands their own timeout on top (env VMPOD_LIBVIRT_CALL_TIMEOUT). See docs/reliability-libvirt.md."`
 	// LogLevel is one of debug, info, warn, error. Default info.
 	LogLevel string `toml:"log_level" mapstructure:"log_level" comment:"Log level: debug, info, warn or error (flag --log-level, env VMPOD_LOG_LEVEL).\nAt debug, the kubelet's polling calls (List*, *Status) are logged too."`
 	// LogFormat is text or json. Default text.
@@ -124,6 +126,7 @@ func Default() Config {
 		Socket:                "/run/vmpod/vmpod.sock",
 		StateDir:              "/var/lib/vmpod",
 		LibvirtURI:            "qemu:///system",
+		LibvirtCallTimeout:    Duration(30 * time.Second),
 		LogLevel:              "info",
 		LogFormat:             "text",
 		ImageTranslationsDir:  "/etc/vmpod/images.d",
@@ -280,6 +283,9 @@ func (c Config) Validate() error {
 	}
 	if c.LibvirtURI == "" {
 		bad("libvirt_uri", "must not be empty (e.g. qemu:///system)")
+	}
+	if c.LibvirtCallTimeout < Duration(100*time.Millisecond) {
+		bad("libvirt_call_timeout", "must be at least 100ms, got %s", c.LibvirtCallTimeout.Std())
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

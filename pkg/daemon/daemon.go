@@ -84,7 +84,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 		return fmt.Errorf("open image store: %w", err)
 	}
 
-	conn := libvirttools.NewPair(cfg.LibvirtURI)
+	// Events come from libvirt's event loop; every call has a deadline.
+	conn := libvirttools.NewPair(cfg.LibvirtURI, libvirttools.Options{
+		CallTimeout: cfg.LibvirtCallTimeout.Std(), Events: true, Log: log.With("component", "libvirt"),
+	})
 	defer conn.Close()
 	if info, err := conn.Ping(ctx); err != nil {
 		log.Warn("libvirt is not reachable yet; the runtime reports not ready until it is", "err", err)

@@ -8,29 +8,31 @@ package libvirttools
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strings"
+	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
 	"libvirt.org/go/libvirt"
+
+	"github.com/vmpod/vmpod/pkg/broadcast"
 )
 
 // Connection is vmpod's view of a libvirt daemon.
 type Connection interface {
 	Domains
+	Events
 	// Ping checks that libvirtd answers, reconnecting when the previous
 	// connection died. It returns an error wrapping errdefs.ErrUnavailable
-	// when libvirtd cannot be reached.
+	// when libvirtd cannot be reached; it does not wait for libvirtd.
 	Ping(ctx context.Context) (Info, error)
 	// QEMUOwner returns the user and group QEMU runs as for domains of
 	// domainType (DomainTypeKVM or DomainTypeQEMU), from libvirt's DAC
 	// security model: vmpod gives that group access to the directories of
 	// the VMs' files, and nobody else.
 	QEMUOwner(ctx context.Context, domainType string) (Owner, error)
-	// Close closes the connection.
+	// Close closes the connection and ends the event subscriptions.
 	Close() error
 }
 
@@ -41,22 +43,62 @@ type Info struct {
 	Hypervisor     string
 }
 
-// Libvirt is a Connection to a real libvirtd. It connects lazily and
-// reconnects after libvirtd restarts. Without an event loop there is no
-// keepalive, so the client learns of a restart only from the next call,
-// which fails with ErrUnavailable ("Cannot write data: Broken pipe"); the
-// call after it reconnects.
+// Options configure a Libvirt.
+type Options struct {
+	// CallTimeout bounds one libvirt call, waiting for a connection
+	// included; 0 is DefaultCallTimeout. Start and Destroy get twice as
+	// long (libvirt itself waits up to 30 s for QEMU's monitor and 15 s
+	// for QEMU to die in them); AgentCommand gets its agent timeout on
+	// top; WaitShutoff has its own.
+	CallTimeout time.Duration
+	// Events makes the connection watch libvirt's domain lifecycle and
+	// guest agent events for Subscribe.
+	Events bool
+	// Log receives connection losses and reconnects; nil is slog.Default().
+	Log *slog.Logger
+}
+
+// Libvirt is a Connection to a real libvirtd.
 //
-// One libvirt connection is shared by all goroutines (virConnect is
-// thread-safe); l.mu guards only which connection is current and how many
-// calls use it, never a libvirt call other than (re)connecting. A
-// connection found dead, or one a call failed on with ErrUnavailable, is
-// retired: the next call opens a new one, and the old one is closed by the
-// last call still using it, so no goroutine ever uses a freed virConnect.
+// It connects lazily and keeps one libvirt connection, shared by all
+// goroutines (virConnect is thread-safe), with libvirt's event loop
+// running (connection_events.go): a keepalive (a hung or vanished
+// libvirtd is noticed within about 20 s even when no call is made) and a
+// close callback that retires the connection the moment its socket
+// closes, so the next call opens a new one instead of failing.
+//
+// Every call has a deadline (Options.CallTimeout) that covers waiting for
+// a connection and the call itself; a call that outlives it finishes in
+// the background (Calls). When libvirtd cannot be reached, a call waits
+// for it, retrying, while the outage is younger than the call timeout (a
+// restart takes a second or two) and fails at once with ErrUnavailable in
+// a longer one. A call that fails because the connection broke under it
+// is made once more on a new connection when it is safe to repeat
+// (connection_call.go says which are).
+//
+// l.mu guards which connection is current and how many calls use it,
+// never a libvirt call. A connection that died, or one a call failed on
+// with ErrUnavailable, is retired: it is no longer handed out, and it is
+// closed, in the background, by the last call still using it, so no
+// goroutine ever uses a freed virConnect and no caller waits for a close
+// to a hung libvirtd.
 type Libvirt struct {
-	uri string
-	mu  sync.Mutex
-	cur *libvirtConn
+	uri     string
+	timeout time.Duration
+	log     *slog.Logger
+	calls   Calls
+	events  *broadcast.Broadcaster[Event] // nil without Options.Events
+
+	mu        sync.Mutex
+	cur       *libvirtConn
+	dialing   *dial     // the connection attempt in progress, if any
+	downSince time.Time // start of the current outage; zero while connected
+	connected bool      // a connection was ever made (reconnects are logged)
+	// reconnectedAt is when the last reconnection was made (zero: none).
+	reconnectedAt time.Time
+	keeping       bool // keep runs
+	closed        bool
+	stop          chan struct{} // closed by Close: keep ends
 }
 
 // libvirtConn is one libvirt connection and the calls using it. users and
@@ -65,66 +107,148 @@ type libvirtConn struct {
 	c       *libvirt.Connect
 	users   int
 	retired bool
+	gone    chan struct{} // closed when retired
+}
+
+// dial is one connection attempt; err is set before done is closed.
+type dial struct {
+	done chan struct{}
+	err  error
 }
 
 var _ Connection = (*Libvirt)(nil)
 
-// statusPollInterval is how often WaitShutoff asks libvirt for the state.
-const statusPollInterval = 150 * time.Millisecond
-
-// undefineFlags are tried in order until libvirt accepts one: older
-// daemons reject flags they do not know with VIR_ERR_INVALID_ARG
-// ("unsupported flags"). libvirt refuses to undefine a UEFI domain without
-// the NVRAM flag, which the last set lacks: that error is then reported.
-var undefineFlags = []libvirt.DomainUndefineFlagsValues{
-	libvirt.DOMAIN_UNDEFINE_NVRAM | libvirt.DOMAIN_UNDEFINE_MANAGED_SAVE |
-		libvirt.DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.DOMAIN_UNDEFINE_CHECKPOINTS_METADATA,
-	libvirt.DOMAIN_UNDEFINE_NVRAM | libvirt.DOMAIN_UNDEFINE_MANAGED_SAVE |
-		libvirt.DOMAIN_UNDEFINE_SNAPSHOTS_METADATA,
-	0,
-}
+// reconnectRetry is how often a call waiting for libvirtd tries again.
+const reconnectRetry = 200 * time.Millisecond
 
 // NewLibvirt returns a Connection for uri (e.g. qemu:///system). It does not
 // connect yet: the daemon starts even when libvirtd is not up, and Status
-// reports why the runtime is not ready.
-func NewLibvirt(uri string) *Libvirt { return &Libvirt{uri: uri} }
+// reports why the runtime is not ready. It starts libvirt's event loop
+// (once per process) first: libvirt needs it before any connection.
+func NewLibvirt(uri string, o Options) *Libvirt {
+	if o.CallTimeout <= 0 {
+		o.CallTimeout = DefaultCallTimeout
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	startEventLoop(o.Log)
+	l := &Libvirt{uri: uri, timeout: o.CallTimeout, log: o.Log, stop: make(chan struct{})}
+	if o.Events {
+		l.events = newEvents()
+	}
+	return l
+}
 
 // connect returns the current connection, opening a new one when there is
 // none or the current one is dead, and counts the caller as its user. The
-// caller must pass it to release when done.
-func (l *Libvirt) connect(ctx context.Context) (*libvirtConn, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if cur := l.cur; cur != nil {
-		// IsAlive is local to the client (no RPC): it turns false once the
-		// client saw the socket close.
-		if alive, err := cur.c.IsAlive(); err == nil && alive {
-			cur.users++
-			return cur, nil
+// caller must pass it to release when done. It gives up at deadline. When
+// libvirtd cannot be reached and wait is set, it tries again every
+// reconnectRetry while the outage is younger than the call timeout.
+func (l *Libvirt) connect(ctx context.Context, deadline time.Time, wait bool) (*libvirtConn, error) {
+	for {
+		l.mu.Lock()
+		if lc := l.cur; lc != nil {
+			lc.users++
+			l.mu.Unlock()
+			// IsAlive is local to the client (no RPC): it turns false once
+			// the client saw the socket close.
+			if alive, err := lc.c.IsAlive(); err == nil && alive {
+				return lc, nil
+			}
+			l.retire(lc)
+			l.release(lc)
+			continue
 		}
-		l.retireLocked(cur)
+		d := l.dialing
+		if d == nil {
+			d = &dial{done: make(chan struct{})}
+			l.dialing = d
+			go l.dial(d)
+		}
+		young := l.downSince.IsZero() || time.Since(l.downSince) < l.timeout
+		l.mu.Unlock()
+		if err := waitUntil(ctx, deadline, d.done); err != nil {
+			return nil, fmt.Errorf("connect to libvirt at %s: %w", l.uri, err)
+		}
+		if d.err == nil {
+			continue
+		}
+		if !wait || !young || time.Until(deadline) < reconnectRetry {
+			return nil, d.err
+		}
+		if err := waitUntil(ctx, deadline, time.After(reconnectRetry)); err != nil {
+			return nil, d.err
+		}
 	}
-	c, err := libvirt.NewConnect(l.uri)
+}
+
+// waitUntil waits for ch, and fails when ctx ends or deadline passes first.
+func waitUntil[T any](ctx context.Context, deadline time.Time, ch <-chan T) error {
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+		return fmt.Errorf("libvirtd did not answer in time (is it hung?): %w: %w", ErrCallTimeout, errdefs.ErrUnavailable)
+	}
+}
+
+// dial makes the connection attempt d and, when it succeeds, makes the
+// new connection current and announces it to event subscribers.
+func (l *Libvirt) dial(d *dial) {
+	lc, err := l.open()
+	l.mu.Lock()
+	if err == nil && lc.retired {
+		// Its socket closed during the set-up (libvirtd went away).
+		err = fmt.Errorf("connect to libvirt at %s: the connection closed at once: %w", l.uri, errdefs.ErrUnavailable)
+	}
+	reconnect := false
 	if err != nil {
-		return nil, fmt.Errorf("connect to libvirt at %s (is libvirtd running?): %s: %w", l.uri, errorMessage(err), errdefs.ErrUnavailable)
+		if l.downSince.IsZero() {
+			l.downSince = time.Now()
+		}
+	} else {
+		reconnect = l.connected
+		l.cur, l.connected, l.downSince = lc, true, time.Time{}
+		if reconnect {
+			l.reconnectedAt = time.Now()
+		}
 	}
-	l.cur = &libvirtConn{c: c, users: 1}
-	return l.cur, nil
+	d.err = err
+	l.dialing = nil
+	close(d.done)
+	l.mu.Unlock()
+	if err != nil {
+		return
+	}
+	if reconnect {
+		l.log.Info("reconnected to libvirt", "uri", l.uri)
+	}
+	if l.events != nil {
+		l.events.Publish(Event{Kind: EventConnected})
+	}
 }
 
 // release ends a call's use of lc, closing lc if it was retired and this
 // was its last user.
 func (l *Libvirt) release(lc *libvirtConn) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	lc.users--
-	closeNow := lc.retired && lc.users == 0
-	l.mu.Unlock()
-	if closeNow {
-		lc.c.Close()
+	if lc.retired && lc.users == 0 {
+		go closeConn(lc)
 	}
+}
+
+// retire makes lc no longer current.
+func (l *Libvirt) retire(lc *libvirtConn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.retireLocked(lc)
 }
 
 // retireLocked makes lc no longer current; it is closed now if unused, or
@@ -137,177 +261,70 @@ func (l *Libvirt) retireLocked(lc *libvirtConn) {
 		return
 	}
 	lc.retired = true
+	close(lc.gone)
 	if lc.users == 0 {
-		lc.c.Close()
+		go closeConn(lc)
 	}
 }
 
-// fail translates err from a libvirt call made on lc for op and, when it
-// says the connection is unusable, retires lc so the next call reconnects.
-func (l *Libvirt) fail(lc *libvirtConn, op string, err error) error {
-	err = translateError(op, err)
-	if errors.Is(err, errdefs.ErrUnavailable) {
-		l.mu.Lock()
-		l.retireLocked(lc)
-		l.mu.Unlock()
+// Close implements Connection. Calls still running finish on the old
+// connection; a later call connects again, but events end: subscriptions
+// end with ErrUnavailable and no new ones are taken.
+func (l *Libvirt) Close() error {
+	l.mu.Lock()
+	if !l.closed {
+		l.closed = true
+		close(l.stop)
 	}
-	return err
-}
-
-// withDomain looks up the domain name and runs fn on it. Errors fn returns
-// from libvirt are translated for op; op is completed with the name.
-func (l *Libvirt) withDomain(ctx context.Context, op, name string, fn func(*libvirt.Domain) error) error {
-	op = fmt.Sprintf("%s %q", op, name)
-	lc, err := l.connect(ctx)
-	if err != nil {
-		return fmt.Errorf("%s: %w", op, err)
+	if l.cur != nil {
+		l.retireLocked(l.cur)
 	}
-	defer l.release(lc)
-	dom, err := lc.c.LookupDomainByName(name)
-	if err != nil {
-		return l.fail(lc, op, err)
-	}
-	defer dom.Free()
-	if err := fn(dom); err != nil {
-		return l.fail(lc, op, err)
+	l.mu.Unlock()
+	if l.events != nil {
+		l.events.Close()
 	}
 	return nil
 }
 
+// Subscribe implements Events. The first subscription starts keeping a
+// connection open (reconnecting after libvirtd restarts), so that events
+// flow even when no call is made.
+func (l *Libvirt) Subscribe() (*EventSubscription, error) {
+	if l.events == nil {
+		return nil, fmt.Errorf("this libvirt connection does not watch events: %w", errdefs.ErrNotImplemented)
+	}
+	sub, err := l.events.Subscribe()
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	start := !l.keeping && !l.closed
+	l.keeping = true
+	l.mu.Unlock()
+	if start {
+		go l.keep()
+	}
+	return sub, nil
+}
+
 // Ping implements Connection.
 func (l *Libvirt) Ping(ctx context.Context) (Info, error) {
-	lc, err := l.connect(ctx)
+	var v uint32
+	var hv string
+	err := l.do(ctx, "ping libvirt", l.timeout, retrySafe|failFast, func(c *libvirt.Connect) error {
+		var err error
+		if v, err = c.GetLibVersion(); err != nil {
+			return err
+		}
+		hv, err = c.GetType()
+		return err
+	})
 	if err != nil {
-		return Info{}, err
-	}
-	defer l.release(lc)
-	v, err := lc.c.GetLibVersion()
-	if err != nil {
-		return Info{}, l.unavailable(lc, err)
-	}
-	hv, err := lc.c.GetType()
-	if err != nil {
-		return Info{}, l.unavailable(lc, err)
+		return Info{}, fmt.Errorf("libvirt at %s: %w", l.uri, withClass(err, errdefs.ErrUnavailable))
 	}
 	return Info{
 		URI:            l.uri,
 		LibvirtVersion: fmt.Sprintf("%d.%d.%d", v/1000000, v/1000%1000, v%1000),
 		Hypervisor:     hv,
 	}, nil
-}
-
-// unavailable reports a failed Ping: whatever failed, libvirtd is not
-// usable, so lc is retired.
-func (l *Libvirt) unavailable(lc *libvirtConn, err error) error {
-	l.mu.Lock()
-	l.retireLocked(lc)
-	l.mu.Unlock()
-	return fmt.Errorf("libvirt at %s: %s: %w", l.uri, errorMessage(err), errdefs.ErrUnavailable)
-}
-
-// Close implements Connection. Calls still running finish on the old
-// connection; a later call connects again.
-func (l *Libvirt) Close() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.cur != nil {
-		l.retireLocked(l.cur)
-	}
-	return nil
-}
-
-// translateError turns err from a libvirt call into an error for op that
-// wraps vmpod's error class (errdefs) and keeps libvirt's message. Errors
-// with no class keep the libvirt error code in the text instead.
-func translateError(op string, err error) error {
-	var lv libvirt.Error
-	if !errors.As(err, &lv) {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	var class error
-	switch lv.Code {
-	case libvirt.ERR_NO_DOMAIN:
-		class = errdefs.ErrNotFound
-	case libvirt.ERR_OPERATION_INVALID, libvirt.ERR_AGENT_UNRESPONSIVE, libvirt.ERR_AGENT_UNSYNCED,
-		libvirt.ERR_ARGUMENT_UNSUPPORTED:
-		// ARGUMENT_UNSUPPORTED: the domain has no guest agent channel.
-		class = errdefs.ErrFailedPrecondition
-	case libvirt.ERR_DOM_EXIST:
-		class = errdefs.ErrAlreadyExists
-	case libvirt.ERR_OPERATION_FAILED:
-		// virDomainDefineXML on a name or UUID held by another domain:
-		// "domain 'a' already exists with uuid U" (same name) and
-		// "domain 'a' is already defined with uuid U" (same UUID). The
-		// code is generic, so the (untranslated, C locale) text decides.
-		if strings.Contains(lv.Message, "already exists with uuid") ||
-			strings.Contains(lv.Message, "already defined with uuid") {
-			class = errdefs.ErrAlreadyExists
-		}
-	case libvirt.ERR_NO_CONNECT, libvirt.ERR_INVALID_CONN:
-		class = errdefs.ErrUnavailable
-	case libvirt.ERR_SYSTEM_ERROR, libvirt.ERR_INTERNAL_ERROR, libvirt.ERR_RPC:
-		// From the RPC layer these mean the socket to libvirtd is gone
-		// ("End of file while reading data", "Cannot write data: Broken
-		// pipe", "client socket is closed"); from elsewhere they are
-		// failures of the operation itself.
-		if lv.Domain == libvirt.FROM_RPC {
-			class = errdefs.ErrUnavailable
-		}
-		// A reply larger than the RPC protocol carries (4 MiB for a
-		// string, e.g. a guest agent reply with captured output): the
-		// connection is fine, the call cannot succeed.
-		if lv.Domain == libvirt.FROM_RPC && strings.Contains(lv.Message, "Unable to encode message payload") {
-			class = errdefs.ErrResourceExhausted
-		}
-	case libvirt.ERR_CONFIG_UNSUPPORTED, libvirt.ERR_XML_ERROR, libvirt.ERR_XML_DETAIL,
-		libvirt.ERR_XML_INVALID_SCHEMA, libvirt.ERR_INVALID_ARG,
-		libvirt.ERR_NO_NAME, libvirt.ERR_NO_OS: // definitions lacking <name>, <os>
-		class = errdefs.ErrInvalidArgument
-	}
-	if class == nil {
-		return fmt.Errorf("%s: %s (libvirt error %d)", op, lv.Message, lv.Code)
-	}
-	return fmt.Errorf("%s: %s: %w", op, lv.Message, class)
-}
-
-// errorMessage is libvirt's message of err, or err's text.
-func errorMessage(err error) string {
-	var lv libvirt.Error
-	if errors.As(err, &lv) {
-		return lv.Message
-	}
-	return err.Error()
-}
-
-// hasCode reports whether err is a libvirt error with code.
-func hasCode(err error, code libvirt.ErrorNumber) bool {
-	var lv libvirt.Error
-	return errors.As(err, &lv) && lv.Code == code
-}
-
-// statusFromState maps libvirt's state and reason to vmpod's.
-func statusFromState(state libvirt.DomainState, reason int) (DomainState, ShutoffReason) {
-	switch state {
-	case libvirt.DOMAIN_RUNNING, libvirt.DOMAIN_BLOCKED, libvirt.DOMAIN_PMSUSPENDED, libvirt.DOMAIN_SHUTDOWN:
-		return DomainRunning, ShutoffUnknown
-	case libvirt.DOMAIN_PAUSED:
-		return DomainPaused, ShutoffUnknown
-	case libvirt.DOMAIN_CRASHED:
-		return DomainCrashed, ShutoffUnknown
-	case libvirt.DOMAIN_SHUTOFF:
-		switch libvirt.DomainShutoffReason(reason) {
-		case libvirt.DOMAIN_SHUTOFF_UNKNOWN:
-			return DomainShutoff, ShutoffUnknown
-		case libvirt.DOMAIN_SHUTOFF_SHUTDOWN:
-			return DomainShutoff, ShutoffShutdown
-		case libvirt.DOMAIN_SHUTOFF_DESTROYED:
-			return DomainShutoff, ShutoffDestroyed
-		case libvirt.DOMAIN_SHUTOFF_CRASHED:
-			return DomainShutoff, ShutoffCrashed
-		case libvirt.DOMAIN_SHUTOFF_FAILED:
-			return DomainShutoff, ShutoffFailed
-		}
-		return DomainShutoff, ShutoffOther
-	}
-	return DomainUnknown, ShutoffUnknown
 }

@@ -11,53 +11,97 @@ import (
 	"libvirt.org/go/libvirt"
 )
 
-// The Domains methods of Libvirt: one libvirt call each (or a few), with
-// libvirt's errors translated by fail.
+// The Domains methods of Libvirt: one libvirt call each (or a few), made
+// by do (connection_call.go) with a deadline, a retry where it is safe and
+// libvirt's errors translated.
+
+// statusPollInterval is how often WaitShutoff asks libvirt for the state.
+const statusPollInterval = 150 * time.Millisecond
+
+// undefineFlags are tried in order until libvirt accepts one: older
+// daemons reject flags they do not know with VIR_ERR_INVALID_ARG
+// ("unsupported flags"). libvirt refuses to undefine a UEFI domain without
+// the NVRAM flag, which the last set lacks: that error is then reported.
+var undefineFlags = []libvirt.DomainUndefineFlagsValues{
+	libvirt.DOMAIN_UNDEFINE_NVRAM | libvirt.DOMAIN_UNDEFINE_MANAGED_SAVE |
+		libvirt.DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.DOMAIN_UNDEFINE_CHECKPOINTS_METADATA,
+	libvirt.DOMAIN_UNDEFINE_NVRAM | libvirt.DOMAIN_UNDEFINE_MANAGED_SAVE |
+		libvirt.DOMAIN_UNDEFINE_SNAPSHOTS_METADATA,
+	0,
+}
 
 // Define implements Domains.
 func (l *Libvirt) Define(ctx context.Context, xml string) error {
-	const op = "define domain"
-	lc, err := l.connect(ctx)
-	if err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	defer l.release(lc)
-	dom, err := lc.c.DomainDefineXML(xml)
-	if err != nil {
-		return l.fail(lc, op, err)
-	}
-	dom.Free()
-	return nil
-}
-
-// Start implements Domains.
-func (l *Libvirt) Start(ctx context.Context, name string, paused bool) error {
-	return l.withDomain(ctx, "start domain", name, func(dom *libvirt.Domain) error {
-		flags := libvirt.DOMAIN_NONE
-		if paused {
-			flags = libvirt.DOMAIN_START_PAUSED
+	return l.do(ctx, "define domain", l.timeout, retrySafe, func(c *libvirt.Connect) error {
+		dom, err := c.DomainDefineXML(xml)
+		if err != nil {
+			return err
 		}
-		return dom.CreateWithFlags(flags)
+		dom.Free()
+		return nil
 	})
 }
 
-// Resume implements Domains.
+// Start implements Domains. When the connection broke under it, the
+// domain's state says whether it started.
+func (l *Libvirt) Start(ctx context.Context, name string, paused bool) error {
+	flags := libvirt.DOMAIN_NONE
+	if paused {
+		flags = libvirt.DOMAIN_START_PAUSED
+	}
+	start := func() error {
+		return l.withDomain(ctx, "start domain", name, l.slowTimeout(), 0, func(dom *libvirt.Domain) error {
+			return dom.CreateWithFlags(flags)
+		})
+	}
+	err := start()
+	if !isLost(err) {
+		return err
+	}
+	st, serr := l.Status(ctx, name)
+	switch {
+	case serr != nil:
+		return err
+	case st.State != DomainShutoff:
+		return nil
+	}
+	return start()
+}
+
+// Resume implements Domains. When the connection broke under it, the
+// domain's state says whether it resumed.
 func (l *Libvirt) Resume(ctx context.Context, name string) error {
-	return l.withDomain(ctx, "resume domain", name, func(dom *libvirt.Domain) error {
-		return dom.Resume()
-	})
+	resume := func() error {
+		return l.withDomain(ctx, "resume domain", name, l.timeout, 0, func(dom *libvirt.Domain) error {
+			return dom.Resume()
+		})
+	}
+	err := resume()
+	if !isLost(err) {
+		return err
+	}
+	st, serr := l.Status(ctx, name)
+	switch {
+	case serr != nil:
+		return err
+	case st.State == DomainRunning:
+		return nil
+	case st.State != DomainPaused:
+		return err
+	}
+	return resume()
 }
 
 // Shutdown implements Domains.
 func (l *Libvirt) Shutdown(ctx context.Context, name string) error {
-	return l.withDomain(ctx, "shut down domain", name, func(dom *libvirt.Domain) error {
+	return l.withDomain(ctx, "shut down domain", name, l.timeout, retrySafe, func(dom *libvirt.Domain) error {
 		return dom.Shutdown()
 	})
 }
 
 // Destroy implements Domains.
 func (l *Libvirt) Destroy(ctx context.Context, name string) error {
-	return l.withDomain(ctx, "destroy domain", name, func(dom *libvirt.Domain) error {
+	return l.withDomain(ctx, "destroy domain", name, l.slowTimeout(), retrySafe, func(dom *libvirt.Domain) error {
 		err := dom.Destroy()
 		if hasCode(err, libvirt.ERR_OPERATION_INVALID) {
 			// "domain is not running", unless the check below says otherwise.
@@ -71,7 +115,7 @@ func (l *Libvirt) Destroy(ctx context.Context, name string) error {
 
 // Undefine implements Domains.
 func (l *Libvirt) Undefine(ctx context.Context, name string) error {
-	err := l.withDomain(ctx, "undefine domain", name, func(dom *libvirt.Domain) error {
+	err := l.withDomain(ctx, "undefine domain", name, l.timeout, retrySafe, func(dom *libvirt.Domain) error {
 		// libvirt undefines a running domain by making it transient, which
 		// vmpod never wants (it would vanish without a shutoff reason).
 		state, reason, err := dom.GetState()
@@ -98,7 +142,7 @@ func (l *Libvirt) Undefine(ctx context.Context, name string) error {
 // Status implements Domains.
 func (l *Libvirt) Status(ctx context.Context, name string) (DomainStatus, error) {
 	var st DomainStatus
-	err := l.withDomain(ctx, "get state of domain", name, func(dom *libvirt.Domain) error {
+	err := l.withDomain(ctx, "get state of domain", name, l.timeout, retrySafe, func(dom *libvirt.Domain) error {
 		state, reason, err := dom.GetState()
 		if err != nil {
 			return err
@@ -111,74 +155,80 @@ func (l *Libvirt) Status(ctx context.Context, name string) (DomainStatus, error)
 		st.State, st.Reason = statusFromState(state, reason)
 		return nil
 	})
-	return st, err
+	if err != nil {
+		// st is not read: a call past its deadline may still set it.
+		return DomainStatus{}, err
+	}
+	return st, nil
 }
 
-// eachDomainStats makes one virConnectGetAllDomainStats call and calls fn
-// for every returned domain whose name starts with prefix (names and UUIDs
-// of the returned handles are read locally, without further RPCs). It
-// frees the handles.
-func (l *Libvirt) eachDomainStats(ctx context.Context, op string, types libvirt.DomainStatsTypes, flags libvirt.ConnectGetAllDomainStatsFlags,
-	prefix string, fn func(name string, dom *libvirt.Domain, s *libvirt.DomainStats) error) error {
-	lc, err := l.connect(ctx)
-	if err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	defer l.release(lc)
-	stats, err := lc.c.GetAllDomainStats(nil, types, flags)
-	if err != nil {
-		return l.fail(lc, op, err)
-	}
-	defer func() {
-		for _, s := range stats {
-			s.Domain.Free()
-		}
-	}()
-	for i := range stats {
-		s := &stats[i]
-		name, err := s.Domain.GetName()
+// domainStats makes one virConnectGetAllDomainStats call and returns fn of
+// every returned domain whose name starts with prefix (names and UUIDs of
+// the returned handles are read locally, without further RPCs). It frees
+// the handles.
+func domainStats[T any](ctx context.Context, l *Libvirt, op string, types libvirt.DomainStatsTypes,
+	flags libvirt.ConnectGetAllDomainStatsFlags, prefix string, fn func(name string, dom *libvirt.Domain, s *libvirt.DomainStats) (T, error)) ([]T, error) {
+	var out []T
+	err := l.do(ctx, op, l.timeout, retrySafe, func(c *libvirt.Connect) error {
+		stats, err := c.GetAllDomainStats(nil, types, flags)
 		if err != nil {
-			return l.fail(lc, op, err)
+			return err
 		}
-		if !strings.HasPrefix(name, prefix) {
-			continue
+		defer func() {
+			for _, s := range stats {
+				s.Domain.Free()
+			}
+		}()
+		var got []T // this attempt's: a retry starts afresh
+		for i := range stats {
+			s := &stats[i]
+			name, err := s.Domain.GetName()
+			if err != nil {
+				return err
+			}
+			if !strings.HasPrefix(name, prefix) {
+				continue
+			}
+			v, err := fn(name, s.Domain, s)
+			if err != nil {
+				return err
+			}
+			got = append(got, v)
 		}
-		if err := fn(name, s.Domain, s); err != nil {
-			return l.fail(lc, op, err)
-		}
+		out = got
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	return out, nil
 }
 
 // List implements Domains. It makes one RPC,
 // virConnectGetAllDomainStats(VIR_DOMAIN_STATS_STATE), which returns the
 // state and reason of every domain, running or not.
 func (l *Libvirt) List(ctx context.Context, prefix string) ([]DomainStatus, error) {
-	var out []DomainStatus
-	err := l.eachDomainStats(ctx, "list domains", libvirt.DOMAIN_STATS_STATE, 0, prefix,
-		func(name string, dom *libvirt.Domain, s *libvirt.DomainStats) error {
+	return domainStats(ctx, l, "list domains", libvirt.DOMAIN_STATS_STATE, 0, prefix,
+		func(name string, dom *libvirt.Domain, s *libvirt.DomainStats) (DomainStatus, error) {
 			uuid, err := dom.GetUUIDString()
 			if err != nil {
-				return err
+				return DomainStatus{}, err
 			}
 			st := DomainStatus{Name: name, UUID: uuid}
 			if s.State != nil && s.State.StateSet {
 				st.State, st.Reason = statusFromState(s.State.State, s.State.Reason)
 			}
-			out = append(out, st)
-			return nil
+			return st, nil
 		})
-	return out, err
 }
 
 // Stats implements Domains with one GetAllDomainStats call for the running
 // domains.
 func (l *Libvirt) Stats(ctx context.Context, prefix string) ([]DomainStats, error) {
-	var out []DomainStats
-	err := l.eachDomainStats(ctx, "domain stats",
+	return domainStats(ctx, l, "domain stats",
 		libvirt.DOMAIN_STATS_CPU_TOTAL|libvirt.DOMAIN_STATS_BALLOON|libvirt.DOMAIN_STATS_BLOCK,
 		libvirt.CONNECT_GET_ALL_DOMAINS_STATS_RUNNING, prefix,
-		func(name string, _ *libvirt.Domain, s *libvirt.DomainStats) error {
+		func(name string, _ *libvirt.Domain, s *libvirt.DomainStats) (DomainStats, error) {
 			d := DomainStats{Name: name}
 			if s.Cpu != nil && s.Cpu.TimeSet {
 				d.CPUTimeNs = s.Cpu.Time
@@ -198,36 +248,74 @@ func (l *Libvirt) Stats(ctx context.Context, prefix string) ([]DomainStats, erro
 				d.DiskReadBytes += blk.RdBytes
 				d.DiskWriteBytes += blk.WrBytes
 			}
-			out = append(out, d)
-			return nil
+			return d, nil
 		})
-	return out, err
 }
 
 // XML implements Domains.
 func (l *Libvirt) XML(ctx context.Context, name string) (string, error) {
 	var doc string
-	err := l.withDomain(ctx, "get XML of domain", name, func(dom *libvirt.Domain) error {
+	err := l.withDomain(ctx, "get XML of domain", name, l.timeout, retrySafe, func(dom *libvirt.Domain) error {
 		var err error
 		doc, err = dom.GetXMLDesc(0)
 		return err
 	})
-	return doc, err
+	if err != nil {
+		return "", err
+	}
+	return doc, nil
 }
 
-// AgentCommand implements Domains.
+// AgentCommand implements Domains. libvirt waits up to timeout (whole
+// seconds, at least one) for the agent; the call's deadline is that plus
+// the call timeout, and ctx ending returns at once (the command may still
+// run). It is not retried when the connection breaks under it (see
+// connection_call.go), with one exception: after libvirtd restarts, it
+// connects to each guest agent again a moment after it answers calls, and
+// until then refuses agent commands ("QEMU guest agent is not connected")
+// without sending them. Within agentReconnectWindow of a reconnection,
+// such a refusal is retried every reconnectRetry until the deadline, so
+// that a restart does not fail an exec.
 func (l *Libvirt) AgentCommand(ctx context.Context, name, command string, timeout time.Duration) (string, error) {
-	secs := int(timeout / time.Second)
-	if secs < 1 {
-		secs = 1
+	secs := max(int(timeout/time.Second), 1)
+	deadline := time.Now().Add(time.Duration(secs)*time.Second + l.timeout)
+	for {
+		var reply string
+		err := l.withDomain(ctx, "guest agent command on domain", name, time.Until(deadline), 0,
+			func(dom *libvirt.Domain) error {
+				var err error
+				reply, err = dom.QemuAgentCommand(command, libvirt.DomainQemuAgentCommandTimeout(secs), 0)
+				return err
+			})
+		if err == nil {
+			return reply, nil
+		}
+		if !agentNotConnected(err) || !l.reconnectedWithin(agentReconnectWindow) || time.Until(deadline) < reconnectRetry {
+			return "", err
+		}
+		if werr := waitUntil(ctx, deadline, time.After(reconnectRetry)); werr != nil {
+			return "", err
+		}
 	}
-	var reply string
-	err := l.withDomain(ctx, "guest agent command on domain", name, func(dom *libvirt.Domain) error {
-		var err error
-		reply, err = dom.QemuAgentCommand(command, libvirt.DomainQemuAgentCommandTimeout(secs), 0)
-		return err
-	})
-	return reply, err
+}
+
+// agentReconnectWindow is how long after a reconnection to libvirtd an
+// agent command refused as "not connected" is retried.
+const agentReconnectWindow = 30 * time.Second
+
+// agentNotConnected reports whether err is libvirt refusing an agent
+// command because it has no connection to the agent (the command was not
+// sent).
+func agentNotConnected(err error) bool {
+	return errors.Is(err, errdefs.ErrFailedPrecondition) && strings.Contains(err.Error(), "guest agent is not connected")
+}
+
+// reconnectedWithin reports whether the connection was made again, after
+// a loss, less than d ago.
+func (l *Libvirt) reconnectedWithin(d time.Duration) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.reconnectedAt.IsZero() && time.Since(l.reconnectedAt) < d
 }
 
 // SetCPUTune implements Domains. periodUS and quotaUS are the whole
@@ -240,7 +328,7 @@ func (l *Libvirt) SetCPUTune(ctx context.Context, name string, shares uint64, pe
 		GlobalPeriodSet: periodUS != 0, GlobalPeriod: periodUS,
 		GlobalQuotaSet: quotaUS != 0, GlobalQuota: quotaUS,
 	}
-	return l.withDomain(ctx, "set CPU tuning of domain", name, func(dom *libvirt.Domain) error {
+	return l.withDomain(ctx, "set CPU tuning of domain", name, l.timeout, retrySafe, func(dom *libvirt.Domain) error {
 		if shares == 0 && periodUS == 0 && quotaUS == 0 {
 			return nil
 		}
@@ -259,28 +347,34 @@ func (l *Libvirt) SetCPUTune(ctx context.Context, name string, shares uint64, pe
 	})
 }
 
-// WaitShutoff implements Domains by polling Status. It rides out a
-// libvirtd restart: while libvirtd is unavailable it keeps polling, and
-// returns the ErrUnavailable error only if the timeout passes so.
+// WaitShutoff implements Domains by polling Status until timeout, each
+// poll with its own call deadline. It rides out a libvirtd restart: while
+// libvirtd is unavailable it keeps polling, and returns the
+// ErrUnavailable error only if the timeout passes so.
 func (l *Libvirt) WaitShutoff(ctx context.Context, name string, timeout time.Duration) (bool, error) {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	tick := time.NewTicker(statusPollInterval)
 	defer tick.Stop()
+	var last error // the last poll's ErrUnavailable, nil after one that answered
 	for {
-		st, err := l.Status(ctx, name)
+		st, err := l.Status(wctx, name)
 		switch {
+		case err == nil && st.State == DomainShutoff:
+			return true, nil
+		case ctx.Err() != nil:
+			return false, fmt.Errorf("wait for domain %q to shut off: %w", name, ctx.Err())
+		case wctx.Err() != nil:
+			return false, last
 		case errors.Is(err, errdefs.ErrUnavailable):
+			last = err
 		case err != nil:
 			return false, err
-		case st.State == DomainShutoff:
-			return true, nil
+		default:
+			last = nil
 		}
 		select {
-		case <-ctx.Done():
-			return false, fmt.Errorf("wait for domain %q to shut off: %w", name, ctx.Err())
-		case <-deadline.C:
-			return false, err
+		case <-wctx.Done():
 		case <-tick.C:
 		}
 	}

@@ -259,7 +259,7 @@ func TestLibvirtDomainLifecycle(t *testing.T) {
 	d := newTestDomain(t, false)
 	other := "vmpodtest-" + randomHex(t, 4) // never to be defined
 	cleanup(t, uri, d.name, other)
-	l := NewLibvirt(uri)
+	l := NewLibvirt(uri, Options{})
 	defer l.Close()
 
 	wantClass(t, "Define", l.Define(ctx, d.xml(t)), nil)
@@ -406,7 +406,7 @@ func TestLibvirtUndefineRemovesNVRAM(t *testing.T) {
 	ctx := context.Background()
 	d := newTestDomain(t, true)
 	cleanup(t, uri, d.name)
-	l := NewLibvirt(uri)
+	l := NewLibvirt(uri, Options{})
 	defer l.Close()
 
 	wantClass(t, "Define", l.Define(ctx, d.xml(t)), nil)
@@ -428,7 +428,7 @@ func TestLibvirtConcurrentAndReconnect(t *testing.T) {
 	ctx := context.Background()
 	d := newTestDomain(t, false)
 	cleanup(t, uri, d.name)
-	l := NewLibvirt(uri)
+	l := NewLibvirt(uri, Options{})
 	defer l.Close()
 	wantClass(t, "Define", l.Define(ctx, d.xml(t)), nil)
 
@@ -456,7 +456,7 @@ func TestLibvirtConcurrentAndReconnect(t *testing.T) {
 	}
 	wantClass(t, "Undefine", l.Undefine(ctx, d.name), nil)
 
-	dead := NewLibvirt("qemu+unix:///system?socket=/nonexistent/libvirt-sock")
+	dead := NewLibvirt("qemu+unix:///system?socket=/nonexistent/libvirt-sock", Options{CallTimeout: time.Second})
 	_, err := dead.Status(ctx, d.name)
 	wantClass(t, "Status without libvirtd", err, errdefs.ErrUnavailable)
 	_, err = dead.Ping(ctx)

@@ -66,7 +66,9 @@ type DomainStatus struct {
 // (VIR_ERR_NO_DOMAIN), ErrAlreadyExists when Define meets a name or UUID in
 // use by a different domain, ErrFailedPrecondition for an operation invalid
 // in the current state (VIR_ERR_OPERATION_INVALID), ErrUnavailable when
-// libvirtd cannot be reached.
+// libvirtd cannot be reached or does not answer within the call's
+// deadline (then the error also wraps ErrCallTimeout, and the call may
+// still take effect later).
 type Domains interface {
 	// Define defines (or redefines, when name and UUID match an existing
 	// domain) a persistent domain from XML and returns its name.

@@ -21,7 +21,16 @@ type Pair struct {
 var _ Connection = (*Pair)(nil)
 
 // NewPair returns a Pair for uri. Like NewLibvirt, it connects lazily.
-func NewPair(uri string) *Pair { return &Pair{slow: NewLibvirt(uri), quick: NewLibvirt(uri)} }
+// Events, when o asks for them, come from the quick connection only (each
+// event once).
+func NewPair(uri string, o Options) *Pair {
+	quick := NewLibvirt(uri, o)
+	o.Events = false
+	return &Pair{slow: NewLibvirt(uri, o), quick: quick}
+}
+
+// Subscribe implements Events.
+func (p *Pair) Subscribe() (*EventSubscription, error) { return p.quick.Subscribe() }
 
 // Ping implements Connection.
 func (p *Pair) Ping(ctx context.Context) (Info, error) { return p.quick.Ping(ctx) }

@@ -65,29 +65,98 @@ func (c *Controller) refreshOpLocked(ctx context.Context, ct *container) {
 	}
 }
 
-// monitorInterval is how often running VMs are checked for a guest that
-// powered itself off, so ListContainers reports EXITED without a libvirt
-// call per container.
-const monitorInterval = time.Second
+// reconcileInterval is how often Monitor checks every running VM with one
+// bulk libvirt call. It is a safety net: libvirt's events report exits
+// at once, and after every reconnection Monitor checks anyway, since
+// events are lost while libvirtd is unreachable.
+const reconcileInterval = 10 * time.Second
 
-// Monitor checks running VMs every monitorInterval with one bulk libvirt
-// call until ctx is done.
+// Monitor records VM exits until ctx is done. libvirt's lifecycle events
+// drive it: when a domain stops or crashes, its RUNNING container is
+// refreshed at once, so EXITED (and the STOPPED event, which follows from
+// the record) comes within milliseconds of the guest's poweroff. It also
+// checks every running VM with one bulk call (CheckRunning) when it
+// starts, after every (re)connection to libvirtd, when its subscription
+// ended because it fell behind, and every reconcileInterval.
 func (c *Controller) Monitor(ctx context.Context) {
-	t := time.NewTicker(monitorInterval)
-	defer t.Stop()
+	ctx = logging.With(ctx, c.log.With("component", "monitor"))
+	log := logging.From(ctx)
+	tick := time.NewTicker(reconcileInterval)
+	defer tick.Stop()
+	warned := false
+	for ctx.Err() == nil {
+		sub, err := c.libvirt.Subscribe()
+		if err != nil {
+			if !warned {
+				log.Warn("libvirt events unavailable; VM exits are seen by the periodic check only", "interval", reconcileInterval, logging.KeyErr, err)
+				warned = true
+			}
+			select {
+			case <-ctx.Done():
+			case <-tick.C:
+				c.CheckRunning(ctx)
+			}
+			continue
+		}
+		c.CheckRunning(ctx)
+		c.watchEvents(ctx, sub, tick.C)
+		sub.Close()
+	}
+}
+
+// watchEvents handles sub's events until ctx is done or sub ends.
+func (c *Controller) watchEvents(ctx context.Context, sub *libvirttools.EventSubscription, tick <-chan time.Time) {
+	log := logging.From(ctx)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-sub.Done():
+			log.Warn("libvirt event subscription ended; subscribing again", logging.KeyErr, sub.Err())
+			return
+		case <-tick:
+			c.CheckRunning(ctx)
+		case ev := <-sub.C():
+			switch ev.Kind {
+			case libvirttools.EventConnected:
+				log.Debug("libvirt (re)connected: checking running VMs")
+				c.CheckRunning(ctx)
+			case libvirttools.EventAgent:
+				log.Debug("guest agent", logging.KeyDomain, ev.Agent.Name, "connected", ev.Agent.Connected)
+			case libvirttools.EventDomain:
+				c.domainChanged(ctx, ev.Domain)
+			}
 		}
-		c.CheckRunning(ctx)
+	}
+}
+
+// domainChanged refreshes the RUNNING container of a domain that stopped
+// or crashed. The refresh asks libvirt for the state rather than trusting
+// the event, which may be stale by then (a failed start destroys a domain
+// that a retried start boots again). It waits for the container's
+// operation lock in its own goroutine: an operation holding it (a stop
+// waiting for the guest) records the exit itself, and one that does not
+// (a start that just finished) leaves it to the refresh.
+func (c *Controller) domainChanged(ctx context.Context, ev libvirttools.DomainEvent) {
+	if ev.State != libvirttools.DomainShutoff && ev.State != libvirttools.DomainCrashed {
+		return
+	}
+	for _, ct := range c.reg.listContainers() {
+		if rec := ct.Get(); rec.Domain == ev.Name {
+			logging.From(ctx).Debug("domain stopped", logging.KeyContainerID, rec.ID, logging.KeyDomain, ev.Name, "event", ev.Detail)
+			go func() {
+				ct.op.Lock()
+				defer ct.op.Unlock()
+				c.refreshOpLocked(ctx, ct)
+			}()
+			return
+		}
 	}
 }
 
 // CheckRunning checks every running VM's domain now, with one bulk
 // libvirt call, and records the exits it finds (Monitor calls it every
-// monitorInterval).
+// reconcileInterval and after every reconnection to libvirtd).
 func (c *Controller) CheckRunning(ctx context.Context) {
 	var running []*container
 	for _, ct := range c.reg.listContainers() {

@@ -13,8 +13,9 @@ package lifecycle
 //	EventStopped  a container's RUNNING -> EXITED, however it happened:
 //	              StopContainer, StopPodSandbox, RemoveContainer of a
 //	              running VM, the guest's own poweroff or crash or a destroy
-//	              outside vmpod (seen by Monitor within a second, or by a
-//	              status refresh); a sandbox's READY -> NOTREADY
+//	              outside vmpod (seen by Monitor from libvirt's event within
+//	              milliseconds, or by a status refresh or its periodic
+//	              check); a sandbox's READY -> NOTREADY
 //	EventDeleted  a container's or sandbox's record was removed
 //
 // Every event carries the pod's sandbox and all the pod's containers as

@@ -21,222 +21,246 @@ import (
 // Define implements libvirttools.Domains.
 func (c *Connection) Define(ctx context.Context, xml string) error {
 	c.pause("Define")
-	var def libvirtxml.Domain
-	parseErr := def.Unmarshal(xml)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.begin(ctx, "Define", def.Name); err != nil {
-		return err
-	}
-	if parseErr != nil {
-		return fmt.Errorf("define domain: XML error: %v: %w", parseErr, errdefs.ErrInvalidArgument)
-	}
-	uuid, ok := canonicalUUID(def.UUID)
-	switch {
-	case def.Name == "":
-		return fmt.Errorf("define domain: missing domain name: %w", errdefs.ErrInvalidArgument)
-	case def.Type == "":
-		return fmt.Errorf("define domain %q: missing domain type: %w", def.Name, errdefs.ErrInvalidArgument)
-	case !ok:
-		return fmt.Errorf("define domain %q: missing or malformed uuid %q: %w", def.Name, def.UUID, errdefs.ErrInvalidArgument)
-	}
-	if d, ok := c.domains[def.Name]; ok {
-		if d.uuid != uuid {
-			return fmt.Errorf("define domain: domain %q already exists with uuid %s: %w", d.name, d.uuid, errdefs.ErrAlreadyExists)
+	return c.run(ctx, "Define", 0, func() error {
+		var def libvirtxml.Domain
+		parseErr := def.Unmarshal(xml)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if err := c.begin(ctx, "Define", def.Name); err != nil {
+			return err
 		}
-		d.config = xml // redefine; a running domain keeps its live definition
+		if parseErr != nil {
+			return fmt.Errorf("define domain: XML error: %v: %w", parseErr, errdefs.ErrInvalidArgument)
+		}
+		uuid, ok := canonicalUUID(def.UUID)
+		switch {
+		case def.Name == "":
+			return fmt.Errorf("define domain: missing domain name: %w", errdefs.ErrInvalidArgument)
+		case def.Type == "":
+			return fmt.Errorf("define domain %q: missing domain type: %w", def.Name, errdefs.ErrInvalidArgument)
+		case !ok:
+			return fmt.Errorf("define domain %q: missing or malformed uuid %q: %w", def.Name, def.UUID, errdefs.ErrInvalidArgument)
+		}
+		if d, ok := c.domains[def.Name]; ok {
+			if d.uuid != uuid {
+				return fmt.Errorf("define domain: domain %q already exists with uuid %s: %w", d.name, d.uuid, errdefs.ErrAlreadyExists)
+			}
+			d.config = xml // redefine; a running domain keeps its live definition
+			return nil
+		}
+		for _, d := range c.domains {
+			if d.uuid == uuid {
+				return fmt.Errorf("define domain: domain %q is already defined with uuid %s: %w", d.name, d.uuid, errdefs.ErrAlreadyExists)
+			}
+		}
+		c.domains[def.Name] = &domain{
+			name: def.Name, uuid: uuid, config: xml,
+			state: libvirttools.DomainShutoff, reason: libvirttools.ShutoffUnknown,
+		}
 		return nil
-	}
-	for _, d := range c.domains {
-		if d.uuid == uuid {
-			return fmt.Errorf("define domain: domain %q is already defined with uuid %s: %w", d.name, d.uuid, errdefs.ErrAlreadyExists)
-		}
-	}
-	c.domains[def.Name] = &domain{
-		name: def.Name, uuid: uuid, config: xml,
-		state: libvirttools.DomainShutoff, reason: libvirttools.ShutoffUnknown,
-	}
-	return nil
+	})
 }
 
 // Start implements libvirttools.Domains.
 func (c *Connection) Start(ctx context.Context, name string, paused bool) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	args := []string{name}
-	if paused {
-		args = append(args, "paused")
-	}
-	if err := c.begin(ctx, "Start", args...); err != nil {
-		return err
-	}
-	d, err := c.lookupLocked("start domain", name)
-	if err != nil {
-		return err
-	}
-	if d.active() {
-		return fmt.Errorf("start domain %q: domain is already running: %w", name, errdefs.ErrFailedPrecondition)
-	}
-	d.live = d.config
-	state := libvirttools.DomainRunning
-	if paused {
-		state = libvirttools.DomainPaused
-	}
-	c.setStateLocked(d, state, libvirttools.ShutoffUnknown)
-	return nil
+	return c.run(ctx, "Start", 0, func() error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		args := []string{name}
+		if paused {
+			args = append(args, "paused")
+		}
+		if err := c.begin(ctx, "Start", args...); err != nil {
+			return err
+		}
+		d, err := c.lookupLocked("start domain", name)
+		if err != nil {
+			return err
+		}
+		if d.active() {
+			return fmt.Errorf("start domain %q: domain is already running: %w", name, errdefs.ErrFailedPrecondition)
+		}
+		d.live = d.config
+		state := libvirttools.DomainRunning
+		if paused {
+			state = libvirttools.DomainPaused
+		}
+		if paused {
+			// libvirt reports a paused start as started, then suspended.
+			c.publishLocked(libvirttools.DomainEvent{Name: name, State: libvirttools.DomainRunning, Detail: "started"})
+		}
+		c.setStateLocked(d, state, libvirttools.ShutoffUnknown)
+		return nil
+	})
 }
 
 // Resume implements libvirttools.Domains. Like libvirt 9.0 ("domain is
 // already running") it fails unless the domain is paused.
 func (c *Connection) Resume(ctx context.Context, name string) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.begin(ctx, "Resume", name); err != nil {
-		return err
-	}
-	d, err := c.lookupLocked("resume domain", name)
-	if err != nil {
-		return err
-	}
-	if d.state != libvirttools.DomainPaused {
-		return fmt.Errorf("resume domain %q: domain is %s, not paused: %w", name, d.state, errdefs.ErrFailedPrecondition)
-	}
-	c.setStateLocked(d, libvirttools.DomainRunning, libvirttools.ShutoffUnknown)
-	return nil
+	return c.run(ctx, "Resume", 0, func() error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if err := c.begin(ctx, "Resume", name); err != nil {
+			return err
+		}
+		d, err := c.lookupLocked("resume domain", name)
+		if err != nil {
+			return err
+		}
+		if d.state != libvirttools.DomainPaused {
+			return fmt.Errorf("resume domain %q: domain is %s, not paused: %w", name, d.state, errdefs.ErrFailedPrecondition)
+		}
+		c.setStateLocked(d, libvirttools.DomainRunning, libvirttools.ShutoffUnknown)
+		return nil
+	})
 }
 
 // Shutdown implements libvirttools.Domains. The guest obeys at once
 // unless SetIgnoreACPI was set for the domain.
 func (c *Connection) Shutdown(ctx context.Context, name string) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.begin(ctx, "Shutdown", name); err != nil {
-		return err
-	}
-	d, err := c.lookupLocked("shut down domain", name)
-	if err != nil {
-		return err
-	}
-	if d.state != libvirttools.DomainRunning {
-		return fmt.Errorf("shut down domain %q: domain is %s, not running: %w", name, d.state, errdefs.ErrFailedPrecondition)
-	}
-	if !c.ignoreACPI[name] {
-		c.stopLocked(d, libvirttools.ShutoffShutdown)
-	}
-	return nil
+	return c.run(ctx, "Shutdown", 0, func() error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if err := c.begin(ctx, "Shutdown", name); err != nil {
+			return err
+		}
+		d, err := c.lookupLocked("shut down domain", name)
+		if err != nil {
+			return err
+		}
+		if d.state != libvirttools.DomainRunning {
+			return fmt.Errorf("shut down domain %q: domain is %s, not running: %w", name, d.state, errdefs.ErrFailedPrecondition)
+		}
+		if !c.ignoreACPI[name] {
+			c.stopLocked(d, libvirttools.ShutoffShutdown)
+		}
+		return nil
+	})
 }
 
 // Destroy implements libvirttools.Domains.
 func (c *Connection) Destroy(ctx context.Context, name string) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.begin(ctx, "Destroy", name); err != nil {
-		return err
-	}
-	d, err := c.lookupLocked("destroy domain", name)
-	if err != nil {
-		return err
-	}
-	if d.active() {
-		c.stopLocked(d, libvirttools.ShutoffDestroyed)
-	}
-	return nil
+	return c.run(ctx, "Destroy", 0, func() error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if err := c.begin(ctx, "Destroy", name); err != nil {
+			return err
+		}
+		d, err := c.lookupLocked("destroy domain", name)
+		if err != nil {
+			return err
+		}
+		if d.active() {
+			c.stopLocked(d, libvirttools.ShutoffDestroyed)
+		}
+		return nil
+	})
 }
 
 // Undefine implements libvirttools.Domains.
 func (c *Connection) Undefine(ctx context.Context, name string) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.begin(ctx, "Undefine", name); err != nil {
-		return err
-	}
-	d, ok := c.domains[name]
-	if !ok {
+	return c.run(ctx, "Undefine", 0, func() error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if err := c.begin(ctx, "Undefine", name); err != nil {
+			return err
+		}
+		d, ok := c.domains[name]
+		if !ok {
+			return nil
+		}
+		if d.active() {
+			return fmt.Errorf("undefine domain %q: domain is %s, not shut off: %w", name, d.state, errdefs.ErrFailedPrecondition)
+		}
+		delete(c.domains, name)
+		c.notifyLocked() // WaitShutoff callers see NotFound
 		return nil
-	}
-	if d.active() {
-		return fmt.Errorf("undefine domain %q: domain is %s, not shut off: %w", name, d.state, errdefs.ErrFailedPrecondition)
-	}
-	delete(c.domains, name)
-	c.notifyLocked() // WaitShutoff callers see NotFound
-	return nil
+	})
 }
 
 // Status implements libvirttools.Domains.
 func (c *Connection) Status(ctx context.Context, name string) (libvirttools.DomainStatus, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.begin(ctx, "Status", name); err != nil {
-		return libvirttools.DomainStatus{}, err
-	}
-	d, err := c.lookupLocked("get state of domain", name)
-	if err != nil {
-		return libvirttools.DomainStatus{}, err
-	}
-	return d.status(), nil
+	return result(ctx, c, "Status", 0, func() (libvirttools.DomainStatus, error) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if err := c.begin(ctx, "Status", name); err != nil {
+			return libvirttools.DomainStatus{}, err
+		}
+		d, err := c.lookupLocked("get state of domain", name)
+		if err != nil {
+			return libvirttools.DomainStatus{}, err
+		}
+		return d.status(), nil
+	})
 }
 
 // List implements libvirttools.Domains. Domains come sorted by name.
 func (c *Connection) List(ctx context.Context, prefix string) ([]libvirttools.DomainStatus, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.begin(ctx, "List", prefix); err != nil {
-		return nil, err
-	}
-	var out []libvirttools.DomainStatus
-	for _, name := range slices.Sorted(maps.Keys(c.domains)) {
-		if strings.HasPrefix(name, prefix) {
-			out = append(out, c.domains[name].status())
+	return result(ctx, c, "List", 0, func() ([]libvirttools.DomainStatus, error) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if err := c.begin(ctx, "List", prefix); err != nil {
+			return nil, err
 		}
-	}
-	return out, nil
+		var out []libvirttools.DomainStatus
+		for _, name := range slices.Sorted(maps.Keys(c.domains)) {
+			if strings.HasPrefix(name, prefix) {
+				out = append(out, c.domains[name].status())
+			}
+		}
+		return out, nil
+	})
 }
 
 // XML implements libvirttools.Domains.
 func (c *Connection) XML(ctx context.Context, name string) (string, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.begin(ctx, "XML", name); err != nil {
-		return "", err
-	}
-	d, err := c.lookupLocked("get XML of domain", name)
-	if err != nil {
-		return "", err
-	}
-	if d.active() {
-		return d.live, nil
-	}
-	return d.config, nil
+	return result(ctx, c, "XML", 0, func() (string, error) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if err := c.begin(ctx, "XML", name); err != nil {
+			return "", err
+		}
+		d, err := c.lookupLocked("get XML of domain", name)
+		if err != nil {
+			return "", err
+		}
+		if d.active() {
+			return d.live, nil
+		}
+		return d.config, nil
+	})
 }
 
 // SetCPUTune implements libvirttools.Domains. It rewrites <cputune>
 // <shares>, <global_period> and <global_quota> in the definition and,
 // when the domain runs, in the live definition.
 func (c *Connection) SetCPUTune(ctx context.Context, name string, shares uint64, periodUS uint64, quotaUS int64) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.begin(ctx, "SetCPUTune", name, fmt.Sprintf("shares=%d period=%d quota=%d", shares, periodUS, quotaUS)); err != nil {
-		return err
-	}
-	d, err := c.lookupLocked("set CPU tuning of domain", name)
-	if err != nil {
-		return err
-	}
-	if shares == 0 && periodUS == 0 && quotaUS == 0 {
-		return nil
-	}
-	config, err := setCPUTune(d.config, shares, periodUS, quotaUS)
-	if err != nil {
-		return fmt.Errorf("set CPU tuning of domain %q: %w", name, err)
-	}
-	live := d.live
-	if d.active() {
-		if live, err = setCPUTune(d.live, shares, periodUS, quotaUS); err != nil {
+	return c.run(ctx, "SetCPUTune", 0, func() error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if err := c.begin(ctx, "SetCPUTune", name, fmt.Sprintf("shares=%d period=%d quota=%d", shares, periodUS, quotaUS)); err != nil {
+			return err
+		}
+		d, err := c.lookupLocked("set CPU tuning of domain", name)
+		if err != nil {
+			return err
+		}
+		if shares == 0 && periodUS == 0 && quotaUS == 0 {
+			return nil
+		}
+		config, err := setCPUTune(d.config, shares, periodUS, quotaUS)
+		if err != nil {
 			return fmt.Errorf("set CPU tuning of domain %q: %w", name, err)
 		}
-	}
-	d.config, d.live = config, live
-	return nil
+		live := d.live
+		if d.active() {
+			if live, err = setCPUTune(d.live, shares, periodUS, quotaUS); err != nil {
+				return fmt.Errorf("set CPU tuning of domain %q: %w", name, err)
+			}
+		}
+		d.config, d.live = config, live
+		return nil
+	})
 }
 
 func setCPUTune(doc string, shares uint64, periodUS uint64, quotaUS int64) (string, error) {
@@ -298,16 +322,15 @@ func (c *Connection) WaitShutoff(ctx context.Context, name string, timeout time.
 
 // Ping implements libvirttools.Connection.
 func (c *Connection) Ping(ctx context.Context) (libvirttools.Info, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.begin(ctx, "Ping"); err != nil {
-		return libvirttools.Info{}, err
-	}
-	return libvirttools.Info{URI: "test:///fake", LibvirtVersion: "9.0.0", Hypervisor: "QEMU"}, nil
+	return result(ctx, c, "Ping", 0, func() (libvirttools.Info, error) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if err := c.begin(ctx, "Ping"); err != nil {
+			return libvirttools.Info{}, err
+		}
+		return libvirttools.Info{URI: "test:///fake", LibvirtVersion: "9.0.0", Hypervisor: "QEMU"}, nil
+	})
 }
-
-// Close implements libvirttools.Connection.
-func (c *Connection) Close() error { return nil }
 
 // canonicalUUID returns s, which may lack dashes, in lower-case 8-4-4-4-12
 // form, and whether it is a UUID at all.
@@ -329,47 +352,53 @@ func (c *Connection) SetAgent(f func(name, command string) (string, error)) {
 }
 
 // AgentCommand implements libvirttools.Domains.
+// Like the real one, its deadline is the call timeout plus timeout, and
+// it returns when ctx ends even if the agent function has not.
 func (c *Connection) AgentCommand(ctx context.Context, name, command string, timeout time.Duration) (string, error) {
-	c.mu.Lock()
-	if err := c.begin(ctx, "AgentCommand", name); err != nil {
+	return result(ctx, c, "AgentCommand", timeout, func() (string, error) {
+		c.mu.Lock()
+		if err := c.begin(ctx, "AgentCommand", name); err != nil {
+			c.mu.Unlock()
+			return "", err
+		}
+		d, err := c.lookupLocked("guest agent command on domain", name)
+		if err != nil {
+			c.mu.Unlock()
+			return "", err
+		}
+		if d.status().State != libvirttools.DomainRunning {
+			c.mu.Unlock()
+			return "", fmt.Errorf("guest agent command on domain %q: domain is not running: %w", name, errdefs.ErrFailedPrecondition)
+		}
+		agent := c.agent
 		c.mu.Unlock()
-		return "", err
-	}
-	d, err := c.lookupLocked("guest agent command on domain", name)
-	if err != nil {
-		c.mu.Unlock()
-		return "", err
-	}
-	if d.status().State != libvirttools.DomainRunning {
-		c.mu.Unlock()
-		return "", fmt.Errorf("guest agent command on domain %q: domain is not running: %w", name, errdefs.ErrFailedPrecondition)
-	}
-	agent := c.agent
-	c.mu.Unlock()
-	if agent == nil {
-		return "", fmt.Errorf("guest agent command on domain %q: QEMU guest agent is not configured: %w", name, errdefs.ErrFailedPrecondition)
-	}
-	return agent(name, command)
+		if agent == nil {
+			return "", fmt.Errorf("guest agent command on domain %q: QEMU guest agent is not configured: %w", name, errdefs.ErrFailedPrecondition)
+		}
+		return agent(name, command)
+	})
 }
 
 // Stats implements libvirttools.Domains: every running domain gets fixed,
 // recognisable figures (CPU 1 s, 256 MiB current, 300 MiB RSS).
 func (c *Connection) Stats(ctx context.Context, prefix string) ([]libvirttools.DomainStats, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.begin(ctx, "Stats", prefix); err != nil {
-		return nil, err
-	}
-	var out []libvirttools.DomainStats
-	for _, name := range slices.Sorted(maps.Keys(c.domains)) {
-		if !strings.HasPrefix(name, prefix) || c.domains[name].status().State != libvirttools.DomainRunning {
-			continue
+	return result(ctx, c, "Stats", 0, func() ([]libvirttools.DomainStats, error) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if err := c.begin(ctx, "Stats", prefix); err != nil {
+			return nil, err
 		}
-		out = append(out, libvirttools.DomainStats{
-			Name: name, CPUTimeNs: 1e9, MemoryBytes: 256 << 20, MemoryRSSBytes: 300 << 20, MemoryUsableBytes: 200 << 20,
-		})
-	}
-	return out, nil
+		var out []libvirttools.DomainStats
+		for _, name := range slices.Sorted(maps.Keys(c.domains)) {
+			if !strings.HasPrefix(name, prefix) || c.domains[name].status().State != libvirttools.DomainRunning {
+				continue
+			}
+			out = append(out, libvirttools.DomainStats{
+				Name: name, CPUTimeNs: 1e9, MemoryBytes: 256 << 20, MemoryRSSBytes: 300 << 20, MemoryUsableBytes: 200 << 20,
+			})
+		}
+		return out, nil
+	})
 }
 
 // QEMUOwner implements libvirttools.Connection. It is not recorded in

@@ -1,8 +1,9 @@
 // Package fake is an in-memory libvirttools.Connection for unit tests. It
 // keeps domains defined from XML, enforces libvirt's unique names and
-// UUIDs and its state transitions, records calls, and has hooks to
-// simulate what the guest or libvirtd does on its own: power off, crash,
-// ignore ACPI, fail a call, go down.
+// UUIDs and its state transitions, records calls, publishes the events
+// libvirt would on each transition, and has hooks to simulate what the
+// guest or libvirtd does on its own: power off, crash, ignore ACPI,
+// connect the guest agent, fail a call, go down, hang.
 package fake
 
 import (
@@ -11,9 +12,11 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vmpod/vmpod/pkg/broadcast"
 	"github.com/vmpod/vmpod/pkg/libvirttools"
 )
 
@@ -34,6 +37,15 @@ import (
 // Undefine needs Shutoff; otherwise the call fails with
 // errdefs.ErrFailedPrecondition. Destroy of a shut-off domain and
 // Undefine of a missing one succeed.
+//
+// Every state change publishes the libvirttools.DomainEvent libvirt would
+// (a paused start: running, then paused), except while the fake is down:
+// like a real outage, those are lost, and coming back up publishes
+// EventConnected.
+//
+// Calls run as the real ones do, through libvirttools.Calls with the call
+// timeout (SetCallTimeout): a call hung with Hang returns ErrUnavailable at
+// its deadline and finishes, taking effect, when released.
 
 // Connection is a fake libvirttools.Connection. It is safe for concurrent
 // use.
@@ -51,6 +63,11 @@ type Connection struct {
 	// agent answers AgentCommand for a domain; nil means no agent channel.
 	agent   func(name, command string) (string, error)
 	changed chan struct{} // closed and replaced on every state change
+	events  *broadcast.Broadcaster[libvirttools.Event]
+	runner  libvirttools.Calls
+	timeout time.Duration            // the call timeout
+	hung    map[string]chan struct{} // by method: calls wait for it to close
+	waiting map[string]int           // by method: calls waiting for Hang's release
 }
 
 // domain is one defined domain.
@@ -85,15 +102,129 @@ func New() *Connection {
 		failNext:   map[string][]error{},
 		changed:    make(chan struct{}),
 		owner:      libvirttools.Owner{UID: os.Getuid(), GID: os.Getgid()},
+		events:     broadcast.New[libvirttools.Event](1024, "libvirt event"),
+		timeout:    libvirttools.DefaultCallTimeout,
+		hung:       map[string]chan struct{}{},
+		waiting:    map[string]int{},
 	}
 }
 
-// SetDown makes every call fail as if libvirtd were unreachable
-// (errdefs.ErrUnavailable), or back up when down is false. Domains are
-// kept; WaitShutoff keeps waiting through the outage, like the real one.
+// SetCallTimeout sets the deadline of every call (default
+// libvirttools.DefaultCallTimeout); AgentCommand gets its own timeout on
+// top, like the real one.
+func (c *Connection) SetCallTimeout(d time.Duration) {
+	c.mu.Lock()
+	c.timeout = d
+	c.mu.Unlock()
+}
+
+// Hang makes every later call of method (a Connection method name, as for
+// FailNext) block, ignoring its context as a cgo call does, until release
+// is called; the caller gets ErrUnavailable at the call's deadline and the
+// call then finishes in the background. It panics on an unknown method.
+func (c *Connection) Hang(method string) (release func()) {
+	if !slices.Contains(methods, method) {
+		panic(fmt.Sprintf("fake: Hang: no method %q", method))
+	}
+	gate := make(chan struct{})
+	c.mu.Lock()
+	c.hung[method] = gate
+	c.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			c.mu.Lock()
+			if c.hung[method] == gate {
+				delete(c.hung, method)
+			}
+			c.mu.Unlock()
+			close(gate)
+		})
+	}
+}
+
+// Waiting is how many calls of method are blocked by Hang now.
+func (c *Connection) Waiting(method string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.waiting[method]
+}
+
+// Abandoned is how many calls are still running after their deadline.
+func (c *Connection) Abandoned() int { return c.runner.Abandoned() }
+
+// run runs body as a libvirt call of method: through c.runner with the call
+// timeout plus extra, after waiting for Hang's release.
+func (c *Connection) run(ctx context.Context, method string, extra time.Duration, body func() error) error {
+	c.mu.Lock()
+	gate, timeout := c.hung[method], c.timeout
+	c.mu.Unlock()
+	return c.runner.Run(ctx, method, timeout+extra, func() error {
+		if gate != nil {
+			c.mu.Lock()
+			c.waiting[method]++
+			c.mu.Unlock()
+			<-gate
+			c.mu.Lock()
+			c.waiting[method]--
+			c.mu.Unlock()
+		}
+		return body()
+	})
+}
+
+// result is run for a method with a result, which the caller gets only
+// when the call returned in time (a late one must not race with it).
+func result[T any](ctx context.Context, c *Connection, method string, extra time.Duration, body func() (T, error)) (T, error) {
+	var out T
+	err := c.run(ctx, method, extra, func() error {
+		v, err := body()
+		out = v
+		return err
+	})
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return out, nil
+}
+
+// Subscribe implements libvirttools.Events.
+func (c *Connection) Subscribe() (*libvirttools.EventSubscription, error) {
+	return c.events.Subscribe()
+}
+
+// Subscribers counts the event subscriptions.
+func (c *Connection) Subscribers() int { return c.events.Count() }
+
+// Close implements libvirttools.Connection: it ends the subscriptions.
+func (c *Connection) Close() error {
+	c.events.Close()
+	return nil
+}
+
+// AgentConnect simulates the guest agent of the domain called name
+// connecting to (true) or leaving (false) its channel: it publishes the
+// AgentEvent (unless the fake is down).
+func (c *Connection) AgentConnect(name string, connected bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.down {
+		c.events.Publish(libvirttools.Event{Kind: libvirttools.EventAgent, Agent: libvirttools.AgentEvent{Name: name, Connected: connected}})
+	}
+}
+
+// SetDown makes every call fail at once as if libvirtd had been
+// unreachable for long (errdefs.ErrUnavailable), or back up when down is
+// false, which publishes EventConnected. Domains are kept; state changes
+// while down publish no events; WaitShutoff keeps waiting through the
+// outage, like the real one.
 func (c *Connection) SetDown(down bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.down && !down {
+		c.events.Publish(libvirttools.Event{Kind: libvirttools.EventConnected})
+	}
 	c.down = down
 	c.notifyLocked()
 }
@@ -198,10 +329,28 @@ func (c *Connection) lookupLocked(op, name string) (*domain, error) {
 	return d, nil
 }
 
-// setStateLocked changes d's state and wakes WaitShutoff callers.
+// setStateLocked changes d's state, publishes its event and wakes
+// WaitShutoff callers.
 func (c *Connection) setStateLocked(d *domain, state libvirttools.DomainState, reason libvirttools.ShutoffReason) {
 	d.state, d.reason = state, reason
+	ev := libvirttools.DomainEvent{Name: d.name, State: state}
+	switch state {
+	case libvirttools.DomainRunning:
+		ev.Detail = "started or resumed"
+	case libvirttools.DomainPaused:
+		ev.Detail = "suspended"
+	case libvirttools.DomainShutoff:
+		ev.Reason, ev.Detail = reason, "stopped/"+reason.String()
+	}
+	c.publishLocked(ev)
 	c.notifyLocked()
+}
+
+// publishLocked publishes a domain event unless the fake is down.
+func (c *Connection) publishLocked(ev libvirttools.DomainEvent) {
+	if !c.down {
+		c.events.Publish(libvirttools.Event{Kind: libvirttools.EventDomain, Domain: ev})
+	}
 }
 
 // notifyLocked wakes WaitShutoff callers.

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
+	"libvirt.org/go/libvirt"
 	"libvirt.org/go/libvirtxml"
 )
 
@@ -45,14 +46,14 @@ func parseQEMUOwner(capsXML, domainType string) (Owner, error) {
 
 // QEMUOwner implements Connection.
 func (l *Libvirt) QEMUOwner(ctx context.Context, domainType string) (Owner, error) {
-	lc, err := l.connect(ctx)
+	var doc string
+	err := l.do(ctx, "get capabilities", l.timeout, retrySafe, func(c *libvirt.Connect) error {
+		var err error
+		doc, err = c.GetCapabilities()
+		return err
+	})
 	if err != nil {
-		return Owner{}, fmt.Errorf("get capabilities: %w", err)
-	}
-	defer l.release(lc)
-	doc, err := lc.c.GetCapabilities()
-	if err != nil {
-		return Owner{}, l.fail(lc, "get capabilities", err)
+		return Owner{}, err
 	}
 	return parseQEMUOwner(doc, domainType)
 }

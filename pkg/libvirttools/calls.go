@@ -1,0 +1,110 @@
+package libvirttools
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+)
+
+// DefaultCallTimeout bounds one libvirt call when the configuration says
+// nothing (config key libvirt_call_timeout).
+const DefaultCallTimeout = 30 * time.Second
+
+// MaxAbandonedCalls is how many calls that outlived their deadline a
+// Calls lets run on in the background before it refuses new ones.
+//
+// libvirt's Go calls are blocking cgo calls that cannot be interrupted: a
+// call to a hung libvirtd (SIGSTOP, a deadlock) blocks its goroutine and
+// its OS thread until libvirtd answers or the connection is closed (the
+// keepalive closes it after about 20 s). Each one whose caller gave up
+// costs a goroutine and a thread; once this many are running, libvirtd is
+// plainly not answering, and new calls fail at once with ErrUnavailable
+// instead of piling up more. The count falls as the calls return. Calls
+// already running when the count reaches the bound may still be
+// abandoned, so it can exceed the bound by the number of calls in flight
+// at that moment (bounded by the callers), never by more.
+const MaxAbandonedCalls = 32
+
+// ErrCallTimeout is wrapped, with errdefs.ErrUnavailable, by the error of
+// a call that did not return within its deadline (or was refused because
+// too many such calls are still running).
+var ErrCallTimeout = errors.New("libvirt call timed out")
+
+// errRefused is wrapped by the error of a call Run refused to start.
+var errRefused = errors.New("too many libvirt calls hung")
+
+// Calls runs blocking calls with a deadline: the caller returns when the
+// deadline passes or its context ends, and the call finishes in the
+// background. It counts the calls running past their caller and refuses
+// new ones while MaxAbandonedCalls of them are. It is safe for concurrent
+// use; the zero value is ready.
+type Calls struct {
+	mu        sync.Mutex
+	abandoned int
+}
+
+// Abandoned is the number of calls still running after their caller gave
+// up on them.
+func (c *Calls) Abandoned() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.abandoned
+}
+
+// Run runs fn and returns its error, unless timeout passes first (an
+// error wrapping errdefs.ErrUnavailable and ErrCallTimeout) or ctx ends
+// first (an error wrapping ctx.Err()). op names the call in errors. fn
+// must not use ctx to return early: it may go on after Run returned.
+func (c *Calls) Run(ctx context.Context, op string, timeout time.Duration, fn func() error) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	c.mu.Lock()
+	if n := c.abandoned; n >= MaxAbandonedCalls {
+		c.mu.Unlock()
+		return fmt.Errorf("%s: %d earlier libvirt calls have not returned after their deadline (is libvirtd hung?); not starting another: %w: %w: %w",
+			op, n, errRefused, ErrCallTimeout, errdefs.ErrUnavailable)
+	}
+	c.mu.Unlock()
+	var (
+		done      = make(chan error, 1)
+		finished  bool // guarded by c.mu
+		abandoned bool // guarded by c.mu
+	)
+	go func() {
+		err := fn()
+		c.mu.Lock()
+		finished = true
+		if abandoned {
+			c.abandoned--
+		}
+		c.mu.Unlock()
+		done <- err
+	}()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	var why error
+	select {
+	case err := <-done:
+		return err
+	case <-timer.C:
+		why = fmt.Errorf("libvirt did not answer within %s (libvirt_call_timeout; is libvirtd hung?): %w: %w",
+			timeout, ErrCallTimeout, errdefs.ErrUnavailable)
+	case <-ctx.Done():
+		why = ctx.Err()
+	}
+	c.mu.Lock()
+	if finished {
+		// It returned just now: its result is the answer.
+		c.mu.Unlock()
+		return <-done
+	}
+	abandoned = true
+	c.abandoned++
+	c.mu.Unlock()
+	return fmt.Errorf("%s: %w", op, why)
+}
