@@ -40,7 +40,7 @@ func (w *walker) inflateTail(t tail) error {
 	}
 	out := make([]byte, w.cs)
 	if _, err := io.ReadFull(r, out); err != nil {
-		return invalid("%s at offset %#x does not decompress to a whole cluster with the %d bytes left in the file (%v): the file is truncated or damaged",
+		return incomplete("%s at offset %#x does not decompress to a whole cluster with the %d bytes left in the file (%v): the file is truncated or damaged",
 			t.what, t.off, t.size, err)
 	}
 	return nil

@@ -19,6 +19,7 @@ package qcow2
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -109,8 +110,17 @@ func (h Header) l2EntrySize() uint64 {
 // qcow2 file.
 func HasMagic(head []byte) bool { return strings.HasPrefix(string(head), Magic) }
 
+// ErrIncomplete is wrapped by the errors of a file that ends before what
+// its tables refer to: most likely a download cut short.
+var ErrIncomplete = errors.New("the file ends before what its tables refer to")
+
 func invalid(format string, a ...any) error {
 	return fmt.Errorf("qcow2: "+format+": %w", append(a, errdefs.ErrInvalidArgument)...)
+}
+
+// incomplete is invalid, marked ErrIncomplete too.
+func incomplete(format string, a ...any) error {
+	return fmt.Errorf("qcow2: "+format+": %w: %w", append(a, ErrIncomplete, errdefs.ErrInvalidArgument)...)
 }
 
 // ReadHeader reads and validates the header of the qcow2 file r of size
@@ -123,8 +133,11 @@ func ReadHeader(r io.ReaderAt, size int64) (Header, error) {
 	if err != nil && err != io.EOF {
 		return h, err
 	}
-	if n < 72 || string(buf[:4]) != Magic {
-		return h, invalid("the file is too short for a header or lacks the magic")
+	if n < 4 || string(buf[:4]) != Magic {
+		return h, invalid("the file lacks the qcow2 magic")
+	}
+	if n < 72 {
+		return h, incomplete("the file is too short for a header")
 	}
 	be := binary.BigEndian
 	h.Version = be.Uint32(buf[4:])
@@ -144,7 +157,7 @@ func ReadHeader(r io.ReaderAt, size int64) (Header, error) {
 		h.HeaderLength, h.RefcountOrder = 72, 4
 	case 3:
 		if n < 104 {
-			return h, invalid("the file is too short for a version 3 header")
+			return h, incomplete("the file is too short for a version 3 header")
 		}
 		h.Incompatible = be.Uint64(buf[72:])
 		h.RefcountOrder = be.Uint32(buf[96:])
@@ -172,7 +185,7 @@ func ReadHeader(r io.ReaderAt, size int64) (Header, error) {
 		return h, invalid("unknown incompatible features %#x", bad)
 	}
 	if uint64(h.HeaderLength) > uint64(size) {
-		return h, invalid("the file (%d bytes) ends inside its %d-byte header", size, h.HeaderLength)
+		return h, incomplete("the file (%d bytes) ends inside its %d-byte header", size, h.HeaderLength)
 	}
 	if err := h.readExtensions(r, size); err != nil {
 		return h, err
@@ -192,10 +205,12 @@ func (h *Header) readExtensions(r io.ReaderAt, size int64) error {
 	if h.BackingOffset != 0 && h.BackingOffset < end {
 		end = h.BackingOffset
 	}
-	end = min(end, uint64(size))
 	off := uint64(h.HeaderLength)
 	be := binary.BigEndian
 	for off+8 <= end {
+		if off+8 > uint64(size) {
+			return incomplete("the file (%d bytes) ends inside its header extensions", size)
+		}
 		var hd [8]byte
 		if _, err := r.ReadAt(hd[:], int64(off)); err != nil {
 			return err
@@ -207,6 +222,9 @@ func (h *Header) readExtensions(r io.ReaderAt, size int64) error {
 		data := off + 8
 		if data+length > end {
 			return invalid("header extension %#x at %d runs past the header area", typ, off)
+		}
+		if data+length > uint64(size) {
+			return incomplete("the file (%d bytes) ends inside header extension %#x", size, typ)
 		}
 		switch typ {
 		case extDataFile:

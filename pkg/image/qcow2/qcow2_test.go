@@ -62,6 +62,7 @@ func TestCheckHandBuilt(t *testing.T) {
 	}{
 		{"no magic", append([]byte("QFI\x00"), newImage().b[4:]...), "magic"},
 		{"short", newImage().b[:50], "too short"},
+		{"magic only", []byte(Magic), "too short"},
 		{"version 4", newImage().u32(4, 4).b, "version 4"},
 		{"cluster bits 30", newImage().u32(20, 30).b, "cluster_bits 30"},
 		{"header length", newImage().u32(100, 100).b, "header_length"},
@@ -184,8 +185,8 @@ func TestCheckTruncated(t *testing.T) {
 					missed++
 				case err == nil:
 					t.Errorf("cut of %d bytes (file %d, data to %d) not detected", cut, len(b), last+1)
-				case !errors.Is(err, errdefs.ErrInvalidArgument):
-					t.Errorf("cut of %d: %v is not InvalidArgument", cut, err)
+				case !errors.Is(err, errdefs.ErrInvalidArgument) || !errors.Is(err, ErrIncomplete):
+					t.Errorf("cut of %d: %v is not InvalidArgument and ErrIncomplete", cut, err)
 				}
 			}
 			t.Logf("%d bytes, %d small cuts inside the padding", len(b), missed)

@@ -115,7 +115,7 @@ func (w *walker) region(what string, off, n uint64, aligned bool) error {
 		return invalid("%s at offset %#x is not aligned to the %d-byte clusters", what, off, w.cs)
 	}
 	if off > w.size || n > w.size-off {
-		return invalid("%s at offset %#x (%d bytes) lies past the end of the %d-byte file: the file is truncated or damaged", what, off, n, w.size)
+		return incomplete("%s at offset %#x (%d bytes) lies past the end of the %d-byte file: the file is truncated or damaged", what, off, n, w.size)
 	}
 	return nil
 }
@@ -189,7 +189,7 @@ func (w *walker) walkL2(what string, off uint64) error {
 			csize := nsect*512 - coff%512
 			// The last sector must start inside the file.
 			if coff >= w.size || coff+csize-min(csize, 512) >= w.size {
-				return invalid("compressed cluster %d of %s at offset %#x (%d bytes) lies past the end of the %d-byte file: the file is truncated or damaged",
+				return incomplete("compressed cluster %d of %s at offset %#x (%d bytes) lies past the end of the %d-byte file: the file is truncated or damaged",
 					i/step, what, coff, csize, w.size)
 			}
 			if coff+csize > w.size && len(w.tails) < maxTails {
