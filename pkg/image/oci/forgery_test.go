@@ -18,8 +18,10 @@ import (
 // rawManifest is a manifest pushed as bytes, whatever it says.
 type rawManifest []byte
 
-func (m rawManifest) RawManifest() ([]byte, error)              { return m, nil }
-func (m rawManifest) MediaType() (ggcrtypes.MediaType, error) { return ggcrtypes.OCIManifestSchema1, nil }
+func (m rawManifest) RawManifest() ([]byte, error) { return m, nil }
+func (m rawManifest) MediaType() (ggcrtypes.MediaType, error) {
+	return ggcrtypes.OCIManifestSchema1, nil
+}
 
 // pushForged pushes, as repoTag, an OCI manifest whose config is the blob
 // config (any bytes) and whose layers are layers: what a hostile registry
