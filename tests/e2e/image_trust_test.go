@@ -162,12 +162,17 @@ func TestImageSubstitutionAttack(t *testing.T) {
 	d.writeTranslations("public.toml", fmt.Sprintf("[[translations]]\nname = \"public\"\nurl = \"%s/public.qcow2\"\n", srv.URL))
 
 	for ref, want := range map[string]string{"evil/x:1": "diff_id", "evil/y:1": "not an image config"} {
-		errOut := d.failCrictl("pull", reg.addr+"/"+ref)
-		if !strings.Contains(errOut, "InvalidArgument") || !strings.Contains(errOut, want) {
-			t.Errorf("forged %s: %s", ref, errOut)
+		// Not fatal: the checks below show what a pull that got through did.
+		out, errOut, err := d.crictl("pull", reg.addr+"/"+ref)
+		if err == nil || !strings.Contains(errOut, "InvalidArgument") || !strings.Contains(errOut, want) {
+			t.Errorf("forged %s: %v %s%s", ref, err, out, errOut)
 		}
 	}
-	storeEmpty(t, d)
+	if t.Failed() {
+		t.Log(d.mustCrictl("images", "--digests"))
+	} else {
+		storeEmpty(t, d)
+	}
 
 	guestDigest, publicDigest := fileDigest(t, guest), fileDigest(t, srv.path("public.qcow2"))
 	realRef := reg.addr + "/vms/real:1"

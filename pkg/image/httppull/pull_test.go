@@ -103,6 +103,9 @@ func TestPullErrors(t *testing.T) {
 		"/teapot": http.StatusTeapot, "/unavailable": http.StatusServiceUnavailable, "/not-modified": http.StatusNotModified} {
 		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(code) })
 	}
+	mux.HandleFunc("/ftp", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "ftp://files.example/disk.img", http.StatusFound)
+	})
 	mux.HandleFunc("/truncated", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", "1000")
 		io.WriteString(w, "short")
@@ -129,6 +132,7 @@ func TestPullErrors(t *testing.T) {
 		{"TLS verification", source(tlsSrv.URL + "/x"), errdefs.ErrInvalidArgument, []string{"TLS verification of", "set ca_file (or insecure_skip_verify)"}},
 		{"https to a plain-HTTP server", source(plainAsHTTPS + "/x"), errdefs.ErrUnavailable, []string{"server gave HTTP response to HTTPS client", "check that the server is reachable"}},
 		{"refused", source("http://127.0.0.1:1/x"), errdefs.ErrUnavailable, []string{"check that the server is reachable"}},
+		{"redirect to ftp", source(srv.URL + "/ftp"), errdefs.ErrFailedPrecondition, []string{"redirect to a scheme other than http or https", "ftp://files.example/disk.img"}},
 		{"bad url", source("http://h/\x7f"), errdefs.ErrInvalidArgument, []string{"bad url", "test.toml"}},
 		{"transport", imagetranslation.Source{URL: srv.URL, RuleFile: "r.toml", Transport: imagetranslation.Transport{Name: "t", CAFile: "/nonexistent/ca.pem"}},
 			errdefs.ErrFailedPrecondition, []string{`transport "t" of rule in r.toml`, "read ca_file /nonexistent/ca.pem"}},
