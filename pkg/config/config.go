@@ -28,26 +28,6 @@ import (
 // --config is not given. A missing default file means "all defaults".
 const DefaultConfigFile = "/etc/vmpod/vmpod.toml"
 
-// Duration is a time.Duration written as a Go duration string ("30s", "10m")
-// in the configuration file.
-type Duration time.Duration
-
-// MarshalText implements encoding.TextMarshaler.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
-
-// UnmarshalText implements encoding.TextUnmarshaler.
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return fmt.Errorf("invalid duration %q (use a Go duration such as 30s or 10m): %w", b, err)
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// Std returns d as a time.Duration.
-func (d Duration) Std() time.Duration { return time.Duration(d) }
-
 // Config is the complete vmpod configuration. The toml tag is the key in the
 // file (and, upper-cased with a VMPOD_ prefix, the environment variable); the
 // comment tag is printed above the key by `vmpod config default`.
@@ -72,12 +52,18 @@ type Config struct {
 	ShutdownTimeout Duration `toml:"shutdown_timeout" mapstructure:"shutdown_timeout" comment:"On SIGTERM, how long in-flight CRI calls may run before they are cancelled\n(a cancelled image pull removes its partial file) (env VMPOD_SHUTDOWN_TIMEOUT)."`
 	// PullProgressInterval is how often a running pull logs its progress.
 	PullProgressInterval Duration `toml:"pull_progress_interval" mapstructure:"pull_progress_interval" comment:"How often a running image pull logs bytes, percent and rate at info level\n(env VMPOD_PULL_PROGRESS_INTERVAL)."`
-	// ImageCheckCPUSeconds and ImageCheckMemoryMiB bound `qemu-img info`.
-	ImageCheckCPUSeconds int `toml:"image_check_cpu_seconds" mapstructure:"image_check_cpu_seconds" comment:"CPU-time limit, in seconds, for 'qemu-img info' when a pulled image is checked\n(env VMPOD_IMAGE_CHECK_CPU_SECONDS)."`
-	// ImageCheckMemoryMiB is the address-space limit for qemu-img info.
-	ImageCheckMemoryMiB int `toml:"image_check_memory_mib" mapstructure:"image_check_memory_mib" comment:"Address-space limit, in MiB, for 'qemu-img info' when a pulled image is checked\n(env VMPOD_IMAGE_CHECK_MEMORY_MIB)."`
+	// ImageCheckCPUSeconds and ImageCheckMemoryMiB bound `qemu-img info` and `qemu-img check`.
+	ImageCheckCPUSeconds int `toml:"image_check_cpu_seconds" mapstructure:"image_check_cpu_seconds" comment:"CPU-time limit, in seconds, for each of 'qemu-img info' and 'qemu-img check' when a pulled image\nis checked (env VMPOD_IMAGE_CHECK_CPU_SECONDS)."`
+	// ImageCheckMemoryMiB is the address-space limit for qemu-img info and check.
+	ImageCheckMemoryMiB int `toml:"image_check_memory_mib" mapstructure:"image_check_memory_mib" comment:"Address-space limit, in MiB, for each of 'qemu-img info' and 'qemu-img check' when a pulled image\nis checked (env VMPOD_IMAGE_CHECK_MEMORY_MIB)."`
 	// RegistriesConf is the containers-registries.conf(5) file for OCI pulls.
 	RegistriesConf string `toml:"registries_conf" mapstructure:"registries_conf" comment:"containers-registries.conf(5) file used for OCI registry pulls: mirrors, blocked registries,\n'insecure = true' for plain-HTTP registries, short-name resolution; a missing file means none\n(env VMPOD_REGISTRIES_CONF). CA files go in /etc/containers/certs.d/<host:port>/ca.crt."`
+	// MaxImageSize bounds every pull: an HTTP(S) body, a registry blob, a decompressed layer, the disk.
+	MaxImageSize ByteSize `toml:"max_image_size" mapstructure:"max_image_size" comment:"Largest image a pull may bring, as a quantity (64Gi, 500Mi): an HTTP(S) download, each registry blob,\neach layer once decompressed and the disk file. Beyond it the pull fails with ResourceExhausted\nand its partial file is removed (env VMPOD_MAX_IMAGE_SIZE)."`
+	// PullRequestTimeout bounds each request of a pull until its answer.
+	PullRequestTimeout Duration `toml:"pull_request_timeout" mapstructure:"pull_request_timeout" comment:"How long an image server or registry may take to accept a connection, finish the TLS handshake\nand answer a request; registry exchanges other than layer downloads (token, manifest, config) must\nfinish within it. Past it the pull fails with Unavailable (env VMPOD_PULL_REQUEST_TIMEOUT)."`
+	// PullStallTimeout is how long a download may receive nothing.
+	PullStallTimeout Duration `toml:"pull_stall_timeout" mapstructure:"pull_stall_timeout" comment:"How long an image download may receive no data before it fails with Unavailable and its partial\nfile is removed; a slow but steady download is not limited (env VMPOD_PULL_STALL_TIMEOUT)."`
 	// StreamingAddress is where the CRI streaming server (attach) listens.
 	StreamingAddress string `toml:"streaming_address" mapstructure:"streaming_address" comment:"host:port of the CRI streaming server (attach, exec, port-forward) that the kubelet proxies to.\nPort 0 picks a free port. It has no authentication: keep it on loopback (env VMPOD_STREAMING_ADDRESS)."`
 	// MetricsAddress is the host:port of the Prometheus metrics endpoint
@@ -136,6 +122,9 @@ func Default() Config {
 		ImageCheckCPUSeconds:  30,
 		ImageCheckMemoryMiB:   1024,
 		RegistriesConf:        "/etc/containers/registries.conf",
+		MaxImageSize:          64 << 30,
+		PullRequestTimeout:    Duration(30 * time.Second),
+		PullStallTimeout:      Duration(time.Minute),
 		StreamingAddress:      "127.0.0.1:0",
 		Accelerator:           "auto",
 		DefaultMemoryMiB:      512,
@@ -256,8 +245,12 @@ func toMap(c Config) (map[string]any, error) {
 			continue
 		}
 		val := rv.Field(i).Interface()
-		if d, ok := val.(Duration); ok {
-			val = time.Duration(d).String()
+		if t, ok := val.(interface{ MarshalText() ([]byte, error) }); ok {
+			b, err := t.MarshalText()
+			if err != nil {
+				return nil, err
+			}
+			val = string(b)
 		}
 		if sz, ok := val.(Size); ok {
 			b, _ := sz.MarshalText()
@@ -316,6 +309,12 @@ func (c Config) Validate() error {
 	}
 	if c.ImageCheckMemoryMiB < 64 {
 		bad("image_check_memory_mib", "must be at least 64")
+	}
+	if c.MaxImageSize < 1<<20 {
+		bad("max_image_size", "must be at least 1Mi, got %d bytes", int64(c.MaxImageSize))
+	}
+	if c.PullRequestTimeout < Duration(time.Second) || c.PullStallTimeout < Duration(time.Second) {
+		bad("pull_request_timeout and pull_stall_timeout", "must be at least 1s")
 	}
 	if _, _, err := net.SplitHostPort(c.StreamingAddress); err != nil {
 		bad("streaming_address", "must be host:port, got %q", c.StreamingAddress)

@@ -98,6 +98,10 @@ func TestLoadErrors(t *testing.T) {
 		{"bad duration", "shutdown_timeout = 'soon'\n", "duration"},
 		{"bad toml", "socket = \n", "config file"},
 		{"bad metrics address", "metrics_address = '9810'\n", "metrics_address"},
+		{"bad size", "max_image_size = 'lots'\n", "quantity"},
+		{"fractional size", "max_image_size = '0.5'\n", "whole"},
+		{"tiny size", "max_image_size = '4Ki'\n", "max_image_size"},
+		{"zero stall", "pull_stall_timeout = '0s'\n", "pull_stall_timeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Load(writeFile(t, tc.body), nil)
@@ -215,5 +219,25 @@ func TestResolveAccelerators(t *testing.T) {
 	}
 	if c.Accelerator != "auto" || c.Runtimes["x"].Accelerator != "auto" {
 		t.Error("ResolveAccelerators changed the config it was called on")
+	}
+}
+
+func TestImagePullKeys(t *testing.T) {
+	d := Default()
+	if d.MaxImageSize.Bytes() != 64<<30 || d.PullRequestTimeout.Std() != 30*time.Second || d.PullStallTimeout.Std() != time.Minute {
+		t.Fatalf("defaults: %v %v %v", d.MaxImageSize, d.PullRequestTimeout, d.PullStallTimeout)
+	}
+	t.Setenv("VMPOD_MAX_IMAGE_SIZE", "256Mi")
+	c, err := Load(writeFile(t, "max_image_size = '10G'\npull_request_timeout = '5s'\npull_stall_timeout = '2m'\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxImageSize.Bytes() != 256<<20 || c.PullRequestTimeout.Std() != 5*time.Second || c.PullStallTimeout.Std() != 2*time.Minute {
+		t.Fatalf("loaded: %v %v %v", c.MaxImageSize, c.PullRequestTimeout, c.PullStallTimeout)
+	}
+	t.Setenv("VMPOD_MAX_IMAGE_SIZE", "")
+	c, err = Load(writeFile(t, "max_image_size = '10G'\n"), nil)
+	if err != nil || c.MaxImageSize.Bytes() != 10_000_000_000 {
+		t.Fatalf("decimal quantity: %v, %v", c.MaxImageSize, err)
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/vmpod/vmpod/pkg/cri"
 	"github.com/vmpod/vmpod/pkg/image"
 	"github.com/vmpod/vmpod/pkg/image/oci"
+	"github.com/vmpod/vmpod/pkg/image/transfer"
 	"github.com/vmpod/vmpod/pkg/imagetranslation"
 	"github.com/vmpod/vmpod/pkg/libvirttools"
 	"github.com/vmpod/vmpod/pkg/lifecycle"
@@ -79,6 +80,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 		OCI:              oci.Options{RegistriesConf: cfg.RegistriesConf},
 		Log:              log,
 		Downloaded:       reg.AddImagePullBytes,
+		Limits: transfer.Limits{
+			MaxImageSize:   cfg.MaxImageSize.Bytes(),
+			RequestTimeout: cfg.PullRequestTimeout.Std(),
+			StallTimeout:   cfg.PullStallTimeout.Std(),
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("open image store: %w", err)

@@ -1,12 +1,17 @@
 package image
 
 import (
+	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vmpod/vmpod/pkg/logging"
 	"github.com/vmpod/vmpod/pkg/store"
 )
 
@@ -15,6 +20,11 @@ type Image struct {
 	// ID is "sha256:<hex>": the digest of the file for HTTP(S) images, the
 	// config digest for OCI images.
 	ID string `json:"id"`
+	// Verified is set on OCI images whose config this vmpod fetched and
+	// checked, with the diff_ids of the layers the disk came from: their ID
+	// identifies the disk. Records of older versions lack it; they are
+	// dropped at start-up (Open) and pulled again.
+	Verified bool `json:"verified,omitempty"`
 	// DiskDigest is "sha256:<hex>" of the disk file, which is stored once
 	// under that name however many images share it. Empty means ID.
 	DiskDigest string `json:"disk_digest,omitempty"`
@@ -35,7 +45,9 @@ type Image struct {
 	Pulled time.Time `json:"pulled"`
 }
 
-// Origin is one URL an image was fetched from.
+// Origin is one URL an image was fetched from, with its user info and
+// query string redacted (imagetranslation.RedactURL): it is shown by
+// `crictl inspecti`.
 type Origin struct {
 	URL          string `json:"url"`
 	ETag         string `json:"etag,omitempty"`
@@ -51,6 +63,22 @@ func (img *Image) disk() string {
 		return img.DiskDigest
 	}
 	return img.ID
+}
+
+// contentAddressed tells whether the image's ID is the digest of its own
+// disk file (an HTTP(S) image): bytes with that digest are this image.
+func (img *Image) contentAddressed() bool { return img.disk() == img.ID }
+
+// hasRepo tells whether the repository repo ("registry/vms/debian") served
+// this image's content: a pull from it recorded a repo digest. Such a
+// repository may name the image again without its layers being fetched.
+func (img *Image) hasRepo(repo string) bool {
+	for _, d := range img.RepoDigests {
+		if strings.HasPrefix(d, repo+"@") {
+			return true
+		}
+	}
+	return false
 }
 
 func cloneImage(img *Image) Image {
@@ -111,4 +139,36 @@ func (s *Store) recordNamesLocked(id string, tags, digests []string, origin *Ori
 	}
 	s.images[id] = img
 	return cloneImage(img), nil
+}
+
+// dropLocked removes the record of img, whose ID a pull just found to
+// stand for other bytes than its disk (a record an older vmpod stored
+// from an unverified claim). Its file stays while a container uses it.
+func (s *Store) dropLocked(ctx context.Context, img *Image, why string) error {
+	logging.From(ctx).Warn("dropping an image record whose ID does not match its disk: "+why,
+		"id", img.ID, "disk_digest", img.disk(), "names", img.RepoTags)
+	if err := s.opts.Meta.Delete(store.Images, img.ID); err != nil {
+		return fmt.Errorf("remove image record %s: %w", img.ID, err)
+	}
+	delete(s.images, img.ID)
+	if !s.diskUsedLocked(img.disk()) {
+		os.Remove(s.filePath(img.disk()))
+	}
+	return nil
+}
+
+// placeLocked moves the checked temporary file tmp, whose digest is d,
+// to its place in the store, unless a file with that digest is there.
+func (s *Store) placeLocked(tmp, d string) error {
+	final := s.filePath(d)
+	if _, err := os.Stat(final); err == nil {
+		return nil
+	}
+	if err := os.Chmod(tmp, 0o444); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return fmt.Errorf("store image file: %w", err)
+	}
+	return syncDir(filepath.Dir(final))
 }

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/vmpod/vmpod/pkg/image/oci"
@@ -12,28 +12,40 @@ import (
 )
 
 // pullOCI pulls a containerDisk from an OCI registry. The image ID is the
-// image's config digest (as containerd reports it); the disk file is stored
-// once under its own digest however many images share it. r is the name as
-// asked (its tag is recorded too, so a short name finds the image again);
-// noRule is the translator's message that no rule matches the name.
+// image's config digest (as containerd reports it), verified by the pull;
+// the disk file is stored once under its own digest however many images
+// share it. r is the name as asked (its tag is recorded too, so a short
+// name finds the image again); noRule is the translator's message that no
+// rule matches the name.
+//
+// The registry is always asked for the manifest, with the caller's
+// credentials (auth), so a name pinned by digest is no way around a pull
+// secret. Layers are not downloaded again when the manifest names the
+// config of a verified image that this same repository served before;
+// any other pull downloads and verifies everything, and attaches to a
+// stored image only when the disk it yields is that image's.
 func (s *Store) pullOCI(ctx context.Context, name string, r Reference, auth *oci.Auth, noRule string) (Image, error) {
-	id, err := oci.Resolve(ctx, name, auth, s.opts.OCI)
+	opts := s.ociOptions()
+	id, err := oci.Resolve(ctx, name, auth, opts)
 	if err != nil {
 		// Say both: the user may have meant either kind of name.
 		return Image{}, fmt.Errorf("%s, so it was taken as an OCI reference: %w", noRule, err)
 	}
 	tags, digests := ociNames(id, r)
+	repo := repoOf(id.RepoDigest)
 	s.mu.Lock()
-	if _, have := s.images[id.ConfigDigest]; have {
-		img, err := s.recordNamesLocked(id.ConfigDigest, tags, digests, nil, nil)
+	if img, have := s.images[id.ConfigDigest]; have && img.Verified && img.hasRepo(repo) {
+		rec, err := s.recordNamesLocked(id.ConfigDigest, tags, digests, nil, nil)
 		s.mu.Unlock()
 		logging.From(ctx).Info("image already present, nothing downloaded", "image", name, "id", id.ConfigDigest)
-		return img, err
+		return rec, err
 	}
 	s.mu.Unlock()
 
-	img, _, err := s.flights.do(ctx, "oci:"+id.ConfigDigest, func(ctx context.Context) (Image, error) {
-		return s.fetchOCI(ctx, name, auth, tags, digests)
+	// One download per manifest of one repository: a caller joining it has
+	// been let see that manifest by the registry.
+	img, _, err := s.flights.do(ctx, "oci:"+repo+"@"+id.ManifestDigest, func(ctx context.Context) (Image, error) {
+		return s.fetchOCI(ctx, name, auth, opts, tags, digests)
 	})
 	if err != nil {
 		return Image{}, fmt.Errorf("pull image %q: %w", name, err)
@@ -41,6 +53,19 @@ func (s *Store) pullOCI(ctx context.Context, name string, r Reference, auth *oci
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.recordNamesLocked(img.ID, tags, digests, nil, nil)
+}
+
+// repoOf is the repository of a repo@digest name.
+func repoOf(repoDigest string) string {
+	repo, _, _ := strings.Cut(repoDigest, "@")
+	return repo
+}
+
+// ociOptions are the OCI puller's options with the store's limits.
+func (s *Store) ociOptions() oci.Options {
+	o := s.opts.OCI
+	o.Limits = s.limits()
+	return o
 }
 
 // ociNames are the repo tags and digests an OCI pull records.
@@ -63,8 +88,8 @@ func ociNames(id oci.Identity, r Reference) (tags, digests []string) {
 	return tags, digests
 }
 
-func (s *Store) fetchOCI(ctx context.Context, name string, auth *oci.Auth, tags, digests []string) (Image, error) {
-	res, err := oci.Pull(ctx, name, auth, s.opts.OCI)
+func (s *Store) fetchOCI(ctx context.Context, name string, auth *oci.Auth, opts oci.Options, tags, digests []string) (Image, error) {
+	res, err := oci.Pull(ctx, name, auth, opts)
 	if err != nil {
 		return Image{}, err
 	}
@@ -73,22 +98,25 @@ func (s *Store) fetchOCI(ctx context.Context, name string, auth *oci.Auth, tags,
 	if err != nil {
 		return Image{}, fmt.Errorf("refused %s in %s: %w", res.DiskPath, res.Name, err)
 	}
-	if err := os.Chmod(res.TmpFile, 0o444); err != nil {
-		return Image{}, err
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	final := s.filePath(res.DiskDigest)
-	if _, err := os.Stat(final); err != nil {
-		if err := os.Rename(res.TmpFile, final); err != nil {
-			return Image{}, fmt.Errorf("store image file: %w", err)
+	if img, have := s.images[res.ConfigDigest]; have {
+		if img.Verified && img.disk() == res.DiskDigest {
+			logging.From(ctx).Info("image already present with the same disk", "image", name, "id", img.ID)
+			return s.recordNamesLocked(img.ID, tags, digests, nil, nil)
 		}
-		if err := syncDir(filepath.Dir(final)); err != nil {
+		// Not verified (stored by an older vmpod), or another disk under
+		// the same verified config (which the diff_ids rule out): what was
+		// just verified wins.
+		if err := s.dropLocked(ctx, img, "a verified pull of this config gave another disk"); err != nil {
 			return Image{}, err
 		}
 	}
+	if err := s.placeLocked(res.TmpFile, res.DiskDigest); err != nil {
+		return Image{}, err
+	}
 	img, err := s.recordNamesLocked(res.ConfigDigest, tags, digests, &Origin{URL: "docker://" + res.Name}, &Image{
-		ID: res.ConfigDigest, DiskDigest: res.DiskDigest, Size: res.Size,
+		ID: res.ConfigDigest, Verified: true, DiskDigest: res.DiskDigest, Size: res.Size,
 		Format: info.Format, VirtualSize: info.VirtualSize, Pulled: time.Now().UTC(),
 	})
 	if err != nil {

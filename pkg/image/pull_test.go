@@ -17,7 +17,7 @@ import (
 
 func TestPullStoresContentAddressed(t *testing.T) {
 	srv := newServer(t)
-	body := qcow2("disk one")
+	body := fakeQcow2("disk one")
 	srv.put("/a.qcow2", body)
 	s, _ := newStore(t, mapTranslator{"vms/a": srv.URL + "/a.qcow2"})
 
@@ -53,7 +53,7 @@ func TestPullStoresContentAddressed(t *testing.T) {
 
 func TestPullByDigest(t *testing.T) {
 	srv := newServer(t)
-	body := qcow2("pinned")
+	body := fakeQcow2("pinned")
 	srv.put("/p.qcow2", body)
 	s, _ := newStore(t, mapTranslator{"p": srv.URL + "/p.qcow2", "q": srv.URL + "/p.qcow2"})
 	ctx := context.Background()
@@ -93,7 +93,7 @@ func TestPullByDigest(t *testing.T) {
 
 func TestConcurrentPullsDownloadOnce(t *testing.T) {
 	srv := newServer(t)
-	srv.put("/c.qcow2", qcow2(strings.Repeat("x", 1<<20)))
+	srv.put("/c.qcow2", fakeQcow2(strings.Repeat("x", 1<<20)))
 	srv.block = make(chan struct{})
 	s, _ := newStore(t, mapTranslator{"c": srv.URL + "/c.qcow2", "alias": srv.URL + "/c.qcow2"})
 
@@ -135,7 +135,7 @@ func TestConcurrentPullsDownloadOnce(t *testing.T) {
 
 func TestCancelledPullLeavesNothing(t *testing.T) {
 	srv := newServer(t)
-	srv.put("/slow.qcow2", qcow2("slow"))
+	srv.put("/slow.qcow2", fakeQcow2("slow"))
 	srv.block = make(chan struct{})
 	defer close(srv.block)
 	s, _ := newStore(t, mapTranslator{"slow": srv.URL + "/slow.qcow2"})
@@ -162,14 +162,14 @@ func TestCancelledPullLeavesNothing(t *testing.T) {
 
 func TestPullErrors(t *testing.T) {
 	srv := newServer(t)
-	srv.put("/backed.qcow2", qcow2("BACKING"))
+	srv.put("/backed.qcow2", fakeQcow2("BACKING"))
 	srv.put("/page.img", []byte("<html><body>not an image</body></html>"))
 	srv.put("/odd.img", []byte{1, 2, 3})
 	srv.status["/boom"] = http.StatusInternalServerError
 	srv.status["/forbidden"] = http.StatusForbidden
 	truncating := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", "1000")
-		w.Write(qcow2("short"))
+		w.Write(fakeQcow2("short"))
 	}))
 	defer truncating.Close()
 	s, _ := newStore(t, mapTranslator{
@@ -212,7 +212,7 @@ func TestPullErrors(t *testing.T) {
 
 func TestRepullUnchangedAndMovedTag(t *testing.T) {
 	srv := newServer(t)
-	srv.put("/m.qcow2", qcow2("v1"))
+	srv.put("/m.qcow2", fakeQcow2("v1"))
 	s, _ := newStore(t, mapTranslator{"m": srv.URL + "/m.qcow2"})
 	ctx := context.Background()
 	v1, err := s.Pull(ctx, "m", nil)
@@ -225,7 +225,7 @@ func TestRepullUnchangedAndMovedTag(t *testing.T) {
 	if n := srv.gets.Load(); n != 1 {
 		t.Fatalf("unchanged re-pull downloaded: %d bodies", n)
 	}
-	srv.put("/m.qcow2", qcow2("v2"))
+	srv.put("/m.qcow2", fakeQcow2("v2"))
 	v2, err := s.Pull(ctx, "m", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -244,7 +244,7 @@ func TestRepullUnchangedAndMovedTag(t *testing.T) {
 
 func TestPullReportsDownloadedBytes(t *testing.T) {
 	srv := newServer(t)
-	body := qcow2(strings.Repeat("d", 100000))
+	body := fakeQcow2(strings.Repeat("d", 100000))
 	srv.put("/d.qcow2", body)
 	s, _ := newStore(t, mapTranslator{"d": srv.URL + "/d.qcow2"})
 	var got []int64

@@ -11,8 +11,8 @@ import (
 
 func TestRemove(t *testing.T) {
 	srv := newServer(t)
-	srv.put("/r.qcow2", qcow2("r"))
-	srv.put("/u.qcow2", qcow2("used"))
+	srv.put("/r.qcow2", fakeQcow2("r"))
+	srv.put("/u.qcow2", fakeQcow2("used"))
 	s, _ := newStore(t, mapTranslator{"r": srv.URL + "/r.qcow2", "r2": srv.URL + "/r.qcow2", "u": srv.URL + "/u.qcow2"})
 	ctx := context.Background()
 	img, _ := s.Pull(ctx, "r", nil)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vmpod/vmpod/pkg/image/oci"
+	"github.com/vmpod/vmpod/pkg/image/transfer"
 	"github.com/vmpod/vmpod/pkg/imagetranslation"
 	"github.com/vmpod/vmpod/pkg/store"
 )
@@ -50,6 +51,10 @@ type Options struct {
 	// Downloaded, when set, is told the bytes each HTTP(S) download
 	// fetched, when it ends (failed or cancelled ones too), for metrics.
 	Downloaded func(n int64)
+	// Limits bound every pull, HTTP(S) and OCI: max_image_size,
+	// pull_request_timeout, pull_stall_timeout. Zero fields mean the
+	// defaults; the store adds its free-space check.
+	Limits transfer.Limits
 }
 
 // Store is the image store. It is safe for concurrent use: mu guards the
@@ -66,6 +71,9 @@ type Store struct {
 	inUse func(id string) bool
 	// downloads counts the HTTP(S) downloads that got a body (Downloads).
 	downloads int
+	// statfs reports the free and total bytes of the store's file system;
+	// tests replace it.
+	statfs func(dir string) (avail, total uint64, err error)
 }
 
 // Open opens the store at opts.Dir, creating it if needed. It removes
@@ -79,7 +87,7 @@ func Open(opts Options) (*Store, error) {
 	if opts.ProgressInterval <= 0 {
 		opts.ProgressInterval = 5 * time.Second
 	}
-	s := &Store{opts: opts, log: opts.Log, images: map[string]*Image{}}
+	s := &Store{opts: opts, log: opts.Log, images: map[string]*Image{}, statfs: statfs}
 	s.opts.OCI.TmpDir = s.tmpDir()
 	if s.opts.OCI.ProgressInterval == 0 {
 		s.opts.OCI.ProgressInterval = opts.ProgressInterval
@@ -104,16 +112,46 @@ func Open(opts Options) (*Store, error) {
 	}
 	for i := range recs {
 		img := recs[i]
+		drop := ""
 		if _, err := os.Stat(s.filePath(img.disk())); err != nil {
-			s.log.Warn("image file missing, dropping its record", "image", img.ID, "err", err)
+			drop = "image file missing, dropping its record"
+		} else if !img.contentAddressed() && !img.Verified {
+			// An OCI image stored by a vmpod that took the manifest's word
+			// for its config: its ID may name another image's content.
+			drop = "OCI image stored without a verified config, dropping its record; it is pulled again when needed"
+		}
+		if drop != "" {
+			s.log.Warn(drop, "image", img.ID, "names", img.RepoTags)
 			if err := opts.Meta.Delete(store.Images, img.ID); err != nil {
 				return nil, err
 			}
 			continue
 		}
+		if redactOrigins(&img) {
+			if err := opts.Meta.Put(store.Images, img.ID, &img); err != nil {
+				return nil, err
+			}
+		}
 		s.images[img.ID] = &img
 	}
 	return s, nil
+}
+
+// redactOrigins redacts the origin URLs of img that an older vmpod stored
+// with their user info or query string, and reports whether it changed
+// any.
+func redactOrigins(img *Image) bool {
+	changed := false
+	for i, o := range img.Origins {
+		if strings.HasPrefix(o.URL, "docker://") {
+			continue
+		}
+		if r := imagetranslation.RedactURL(o.URL); r != o.URL {
+			img.Origins[i] = Origin{URL: r}
+			changed = true
+		}
+	}
+	return changed
 }
 
 // SetInUse installs the function that says whether a container uses the

@@ -8,7 +8,7 @@ import (
 
 func TestUsageCountsStoreOnly(t *testing.T) {
 	srv := newServer(t)
-	srv.put("/big.qcow2", qcow2(strings.Repeat("y", 256<<10)))
+	srv.put("/big.qcow2", fakeQcow2(strings.Repeat("y", 256<<10)))
 	s, _ := newStore(t, mapTranslator{"big": srv.URL + "/big.qcow2"})
 	before, err := s.Usage()
 	if err != nil {

@@ -3,6 +3,7 @@ package imagetranslation
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -68,6 +69,14 @@ func checkYAMLStrings(data []byte) error {
 				}
 			case float64:
 				errs = append(errs, fmt.Errorf("%s.%s: YAML reads the value as the number %v, not as text; put it in quotes", where, k, v))
+			case map[string]any:
+				// Header values may be secrets: name the header only.
+				for _, hk := range slices.Sorted(maps.Keys(v)) {
+					switch v[hk].(type) {
+					case bool, float64:
+						errs = append(errs, fmt.Errorf("%s.%s.%s: YAML reads the value as a boolean or a number, not as text; put it in quotes", where, k, hk))
+					}
+				}
 			}
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -57,12 +56,15 @@ type fileRule struct {
 }
 
 type fileTransport struct {
-	Timeout            string `toml:"timeout" json:"timeout"`
-	CAFile             string `toml:"ca_file" json:"ca_file"`
-	ClientCertFile     string `toml:"client_cert_file" json:"client_cert_file"`
-	ClientKeyFile      string `toml:"client_key_file" json:"client_key_file"`
-	InsecureSkipVerify bool   `toml:"insecure_skip_verify" json:"insecure_skip_verify"`
-	Proxy              string `toml:"proxy" json:"proxy"`
+	Timeout            string            `toml:"timeout" json:"timeout"`
+	CAFile             string            `toml:"ca_file" json:"ca_file"`
+	ClientCertFile     string            `toml:"client_cert_file" json:"client_cert_file"`
+	ClientKeyFile      string            `toml:"client_key_file" json:"client_key_file"`
+	InsecureSkipVerify bool              `toml:"insecure_skip_verify" json:"insecure_skip_verify"`
+	Proxy              string            `toml:"proxy" json:"proxy"`
+	Headers            map[string]string `toml:"headers" json:"headers"`
+	BearerTokenFile    string            `toml:"bearer_token_file" json:"bearer_token_file"`
+	BasicAuthFile      string            `toml:"basic_auth_file" json:"basic_auth_file"`
 }
 
 // isRulesFile tells whether a directory entry named name is read as a rules
@@ -167,6 +169,9 @@ func (ft fileTransport) transport(name, dir string) (Transport, error) {
 		ClientKeyFile:      resolvePath(dir, ft.ClientKeyFile),
 		InsecureSkipVerify: ft.InsecureSkipVerify,
 		Proxy:              ft.Proxy,
+		Headers:            ft.Headers,
+		BearerTokenFile:    resolvePath(dir, ft.BearerTokenFile),
+		BasicAuthFile:      resolvePath(dir, ft.BasicAuthFile),
 	}
 	if ft.Timeout != "" {
 		d, err := time.ParseDuration(ft.Timeout)
@@ -218,7 +223,7 @@ func (fr fileRule) rule(transports map[string]Transport) (Rule, error) {
 		}
 	}
 	if err := checkURL(probe); err != nil {
-		return r, fmt.Errorf("url %q: %w", fr.URL, err)
+		return r, fmt.Errorf("url %q: %w", RedactURL(fr.URL), err)
 	}
 	r.URL = fr.URL
 	if fr.Transport != "" {
@@ -247,7 +252,7 @@ func checkRuleName(name string) error {
 
 // checkURL checks that u is an absolute http or https URL with a host.
 func checkURL(u string) error {
-	parsed, err := url.Parse(u)
+	parsed, err := parseURL(u)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -60,7 +61,7 @@ transports:
 				InsecureSkipVerify: true,
 				Proxy:              "http://proxy.example:3128",
 			}
-			if src.Transport != want {
+			if !reflect.DeepEqual(src.Transport, want) {
 				t.Errorf("transport = %+v, want %+v", src.Transport, want)
 			}
 		})

@@ -127,10 +127,10 @@ func (t *Translator) Translate(name string) (Match, error) {
 	if r.Regexp != nil {
 		src.URL = string(r.Regexp.ExpandString(nil, r.URL, n.full, groups))
 		if err := checkURL(src.URL); err != nil {
-			return Match{}, invalidf("translate image %q with %s: url %q expands to %q: %w", name, r, r.URL, src.URL, err)
+			return Match{}, invalidf("translate image %q with %s: url %q expands to %q: %w", name, r, RedactURL(r.URL), RedactURL(src.URL), err)
 		}
 	}
-	t.log.Debug("image name translated", "image", name, "url", src.URL, "rule", r.String())
+	t.log.Debug("image name translated", "image", name, "url", src.RedactedURL(), "rule", r.String())
 	return Match{Matched: true, Source: src}, nil
 }
 

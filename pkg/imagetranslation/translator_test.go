@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -320,7 +321,7 @@ url = "https://h/${distro}/${version}_disk.img?x=$$"
 				Transport: tt.wantTrans,
 				RuleFile:  filepath.Join(dir, tt.wantFile),
 			}
-			if src != want {
+			if !reflect.DeepEqual(src, want) {
 				t.Errorf("Translate(%q) =\n  %+v\nwant\n  %+v", tt.image, src, want)
 			}
 			if !tr.Matches(tt.image) {
@@ -382,7 +383,7 @@ func TestNoMatchMessage(t *testing.T) {
 		if err != nil {
 			t.Errorf("error = %v, want none", err)
 		}
-		if m.Matched || m.Source != (Source{}) || m.NoMatch != want {
+		if m.Matched || !reflect.DeepEqual(m.Source, Source{}) || m.NoMatch != want {
 			t.Errorf("Translate = %+v\nwant message %s", m, want)
 		}
 		if hit, err := New(dir, discardLogger()).Translate("cirros"); err != nil || !hit.Matched || hit.NoMatch != "" {

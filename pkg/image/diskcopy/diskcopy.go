@@ -32,6 +32,24 @@ type WriteError struct{ Err error }
 func (e *WriteError) Error() string { return e.Err.Error() }
 func (e *WriteError) Unwrap() error { return e.Err }
 
+// Limit bounds a copy. The zero value bounds nothing.
+type Limit struct {
+	// Max ends the copy with a *TooLargeError before more than Max bytes
+	// are written; 0 means no limit.
+	Max int64
+	// Check, when set, is called every Every bytes with the count copied so
+	// far (free space, say); its error ends the copy.
+	Check func(n int64) error
+	Every int64
+}
+
+// TooLargeError ends a copy whose source holds more than Limit.Max bytes.
+type TooLargeError struct{ Max int64 }
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("more than %d bytes", e.Max)
+}
+
 // Copy writes src into dst from offset 0 while hashing it, and returns
 // the bytes copied. dst must be empty. Reading, hashing and writing
 // overlap: each buffer goes to a hasher goroutine and to the writer (this
@@ -39,8 +57,9 @@ func (e *WriteError) Unwrap() error { return e.Err }
 // written but left as holes (dst is truncated to the full size at the
 // end), so raw disks with empty space stay sparse. Every writebackChunk
 // bytes the kernel is asked to start writing the file out, so the final
-// fsync finds little left to flush.
-func Copy(dst *os.File, src io.Reader, h hash.Hash, written *atomic.Int64) (int64, error) {
+// fsync finds little left to flush. lim bounds the bytes and runs its
+// check on the way.
+func Copy(dst *os.File, src io.Reader, h hash.Hash, written *atomic.Int64, lim Limit) (int64, error) {
 	const nbuf = 8
 	type chunk struct {
 		buf []byte
@@ -60,7 +79,7 @@ func Copy(dst *os.File, src io.Reader, h hash.Hash, written *atomic.Int64) (int6
 		close(hashed)
 	}()
 	pending := 0 // buffers at the hasher
-	var n, synced int64
+	var n, synced, checked int64
 	var retErr error
 	for {
 		var buf []byte
@@ -70,6 +89,19 @@ func Copy(dst *os.File, src io.Reader, h hash.Hash, written *atomic.Int64) (int6
 			pending--
 		}
 		m, rerr := Fill(src, buf)
+		if lim.Max > 0 && n+int64(m) > lim.Max {
+			free <- buf
+			retErr = &TooLargeError{Max: lim.Max}
+			break
+		}
+		if lim.Check != nil && n-checked >= lim.Every {
+			if err := lim.Check(n); err != nil {
+				free <- buf
+				retErr = err
+				break
+			}
+			checked = n
+		}
 		if m > 0 {
 			toHash <- chunk{buf, m}
 			pending++

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -93,14 +94,18 @@ func clientPKI(t *testing.T) (pool *x509.CertPool, certFile, keyFile string) {
 }
 
 // get fetches url with a client built from tr and returns the body.
-func get(t *testing.T, tr imagetranslation.Transport, url string) (string, error) {
+func get(t *testing.T, tr imagetranslation.Transport, rawURL string) (string, error) {
 	t.Helper()
-	client, err := newClient(tr)
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := newClient(tr, u, nil, 30*time.Second)
 	if err != nil {
 		t.Fatalf("newClient: %v", err)
 	}
 	defer client.CloseIdleConnections()
-	resp, err := client.Get(url)
+	resp, err := client.Get(rawURL)
 	if err != nil {
 		return "", err
 	}
@@ -213,7 +218,7 @@ func TestClientErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			client, err := newClient(tt.transport)
+			client, err := newClient(tt.transport, &url.URL{Scheme: "https", Host: "h"}, nil, time.Second)
 			if client != nil || !errors.Is(err, tt.wantClass) {
 				t.Fatalf("newClient() = %v, %v; want error of class %v", client, err, tt.wantClass)
 			}
@@ -319,18 +324,24 @@ func TestClientTimeout(t *testing.T) {
 }
 
 func TestClientSettings(t *testing.T) {
-	client, err := newClient(imagetranslation.Transport{Timeout: 10 * time.Minute})
+	origin := &url.URL{Scheme: "https", Host: "images.example"}
+	client, err := newClient(imagetranslation.Transport{Timeout: 10 * time.Minute}, origin, nil, 20*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := client.Transport.(*http.Transport)
-	if client.Timeout != 10*time.Minute || tr.TLSHandshakeTimeout != 30*time.Second || tr.ResponseHeaderTimeout != 30*time.Second {
-		t.Errorf("timeouts: client %s, TLS handshake %s, response header %s", client.Timeout, tr.TLSHandshakeTimeout, tr.ResponseHeaderTimeout)
+	ot := client.Transport.(*originTransport)
+	for _, tr := range []*http.Transport{ot.own, ot.other} {
+		if client.Timeout != 10*time.Minute || tr.TLSHandshakeTimeout != 20*time.Second || tr.ResponseHeaderTimeout != 20*time.Second {
+			t.Errorf("timeouts: client %s, TLS handshake %s, response header %s", client.Timeout, tr.TLSHandshakeTimeout, tr.ResponseHeaderTimeout)
+		}
+		if tr.Proxy == nil || tr.TLSClientConfig.InsecureSkipVerify || tr.TLSClientConfig.RootCAs != nil {
+			t.Errorf("default transport: want proxy from environment, verification on, system roots")
+		}
+		if !tr.DisableCompression {
+			t.Errorf("transparent decompression is on: a server could inflate what is stored")
+		}
 	}
-	if tr.Proxy == nil || tr.TLSClientConfig.InsecureSkipVerify || tr.TLSClientConfig.RootCAs != nil {
-		t.Errorf("default transport: want proxy from environment, verification on, system roots")
-	}
-	client, err = newClient(imagetranslation.Transport{})
+	client, err = newClient(imagetranslation.Transport{}, origin, nil, time.Second)
 	if err != nil || client.Timeout != 0 {
 		t.Errorf("zero Transport: client timeout %v, %v; want no limit", client.Timeout, err)
 	}

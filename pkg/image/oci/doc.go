@@ -15,9 +15,18 @@
 // (repo@manifest-digest). The config digest is the image ID, as in
 // containerd: it identifies the image's content independently of how it
 // was pushed (re-pushing the same image with other compression changes the
-// manifest digest but not the config digest). Resolve reports the same
-// identity without downloading layers, so a caller can tell that an image
-// is already present.
+// manifest digest but not the config digest).
+//
+// A manifest can claim any config digest, so Pull does not take the claim:
+// it fetches the config blob (at most 4 MiB), checks it against its digest,
+// requires an image config whose rootfs lists one diff_id per layer, and
+// checks every layer it reads against its diff_id (the digest of the
+// uncompressed tar) as well as its blob digest. The disk is a function of
+// the layers read, so a verified config digest identifies the disk: a
+// registry that names another image's config (or a public disk file's
+// bytes) as its config, with its own layers, fails with InvalidArgument.
+// Resolve only reads manifests and reports the claim; callers must not
+// trust its ConfigDigest as an identity.
 //
 // # Finding the disk
 //
@@ -35,7 +44,19 @@
 // (gzip, zstd, bzip2, xz or none, detected from the data) and the tar
 // reader, and the disk entry's bytes go straight into the temporary file
 // (all-zero blocks become holes) while their sha256 is computed. A blob
-// whose bytes do not match its digest fails the pull. Layers' foreign URLs
+// whose bytes do not match its digest fails the pull.
+//
+// # Limits
+//
+// Options.Limits bound a pull: no blob, no layer's uncompressed stream
+// (plus 1 MiB for tar headers) and no disk file may exceed max_image_size
+// (a decompression bomb stops there, and a disk entry whose tar header
+// announces more is refused before a byte is written); the free space is
+// asked before the disk is written and every 32 MiB; each registry
+// exchange that is not a layer download (ping, token, manifests, config)
+// must finish within pull_request_timeout, and a layer download may go
+// pull_stall_timeout without a byte. Those deadlines fail the pull with
+// Unavailable, never DeadlineExceeded, and remove the partial file. Layers' foreign URLs
 // (non-distributable layers) are ignored: every blob comes from the
 // registry, so an image cannot make vmpod fetch arbitrary URLs.
 //

@@ -101,8 +101,9 @@ func (f *findings) noDiskError() error {
 
 // diskSink receives the disk entry's bytes.
 type diskSink interface {
-	// take copies r (the entry's content) over anything taken before.
-	take(r io.Reader) error
+	// take copies r (the entry's content, size bytes by its header) over
+	// anything taken before.
+	take(r io.Reader, size int64) error
 }
 
 // scanLayer reads one layer's tar stream. Entries hidden by the layers
@@ -180,7 +181,7 @@ func scanLayer(ctx context.Context, tr *tar.Reader, ov *overlay, sink diskSink, 
 				linkTarget, _ = cleanEntryName(h.Linkname)
 				continue
 			}
-			if err := sink.take(tr); err != nil {
+			if err := sink.take(tr, h.Size); err != nil {
 				return "", nil, err
 			}
 		case tar.TypeDir:

@@ -13,6 +13,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	"go.podman.io/image/v5/types"
+
+	"github.com/vmpod/vmpod/pkg/image/transfer"
 )
 
 // DefaultRegistriesConf is where registries.conf is read from unless
@@ -60,6 +62,9 @@ type Options struct {
 	// the registry, when it ends (failed or cancelled ones too), for
 	// metrics.
 	Downloaded func(n int64)
+	// Limits bound each pull: blob, layer and disk sizes, the free space,
+	// the time to an answer, a stalled blob. Zero fields: the defaults.
+	Limits transfer.Limits
 }
 
 // Auth is the credentials of one pull; it mirrors the CRI's AuthConfig.

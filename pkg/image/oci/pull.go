@@ -8,14 +8,19 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
+	digest "github.com/opencontainers/go-digest"
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"go.podman.io/image/v5/docker"
 	"go.podman.io/image/v5/docker/reference"
 	"go.podman.io/image/v5/manifest"
 	"go.podman.io/image/v5/types"
 
+	"github.com/vmpod/vmpod/pkg/image/transfer"
 	"github.com/vmpod/vmpod/pkg/logging"
 )
+
+// domainOf is the registry host of n, for messages.
+func domainOf(n reference.Named) string { return reference.Domain(n) }
 
 // Identity names one image as found in a registry.
 type Identity struct {
@@ -35,6 +40,10 @@ type Identity struct {
 	// by repo@IndexDigest should find this image.
 	IndexDigest string
 	// ConfigDigest is the digest of the image config: the image ID.
+	// Resolve reports what the manifest claims; Pull verifies it (the
+	// config blob is fetched and matches it, and every layer Pull reads
+	// matches the config's diff_id), so only a Pull's ConfigDigest may be
+	// trusted as an identity.
 	ConfigDigest string
 }
 
@@ -73,16 +82,23 @@ func Resolve(ctx context.Context, ref string, auth *Auth, opts Options) (Identit
 
 // Pull downloads the containerDisk ref names into a temporary file in
 // opts.TmpDir and returns the file and the image's identity. auth may be
-// nil. Cancelling ctx stops the pull and removes the file.
+// nil. The config is fetched and verified, and so is every layer read,
+// against its digest (compressed) and its diff_id (uncompressed): the
+// ConfigDigest of the result is an identity of the disk. Cancelling ctx
+// stops the pull and removes the file.
 //
 // Errors wrap an errdefs class: ErrInvalidArgument for a bad name, an
-// ambiguous short name or an image that is not a containerDisk (no or
-// several files under /disk/, naming them); ErrNotFound for a missing
-// repository, tag or platform; ErrUnauthenticated for rejected
-// credentials, ErrPermissionDenied for denied access or a blocked
-// registry; ErrFailedPrecondition for TLS and registries.conf problems;
-// ErrUnavailable for an unreachable or failing registry and for blobs
-// that do not match their digest.
+// ambiguous short name, an image that is not a containerDisk (no or
+// several files under /disk/, naming them) or whose config does not
+// describe its layers (a config that is no image config, a diff_id
+// mismatch); ErrNotFound for a missing repository, tag or platform;
+// ErrUnauthenticated for rejected credentials, ErrPermissionDenied for
+// denied access or a blocked registry; ErrFailedPrecondition for TLS and
+// registries.conf problems; ErrResourceExhausted for a blob, a layer or a
+// disk above opts.Limits.MaxImageSize, or a disk that does not fit the
+// free space; ErrUnavailable for an unreachable, failing, silent
+// (pull_request_timeout) or stalled (pull_stall_timeout) registry and for
+// blobs that do not match their digest.
 func Pull(ctx context.Context, ref string, auth *Auth, opts Options) (Result, error) {
 	p, err := newPuller(ctx, ref, auth, opts)
 	if err != nil {
@@ -93,6 +109,9 @@ func Pull(ctx context.Context, ref string, auth *Auth, opts Options) (Result, er
 		return Result{}, fmt.Errorf("pull image %q: %w", ref, err)
 	}
 	defer img.src.Close()
+	if img.diffIDs, err = p.fetchConfig(ctx, img); err != nil {
+		return Result{}, fmt.Errorf("pull image %q: %w", ref, err)
+	}
 	d, err := p.extract(ctx, img)
 	if err != nil {
 		if img.id.Name != ref {
@@ -115,6 +134,7 @@ type puller struct {
 
 func newPuller(ctx context.Context, ref string, auth *Auth, opts Options) (*puller, error) {
 	opts = opts.withDefaults()
+	opts.Limits = opts.Limits.WithDefaults()
 	log := opts.Log
 	if log == nil {
 		log = logging.From(ctx)
@@ -133,12 +153,15 @@ func newPuller(ctx context.Context, ref string, auth *Auth, opts Options) (*pull
 	}, nil
 }
 
-// image is an opened image: its source and chosen manifest.
+// image is an opened image: its source and chosen manifest, and once
+// fetched the diff_ids of its config.
 type image struct {
-	src    types.ImageSource
-	named  reference.Named
-	id     Identity
-	layers []manifest.LayerInfo
+	src     types.ImageSource
+	named   reference.Named
+	id      Identity
+	config  types.BlobInfo
+	layers  []manifest.LayerInfo
+	diffIDs []digest.Digest
 }
 
 // open resolves p.ref to its candidates and opens the first that works.
@@ -194,10 +217,22 @@ func joinCandidateErrors(ref string, errs []error) error {
 }
 
 // openOne opens n's image source, reads its manifest and, for an index,
-// the manifest of the wanted platform.
+// the manifest of the wanted platform, all within pull_request_timeout.
 func (p *puller) openOne(ctx context.Context, n reference.Named) (_ *image, retErr error) {
 	if err := checkBlocked(p.sys, n, p.confDesc); err != nil {
 		return nil, err
+	}
+	pctx := ctx
+	ctx, cancel := p.opts.Limits.WithRequestTimeout(ctx)
+	defer cancel()
+	classifyErr := func(err error, what string) error {
+		if pctx.Err() != nil {
+			return pctx.Err()
+		}
+		if te := transfer.OwnTimeout(ctx); te != nil {
+			return fmt.Errorf("%s of %s: registry %s: %v; check the registry: %w", what, n, reference.Domain(n), te, errdefs.ErrUnavailable)
+		}
+		return classify(err, n, what, p.confDesc)
 	}
 	sys, err := withAuth(p.sys, p.auth, reference.Domain(n), p.log)
 	if err != nil {
@@ -209,7 +244,7 @@ func (p *puller) openOne(ctx context.Context, n reference.Named) (_ *image, retE
 	}
 	src, err := dref.NewImageSource(ctx, sys)
 	if err != nil {
-		return nil, classify(err, n, "fetch manifest", p.confDesc)
+		return nil, classifyErr(err, "fetch manifest")
 	}
 	defer func() {
 		if retErr != nil {
@@ -218,7 +253,7 @@ func (p *puller) openOne(ctx context.Context, n reference.Named) (_ *image, retE
 	}()
 	blob, mimeType, err := src.GetManifest(ctx, nil)
 	if err != nil {
-		return nil, classify(err, n, "fetch manifest", p.confDesc)
+		return nil, classifyErr(err, "fetch manifest")
 	}
 	top, err := manifest.Digest(blob)
 	if err != nil {
@@ -245,7 +280,7 @@ func (p *puller) openOne(ctx context.Context, n reference.Named) (_ *image, retE
 		}
 		blob, mimeType, err = src.GetManifest(ctx, &inst)
 		if err != nil {
-			return nil, classify(err, n, "fetch manifest "+inst.String(), p.confDesc)
+			return nil, classifyErr(err, "fetch manifest "+inst.String())
 		}
 		if ok, err := manifest.MatchesDigest(blob, inst); err != nil || !ok {
 			return nil, fmt.Errorf("the registry %s served a manifest that does not match %s for %s; nothing was pulled: %w",
@@ -265,11 +300,14 @@ func (p *puller) openOne(ctx context.Context, n reference.Named) (_ *image, retE
 	if err != nil {
 		return nil, fmt.Errorf("parse manifest %s of %s (%s): %v: %w", id.ManifestDigest, n, mimeType, err, errdefs.ErrInvalidArgument)
 	}
-	cfg := m.ConfigInfo().Digest
-	if cfg == "" {
+	cfg := m.ConfigInfo()
+	if cfg.Digest == "" {
 		return nil, fmt.Errorf("manifest %s of %s names no config: %w", id.ManifestDigest, n, errdefs.ErrInvalidArgument)
 	}
-	id.ConfigDigest = cfg.String()
+	if err := cfg.Digest.Validate(); err != nil {
+		return nil, fmt.Errorf("manifest %s of %s: config digest %q: %v: %w", id.ManifestDigest, n, cfg.Digest, err, errdefs.ErrInvalidArgument)
+	}
+	id.ConfigDigest = cfg.Digest.String()
 	layers := m.LayerInfos()
 	for _, l := range layers {
 		if strings.HasSuffix(l.MediaType, "+encrypted") {
@@ -279,7 +317,7 @@ func (p *puller) openOne(ctx context.Context, n reference.Named) (_ *image, retE
 			return nil, fmt.Errorf("manifest %s of %s: layer digest %q: %v: %w", id.ManifestDigest, n, l.Digest, err, errdefs.ErrInvalidArgument)
 		}
 	}
-	return &image{src: src, named: n, id: id, layers: layers}, nil
+	return &image{src: src, named: n, id: id, config: cfg, layers: layers}, nil
 }
 
 func (p *puller) platform() string {

@@ -49,6 +49,9 @@ type testRegistry struct {
 	stalled   chan struct{} // closed once the stalled blob's first bytes are sent
 	throttle  time.Duration // pause between 64 KiB chunks of blobs
 	blobsRead map[string]int
+	// silent makes the registry accept requests for manifests and never
+	// answer them (until the client goes).
+	silent bool
 }
 
 func newTestRegistry(t *testing.T) *testRegistry {
@@ -68,6 +71,13 @@ func newTestRegistry(t *testing.T) *testRegistry {
 				fmt.Fprint(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
 				return
 			}
+		}
+		r.mu.Lock()
+		silent := r.silent
+		r.mu.Unlock()
+		if silent && strings.Contains(req.URL.Path, "/manifests/") {
+			<-req.Context().Done()
+			return
 		}
 		d, isBlob := blobDigest(req)
 		if !isBlob || req.Method != http.MethodGet {
@@ -244,8 +254,19 @@ func layer(t *testing.T, c compressionKind, docker bool, entries ...entry) v1.La
 			mt = ggcrtypes.DockerUncompressedLayer
 		}
 	}
-	return static.NewLayer(blob.Bytes(), mt)
+	sum := sha256.Sum256(tarBuf.Bytes())
+	return diffLayer{static.NewLayer(blob.Bytes(), mt), v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}}
 }
+
+// diffLayer is a layer whose diff_id (the digest of its uncompressed tar,
+// which the image config lists) is given: static.NewLayer reports the
+// compressed digest.
+type diffLayer struct {
+	v1.Layer
+	diffID v1.Hash
+}
+
+func (l diffLayer) DiffID() (v1.Hash, error) { return l.diffID, nil }
 
 // buildImage builds an OCI image (Docker schema 2 when docker) of layers for
 // linux/arch.

@@ -14,6 +14,9 @@ import (
 // errCorrupt marks a blob whose bytes do not match the manifest.
 var errCorrupt = errors.New("blob does not match the manifest")
 
+// errTooLarge marks a blob longer than the pull may read.
+var errTooLarge = errors.New("blob too large")
+
 // verifyingReader passes a blob through while checking its digest and
 // size: at EOF it returns an error wrapping errCorrupt (and
 // errdefs.ErrUnavailable) instead of io.EOF if the bytes do not match.
@@ -23,6 +26,7 @@ type verifyingReader struct {
 	r        io.Reader
 	want     digest.Digest
 	size     int64 // from the manifest; <= 0: unknown
+	max      int64 // the most bytes read at all (max_image_size)
 	verifier digest.Verifier
 	counter  *atomic.Int64 // bytes downloaded by the whole pull
 
@@ -32,8 +36,8 @@ type verifyingReader struct {
 	verified bool
 }
 
-func newVerifyingReader(r io.Reader, want digest.Digest, size int64, counter *atomic.Int64) *verifyingReader {
-	return &verifyingReader{r: r, want: want, size: size, verifier: want.Verifier(), counter: counter}
+func newVerifyingReader(r io.Reader, want digest.Digest, size, max int64, counter *atomic.Int64) *verifyingReader {
+	return &verifyingReader{r: r, want: want, size: size, max: max, verifier: want.Verifier(), counter: counter}
 }
 
 func (v *verifyingReader) Read(p []byte) (int, error) {
@@ -52,6 +56,10 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 		v.counter.Add(int64(n))
 		if v.size > 0 && v.n > v.size {
 			v.err = fmt.Errorf("blob %s is longer than the %d bytes the manifest says: %w: %w", v.want, v.size, errCorrupt, errdefs.ErrUnavailable)
+			return n, v.err
+		}
+		if v.max > 0 && v.n > v.max {
+			v.err = fmt.Errorf("blob %s is longer than %d bytes (max_image_size); nothing was stored: %w: %w", v.want, v.max, errTooLarge, errdefs.ErrResourceExhausted)
 			return n, v.err
 		}
 	}

@@ -31,7 +31,7 @@ func TestVerifyingReader(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var n atomic.Int64
-			v := newVerifyingReader(bytes.NewReader(tc.served), d, tc.size, &n)
+			v := newVerifyingReader(bytes.NewReader(tc.served), d, tc.size, 0, &n)
 			_, err := io.Copy(io.Discard, struct{ io.Reader }{v})
 			vErr, ok := v.state()
 			if tc.wantErr {

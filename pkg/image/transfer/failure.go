@@ -19,7 +19,10 @@ type Failure int
 const (
 	// Unknown is an error none of the others describes.
 	Unknown Failure = iota
-	// Cancelled: the context was cancelled or its deadline passed.
+	// Cancelled: a context was cancelled. A passed deadline is a Timeout:
+	// the pullers tell the caller's own deadline apart by asking its
+	// context, and report any other deadline (the transport's timeout,
+	// pull_request_timeout) as Unavailable.
 	Cancelled
 	// TLSVerify: the server's certificate was not accepted (unknown
 	// authority, wrong host name, expired or otherwise invalid).
@@ -64,8 +67,9 @@ func (f Failure) String() string {
 }
 
 // Classify tells what err, an error of a request or a body read, is. The
-// first that applies wins, in the order of the constants: an error that is
-// both a timeout and a cancelled context is Cancelled.
+// first that applies wins, in the order of the constants. net/http's
+// Client.Timeout errors match context.DeadlineExceeded; they are Timeout,
+// not Cancelled.
 func Classify(err error) Failure {
 	var unknownAuth x509.UnknownAuthorityError
 	var hostErr x509.HostnameError
@@ -78,7 +82,7 @@ func Classify(err error) Failure {
 	switch {
 	case err == nil:
 		return Unknown
-	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.Canceled):
 		return Cancelled
 	case errors.As(err, &unknownAuth) || errors.As(err, &hostErr) || errors.As(err, &certInvalid) || errors.As(err, &verifyErr):
 		return TLSVerify
@@ -87,7 +91,7 @@ func Classify(err error) Failure {
 	case errors.Is(err, http.ErrSchemeMismatch) || strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
 		// containers/image hands net/http's error on as text only.
 		return PlainHTTP
-	case errors.As(err, &netErr) && netErr.Timeout():
+	case errors.As(err, &netErr) && netErr.Timeout() || errors.Is(err, context.DeadlineExceeded):
 		return Timeout
 	case errors.As(err, &netErr) || errors.As(err, &opErr) || errors.As(err, &dnsErr) ||
 		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EHOSTUNREACH):

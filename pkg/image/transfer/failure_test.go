@@ -32,7 +32,7 @@ func TestClassify(t *testing.T) {
 	}{
 		{"nil", nil, Unknown},
 		{"cancelled", fmt.Errorf("read: %w", context.Canceled), Cancelled},
-		{"deadline", get(context.DeadlineExceeded), Cancelled},
+		{"deadline", get(context.DeadlineExceeded), Timeout},
 		{"unknown authority", get(x509.UnknownAuthorityError{}), TLSVerify},
 		{"host name", get(x509.HostnameError{Certificate: &x509.Certificate{}, Host: "h"}), TLSVerify},
 		{"expired", get(x509.CertificateInvalidError{Reason: x509.Expired}), TLSVerify},
