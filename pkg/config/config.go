@@ -73,11 +73,11 @@ type Config struct {
 	Accelerator string `toml:"accelerator" mapstructure:"accelerator" comment:"How QEMU runs guests: kvm (libvirt domain type kvm), tcg (software emulation, domain type qemu)\nor auto (kvm when /dev/kvm can be opened, else tcg). Overridable per runtime handler (env VMPOD_ACCELERATOR)."`
 	// MaxVMMemory, MaxVCPUs and MaxRootVolumeSize bound what a pod may ask
 	// for (annotations and resources alike).
-	MaxVMMemory Size `toml:"max_vm_memory" mapstructure:"max_vm_memory" comment:"Most guest RAM a VM may get, from the vmpod.dev/memory annotation or the memory limit; more is refused\n(env VMPOD_MAX_VM_MEMORY)."`
+	MaxVMMemory ByteSize `toml:"max_vm_memory" mapstructure:"max_vm_memory" comment:"Most guest RAM a VM may get, from the vmpod.dev/memory annotation or the memory limit; more is refused\n(env VMPOD_MAX_VM_MEMORY)."`
 	// MaxVCPUs is the most vCPUs a VM may get (at most 64).
 	MaxVCPUs int `toml:"max_vcpus" mapstructure:"max_vcpus" comment:"Most vCPUs a VM may get, from the vmpod.dev/vcpus annotation or the CPU limit (1 to 64); an annotation\nasking for more is refused, a CPU limit above it gets this many (env VMPOD_MAX_VCPUS)."`
 	// MaxRootVolumeSize bounds vmpod.dev/root-volume-size.
-	MaxRootVolumeSize Size `toml:"max_root_volume_size" mapstructure:"max_root_volume_size" comment:"Largest root disk a VM may ask for with vmpod.dev/root-volume-size; more is refused\n(env VMPOD_MAX_ROOT_VOLUME_SIZE)."`
+	MaxRootVolumeSize ByteSize `toml:"max_root_volume_size" mapstructure:"max_root_volume_size" comment:"Largest root disk a VM may ask for with vmpod.dev/root-volume-size; more is refused\n(env VMPOD_MAX_ROOT_VOLUME_SIZE)."`
 	// DefaultMemoryMiB is guest RAM when the pod sets no memory limit or annotation.
 	DefaultMemoryMiB int `toml:"default_memory_mib" mapstructure:"default_memory_mib" comment:"Guest RAM in MiB when the container has no memory limit and no vmpod.dev/memory annotation\n(env VMPOD_DEFAULT_MEMORY_MIB)."`
 	// TCGTBCacheMiB caps QEMU's TCG translation cache.
@@ -250,10 +250,6 @@ func toMap(c Config) (map[string]any, error) {
 			if err != nil {
 				return nil, err
 			}
-			val = string(b)
-		}
-		if sz, ok := val.(Size); ok {
-			b, _ := sz.MarshalText()
 			val = string(b)
 		}
 		out[rt.Field(i).Tag.Get("mapstructure")] = val
