@@ -97,6 +97,8 @@ type Config struct {
 	CNIConfDir string `toml:"cni_conf_dir" mapstructure:"cni_conf_dir" comment:"Directory of CNI network configs. The first file by name (.conf, .conflist or .json) that parses\nis the pods' network, as the kubelet's runtimes do (env VMPOD_CNI_CONF_DIR)."`
 	// CNIBinDirs are the directories searched for CNI plugins, colon-separated.
 	CNIBinDirs string `toml:"cni_bin_dirs" mapstructure:"cni_bin_dirs" comment:"Colon-separated directories searched for CNI plugin binaries (env VMPOD_CNI_BIN_DIRS)."`
+	// CNITimeout bounds each CNI ADD or DEL (the whole config list); 1s..1h, default 1m.
+	CNITimeout Duration `toml:"cni_timeout" mapstructure:"cni_timeout" comment:"Deadline of each CNI ADD or DEL (the whole network config list), 1s to 1h. A plugin still running then\nis killed with its process group and RunPodSandbox or StopPodSandbox fails with Unavailable (env VMPOD_CNI_TIMEOUT)."`
 	// DefaultRuntimeHandler is the handler used when a pod names none.
 	DefaultRuntimeHandler string `toml:"default_runtime_handler" mapstructure:"default_runtime_handler" comment:"The [runtimes.<handler>] used for pods with no RuntimeClass handler (env VMPOD_DEFAULT_RUNTIME_HANDLER)."`
 	// Runtimes are the RuntimeClass handlers vmpod serves.
@@ -135,6 +137,7 @@ func Default() Config {
 		SharedDirType:         "9p",
 		CNIConfDir:            "/etc/cni/net.d",
 		CNIBinDirs:            "/opt/cni/bin:/usr/lib/cni",
+		CNITimeout:            Duration(time.Minute),
 		DefaultRuntimeHandler: "vmpod",
 		Runtimes:              map[string]Runtime{"vmpod": {}},
 	}
@@ -321,6 +324,9 @@ func (c Config) Validate() error {
 		if !filepath.IsAbs(d) {
 			bad("cni_bin_dirs", "%q is not an absolute path", d)
 		}
+	}
+	if c.CNITimeout < Duration(time.Second) || c.CNITimeout > Duration(time.Hour) {
+		bad("cni_timeout", "must be between 1s and 1h, got %s", time.Duration(c.CNITimeout))
 	}
 	if c.DefaultMemoryMiB < 64 {
 		bad("default_memory_mib", "must be at least 64")
