@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os/exec"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
@@ -153,7 +153,24 @@ func (m *Manager) withDeadline(ctx context.Context, op string) (context.Context,
 	return context.WithTimeoutCause(ctx, m.timeout, cause)
 }
 
-// isTimeout reports whether err is a CNI deadline's (for tests and logs).
-func isTimeout(err error) bool {
-	return errors.Is(err, errdefs.ErrUnavailable)
+// add runs CNI ADD of list for att within the deadline.
+func (m *Manager) add(ctx context.Context, list *libcni.NetworkConfigList, att *Attachment) (types.Result, error) {
+	ctx, cancel := m.withDeadline(ctx, "ADD")
+	defer cancel()
+	res, err := m.cni.AddNetworkList(ctx, list, att.runtimeConf(att.NetNS))
+	if err != nil {
+		return nil, fmt.Errorf("CNI ADD of network %q (%s): %w", list.Name, att.ConfFile, err)
+	}
+	return res, nil
+}
+
+// del runs CNI DEL of list for att, in the netns ns ("" for none), within
+// the deadline.
+func (m *Manager) del(ctx context.Context, list *libcni.NetworkConfigList, att *Attachment, ns string) error {
+	ctx, cancel := m.withDeadline(ctx, "DEL")
+	defer cancel()
+	if err := m.cni.DelNetworkList(ctx, list, att.runtimeConf(ns)); err != nil {
+		return fmt.Errorf("CNI DEL of network %q (%s): %w", list.Name, att.ConfFile, err)
+	}
+	return nil
 }

@@ -189,7 +189,9 @@ func TestGuardDropsSpoofedFrames(t *testing.T) {
 	udp4 := func(src netip.Addr, sport, dport uint16) []byte {
 		return ipv4(src, gwIP4, protoUDP, udp(sport, dport, nil))
 	}
-	na := func(target netip.Addr) []byte { return icmp6(icmpv6NeighborAdvert, append(make([]byte, 4), target.AsSlice()...)) }
+	na := func(target netip.Addr) []byte {
+		return icmp6(icmpv6NeighborAdvert, append(make([]byte, 4), target.AsSlice()...))
+	}
 	frames := []frame{
 		{"IPv4 from the pod", true, eth(podMAC, etherTypeIPv4, udp4(podIP4, 40000, 80))},
 		{"DHCP DISCOVER from 0.0.0.0", true, eth(podMAC, etherTypeIPv4, ipv4(netip.IPv4Unspecified(), netip.MustParseAddr("255.255.255.255"), protoUDP, udp(68, 67, nil)))},

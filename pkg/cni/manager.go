@@ -140,11 +140,9 @@ func (m *Manager) Setup(ctx context.Context, att *Attachment, persist func() err
 		return err
 	}
 	t1 := time.Now()
-	addCtx, cancel := m.withDeadline(ctx, "ADD")
-	res, err := m.cni.AddNetworkList(addCtx, list, att.runtimeConf(att.NetNS))
-	cancel()
+	res, err := m.add(ctx, list, att)
 	if err != nil {
-		return fmt.Errorf("CNI ADD of network %q (%s): %w", list.Name, att.ConfFile, err)
+		return err
 	}
 	t2 := time.Now()
 	r, err := current.NewResultFromResult(res)
@@ -298,11 +296,8 @@ func (m *Manager) Teardown(ctx context.Context, att *Attachment) error {
 				ns = ""
 			}
 			t1 := time.Now()
-			delCtx, cancel := m.withDeadline(ctx, "DEL")
-			err := m.cni.DelNetworkList(delCtx, list, att.runtimeConf(ns))
-			cancel()
-			if err != nil {
-				errs = append(errs, fmt.Errorf("CNI DEL of network %q (%s): %w", list.Name, att.ConfFile, err))
+			if err := m.del(ctx, list, att, ns); err != nil {
+				errs = append(errs, err)
 			}
 			cniTime = time.Since(t1)
 		}
