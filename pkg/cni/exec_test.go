@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,12 +15,14 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/vishvananda/netlink"
 )
 
-// hangingPlugin writes a CNI plugin script that hangs on the given
-// commands (a shell waiting for a `sleep` child that holds its stdout, the
-// case a plain kill of the plugin does not end) and runs the real bridge
-// plugin otherwise. It records its own and its child's PID in dir.
+// hangingPlugin writes a CNI plugin script that hangs on a command while
+// the file dir/hang-<command> exists (a shell waiting for a `sleep` child
+// that holds its stdout, the case a plain kill of the plugin does not
+// end) and runs the real bridge plugin otherwise. It records its own and
+// its child's PID in dir. The commands in hangOn start hanging.
 func hangingPlugin(t *testing.T, dir string, hangOn ...string) (bin string) {
 	t.Helper()
 	bin = filepath.Join(dir, "bin")
@@ -27,18 +30,22 @@ func hangingPlugin(t *testing.T, dir string, hangOn ...string) (bin string) {
 		t.Fatal(err)
 	}
 	script := fmt.Sprintf(`#!/bin/sh
-case " %s " in
-*" $CNI_COMMAND "*)
+if [ -e %q/hang-$CNI_COMMAND ]; then
 	echo $$ > %q
 	sleep 300 &
 	echo $! > %q
 	wait
-	;;
-esac
-exec /usr/lib/cni/bridge
-`, strings.Join(hangOn, " "), filepath.Join(dir, "plugin.pid"), filepath.Join(dir, "child.pid"))
+fi
+for d in /usr/lib/cni /opt/cni/bin; do [ -x $d/bridge ] && exec $d/bridge; done
+exit 1
+`, dir, filepath.Join(dir, "plugin.pid"), filepath.Join(dir, "child.pid"))
 	if err := os.WriteFile(filepath.Join(bin, "hang"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
+	}
+	for _, cmd := range hangOn {
+		if err := os.WriteFile(filepath.Join(dir, "hang-"+cmd), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return bin
 }
@@ -155,5 +162,56 @@ func TestSetupAndTeardownWithHungPlugin(t *testing.T) {
 	}
 	if left := LeakCheck(att); len(left) > 0 {
 		t.Fatalf("left after the failed setup and teardown: %v", left)
+	}
+}
+
+// TestHungDelKeepsNetNSForTheRetry: after a completed ADD, a Teardown
+// whose DEL hangs fails at the deadline and keeps the netns; once the
+// plugin answers, the retried Teardown leaves nothing, not even the
+// bridge plugin's ipMasq rules (which it finds from the pod interface's
+// addresses, inside the netns). Root only.
+func TestHungDelKeepsNetNSForTheRetry(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces)")
+	}
+	real := pluginDir(t)
+	dir := t.TempDir()
+	bin := hangingPlugin(t, dir)
+	conf := hangConf(t, dir, "vmpodhang2", "10.250.80.0/24")
+	body, _ := os.ReadFile(filepath.Join(conf, "10-hang.conflist"))
+	os.WriteFile(filepath.Join(conf, "10-hang.conflist"), []byte(strings.Replace(string(body), `"isGateway":true`, `"isGateway":true,"ipMasq":true`, 1)), 0o644)
+	t.Cleanup(func() {
+		if l, err := netlink.LinkByName("vmpodhang2"); err == nil {
+			netlink.LinkDel(l)
+		}
+	})
+	m := NewManager(Config{ConfDir: conf, BinDirs: []string{bin, real}, CacheDir: filepath.Join(dir, "cache"), Timeout: time.Second},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	id := fmt.Sprintf("%064x", 0xdeaf)
+	att, err := m.Plan(id, PodInfo{Namespace: "ns", Name: "p", UID: "u"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	t.Cleanup(func() { os.Remove(filepath.Join(dir, "hang-DEL")); m.Teardown(ctx, att) })
+	if err := m.Setup(ctx, att, nil); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "hang-DEL"), nil, 0o644)
+	if err := m.Teardown(ctx, att); !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Fatalf("Teardown with a hung DEL: %v, want Unavailable", err)
+	}
+	if !isNetNS(att.NetNS) {
+		t.Fatal("the netns went with a failed DEL: the retry cannot find the ipMasq rules")
+	}
+	os.Remove(filepath.Join(dir, "hang-DEL"))
+	if err := m.Teardown(ctx, att); err != nil {
+		t.Fatalf("retried Teardown: %v", err)
+	}
+	if left := LeakCheck(att); len(left) > 0 {
+		t.Fatalf("left after the retried teardown: %v", left)
+	}
+	if out, err := exec.Command("iptables-save", "-t", "nat").Output(); err == nil && strings.Contains(string(out), id) {
+		t.Fatalf("iptables rules naming the sandbox left after the retried teardown:\n%s", out)
 	}
 }

@@ -262,10 +262,12 @@ func tapName(sandboxID string, n int) string {
 // bridgeName is the in-netns bridge of the n-th interface.
 func bridgeName(n int) string { return "vmbr" + strconv.Itoa(n) }
 
-// Teardown undoes Setup and every VM's wiring: DHCP servers, taps, CNI DEL
-// (with the stored config and args; libcni passes the cached ADD result),
-// the netns. Each step tolerates what is already gone, so a retry finishes
-// a half-done teardown.
+// Teardown undoes Setup and every VM's wiring: DHCP servers, taps, the
+// anti-spoofing rules, CNI DEL (with the stored config and args; libcni
+// passes the cached ADD result; bounded by Config.Timeout), the netns.
+// Each step tolerates what is already gone, so a retry finishes a
+// half-done teardown; a failed DEL of a completed ADD keeps the netns for
+// that retry.
 func (m *Manager) Teardown(ctx context.Context, att *Attachment) error {
 	t0 := time.Now()
 	m.dhcp.stop(att.SandboxID)
@@ -284,6 +286,7 @@ func (m *Manager) Teardown(ctx context.Context, att *Attachment) error {
 		m.log.Warn("restoring the pod's addresses for CNI DEL", "sandbox_id", att.SandboxID, "err", err)
 	}
 	var cniTime time.Duration
+	delFailed := false
 	if len(att.ConfList) > 0 {
 		list, err := confListFromBytes(att.ConfList)
 		if err != nil {
@@ -298,13 +301,19 @@ func (m *Manager) Teardown(ctx context.Context, att *Attachment) error {
 			t1 := time.Now()
 			if err := m.del(ctx, list, att, ns); err != nil {
 				errs = append(errs, err)
+				delFailed = true
 			}
 			cniTime = time.Since(t1)
 		}
 	}
-	// The netns goes even when DEL failed: the links in it die with it, and
-	// a retried DEL needs no netns to release IPs and iptables rules.
-	if err := deleteNetNS(att.NetNS); err != nil {
+	// After a failed DEL of a completed ADD the netns stays for the retry
+	// (the kubelet retries StopPodSandbox until it succeeds): without it,
+	// the retried DEL cannot find what the plugins keyed on the pod's
+	// interface (the bridge plugin's ipMasq rules). Otherwise the netns
+	// goes even when DEL failed: the links in it die with it.
+	if delFailed && len(att.Result) > 0 && isNetNS(att.NetNS) {
+		m.log.Warn("keeping the pod's network namespace for a retried CNI DEL", "sandbox_id", att.SandboxID, "netns", att.NetNS)
+	} else if err := deleteNetNS(att.NetNS); err != nil {
 		errs = append(errs, err)
 	}
 	m.timing.record("teardown", time.Since(t0)-cniTime, cniTime)
