@@ -1,18 +1,22 @@
 // Package cni owns a VM pod's network: the pod's network namespace, the
-// CNI ADD/DEL calls through libcni, the wiring that hands each CNI
-// interface to the VM (a tap bridged to the pod's veth inside the netns,
-// the veth's IP moved to the guest) and the per-VM DHCP servers that give
-// the guest the pod's addresses.
+// CNI ADD/DEL calls through libcni (each bounded by Config.Timeout, a hung
+// plugin killed with its process group: exec.go), the wiring that hands
+// each CNI interface to the VM (a tap bridged to the pod's veth inside the
+// netns, the veth's IP moved to the guest), the anti-spoofing rules on
+// each tap (guard.go) and the per-VM DHCP servers that give the guest the
+// pod's addresses.
 //
 // The life of a pod's network:
 //
 //	Plan ──> Setup (netns, CNI ADD, in-netns bridges) ──> [per VM boot:
 //	PrepareVM (taps in the host netns) ──> domain started paused ──>
-//	PlugVM (taps into the netns and the bridges, DHCP) ──> guest resumed]
-//	──> Teardown (DHCP, taps, CNI DEL, netns)
+//	PlugVM (anti-spoofing rules, taps into the netns and the bridges,
+//	DHCP) ──> guest resumed] ──> Teardown (DHCP, taps, rules, CNI DEL,
+//	netns)
 //
 // Every step after Plan is idempotent, so a retried or recovered teardown
-// finishes a half-done one.
+// finishes a half-done one. After a restart, ServeDHCP re-installs a
+// running VM's rules and restarts its DHCP servers.
 package cni
 
 import (
