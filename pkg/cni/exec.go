@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os/exec"
@@ -79,10 +80,16 @@ func (e *pluginExec) run(ctx context.Context, pluginPath string, stdin []byte, e
 	}
 	cmd.WaitDelay = pluginWaitDelay
 	err := cmd.Run()
-	if ctx.Err() != nil {
-		return nil, e.stopped(ctx, pluginPath, environ)
+	if errors.Is(err, exec.ErrWaitDelay) && ctx.Err() == nil {
+		// The plugin exited 0, but something it started still held its
+		// output pipes pluginWaitDelay later: its answer is complete.
+		e.log.Warn("CNI plugin left a process holding its output", "plugin", filepath.Base(pluginPath), "command", cniCommand(environ))
+		err = nil
 	}
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, e.stopped(ctx, pluginPath, environ)
+		}
 		return nil, pluginError(err, stdout.Bytes(), stderr.Bytes())
 	}
 	if stderr.Len() > 0 {

@@ -215,3 +215,31 @@ func TestHungDelKeepsNetNSForTheRetry(t *testing.T) {
 		t.Fatalf("iptables rules naming the sandbox left after the retried teardown:\n%s", out)
 	}
 }
+
+// TestPluginLeavingAChildIsNotHeld: a plugin that answers and exits 0 but
+// leaves a background child holding its stdout succeeds after the pipe
+// grace, instead of holding the call until the child ends. No root.
+func TestPluginLeavingAChildIsNotHeld(t *testing.T) {
+	dir := t.TempDir()
+	script := "#!/bin/sh\nsleep 8 &\necho '{\"cniVersion\":\"1.0.0\"}'\nexit 0\n"
+	if err := os.WriteFile(filepath.Join(dir, "daemonish"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "net.d")
+	os.MkdirAll(conf, 0o755)
+	os.WriteFile(filepath.Join(conf, "10.conflist"), []byte(`{"cniVersion":"1.0.0","name":"d","plugins":[{"type":"daemonish"}]}`), 0o644)
+	m := NewManager(Config{ConfDir: conf, BinDirs: []string{dir}, CacheDir: filepath.Join(dir, "cache"), Timeout: 20 * time.Second},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	att, err := m.Plan(fmt.Sprintf("%064x", 0xd0), PodInfo{Namespace: "ns", Name: "p", UID: "u"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, _ := confListFromBytes(att.ConfList)
+	t0 := time.Now()
+	if _, err := m.add(context.Background(), list, att); err != nil {
+		t.Fatalf("ADD of a plugin that exited 0: %v", err)
+	}
+	if took := time.Since(t0); took > pluginWaitDelay+2*time.Second {
+		t.Fatalf("ADD took %s: held by the plugin's child", took)
+	}
+}
