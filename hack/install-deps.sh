@@ -13,6 +13,9 @@ packages=(
 	containernetworking-plugins docker-registry skopeo apache2-utils
 	extlinux syslinux-common fdisk cpio kmod socat e2fsprogs dosfstools
 	iproute2 iptables iputils-ping util-linux curl python3 ca-certificates
+	# The tests read the pods' anti-spoofing rules back with nft; bench/net
+	# measures their cost with iperf3.
+	nftables iperf3
 	# tests/k8s: the API server's store and the kubelet's primary runtime.
 	etcd-server containerd runc
 )

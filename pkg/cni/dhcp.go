@@ -51,11 +51,18 @@ func (d *dhcpServers) add(sandboxID string, s *dhcp.Server) {
 	d.mu.Unlock()
 }
 
-// ServeDHCP (re)starts the DHCP servers of a VM whose taps are plugged:
-// one per interface with an IPv4 address, listening on the tap inside the
-// netns and answering only the interface's MAC. vmpod calls it again after
-// a restart for every running VM, so renewals keep getting answers.
+// ServeDHCP (re)starts the DHCP servers of a VM whose taps are plugged and
+// re-installs its anti-spoofing rules. vmpod calls it after a restart for
+// every running VM, so renewals keep getting answers and a VM started by
+// a vmpod without the rules (or whose rules were flushed) gets them.
 func (m *Manager) ServeDHCP(att *Attachment, guest Guest) error {
+	return errors.Join(installGuard(att), m.serveDHCP(att, guest))
+}
+
+// serveDHCP (re)starts the DHCP servers of a VM: one per interface with an
+// IPv4 address, listening on the tap inside the netns and answering only
+// the interface's MAC.
+func (m *Manager) serveDHCP(att *Attachment, guest Guest) error {
 	m.dhcp.stop(att.SandboxID)
 	var dnsResult []string
 	if len(att.Result) > 0 {

@@ -1,18 +1,22 @@
 // Package cni owns a VM pod's network: the pod's network namespace, the
-// CNI ADD/DEL calls through libcni, the wiring that hands each CNI
-// interface to the VM (a tap bridged to the pod's veth inside the netns,
-// the veth's IP moved to the guest) and the per-VM DHCP servers that give
-// the guest the pod's addresses.
+// CNI ADD/DEL calls through libcni (each bounded by Config.Timeout, a hung
+// plugin killed with its process group: exec.go), the wiring that hands
+// each CNI interface to the VM (a tap bridged to the pod's veth inside the
+// netns, the veth's IP moved to the guest), the anti-spoofing rules on
+// each tap (guard.go) and the per-VM DHCP servers that give the guest the
+// pod's addresses.
 //
 // The life of a pod's network:
 //
 //	Plan ──> Setup (netns, CNI ADD, in-netns bridges) ──> [per VM boot:
 //	PrepareVM (taps in the host netns) ──> domain started paused ──>
-//	PlugVM (taps into the netns and the bridges, DHCP) ──> guest resumed]
-//	──> Teardown (DHCP, taps, CNI DEL, netns)
+//	PlugVM (anti-spoofing rules, taps into the netns and the bridges,
+//	DHCP) ──> guest resumed] ──> Teardown (DHCP, taps, rules, CNI DEL,
+//	netns)
 //
 // Every step after Plan is idempotent, so a retried or recovered teardown
-// finishes a half-done one.
+// finishes a half-done one. After a restart, ServeDHCP re-installs a
+// running VM's rules and restarts its DHCP servers.
 package cni
 
 import (
@@ -39,15 +43,21 @@ type Config struct {
 	// CacheDir is libcni's result cache (vmpod keeps it under its state
 	// dir so CNI DEL gets the ADD result as prevResult).
 	CacheDir string
+	// Timeout bounds each CNI operation, the ADD or the DEL of the whole
+	// config list (config key cni_timeout); 0 means DefaultTimeout. A
+	// plugin still running then is killed with its process group and the
+	// operation fails with an error of class errdefs.ErrUnavailable.
+	Timeout time.Duration
 }
 
 // Manager sets pods' networks up and tears them down. Its methods are safe
 // for concurrent use on different sandboxes.
 type Manager struct {
-	cfg  Config
-	cni  *libcni.CNIConfig
-	log  *slog.Logger
-	dhcp *dhcpServers
+	cfg     Config
+	timeout time.Duration
+	cni     *libcni.CNIConfig
+	log     *slog.Logger
+	dhcp    *dhcpServers
 	// Timing collects how long the last operations took, by step, for the
 	// benchmark and the logs.
 	timing *timings
@@ -55,107 +65,18 @@ type Manager struct {
 
 // NewManager returns a Manager over cfg.
 func NewManager(cfg Config, log *slog.Logger) *Manager {
+	timeout := cfg.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
 	return &Manager{
-		cfg:    cfg,
-		cni:    libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, cfg.CacheDir, nil),
-		log:    log,
-		dhcp:   newDHCPServers(log),
-		timing: newTimings(),
+		cfg:     cfg,
+		timeout: timeout,
+		cni:     libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, cfg.CacheDir, &pluginExec{log: log}),
+		log:     log,
+		dhcp:    newDHCPServers(log),
+		timing:  newTimings(),
 	}
-}
-
-// Attachment is a sandbox's network as stored with the sandbox record.
-type Attachment struct {
-	// SandboxID names the CNI attachment (CNI_CONTAINERID) and the netns.
-	SandboxID string `json:"sandbox_id"`
-	// NetNS is the network namespace's bind mount.
-	NetNS string `json:"netns"`
-	// ConfFile is the config file the network came from.
-	ConfFile string `json:"conf_file"`
-	// ConfList is the network config list used for ADD; DEL uses the same.
-	ConfList json.RawMessage `json:"conf_list"`
-	// Args are the CNI_ARGS of ADD; DEL passes the same.
-	Args [][2]string `json:"args,omitempty"`
-	// CapabilityArgs are the runtimeConfig capability args of ADD
-	// (portMappings, bandwidth).
-	CapabilityArgs map[string]any `json:"capability_args,omitempty"`
-	// Result is the CNI ADD result (CNI spec 1.0 form), empty until ADD
-	// succeeded.
-	Result json.RawMessage `json:"result,omitempty"`
-	// Interfaces are the pod's interfaces in the netns, in result order;
-	// each becomes one VM NIC.
-	Interfaces []Interface `json:"interfaces,omitempty"`
-}
-
-// Interface is one pod interface handed to the VM.
-type Interface struct {
-	// Name is the interface in the netns (eth0, net1, ...).
-	Name string `json:"name"`
-	// MAC is the pod's MAC address; the VM's NIC takes it.
-	MAC string `json:"mac"`
-	// MTU is the interface's MTU.
-	MTU int `json:"mtu"`
-	// Tap is the tap device of the VM's NIC (host-unique name).
-	Tap string `json:"tap"`
-	// Bridge is the bridge joining Name and Tap inside the netns.
-	Bridge string `json:"bridge"`
-	// Addresses are the interface's addresses with their gateways.
-	Addresses []Address `json:"addresses,omitempty"`
-	// Routes are the routes the guest should install for this interface.
-	Routes []Route `json:"routes,omitempty"`
-}
-
-// Address is an interface address and the gateway that goes with it.
-type Address struct {
-	Prefix  netip.Prefix `json:"prefix"`
-	Gateway netip.Addr   `json:"gateway,omitzero"`
-}
-
-// Route is a route of the CNI result.
-type Route struct {
-	Dst netip.Prefix `json:"dst"`
-	GW  netip.Addr   `json:"gw,omitzero"`
-}
-
-// IPs returns the pod's addresses, IPv4 first, interface by interface.
-func (a *Attachment) IPs() []netip.Addr {
-	var v4, v6 []netip.Addr
-	for _, ifc := range a.Interfaces {
-		for _, ad := range ifc.Addresses {
-			if ad.Prefix.Addr().Is4() {
-				v4 = append(v4, ad.Prefix.Addr())
-			} else {
-				v6 = append(v6, ad.Prefix.Addr())
-			}
-		}
-	}
-	return append(v4, v6...)
-}
-
-// PodInfo is what CNI needs to know about the pod.
-type PodInfo struct {
-	Namespace, Name, UID string
-	// PortMappings are the pod's hostPort mappings (portmap plugin).
-	PortMappings []PortMapping
-	// Bandwidth is the pod's ingress/egress limit (bandwidth plugin); nil
-	// for none.
-	Bandwidth *Bandwidth
-}
-
-// PortMapping is a hostPort mapping in the portmap plugin's format.
-type PortMapping struct {
-	HostPort      int32  `json:"hostPort"`
-	ContainerPort int32  `json:"containerPort"`
-	Protocol      string `json:"protocol"`
-	HostIP        string `json:"hostIP,omitempty"`
-}
-
-// Bandwidth is the bandwidth plugin's capability arg (bits per second).
-type Bandwidth struct {
-	IngressRate  uint64 `json:"ingressRate,omitempty"`
-	IngressBurst uint64 `json:"ingressBurst,omitempty"`
-	EgressRate   uint64 `json:"egressRate,omitempty"`
-	EgressBurst  uint64 `json:"egressBurst,omitempty"`
 }
 
 // Ready reports whether a usable network config exists; the error says
@@ -206,8 +127,9 @@ func (a *Attachment) runtimeConf(netns string) *libcni.RuntimeConf {
 	}
 }
 
-// Setup creates the netns, runs CNI ADD and readies each interface for its
-// VM NIC: the veth's addresses and routes go (the guest holds them now),
+// Setup creates the netns, runs CNI ADD (bounded by Config.Timeout) and
+// readies each interface for its VM NIC: the veth's addresses and routes
+// go (the guest holds them now),
 // the veth gets a new MAC (the guest keeps the pod's) and joins a bridge
 // that the VM's tap will join. persist (may be nil) is called once the ADD
 // result is in att, before the addresses move, so that a teardown after a
@@ -222,9 +144,9 @@ func (m *Manager) Setup(ctx context.Context, att *Attachment, persist func() err
 		return err
 	}
 	t1 := time.Now()
-	res, err := m.cni.AddNetworkList(ctx, list, att.runtimeConf(att.NetNS))
+	res, err := m.add(ctx, list, att)
 	if err != nil {
-		return fmt.Errorf("CNI ADD of network %q (%s): %w", list.Name, att.ConfFile, err)
+		return err
 	}
 	t2 := time.Now()
 	r, err := current.NewResultFromResult(res)
@@ -344,10 +266,12 @@ func tapName(sandboxID string, n int) string {
 // bridgeName is the in-netns bridge of the n-th interface.
 func bridgeName(n int) string { return "vmbr" + strconv.Itoa(n) }
 
-// Teardown undoes Setup and every VM's wiring: DHCP servers, taps, CNI DEL
-// (with the stored config and args; libcni passes the cached ADD result),
-// the netns. Each step tolerates what is already gone, so a retry finishes
-// a half-done teardown.
+// Teardown undoes Setup and every VM's wiring: DHCP servers, taps, the
+// anti-spoofing rules, CNI DEL (with the stored config and args; libcni
+// passes the cached ADD result; bounded by Config.Timeout), the netns.
+// Each step tolerates what is already gone, so a retry finishes a
+// half-done teardown; a failed DEL of a completed ADD keeps the netns for
+// that retry.
 func (m *Manager) Teardown(ctx context.Context, att *Attachment) error {
 	t0 := time.Now()
 	m.dhcp.stop(att.SandboxID)
@@ -357,12 +281,16 @@ func (m *Manager) Teardown(ctx context.Context, att *Attachment) error {
 			errs = append(errs, err)
 		}
 	}
+	if err := removeGuard(att.NetNS); err != nil {
+		errs = append(errs, err)
+	}
 	// Plugins read the pod's addresses off its interface at DEL (the
 	// bridge plugin finds its ipMasq rules that way): give them back.
 	if err := restoreAddresses(att); err != nil {
 		m.log.Warn("restoring the pod's addresses for CNI DEL", "sandbox_id", att.SandboxID, "err", err)
 	}
 	var cniTime time.Duration
+	delFailed := false
 	if len(att.ConfList) > 0 {
 		list, err := confListFromBytes(att.ConfList)
 		if err != nil {
@@ -375,15 +303,21 @@ func (m *Manager) Teardown(ctx context.Context, att *Attachment) error {
 				ns = ""
 			}
 			t1 := time.Now()
-			if err := m.cni.DelNetworkList(ctx, list, att.runtimeConf(ns)); err != nil {
-				errs = append(errs, fmt.Errorf("CNI DEL of network %q (%s): %w", list.Name, att.ConfFile, err))
+			if err := m.del(ctx, list, att, ns); err != nil {
+				errs = append(errs, err)
+				delFailed = true
 			}
 			cniTime = time.Since(t1)
 		}
 	}
-	// The netns goes even when DEL failed: the links in it die with it, and
-	// a retried DEL needs no netns to release IPs and iptables rules.
-	if err := deleteNetNS(att.NetNS); err != nil {
+	// After a failed DEL of a completed ADD the netns stays for the retry
+	// (the kubelet retries StopPodSandbox until it succeeds): without it,
+	// the retried DEL cannot find what the plugins keyed on the pod's
+	// interface (the bridge plugin's ipMasq rules). Otherwise the netns
+	// goes even when DEL failed: the links in it die with it.
+	if delFailed && len(att.Result) > 0 && isNetNS(att.NetNS) {
+		m.log.Warn("keeping the pod's network namespace for a retried CNI DEL", "sandbox_id", att.SandboxID, "netns", att.NetNS)
+	} else if err := deleteNetNS(att.NetNS); err != nil {
 		errs = append(errs, err)
 	}
 	m.timing.record("teardown", time.Since(t0)-cniTime, cniTime)
@@ -391,11 +325,15 @@ func (m *Manager) Teardown(ctx context.Context, att *Attachment) error {
 }
 
 // LeakCheck lists what of a sandbox's network still exists on the host
-// (netns, host-side taps); tests and recovery use it.
+// (netns and its anti-spoofing table, host-side taps); tests and
+// benchmarks use it.
 func LeakCheck(att *Attachment) []string {
 	var left []string
 	if fileExists(att.NetNS) {
 		left = append(left, "netns "+att.NetNS)
+		if isNetNS(att.NetNS) && hasGuard(att.NetNS) {
+			left = append(left, "nftables table bridge "+guardTable+" in "+att.NetNS)
+		}
 	}
 	for _, ifc := range att.Interfaces {
 		if _, err := net.InterfaceByName(ifc.Tap); err == nil {

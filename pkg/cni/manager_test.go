@@ -193,12 +193,25 @@ func TestSetupAndTeardownWithRealPlugins(t *testing.T) {
 	if !strings.Contains(string(out), "master vmbr0") {
 		t.Fatalf("tap not in vmbr0:\n%s", out)
 	}
+	// The anti-spoofing rules came with the plug and go with an unplug.
+	if !hasGuard(att.NetNS) {
+		t.Fatal("no anti-spoofing table in the netns after PlugVM")
+	}
+	if err := m.UnplugVM(att); err != nil {
+		t.Fatal(err)
+	}
+	if hasGuard(att.NetNS) {
+		t.Fatal("anti-spoofing table left after UnplugVM")
+	}
 	// A second boot replaces the taps.
 	if err := m.PrepareVM(att); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.PlugVM(att, Guest{}); err != nil {
 		t.Fatal(err)
+	}
+	if !hasGuard(att.NetNS) {
+		t.Fatal("no anti-spoofing table in the netns after the second PlugVM")
 	}
 	if err := m.Teardown(ctx, att); err != nil {
 		t.Fatal(err)

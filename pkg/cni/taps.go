@@ -160,8 +160,13 @@ func (m *Manager) PrepareVM(att *Attachment) error {
 
 // PlugVM moves a started (paused) VM's taps into the pod's netns, adds
 // them to the bridges and starts the DHCP servers. QEMU keeps its tap fds
-// across the move.
+// across the move. The anti-spoofing rules (guard.go) are installed first,
+// so no frame of the VM reaches a bridge unfiltered; if they cannot be,
+// PlugVM fails and the VM stays off the network.
 func (m *Manager) PlugVM(att *Attachment, guest Guest) error {
+	if err := installGuard(att); err != nil {
+		return err
+	}
 	ns, err := netns.GetFromPath(att.NetNS)
 	if err != nil {
 		return fmt.Errorf("open network namespace %s: %w", att.NetNS, err)
@@ -197,17 +202,19 @@ func (m *Manager) PlugVM(att *Attachment, guest Guest) error {
 			return fmt.Errorf("bring up tap %s: %w", ifc.Tap, err)
 		}
 	}
-	return m.ServeDHCP(att, guest)
+	return m.serveDHCP(att, guest)
 }
 
-// UnplugVM stops a VM's DHCP servers and deletes its taps (after a failed
-// boot; a stopped VM's taps stay until the next boot or the teardown).
+// UnplugVM stops a VM's DHCP servers, deletes its taps and its
+// anti-spoofing rules (after a failed boot; a stopped VM's taps and rules
+// stay until the next boot or the teardown).
 func (m *Manager) UnplugVM(att *Attachment) error {
 	m.dhcp.stop(att.SandboxID)
 	var errs []error
 	for _, ifc := range att.Interfaces {
 		errs = append(errs, deleteTap(att.NetNS, ifc.Tap))
 	}
+	errs = append(errs, removeGuard(att.NetNS))
 	return errors.Join(errs...)
 }
 

@@ -102,6 +102,9 @@ func TestLoadErrors(t *testing.T) {
 		{"fractional size", "max_image_size = '0.5'\n", "whole"},
 		{"tiny size", "max_image_size = '4Ki'\n", "max_image_size"},
 		{"zero stall", "pull_stall_timeout = '0s'\n", "pull_stall_timeout"},
+		{"cni_timeout below 1s", "cni_timeout = '500ms'\n", "cni_timeout"},
+		{"cni_timeout above 1h", "cni_timeout = '2h'\n", "cni_timeout"},
+		{"cni_timeout zero", "cni_timeout = '0s'\n", "cni_timeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Load(writeFile(t, tc.body), nil)
@@ -135,6 +138,20 @@ func TestMetricsAddress(t *testing.T) {
 	}
 	if c, err = Load(file, fs); err != nil || c.MetricsAddress != "[::1]:9812" {
 		t.Fatalf("from the flag: %q, %v", c.MetricsAddress, err)
+	}
+}
+
+func TestCNITimeout(t *testing.T) {
+	if d := Default().CNITimeout; d != Duration(time.Minute) {
+		t.Fatalf("default cni_timeout %s, want 1m", time.Duration(d))
+	}
+	c, err := Load(writeFile(t, "cni_timeout = '20s'\n"), nil)
+	if err != nil || c.CNITimeout.Std() != 20*time.Second {
+		t.Fatalf("from the file: %s, %v", c.CNITimeout.Std(), err)
+	}
+	t.Setenv("VMPOD_CNI_TIMEOUT", "3s")
+	if c, err = Load(writeFile(t, "cni_timeout = '20s'\n"), nil); err != nil || c.CNITimeout.Std() != 3*time.Second {
+		t.Fatalf("from the environment: %s, %v", c.CNITimeout.Std(), err)
 	}
 }
 

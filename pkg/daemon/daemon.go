@@ -110,6 +110,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 	}
 	network := cni.NewManager(cni.Config{
 		ConfDir: cfg.CNIConfDir, BinDirs: cfg.CNIBinDirList(), CacheDir: filepath.Join(cfg.StateDir, "cni"),
+		Timeout: cfg.CNITimeout.Std(),
 	}, log.With("component", "network"))
 	// "auto" accelerators are decided once, here.
 	kvm := kvmUsable()

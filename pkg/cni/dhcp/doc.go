@@ -36,6 +36,17 @@
 // to some other server: it gets no reply at all, never a NAK, which would
 // make that client drop a valid lease. Such messages are counted in Stats.
 //
+// # Why the guest's bytes are bounded
+//
+// The guest is not trusted, and its frames reach vmpod's process. Frames
+// over MaxFrameLen are dropped unread; a message whose options the server
+// reads or echoes are malformed is ignored (checkRequest), never read as if
+// the option were absent; a parser panic drops the frame. A server handles
+// at most MessagesPerSecond messages after a burst of MessageBurst, and
+// the log lines a guest's frames cause are limited to LogLinesPerMinute
+// after LogBurst, at every level (limits.go). Servers are per VM, so a
+// flood delays only the flooding guest's own answers.
+//
 // The protocol mapping (DISCOVER to OFFER, REQUEST to ACK or NAK, INFORM to
 // ACK) is the pure function respond; see its table.
 package dhcp

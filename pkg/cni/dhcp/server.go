@@ -2,6 +2,7 @@ package dhcp
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,11 +43,14 @@ type Server struct {
 
 	answered, ignored atomic.Uint64
 	leased            atomic.Bool // the first lease was logged
+	limits            *guestLimits
 
 	closeOnce sync.Once
 	closeErr  error
 	stop      chan struct{} // closed by Close
-	done      chan struct{} // closed when serve returns
+	stopCtx   context.Context
+	cancel    context.CancelFunc // ends stopCtx; called by Close
+	done      chan struct{}      // closed when serve returns
 }
 
 // Start validates cfg, opens the server's socket on cfg.Interface inside
@@ -90,9 +94,11 @@ func Start(cfg Config) (*Server, error) {
 		lease:  lease,
 		srcMAC: srcMAC,
 		log:    log,
+		limits: newGuestLimits(),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
+	s.stopCtx, s.cancel = context.WithCancel(context.Background())
 	go s.serve()
 	log.Debug("DHCP server started", "ip", lease.IP.String(), "server_id", lease.ServerID.String())
 	return s, nil
@@ -104,6 +110,7 @@ func Start(cfg Config) (*Server, error) {
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.stop)
+		s.cancel()
 		s.closeErr = s.conn.close()
 	})
 	<-s.done
@@ -112,16 +119,21 @@ func (s *Server) Close() error {
 
 // Stats returns how many client messages got a reply (answered) and how
 // many got none (ignored: foreign MACs, RELEASE, DECLINE, requests for
-// another server, undecodable frames). Failed sends count in neither.
+// another server, undecodable, malformed or oversized frames). Failed
+// sends count in neither.
 func (s *Server) Stats() (answered, ignored uint64) {
 	return s.answered.Load(), s.ignored.Load()
 }
 
-// serve reads frames until Close.
+// serve reads frames until Close, handling at most MessagesPerSecond
+// (after a burst of MessageBurst).
 func (s *Server) serve() {
 	defer close(s.done)
-	buf := make([]byte, 1<<16)
+	buf := make([]byte, MaxFrameLen)
 	for {
+		if err := s.limits.messages.Wait(s.stopCtx); err != nil {
+			return // closed
+		}
 		n, err := s.conn.read(buf)
 		select {
 		case <-s.stop:
@@ -144,40 +156,44 @@ func (s *Server) serve() {
 			}
 			continue
 		}
+		if n > len(buf) {
+			s.ignored.Add(1)
+			s.guestLog(slog.LevelDebug, "DHCP dropped oversized frame", "bytes", n, "max", MaxFrameLen)
+			continue
+		}
 		s.handle(buf[:n])
 	}
 }
 
-// handle answers one received frame, or counts it as ignored.
+// handle answers one received frame, or counts it as ignored. Every byte
+// of it comes from the guest: its log lines go through guestLog, and a
+// panic in a parser drops the frame instead of ending vmpod.
 func (s *Server) handle(b []byte) {
-	f, err := parseFrame(b)
-	if err == nil && f.dstPort != serverPort {
-		err = fmt.Errorf("UDP port %d", f.dstPort)
-	}
+	defer func() {
+		if r := recover(); r != nil {
+			s.ignored.Add(1)
+			s.guestLog(slog.LevelError, "DHCP frame made the parser panic; dropped", "panic", fmt.Sprint(r))
+		}
+	}()
+	req, err := decode(b)
 	if err != nil {
 		s.ignored.Add(1)
-		s.log.Debug("DHCP dropped frame", "err", err)
+		s.guestLog(slog.LevelDebug, "DHCP dropped frame", "err", err)
 		return
 	}
-	req, err := dhcpv4.FromBytes(f.payload)
-	if err != nil {
-		s.ignored.Add(1)
-		s.log.Debug("DHCP dropped undecodable message", "src_mac", f.srcMAC.String(), "err", err)
-		return
-	}
-	log := s.log.With("type", req.MessageType().String(), "xid", req.TransactionID.String(),
-		"chaddr", req.ClientHWAddr.String())
+	msg := []any{"type", req.MessageType().String(), "xid", req.TransactionID.String(), "chaddr", req.ClientHWAddr.String()}
+	logf := func(level slog.Level, line string, args ...any) { s.guestLog(level, line, append(msg, args...)...) }
 
 	reply, why := respond(req, &s.lease)
 	if reply == nil {
 		s.ignored.Add(1)
-		log.Debug("DHCP no reply", "reason", why)
+		logf(slog.LevelDebug, "DHCP no reply", "reason", why)
 		if bytes.Equal(req.ClientHWAddr, s.lease.MAC) {
 			switch req.MessageType() {
 			case dhcpv4.MessageTypeRelease:
-				log.Info("DHCP client released its lease", "ip", req.ClientIPAddr.String())
+				logf(slog.LevelInfo, "DHCP client released its lease", "ip", req.ClientIPAddr.String())
 			case dhcpv4.MessageTypeDecline:
-				log.Warn("DHCP client declined its address: something else on the segment uses it",
+				logf(slog.LevelWarn, "DHCP client declined its address: something else on the segment uses it",
 					"ip", req.RequestedIPAddress().String())
 			}
 		}
@@ -192,12 +208,34 @@ func (s *Server) handle(b []byte) {
 		payload: reply.ToBytes(),
 	})
 	if err := s.conn.write(frame); err != nil {
-		log.Warn("DHCP send reply failed", "reply", reply.MessageType().String(), "err", err)
+		logf(slog.LevelWarn, "DHCP send reply failed", "reply", reply.MessageType().String(), "err", err)
 		return
 	}
 	s.answered.Add(1)
-	log.Debug("DHCP replied", "reply", reply.MessageType().String(), "reason", why, "dst", dst.String())
+	logf(slog.LevelDebug, "DHCP replied", "reply", reply.MessageType().String(), "reason", why, "dst", dst.String())
 	if reply.MessageType() == dhcpv4.MessageTypeAck && isSet(reply.YourIPAddr) && s.leased.CompareAndSwap(false, true) {
-		log.Info("DHCP lease handed out", "ip", s.lease.IP.String(), "lease_time", s.lease.LeaseTime)
+		// Once per server: not a line the guest can repeat.
+		s.log.Info("DHCP lease handed out", append(msg, "ip", s.lease.IP.String(), "lease_time", s.lease.LeaseTime)...)
 	}
+}
+
+// decode returns the DHCP client message in an Ethernet frame, or an error
+// when the frame is not IPv4/UDP to port 67 or the message is undecodable
+// or malformed (checkRequest).
+func decode(b []byte) (*dhcpv4.DHCPv4, error) {
+	f, err := parseFrame(b)
+	if err != nil {
+		return nil, err
+	}
+	if f.dstPort != serverPort {
+		return nil, fmt.Errorf("UDP port %d", f.dstPort)
+	}
+	req, err := dhcpv4.FromBytes(f.payload)
+	if err == nil {
+		err = checkRequest(req)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("malformed DHCP message from %s: %w", f.srcMAC, err)
+	}
+	return req, nil
 }

@@ -54,6 +54,9 @@ func listen(ifc *net.Interface) (_ *packetConn, retErr error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, socketRcvBuf); err != nil {
+		return nil, fmt.Errorf("set receive buffer of packet socket: %w", err)
+	}
 	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
 	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog); err != nil {
 		return nil, fmt.Errorf("attach socket filter: %w", err)
@@ -73,7 +76,9 @@ func listen(ifc *net.Interface) (_ *packetConn, retErr error) {
 }
 
 // read waits for one frame that the kernel did not mark PACKET_OUTGOING
-// (the filter drops those; the check here is belt and braces).
+// (the filter drops those; the check here is belt and braces). It returns
+// the frame's real length, which is more than len(buf) when the frame was
+// cut to fit (MSG_TRUNC).
 func (c *packetConn) read(buf []byte) (int, error) {
 	for {
 		var (
@@ -82,7 +87,7 @@ func (c *packetConn) read(buf []byte) (int, error) {
 			rerr error
 		)
 		err := c.rc.Read(func(fd uintptr) bool {
-			n, from, rerr = unix.Recvfrom(int(fd), buf, 0)
+			n, from, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_TRUNC)
 			return rerr != unix.EAGAIN
 		})
 		if err != nil {
