@@ -51,7 +51,7 @@ type Env struct {
 	// EventBuffer, when set before NewPods, is the controller's event
 	// buffer per subscriber.
 	EventBuffer int
-	Pods    *lifecycle.Controller
+	Pods        *lifecycle.Controller
 }
 
 // NewEnv builds an Env with a ready network, TCG guests and handlers
