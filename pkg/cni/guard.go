@@ -40,7 +40,7 @@ import (
 // before the tap joins the bridge and outlives a tap re-created for the next
 // boot. The table goes with the netns; Teardown also deletes it explicitly.
 // The netlink calls go through github.com/google/nftables; no nft binary is
-// needed. docs/security-network.md has the threat and the measurements.
+// needed. docs/security.md (the pod network) has the threat and the measurements.
 
 // guardTable is the nftables table (bridge family) in each pod netns.
 const guardTable = "vmpod"

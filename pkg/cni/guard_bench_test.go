@@ -17,7 +17,7 @@ import (
 
 // TestGuardCost measures what the anti-spoofing guard costs, each variant
 // interleaved with the others in the same rounds (VMPOD_BENCH=1, root;
-// docs/security-network.md has the numbers):
+// docs/security.md has the numbers):
 //
 //   - setup and teardown per pod: the guard through google/nftables
 //     (what vmpod does), the same rules through `nft -f` and an ebtables

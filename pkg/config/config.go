@@ -37,7 +37,7 @@ type Config struct {
 	// LibvirtURI is the libvirt connection URI. Default qemu:///system.
 	LibvirtURI string `toml:"libvirt_uri" mapstructure:"libvirt_uri" comment:"libvirt connection URI (flag --libvirt-uri, env VMPOD_LIBVIRT_URI)."`
 	// LibvirtCallTimeout is the deadline of one libvirt call. Default 30s.
-	LibvirtCallTimeout Duration `toml:"libvirt_call_timeout" mapstructure:"libvirt_call_timeout" comment:"Deadline of one libvirt call, waiting for libvirtd to come back after a restart included: a hung\nlibvirtd makes calls fail with Unavailable after it. Domain start and destroy get twice as long, guest agent\ncommands their own timeout on top (env VMPOD_LIBVIRT_CALL_TIMEOUT). See docs/reliability-libvirt.md."`
+	LibvirtCallTimeout Duration `toml:"libvirt_call_timeout" mapstructure:"libvirt_call_timeout" comment:"Deadline of one libvirt call, waiting for libvirtd to come back after a restart included: a hung\nlibvirtd makes calls fail with Unavailable after it. Domain start and destroy get twice as long, guest agent\ncommands their own timeout on top (env VMPOD_LIBVIRT_CALL_TIMEOUT). See docs/reliability.md."`
 	// LogLevel is one of debug, info, warn, error. Default info.
 	LogLevel string `toml:"log_level" mapstructure:"log_level" comment:"Log level: debug, info, warn or error (flag --log-level, env VMPOD_LOG_LEVEL).\nAt debug, the kubelet's polling calls (List*, *Status) are logged too."`
 	// LogFormat is text or json. Default text.

@@ -21,7 +21,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// The libvirt faults of docs/reliability-libvirt.md against the real
+// The libvirt faults of docs/reliability.md against the real
 // libvirtd: a guest's poweroff seen through libvirt's events, a libvirtd
 // restart during a run, a hung (SIGSTOPped) libvirtd. The libvirtd is
 // shared with whatever else runs on the machine: the restart and the stop
