@@ -36,6 +36,8 @@ type Config struct {
 	StateDir string `toml:"state_dir" mapstructure:"state_dir" comment:"Directory for vmpod's state: metadata.db (bbolt), images/, VM disks (flag --state-dir, env VMPOD_STATE_DIR).\nOnly one vmpod may use a state directory at a time (vmpod.lock)."`
 	// LibvirtURI is the libvirt connection URI. Default qemu:///system.
 	LibvirtURI string `toml:"libvirt_uri" mapstructure:"libvirt_uri" comment:"libvirt connection URI (flag --libvirt-uri, env VMPOD_LIBVIRT_URI)."`
+	// AgentWaitTimeout caps how long an exec waits for a booting guest's agent.
+	AgentWaitTimeout Duration `toml:"agent_wait_timeout" mapstructure:"agent_wait_timeout" comment:"How long an exec (kubectl exec, exec probes, crictl exec) waits for the guest agent of a VM that is still\nbooting before it fails; an ExecSync with a shorter timeout waits only that long (env VMPOD_AGENT_WAIT_TIMEOUT)."`
 	// LibvirtCallTimeout is the deadline of one libvirt call. Default 30s.
 	LibvirtCallTimeout Duration `toml:"libvirt_call_timeout" mapstructure:"libvirt_call_timeout" comment:"Deadline of one libvirt call, waiting for libvirtd to come back after a restart included: a hung\nlibvirtd makes calls fail with Unavailable after it. Domain start and destroy get twice as long, guest agent\ncommands their own timeout on top (env VMPOD_LIBVIRT_CALL_TIMEOUT). See docs/reliability.md."`
 	// LogLevel is one of debug, info, warn, error. Default info.
@@ -113,6 +115,7 @@ func Default() Config {
 		StateDir:              "/var/lib/vmpod",
 		LibvirtURI:            "qemu:///system",
 		LibvirtCallTimeout:    Duration(30 * time.Second),
+		AgentWaitTimeout:      Duration(time.Minute),
 		LogLevel:              "info",
 		LogFormat:             "text",
 		ImageTranslationsDir:  "/etc/vmpod/images.d",

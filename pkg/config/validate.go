@@ -28,6 +28,9 @@ func (c Config) Validate() error {
 	if c.LibvirtURI == "" {
 		bad("libvirt_uri", "must not be empty (e.g. qemu:///system)")
 	}
+	if c.AgentWaitTimeout < 0 {
+		bad("agent_wait_timeout", "must not be negative")
+	}
 	if c.LibvirtCallTimeout < Duration(100*time.Millisecond) {
 		bad("libvirt_call_timeout", "must be at least 100ms, got %s", c.LibvirtCallTimeout.Std())
 	}

@@ -96,6 +96,15 @@ func (a *Agent) Call(ctx context.Context, cmd any, out any) error {
 	return json.Unmarshal(env.Return, out)
 }
 
+// ErrNotStarted marks an error of a command that never started in the
+// guest (its guest-exec failed): running it again cannot run it twice.
+var ErrNotStarted = errors.New("the command did not start")
+
+// Ping asks the agent to answer.
+func (a *Agent) Ping(ctx context.Context) error {
+	return a.Call(ctx, map[string]string{"execute": "guest-ping"}, nil)
+}
+
 // Info returns the agent's version.
 func (a *Agent) Info(ctx context.Context) (string, error) {
 	var info struct {
@@ -130,7 +139,7 @@ func (a *Agent) Exec(ctx context.Context, argv []string, input []byte) (int, err
 	}
 	cmd := map[string]any{"execute": "guest-exec", "arguments": args}
 	if err := a.Call(ctx, cmd, &ret); err != nil {
-		return 0, fmt.Errorf("exec %q in the guest: %w", argv, err)
+		return 0, fmt.Errorf("exec %q in the guest: %w: %w", argv, ErrNotStarted, err)
 	}
 	if ret.PID <= 0 {
 		return 0, fmt.Errorf("exec %q in the guest: the agent answered pid %d", argv, ret.PID)

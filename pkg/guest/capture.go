@@ -94,19 +94,12 @@ func ReadStdin(in io.Reader) ([]byte, error) {
 	return input, nil
 }
 
-// RunPiped runs argv for a streaming client: in (nil: no stdin) is read
-// whole first (ReadStdin) and given as the process's stdin, and its
-// stdout and stderr go to out and errw (nil drops) once it ended (qemu-ga
-// hands out captured output only then). It returns the exit code; when
-// ctx ends first the process is killed and the error wraps ErrKilled.
-func (a *Agent) RunPiped(ctx context.Context, argv []string, in io.Reader, out, errw io.Writer) (int, error) {
-	var input []byte
-	if in != nil {
-		var err error
-		if input, err = ReadStdin(in); err != nil {
-			return 0, err
-		}
-	}
+// RunPiped runs argv for a streaming client with input (nil: no stdin;
+// see ReadStdin) as its whole stdin; its stdout and stderr go to out and
+// errw (nil drops) once it ended (qemu-ga hands out captured output only
+// then). It returns the exit code; when ctx ends first the process is
+// killed and the error wraps ErrKilled.
+func (a *Agent) RunPiped(ctx context.Context, argv []string, input []byte, out, errw io.Writer) (int, error) {
 	res, err := a.RunCaptured(ctx, argv, input, StreamPoll, 0)
 	if err != nil {
 		return 0, err

@@ -173,12 +173,29 @@ const ttyInitialSizeWait = 200 * time.Millisecond
 // for the wrapper's exit status) once the other has arrived.
 const ttyEndGrace = 3 * time.Second
 
-// RunTTY runs cmd on a pseudo-terminal in the guest, streaming over the
-// exec channel ch (which the caller holds for the session); it returns
-// the command's exit code. Output goes to out (nil drops it); a failed
-// write to out ends the session with ErrClientGone. When ctx ends first
-// (the client went away), the guest session is killed.
-func (a *Agent) RunTTY(ctx context.Context, ch Channel, cmd []string, in io.Reader, out io.Writer, resize <-chan Size) (int, error) {
+// FirstSize waits briefly for the client's first terminal size, so the
+// command starts with it; nil when none came.
+func FirstSize(resize <-chan Size) *Size {
+	if resize == nil {
+		return nil
+	}
+	select {
+	case sz, ok := <-resize:
+		if ok {
+			return &sz
+		}
+	case <-time.After(ttyInitialSizeWait):
+	}
+	return nil
+}
+
+// RunTTY runs cmd on a pseudo-terminal of size (nil: the default) in the
+// guest, streaming over the exec channel ch (which the caller holds for
+// the session), with later sizes from resize; it returns the command's
+// exit code. Output goes to out (nil drops it); a failed write to out ends
+// the session with ErrClientGone. When ctx ends first (the client went
+// away), the guest session is killed.
+func (a *Agent) RunTTY(ctx context.Context, ch Channel, cmd []string, in io.Reader, out io.Writer, size *Size, resize <-chan Size) (int, error) {
 	conn, err := net.DialTimeout("unix", ch.Socket, CallTimeout)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -191,16 +208,6 @@ func (a *Agent) RunTTY(ctx context.Context, ch Channel, cmd []string, in io.Read
 	nonce, err := newNonce()
 	if err != nil {
 		return 0, err
-	}
-	var size *Size
-	if resize != nil {
-		select {
-		case sz, ok := <-resize:
-			if ok {
-				size = &sz
-			}
-		case <-time.After(ttyInitialSizeWait):
-		}
 	}
 	pid, err := a.Exec(ctx, ttyWrapperArgv(ch.Device, nonce, cmd, size), nil)
 	if err != nil {

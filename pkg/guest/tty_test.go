@@ -94,7 +94,7 @@ func TestRunTTY(t *testing.T) {
 			if resize != nil {
 				rs = resize
 			}
-			code, err := a.RunTTY(t.Context(), ch, argv, in, out, rs)
+			code, err := a.RunTTY(t.Context(), ch, argv, in, out, FirstSize(rs), rs)
 			if err == nil && code != 0 {
 				err = fmt.Errorf("exit %d", code)
 			}

@@ -93,7 +93,12 @@ func (c *Controller) ExecSync(ctx context.Context, id string, cmd []string, time
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	res, err := guest.NewAgent(c.libvirt, rec.Domain).RunCaptured(ctx, cmd, nil, guest.ProbePoll, execSyncOutputCap)
+	a := guest.NewAgent(c.libvirt, rec.Domain)
+	var res guest.Result
+	err = c.withAgent(ctx, a, rec.ID, func() error {
+		res, err = a.RunCaptured(ctx, cmd, nil, guest.ProbePoll, execSyncOutputCap)
+		return err
+	})
 	if errors.Is(err, guest.ErrKilled) {
 		if !errors.Is(err, context.DeadlineExceeded) {
 			return ExecResult{}, fmt.Errorf("command %q in container %s (the guest process was killed): %w", cmd, rec.ID, ctx.Err())
@@ -137,9 +142,23 @@ func (c *Controller) Exec(ctx context.Context, id string, cmd []string, s ExecSt
 	a := guest.NewAgent(c.libvirt, rec.Domain)
 	var code int
 	if s.TTY {
-		code, err = c.execTTY(ctx, ct, a, cmd, s.In, s.Out, s.Resize)
+		size := guest.FirstSize(s.Resize)
+		err = c.withAgent(ctx, a, rec.ID, func() error {
+			code, err = c.execTTY(ctx, ct, a, cmd, s.In, s.Out, size, s.Resize)
+			return err
+		})
 	} else {
-		code, err = a.RunPiped(ctx, cmd, s.In, s.Out, s.Err)
+		// The agent takes the stdin whole, at start: read it first.
+		var input []byte
+		if s.In != nil {
+			input, err = guest.ReadStdin(s.In)
+		}
+		if err == nil {
+			err = c.withAgent(ctx, a, rec.ID, func() error {
+				code, err = a.RunPiped(ctx, cmd, input, s.Out, s.Err)
+				return err
+			})
+		}
 		if errors.Is(err, guest.ErrKilled) {
 			err = fmt.Errorf("exec %q in container %s ended before the command (the guest process was killed): %w", cmd, rec.ID, context.Cause(ctx))
 		}
@@ -153,16 +172,67 @@ func (c *Controller) Exec(ctx context.Context, id string, cmd []string, s ExecSt
 }
 
 // execTTY runs cmd on a free exec channel of the container's VM.
-func (c *Controller) execTTY(ctx context.Context, ct *container, a *guest.Agent, cmd []string, in io.Reader, out io.Writer, resize <-chan guest.Size) (int, error) {
+func (c *Controller) execTTY(ctx context.Context, ct *container, a *guest.Agent, cmd []string, in io.Reader, out io.Writer, size *guest.Size, resize <-chan guest.Size) (int, error) {
 	rec := ct.Get()
 	port, ok := ct.ttyPorts.Acquire()
 	if !ok {
 		return 0, errTTYPortsBusy(rec.ID)
 	}
 	defer ct.ttyPorts.Release(port)
-	code, err := a.RunTTY(ctx, rec.Layout().ExecChannel(port), cmd, in, out, resize)
+	code, err := a.RunTTY(ctx, rec.Layout().ExecChannel(port), cmd, in, out, size, resize)
 	if err != nil {
 		return 0, fmt.Errorf("TTY exec %q in container %s: %w", cmd, rec.ID, err)
 	}
 	return code, nil
+}
+
+// agentPoll is how often an exec asks a booting guest's agent again.
+const agentPoll = 500 * time.Millisecond
+
+// withAgent runs fn, which starts a command through the guest agent; if
+// the command did not start because the agent does not answer yet (a
+// booting VM), it waits for the agent (waitAgent) and runs fn once more.
+// A command that started is never started again.
+func (c *Controller) withAgent(ctx context.Context, a *guest.Agent, id string, fn func() error) error {
+	err := fn()
+	if !errors.Is(err, guest.ErrNotStarted) || !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		return err
+	}
+	if werr := c.waitAgent(ctx, a, id); werr != nil {
+		return werr
+	}
+	return fn()
+}
+
+// waitAgent waits until the guest agent answers, for agent_wait_timeout
+// at most, and no longer than ctx allows (an ExecSync's timeout). It fails
+// with FailedPrecondition saying what to check.
+func (c *Controller) waitAgent(ctx context.Context, a *guest.Agent, id string) error {
+	wait := c.cfg.AgentWaitTimeout.Std()
+	deadline := time.Now().Add(wait)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline, wait = dl, time.Until(dl)
+	}
+	lastErr := fmt.Errorf("the guest agent does not answer: %w", errdefs.ErrFailedPrecondition)
+	for {
+		err := a.Ping(ctx)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() == nil && !errors.Is(err, errdefs.ErrFailedPrecondition) {
+			return err
+		}
+		if ctx.Err() == nil {
+			lastErr = err
+		}
+		left := time.Until(deadline)
+		if left <= 0 || ctx.Err() != nil {
+			return fmt.Errorf("the guest agent of container %s did not answer within %s: the VM may still be booting (retry), or its image has no qemu-guest-agent on the org.qemu.guest_agent.0 channel: %w",
+				id, wait.Round(time.Millisecond), lastErr)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(min(agentPoll, left)):
+		}
+	}
 }

@@ -210,7 +210,9 @@ func TestExecStreaming(t *testing.T) {
 }
 
 func TestExecWithoutGuestAgent(t *testing.T) {
-	e := newVMEnv(t)
+	// An exec waits agent_wait_timeout for a booting guest's agent: keep
+	// the wait short here, where the agent never comes.
+	e := newVMEnvWith(t, daemonOpts{extraEnv: []string{"VMPOD_AGENT_WAIT_TIMEOUT=3s"}})
 	// The test guest starts qemu-ga after cloud-init's bootcmd: take it away.
 	f, ctrID := e.bootVM("no-agent", map[string]string{
 		"vmpod.dev/cloud-init-user-data": "#cloud-config\nbootcmd:\n  - [rm, -f, /usr/sbin/qemu-ga]\n",
@@ -220,9 +222,13 @@ func TestExecWithoutGuestAgent(t *testing.T) {
 		{"exec", "-s", ctrID, "true"},
 		{"exec", ctrID, "true"},
 	} {
+		start := time.Now()
 		_, errOut, err := e.crictl(args...)
-		if err == nil || !strings.Contains(errOut, "qemu-guest-agent") {
+		if err == nil || !strings.Contains(errOut, "qemu-guest-agent") || !strings.Contains(errOut, "did not answer within 3s") {
 			t.Fatalf("crictl %s without an agent: %v\n%s", strings.Join(args, " "), err, errOut)
+		}
+		if d := time.Since(start); d < 3*time.Second || d > 20*time.Second {
+			t.Fatalf("crictl %s gave up after %v, want about agent_wait_timeout (3s)", strings.Join(args, " "), d)
 		}
 		t.Logf("crictl %s -> %s", strings.Join(args, " "), strings.TrimSpace(errOut))
 	}
@@ -237,6 +243,31 @@ func TestExecWithoutGuestAgent(t *testing.T) {
 	a := e.attach(ctrID)
 	a.send("echo console-$((40+2))")
 	a.expect(regexp.MustCompile(`console-42`), 30*time.Second)
+}
+
+// TestExecWaitsForBootingGuest: an exec made right after StartContainer,
+// long before the guest's agent runs, waits for it and succeeds (it used
+// to fail at once with FailedPrecondition, as critest's exec tests and
+// kubectl exec on a fresh pod did).
+func TestExecWaitsForBootingGuest(t *testing.T) {
+	e := newVMEnv(t)
+	f := e.podConfigs("early", 0, nil)
+	_, ctrID := e.startVM(f)
+	start := time.Now()
+	out := e.mustCrictl("exec", "-s", ctrID, "cat", "/etc/hostname")
+	if strings.TrimSpace(out) != "early" {
+		t.Fatalf("exec on a booting VM: %q", out)
+	}
+	t.Logf("the exec made right after start waited %v for the guest agent", time.Since(start).Round(time.Millisecond))
+	// The streaming exec too, on a second boot of the pod.
+	e.mustCrictl("stop", "-t", "0", ctrID)
+	f2 := e.podConfigs("early", 1, nil)
+	podID := strings.TrimSpace(e.mustCrictl("pods", "-q", "--name", "early"))
+	ctr2 := strings.TrimSpace(e.mustCrictl("create", podID, f2.ctr, f2.pod))
+	e.mustCrictl("start", ctr2)
+	if out := e.mustCrictl("exec", ctr2, "cat", "/etc/hostname"); strings.TrimSpace(out) != "early" {
+		t.Fatalf("streaming exec on a booting VM: %q", out)
+	}
 }
 
 // crictlIn runs crictl with stdin and returns its stdout; it fails the

@@ -113,6 +113,8 @@ func (g *Guest) Answer(domain, command string) (string, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	switch req.Execute {
+	case "guest-ping":
+		return `{"return":{}}`, nil
 	case "guest-exec":
 		var a struct {
 			Path      string   `json:"path"`

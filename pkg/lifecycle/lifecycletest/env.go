@@ -69,6 +69,8 @@ func NewEnv(t testing.TB) *Env {
 	cfg.Socket = filepath.Join(runRoot, "s.sock")
 	cfg.StateDir = stateDir
 	cfg.Accelerator = "tcg"
+	// A VM without an agent fails an exec after this, not a minute.
+	cfg.AgentWaitTimeout = config.Duration(200 * time.Millisecond)
 	cfg.Runtimes = map[string]config.Runtime{"vmpod": {}, "small": {TCGTBCacheMiB: 256}}
 	e := &Env{
 		Cfg: cfg, RunRoot: runRoot, StateDir: stateDir, MetaPath: filepath.Join(stateDir, "metadata.db"),
