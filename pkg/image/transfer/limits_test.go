@@ -14,12 +14,14 @@ import (
 )
 
 func TestWatchStall(t *testing.T) {
-	l := Limits{StallTimeout: 100 * time.Millisecond}
+	// The timeout is ten times the gap between bytes, so a machine slow
+	// to wake the test does not look like a stall.
+	l := Limits{StallTimeout: time.Second}
 	var n atomic.Int64
 
 	// Bytes keep coming: no stall for several timeouts.
 	ctx, stop := l.WatchStall(context.Background(), &n)
-	for range 30 {
+	for range 300 {
 		n.Add(1)
 		time.Sleep(10 * time.Millisecond)
 	}
