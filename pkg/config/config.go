@@ -36,6 +36,9 @@ type Config struct {
 	StateDir string `toml:"state_dir" mapstructure:"state_dir" comment:"Directory for vmpod's state: metadata.db (bbolt), images/, VM disks (flag --state-dir, env VMPOD_STATE_DIR).\nOnly one vmpod may use a state directory at a time (vmpod.lock)."`
 	// LibvirtURI is the libvirt connection URI. Default qemu:///system.
 	LibvirtURI string `toml:"libvirt_uri" mapstructure:"libvirt_uri" comment:"libvirt connection URI (flag --libvirt-uri, env VMPOD_LIBVIRT_URI)."`
+	// StreamIdleTimeout ends an attach, exec or port-forward stream that
+	// carried nothing for that long.
+	StreamIdleTimeout Duration `toml:"stream_idle_timeout" mapstructure:"stream_idle_timeout" comment:"An attach, exec or port-forward connection that carries no data for this long is closed (the kubelet's\nstreamingConnectionIdleTimeout is 4h too) (env VMPOD_STREAM_IDLE_TIMEOUT)."`
 	// AgentWaitTimeout caps how long an exec waits for a booting guest's agent.
 	AgentWaitTimeout Duration `toml:"agent_wait_timeout" mapstructure:"agent_wait_timeout" comment:"How long an exec (kubectl exec, exec probes, crictl exec) waits for the guest agent of a VM that is still\nbooting before it fails; an ExecSync with a shorter timeout waits only that long (env VMPOD_AGENT_WAIT_TIMEOUT)."`
 	// LibvirtCallTimeout is the deadline of one libvirt call. Default 30s.
@@ -116,6 +119,7 @@ func Default() Config {
 		LibvirtURI:            "qemu:///system",
 		LibvirtCallTimeout:    Duration(30 * time.Second),
 		AgentWaitTimeout:      Duration(time.Minute),
+		StreamIdleTimeout:     Duration(4 * time.Hour),
 		LogLevel:              "info",
 		LogFormat:             "text",
 		ImageTranslationsDir:  "/etc/vmpod/images.d",

@@ -28,6 +28,9 @@ func (c Config) Validate() error {
 	if c.LibvirtURI == "" {
 		bad("libvirt_uri", "must not be empty (e.g. qemu:///system)")
 	}
+	if c.StreamIdleTimeout < Duration(time.Second) {
+		bad("stream_idle_timeout", "must be at least 1s, got %s", c.StreamIdleTimeout.Std())
+	}
 	if c.AgentWaitTimeout < 0 {
 		bad("agent_wait_timeout", "must not be negative")
 	}

@@ -2,10 +2,14 @@ package cri
 
 import (
 	"io"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/vmpod/vmpod/pkg/guest/guesttest"
 )
 
 // TestAttachConsoleFollowsVM: attach streams the console until the VM
@@ -59,4 +63,54 @@ func TestAttachConsoleFollowsVM(t *testing.T) {
 	inW.Close()
 	err := e.svc.AttachConsole(lcCtx(t), id, nil, nil, nil, false, nil)
 	wantCode(t, err, codes.FailedPrecondition)
+}
+
+// TestAttachEndsWithStdinOnce: a container created with stdin_once ends an
+// attach when the client closes its stdin (critest's attach test, and
+// `printf 'cmd\n' | crictl attach -i`, waited for ever); the VM runs on.
+func TestAttachEndsWithStdinOnce(t *testing.T) {
+	e := newLCEnv(t)
+	pod := lcPod("web")
+	c := lcContainer("vm")
+	c.Stdin, c.StdinOnce = true, true
+	id := e.mustCreate(t, e.runPod(t, pod), pod, c)
+	e.mustStart(t, id)
+	done := make(chan error, 1)
+	go func() {
+		done <- e.svc.AttachConsole(lcCtx(t), id, strings.NewReader("echo hi\n"), &guesttest.Sink{}, nil, false, nil)
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("AttachConsole: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the attach did not end when its stdin did (stdin_once)")
+	}
+	if got := e.Consoles.Last(t).Written(); got != "echo hi\n" {
+		t.Fatalf("console input %q", got)
+	}
+	if st := e.status(t, id); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		t.Fatalf("the VM stopped with the attach: %v", st.State)
+	}
+}
+
+// TestAttachNoticesGoneClient: a client that went away is noticed by the
+// heartbeat even when the console is silent, and the attach ends.
+func TestAttachNoticesGoneClient(t *testing.T) {
+	e := newLCEnv(t)
+	_, id := e.runningVM(t, "web")
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		done <- e.svc.AttachConsole(lcCtx(t), id, nil, &guesttest.Sink{FailAfter: -1}, nil, false, nil)
+	}()
+	select {
+	case <-done:
+		if d := time.Since(start); d > 3*heartbeatInterval {
+			t.Fatalf("ended after %v", d)
+		}
+	case <-time.After(3 * heartbeatInterval):
+		t.Fatal("the attach of a gone client did not end")
+	}
 }

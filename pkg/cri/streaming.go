@@ -33,8 +33,11 @@ func (r streamRuntime) PortForward(ctx context.Context, podSandboxID string, por
 }
 
 // AttachConsole connects a streaming client to a VM's serial console
-// until the client goes away or the VM stops (lifecycle.Controller.Attach).
-// A serial console has no window size: resizes are read and dropped.
+// until the client goes away, the VM stops or, with stdin_once, the
+// client's stdin ends (lifecycle.Controller.Attach). A console may stay
+// silent for hours, so, as for exec, an empty frame is written every
+// heartbeatInterval to notice a client that went away. A serial console
+// has no window size: resizes are read and dropped.
 func (s *Service) AttachConsole(ctx context.Context, containerID string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommandserver.TerminalSize) error {
 	if resize != nil {
 		go func() {
@@ -42,9 +45,13 @@ func (s *Service) AttachConsole(ctx context.Context, containerID string, in io.R
 			}
 		}()
 	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	var w io.Writer
 	if out != nil {
-		w = out
+		cw := &clientWriter{w: out}
+		w = cw
+		go cw.heartbeat(ctx, cancel)
 	}
 	return s.pods.Attach(ctx, containerID, in, w)
 }
@@ -111,6 +118,7 @@ func (s *Service) StartStreaming(addr string) (stop func(), err error) {
 	}
 	cfg := streaming.DefaultConfig
 	cfg.Addr = lis.Addr().String()
+	cfg.StreamIdleTimeout = s.cfg.StreamIdleTimeout.Std()
 	cfg.BaseURL = &url.URL{Scheme: "http", Host: lis.Addr().String()}
 	srv, err := streaming.NewServer(cfg, streamRuntime{s})
 	if err != nil {

@@ -14,8 +14,10 @@ import (
 
 // Attach connects a streaming client to a VM's serial console: console
 // output goes to out, in goes to the console. It returns when the client
-// goes away (ctx) or the VM stops; the VM is never affected. Several
-// attaches and the logger all see the whole output.
+// goes away (ctx), when the VM stops, or, for a container created with
+// stdin_once, when the client closes its stdin (as a container's stdin
+// would close); the VM is never affected. Several attaches and the logger
+// all see the whole output.
 func (c *Controller) Attach(ctx context.Context, id string, in io.Reader, out io.Writer) error {
 	ct, err := c.reg.container(id)
 	if err != nil {
@@ -37,17 +39,25 @@ func (c *Controller) Attach(ctx context.Context, id string, in io.Reader, out io
 			outDone <- err
 		}()
 	}
+	var inDone chan struct{} // closed at stdin's end when that ends the session
 	if in != nil {
+		if ct.config.GetStdinOnce() {
+			inDone = make(chan struct{})
+		}
 		go func() {
-			// stdin EOF only stops input; output keeps flowing until the
-			// client detaches or the VM stops.
+			// Without stdin_once, stdin's end only stops input: output
+			// keeps flowing until the client detaches or the VM stops.
 			io.Copy(consoleWriter{con}, in)
+			if inDone != nil {
+				close(inDone)
+			}
 		}()
 	}
 	select {
 	case <-ctx.Done():
 	case <-outDone:
 	case <-con.Done():
+	case <-inDone:
 	}
 	return nil
 }

@@ -270,6 +270,29 @@ func TestExecWaitsForBootingGuest(t *testing.T) {
 	}
 }
 
+// TestAttachStdinOnce: on a container created with stdin_once, an attach
+// whose client's stdin ends returns (it never did: critest's attach test
+// hung the suite), the input reached the console, and the VM runs on.
+func TestAttachStdinOnce(t *testing.T) {
+	e := newVMEnv(t)
+	f := e.podConfigs("once", 0, nil)
+	e.editCtr(f, func(ctr map[string]any) { ctr["stdin_once"] = true })
+	_, ctrID := e.startVM(f)
+	waitLog(t, f.logPath, readyRE, bootTimeout)
+	cmd := exec.Command("timeout", "-k", "5", "60", "crictl", "--config", e.crictlConfig, "-t", "120s", "attach", "-i", ctrID)
+	cmd.Stdin = strings.NewReader("echo once-$((3*14))\n")
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("crictl attach -i with piped stdin: %v after %v\n%s", err, time.Since(start), out)
+	}
+	t.Logf("attach returned %v after its stdin ended", time.Since(start).Round(time.Millisecond))
+	waitLog(t, f.logPath, regexp.MustCompile(`once-42`), 30*time.Second)
+	if ci := e.inspect(ctrID); ci.Status.State != "CONTAINER_RUNNING" {
+		t.Fatalf("the VM stopped with the attach: %+v", ci.Status)
+	}
+}
+
 // crictlIn runs crictl with stdin and returns its stdout; it fails the
 // test on error.
 func (e *vmEnv) crictlIn(t *testing.T, stdin string, args ...string) string {

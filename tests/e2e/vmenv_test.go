@@ -102,8 +102,8 @@ func (e *vmEnv) podConfigsWith(name string, attempt int, annotations map[string]
 	}
 }
 
-// addMount adds a host directory mount to the container config of f.
-func (e *vmEnv) addMount(f podFiles, containerPath, hostPath string) {
+// editCtr changes the container config of f.
+func (e *vmEnv) editCtr(f podFiles, edit func(ctr map[string]any)) {
 	e.t.Helper()
 	var ctr map[string]any
 	b, err := os.ReadFile(f.ctr)
@@ -113,14 +113,21 @@ func (e *vmEnv) addMount(f podFiles, containerPath, hostPath string) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	mounts, _ := ctr["mounts"].([]any)
-	ctr["mounts"] = append(mounts, map[string]any{"container_path": containerPath, "host_path": hostPath})
+	edit(ctr)
 	if b, err = json.Marshal(ctr); err == nil {
 		err = os.WriteFile(f.ctr, b, 0o644)
 	}
 	if err != nil {
 		e.t.Fatal(err)
 	}
+}
+
+// addMount adds a host directory mount to the container config of f.
+func (e *vmEnv) addMount(f podFiles, containerPath, hostPath string) {
+	e.editCtr(f, func(ctr map[string]any) {
+		mounts, _ := ctr["mounts"].([]any)
+		ctr["mounts"] = append(mounts, map[string]any{"container_path": containerPath, "host_path": hostPath})
+	})
 }
 
 // readFile returns a file's content.
