@@ -36,6 +36,10 @@ type Config struct {
 	StateDir string `toml:"state_dir" mapstructure:"state_dir" comment:"Directory for vmpod's state: metadata.db (bbolt), images/, VM disks (flag --state-dir, env VMPOD_STATE_DIR).\nOnly one vmpod may use a state directory at a time (vmpod.lock)."`
 	// LibvirtURI is the libvirt connection URI. Default qemu:///system.
 	LibvirtURI string `toml:"libvirt_uri" mapstructure:"libvirt_uri" comment:"libvirt connection URI (flag --libvirt-uri, env VMPOD_LIBVIRT_URI)."`
+	// CreateTimeout bounds the work of one RunPodSandbox or CreateContainer.
+	CreateTimeout Duration `toml:"create_timeout" mapstructure:"create_timeout" comment:"Deadline of the whole work of one RunPodSandbox or CreateContainer, which goes on when the kubelet's call\ngives up (its retry gets the result); past it the work fails and is rolled back (env VMPOD_CREATE_TIMEOUT)."`
+	// ToolTimeout bounds one run of qemu-img create or genisoimage.
+	ToolTimeout Duration `toml:"tool_timeout" mapstructure:"tool_timeout" comment:"Deadline of one run of a local tool vmpod starts for a VM: qemu-img creating a root overlay, genisoimage\nwriting a cloud-init seed (env VMPOD_TOOL_TIMEOUT)."`
 	// StreamIdleTimeout ends an attach, exec or port-forward stream that
 	// carried nothing for that long.
 	StreamIdleTimeout Duration `toml:"stream_idle_timeout" mapstructure:"stream_idle_timeout" comment:"An attach, exec or port-forward connection that carries no data for this long is closed (the kubelet's\nstreamingConnectionIdleTimeout is 4h too) (env VMPOD_STREAM_IDLE_TIMEOUT)."`
@@ -120,6 +124,8 @@ func Default() Config {
 		LibvirtCallTimeout:    Duration(30 * time.Second),
 		AgentWaitTimeout:      Duration(time.Minute),
 		StreamIdleTimeout:     Duration(4 * time.Hour),
+		CreateTimeout:         Duration(10 * time.Minute),
+		ToolTimeout:           Duration(2 * time.Minute),
 		LogLevel:              "info",
 		LogFormat:             "text",
 		ImageTranslationsDir:  "/etc/vmpod/images.d",

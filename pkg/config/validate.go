@@ -28,6 +28,12 @@ func (c Config) Validate() error {
 	if c.LibvirtURI == "" {
 		bad("libvirt_uri", "must not be empty (e.g. qemu:///system)")
 	}
+	if c.CreateTimeout < Duration(time.Second) {
+		bad("create_timeout", "must be at least 1s, got %s", c.CreateTimeout.Std())
+	}
+	if c.ToolTimeout < Duration(time.Second) {
+		bad("tool_timeout", "must be at least 1s, got %s", c.ToolTimeout.Std())
+	}
 	if c.StreamIdleTimeout < Duration(time.Second) {
 		bad("stream_idle_timeout", "must be at least 1s, got %s", c.StreamIdleTimeout.Std())
 	}

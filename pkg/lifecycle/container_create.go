@@ -45,6 +45,8 @@ func (c *Controller) CreateContainer(ctx context.Context, sandboxID string, cfg 
 	}
 	name := containerName(cfg.GetMetadata(), sb.config.GetMetadata())
 	return c.pending.Run(ctx, name, func(ctx context.Context) (string, error) {
+		ctx, cancel := c.detached(ctx)
+		defer cancel()
 		return c.createContainer(ctx, sb, name, cfg, opts)
 	})
 }
@@ -148,15 +150,21 @@ func (c *Controller) createContainer(ctx context.Context, sb *sandbox, name stri
 	if err := layout.Create(owner.GID); err != nil {
 		return "", fmt.Errorf("create container directory: %w", err)
 	}
-	if err := c.overlays.Create(ctx, rec.RootDisk, c.images.Path(img.ID), img.Format, shape.RootVolumeSize); err != nil {
-		return "", fmt.Errorf("create root disk for %s: %w", id, err)
+	tctx, cancel := c.toolContext(ctx)
+	err = c.overlays.Create(tctx, rec.RootDisk, c.images.Path(img.ID), img.Format, shape.RootVolumeSize)
+	cancel()
+	if err != nil {
+		return "", fmt.Errorf("create root disk for %s: %w", id, toolErr(tctx, err))
 	}
 	if err := os.Chmod(rec.RootDisk, vm.FileMode); err != nil {
 		return "", fmt.Errorf("create root disk for %s: %w", id, err)
 	}
 	seedStart := time.Now()
-	if err := cloudinit.WriteISO(ctx, seed, layout.SeedISO()); err != nil {
-		return "", fmt.Errorf("write cloud-init seed for %s: %w", id, err)
+	tctx, cancel = c.toolContext(ctx)
+	err = cloudinit.WriteISO(tctx, seed, layout.SeedISO())
+	cancel()
+	if err != nil {
+		return "", fmt.Errorf("write cloud-init seed for %s: %w", id, toolErr(tctx, err))
 	}
 	log.Debug("cloud-init seed written", "label", seed.Label, "seconds", fmt.Sprintf("%.3f", time.Since(seedStart).Seconds()))
 	xml, err := vm.Domain(c.vmSpec(rec, sbRec, sb.config, mounts))

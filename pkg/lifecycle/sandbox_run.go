@@ -40,6 +40,8 @@ func (c *Controller) RunSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxC
 	}
 	name := sandboxName(m)
 	return c.pending.Run(ctx, name, func(ctx context.Context) (string, error) {
+		ctx, cancel := c.detached(ctx)
+		defer cancel()
 		return c.runSandbox(ctx, name, h.Name, cfg, opts)
 	})
 }
