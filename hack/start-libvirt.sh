@@ -11,7 +11,7 @@ if ! pgrep -x libvirtd >/dev/null; then
 	rm -f /run/libvirtd.pid
 	libvirtd -d
 fi
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
 	if [ -S "$sock" ] && virsh -c qemu:///system version >/dev/null 2>&1; then
 		echo "start-libvirt: libvirtd is up ($sock)"
 		exit 0

@@ -32,6 +32,8 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/vmpod/vmpod/pkg/failpoint"
 )
 
 // Config says where CNI configs and plugins are.
@@ -84,6 +86,15 @@ func NewManager(cfg Config, log *slog.Logger) *Manager {
 func (m *Manager) Ready() error {
 	_, _, err := loadConfList(m.cfg.ConfDir)
 	return err
+}
+
+// Orphan is what can be known of the network of a sandbox whose record is
+// lost: its netns. Its Teardown deletes the netns, and with it the links
+// inside; without the config and the ADD result there is no CNI DEL, so
+// what plugins keep outside the netns (IPAM reservations, iptables rules)
+// stays.
+func Orphan(sandboxID string) *Attachment {
+	return &Attachment{SandboxID: sandboxID, NetNS: netnsPath(sandboxID)}
 }
 
 // Plan picks the network config for a new sandbox and returns its
@@ -143,11 +154,13 @@ func (m *Manager) Setup(ctx context.Context, att *Attachment, persist func() err
 	if err := createNetNS(att.NetNS); err != nil {
 		return err
 	}
+	failpoint.Hit("runp/netns-created")
 	t1 := time.Now()
 	res, err := m.add(ctx, list, att)
 	if err != nil {
 		return err
 	}
+	failpoint.Hit("runp/cni-added")
 	t2 := time.Now()
 	r, err := current.NewResultFromResult(res)
 	if err != nil {
@@ -166,9 +179,11 @@ func (m *Manager) Setup(ctx context.Context, att *Attachment, persist func() err
 			return err
 		}
 	}
+	failpoint.Hit("runp/result-stored")
 	if err := wireNetNS(att); err != nil {
 		return err
 	}
+	failpoint.Hit("runp/network-wired")
 	m.timing.record("setup", t1.Sub(t0)+time.Since(t2), t2.Sub(t1))
 	return nil
 }
@@ -281,9 +296,11 @@ func (m *Manager) Teardown(ctx context.Context, att *Attachment) error {
 			errs = append(errs, err)
 		}
 	}
+	failpoint.Hit("teardown/taps-deleted")
 	if err := removeGuard(att.NetNS); err != nil {
 		errs = append(errs, err)
 	}
+	failpoint.Hit("teardown/guard-removed")
 	// Plugins read the pod's addresses off its interface at DEL (the
 	// bridge plugin finds its ipMasq rules that way): give them back.
 	if err := restoreAddresses(att); err != nil {
@@ -308,6 +325,7 @@ func (m *Manager) Teardown(ctx context.Context, att *Attachment) error {
 				delFailed = true
 			}
 			cniTime = time.Since(t1)
+			failpoint.Hit("teardown/cni-deleted")
 		}
 	}
 	// After a failed DEL of a completed ADD the netns stays for the retry
@@ -320,6 +338,7 @@ func (m *Manager) Teardown(ctx context.Context, att *Attachment) error {
 	} else if err := deleteNetNS(att.NetNS); err != nil {
 		errs = append(errs, err)
 	}
+	failpoint.Hit("teardown/netns-deleted")
 	m.timing.record("teardown", time.Since(t0)-cniTime, cniTime)
 	return errors.Join(errs...)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vmpod/vmpod/pkg/failpoint"
 	"github.com/vmpod/vmpod/pkg/logging"
 	"github.com/vmpod/vmpod/pkg/store"
 )
@@ -170,5 +171,9 @@ func (s *Store) placeLocked(tmp, d string) error {
 	if err := os.Rename(tmp, final); err != nil {
 		return fmt.Errorf("store image file: %w", err)
 	}
-	return syncDir(filepath.Dir(final))
+	if err := syncDir(filepath.Dir(final)); err != nil {
+		return err
+	}
+	failpoint.Hit("pull/placed")
+	return nil
 }

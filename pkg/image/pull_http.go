@@ -11,6 +11,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vmpod/vmpod/pkg/failpoint"
 	"github.com/vmpod/vmpod/pkg/image/httppull"
 	"github.com/vmpod/vmpod/pkg/image/qcow2"
 	"github.com/vmpod/vmpod/pkg/imagetranslation"
@@ -114,6 +115,7 @@ func (s *Store) fetchHTTP(ctx context.Context, r Reference, name string, src ima
 		return Image{}, fmt.Errorf("digest mismatch: the name pins %s but the file downloaded from %s has %s; nothing was stored: %w",
 			r.Digest, src.RedactedURL(), id, errdefs.ErrInvalidArgument)
 	}
+	failpoint.Hit("pull/downloaded")
 	checkStart := time.Now()
 	info, err := s.opts.Checker.Check(ctx, res.TmpFile)
 	if err != nil {
@@ -129,6 +131,7 @@ func (s *Store) fetchHTTP(ctx context.Context, r Reference, name string, src ima
 			errdefs.ErrInvalidArgument)
 	}
 	log.Debug("image checked", "seconds", fmt.Sprintf("%.2f", time.Since(checkStart).Seconds()))
+	failpoint.Hit("pull/checked")
 
 	origin := &Origin{URL: src.RedactedURL(), ETag: res.Validators.ETag, LastModified: res.Validators.LastModified}
 	s.mu.Lock()
@@ -155,6 +158,7 @@ func (s *Store) fetchHTTP(ctx context.Context, r Reference, name string, src ima
 		}
 		return Image{}, err
 	}
+	failpoint.Hit("pull/recorded")
 	log.Info("image stored", "id", id, "format", info.Format, "virtual_size", info.VirtualSize)
 	return img, nil
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vmpod/vmpod/pkg/failpoint"
 	"github.com/vmpod/vmpod/pkg/image/oci"
 	"github.com/vmpod/vmpod/pkg/logging"
 )
@@ -94,10 +95,12 @@ func (s *Store) fetchOCI(ctx context.Context, name string, auth *oci.Auth, opts 
 		return Image{}, err
 	}
 	defer os.Remove(res.TmpFile) // no-op after the rename
+	failpoint.Hit("pull/downloaded")
 	info, err := s.opts.Checker.Check(ctx, res.TmpFile)
 	if err != nil {
 		return Image{}, fmt.Errorf("refused %s in %s: %w", res.DiskPath, res.Name, err)
 	}
+	failpoint.Hit("pull/checked")
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if img, have := s.images[res.ConfigDigest]; have {
@@ -122,6 +125,7 @@ func (s *Store) fetchOCI(ctx context.Context, name string, auth *oci.Auth, opts 
 	if err != nil {
 		return Image{}, err
 	}
+	failpoint.Hit("pull/recorded")
 	logging.From(ctx).Info("image stored", "image", name, "id", img.ID, "disk", res.DiskPath, "disk_digest", res.DiskDigest, "format", info.Format)
 	return img, nil
 }

@@ -12,6 +12,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/vmpod/vmpod/pkg/cloudinit"
+	"github.com/vmpod/vmpod/pkg/failpoint"
 	"github.com/vmpod/vmpod/pkg/logging"
 	"github.com/vmpod/vmpod/pkg/podspec"
 	"github.com/vmpod/vmpod/pkg/rollback"
@@ -142,6 +143,7 @@ func (c *Controller) createContainer(ctx context.Context, sb *sandbox, name stri
 	}
 	c.reg.addContainer(ct)
 	undo.Add("container "+id, func(ctx context.Context) error { return c.dropFailedCreate(ctx, ct, retErr) })
+	failpoint.Hit("create/record-stored")
 
 	owner, err := c.qemuOwner(ctx, shape.DomainType)
 	if err != nil {
@@ -150,6 +152,7 @@ func (c *Controller) createContainer(ctx context.Context, sb *sandbox, name stri
 	if err := layout.Create(owner.GID); err != nil {
 		return "", fmt.Errorf("create container directory: %w", err)
 	}
+	failpoint.Hit("create/dir-created")
 	tctx, cancel := c.toolContext(ctx)
 	err = c.overlays.Create(tctx, rec.RootDisk, c.images.Path(img.ID), img.Format, shape.RootVolumeSize)
 	cancel()
@@ -159,6 +162,7 @@ func (c *Controller) createContainer(ctx context.Context, sb *sandbox, name stri
 	if err := os.Chmod(rec.RootDisk, vm.FileMode); err != nil {
 		return "", fmt.Errorf("create root disk for %s: %w", id, err)
 	}
+	failpoint.Hit("create/overlay-created")
 	seedStart := time.Now()
 	tctx, cancel = c.toolContext(ctx)
 	err = cloudinit.WriteISO(tctx, seed, layout.SeedISO())
@@ -166,6 +170,7 @@ func (c *Controller) createContainer(ctx context.Context, sb *sandbox, name stri
 	if err != nil {
 		return "", fmt.Errorf("write cloud-init seed for %s: %w", id, toolErr(tctx, err))
 	}
+	failpoint.Hit("create/seed-written")
 	log.Debug("cloud-init seed written", "label", seed.Label, "seconds", fmt.Sprintf("%.3f", time.Since(seedStart).Seconds()))
 	xml, err := vm.Domain(c.vmSpec(rec, sbRec, sb.config, mounts))
 	if err != nil {
@@ -175,9 +180,11 @@ func (c *Controller) createContainer(ctx context.Context, sb *sandbox, name stri
 	if err := c.libvirt.Define(ctx, xml); err != nil {
 		return "", fmt.Errorf("define domain %s: %w", rec.Domain, err)
 	}
+	failpoint.Hit("create/domain-defined")
 	if _, err := ct.Update(func(r *ContainerRecord) error { r.State = ContainerCreated; return nil }); err != nil {
 		return "", fmt.Errorf("store container record: %w", err)
 	}
+	failpoint.Hit("create/created")
 	log.Info("container created", "image", img.ID, "vcpus", shape.VCPUs, "memory_bytes", shape.MemoryBytes, "domain_type", shape.DomainType)
 	return id, nil
 }

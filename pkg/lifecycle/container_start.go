@@ -8,6 +8,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/vmpod/vmpod/pkg/cni"
+	"github.com/vmpod/vmpod/pkg/failpoint"
 	"github.com/vmpod/vmpod/pkg/logging"
 	"github.com/vmpod/vmpod/pkg/rollback"
 )
@@ -53,6 +54,7 @@ func (c *Controller) StartContainer(ctx context.Context, id string) (retErr erro
 			return err
 		}
 		undo.Add("the VM's taps and DHCP servers", rel)
+		failpoint.Hit("start/taps-created")
 	}
 	begin := time.Now()
 	rel, err := c.startPaused(ctx, rec.Domain)
@@ -60,10 +62,12 @@ func (c *Controller) StartContainer(ctx context.Context, id string) (retErr erro
 		return err
 	}
 	undo.Add("domain "+rec.Domain, rel)
+	failpoint.Hit("start/domain-started")
 	if att != nil {
 		if err := c.net.PlugVM(att, guestNetworkInfo(sb.config)); err != nil {
 			return fmt.Errorf("plug the VM into the pod network: %w", err)
 		}
+		failpoint.Hit("start/vm-plugged")
 	}
 	con, err := c.startConsole(rec)
 	if err != nil {
@@ -75,9 +79,11 @@ func (c *Controller) StartContainer(ctx context.Context, id string) (retErr erro
 	case <-time.After(consoleConnectTimeout):
 		log.Warn("serial console did not connect in time; early boot output may be missing from the log")
 	}
+	failpoint.Hit("start/console-connected")
 	if err := c.libvirt.Resume(ctx, rec.Domain); err != nil {
 		return fmt.Errorf("resume domain %s: %w", rec.Domain, err)
 	}
+	failpoint.Hit("start/resumed")
 	ct.swapConsole(con)
 	go c.watchGuestReports(ct, con)
 	if _, err := ct.Update(func(r *ContainerRecord) error {
@@ -87,6 +93,7 @@ func (c *Controller) StartContainer(ctx context.Context, id string) (retErr erro
 		ct.swapConsole(nil)
 		return fmt.Errorf("store container record: %w", err)
 	}
+	failpoint.Hit("start/running")
 	c.metrics.ObserveVMStart(time.Since(begin))
 	log.Info("VM started")
 	return nil

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vmpod/vmpod/pkg/failpoint"
 	"github.com/vmpod/vmpod/pkg/logging"
 	"github.com/vmpod/vmpod/pkg/vm"
 )
@@ -38,21 +40,33 @@ func (c *Controller) stopContainer(ctx context.Context, ct *container, timeout t
 	if _, err := ct.Update(func(r *ContainerRecord) error { r.StopRequested = true; return nil }); err != nil {
 		return err
 	}
-	if timeout > 0 {
-		log.Info("asking the guest to power off", "timeout", timeout)
-		if err := c.libvirt.Shutdown(ctx, rec.Domain); err != nil && !errors.Is(err, errdefs.ErrFailedPrecondition) {
-			log.Warn("ACPI shutdown failed; destroying", logging.KeyErr, err)
-		} else if off, err := c.libvirt.WaitShutoff(ctx, rec.Domain, timeout); err == nil && off {
-			c.refreshOpLocked(ctx, ct)
-			return nil
-		}
+	failpoint.Hit("stop/requested")
+	if timeout > 0 && c.powerOff(ctx, rec.Domain, timeout, log) {
+		c.refreshOpLocked(ctx, ct)
+		failpoint.Hit("stop/exited")
+		return nil
 	}
 	if err := c.libvirt.Destroy(ctx, rec.Domain); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return fmt.Errorf("destroy domain %s: %w", rec.Domain, err)
 	}
 	log.Info("VM destroyed")
+	failpoint.Hit("stop/destroyed")
 	c.refreshOpLocked(ctx, ct)
+	failpoint.Hit("stop/exited")
 	return nil
+}
+
+// powerOff asks the guest to power off (ACPI) and reports whether the
+// domain shut off within timeout.
+func (c *Controller) powerOff(ctx context.Context, domain string, timeout time.Duration, log *slog.Logger) bool {
+	log.Info("asking the guest to power off", "timeout", timeout)
+	if err := c.libvirt.Shutdown(ctx, domain); err != nil && !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		log.Warn("ACPI shutdown failed; destroying", logging.KeyErr, err)
+		return false
+	}
+	failpoint.Hit("stop/shutdown-sent")
+	off, err := c.libvirt.WaitShutoff(ctx, domain, timeout)
+	return err == nil && off
 }
 
 // RemoveContainer destroys the VM if it runs, undefines the domain, deletes
@@ -88,6 +102,7 @@ func (c *Controller) removeContainer(ctx context.Context, ct *container) error {
 	if err := c.reg.removeContainer(ct); err != nil {
 		return err
 	}
+	failpoint.Hit("rm/record-removed")
 	c.images.Release(rec.ImageDisk)
 	c.publishContainerGone(ctx, rec)
 	logging.From(ctx).Info("container removed", logging.KeyContainerID, rec.ID)

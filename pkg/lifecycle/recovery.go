@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/errdefs"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/vmpod/vmpod/pkg/cni"
 	"github.com/vmpod/vmpod/pkg/libvirttools"
 	"github.com/vmpod/vmpod/pkg/logging"
 	"github.com/vmpod/vmpod/pkg/podspec"
@@ -81,7 +82,7 @@ func (c *Controller) Recover(ctx context.Context) error {
 		key, raw := r.key, r.value
 		var rec ContainerRecord
 		if err := json.Unmarshal(raw, &rec); err != nil || rec.ID != key {
-			c.quarantineContainer(ctx, quarantinedContainer(c, key), fmt.Errorf("its record cannot be decoded: %v", err))
+			c.quarantineContainer(ctx, quarantinedContainer(ctx, c, key), fmt.Errorf("its record cannot be decoded: %v", err))
 			known[DomainName(key)] = true // its domain is left for the removal
 			quarantined++
 			continue
@@ -126,7 +127,12 @@ func (c *Controller) recoverSandbox(ctx context.Context, key string, raw []byte)
 	log := logging.From(ctx).With(logging.KeySandboxID, key)
 	var rec SandboxRecord
 	if err := json.Unmarshal(raw, &rec); err != nil || rec.ID != key {
-		c.quarantineSandbox(ctx, SandboxRecord{ID: key, NetworkDown: true}, nil, fmt.Errorf("its record cannot be decoded: %v", err))
+		rec := SandboxRecord{ID: key, NetworkDown: true, CreatedAt: c.now().UnixNano()}
+		if c.net != nil && isID(key) {
+			// Its removal deletes the netns (a name made of its ID).
+			rec.Network, rec.NetworkDown = cni.Orphan(key), false
+		}
+		c.quarantineSandbox(ctx, rec, nil, fmt.Errorf("its record cannot be decoded: %v", err))
 		return false
 	}
 	if rec.State == SandboxCreating {
@@ -178,11 +184,22 @@ const ContainerUnknown = "UNKNOWN"
 // quarantinedContainer is the record of a container whose stored record
 // cannot be decoded: what can be derived from its ID, so that removing it
 // removes its domain and files.
-func quarantinedContainer(c *Controller, id string) ContainerRecord {
-	rec := ContainerRecord{ID: id}
-	if isID(id) {
-		l := vm.Layout{Dir: c.ContainersDir() + "/" + id, RunDir: c.RunDir() + "/" + id[:16]}
-		rec.Domain, rec.Dir, rec.RunDir, rec.RootDisk = DomainName(id), l.Dir, l.RunDir, l.RootDisk()
+func quarantinedContainer(ctx context.Context, c *Controller, id string) ContainerRecord {
+	// The CRI needs a creation time and an image (crictl refuses a status
+	// without them): the time vmpod found it is the closest it knows.
+	rec := ContainerRecord{ID: id, CreatedAt: c.now().UnixNano(), ImageName: "unknown", ImageRef: "unknown"}
+	if !isID(id) {
+		return rec
+	}
+	l := vm.Layout{Dir: c.ContainersDir() + "/" + id, RunDir: c.RunDir() + "/" + id[:16]}
+	rec.Domain, rec.Dir, rec.RunDir, rec.RootDisk = DomainName(id), l.Dir, l.RunDir, l.RootDisk()
+	// Its domain, if this vmpod made it, names its sandbox: the
+	// container is then listed in its pod, and removing the pod removes
+	// it.
+	if xml, err := c.libvirt.XML(ctx, rec.Domain); err == nil {
+		if m, found, err := libvirttools.ParseMetadata(xml); err == nil && found && m.Instance == c.reg.meta.InstanceID() && m.ContainerID == id {
+			rec.SandboxID = m.SandboxID
+		}
 	}
 	return rec
 }

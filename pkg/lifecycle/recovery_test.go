@@ -2,6 +2,7 @@ package lifecycle_test
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -56,6 +57,10 @@ func TestRecoveryQuarantines(t *testing.T) {
 	states := map[string]string{}
 	for _, v := range e.Pods.Containers() {
 		states[v.ID] = v.State
+		// The CRI needs creation times; crictl refuses a status without one.
+		if v.CreatedAt == 0 || v.ImageName == "" || v.ImageRef == "" {
+			t.Fatalf("container %s lacks a creation time or an image: %+v", v.ID[:8], v)
+		}
 	}
 	if states[badCtr] != lifecycle.ContainerUnknown {
 		t.Fatalf("undecodable container: %q (all: %v)", states[badCtr], states)
@@ -92,9 +97,58 @@ func TestRecoveryQuarantines(t *testing.T) {
 	if err := e.Pods.RemoveSandbox(ctx, badSB); err != nil {
 		t.Fatal(err)
 	}
+	// Its netns is named by its ID: the removal deletes it.
+	if calls := e.Net.CallsFor(badSB); !slices.Contains(calls, "teardown") {
+		t.Fatalf("removing the undecodable sandbox did not tear its netns down: %v", calls)
+	}
 	for _, r := range e.SandboxRecords(t) {
 		if r.ID == badSB {
 			t.Fatal("the quarantined sandbox's record is still stored")
 		}
+	}
+}
+
+// TestQuarantinedContainerStaysInItsPod: a container whose record is lost
+// is linked to its sandbox by its domain's metadata, so that removing the
+// pod (the kubelet's cleanup) removes its VM too.
+func TestQuarantinedContainerStaysInItsPod(t *testing.T) {
+	e := lifecycletest.NewEnv(t)
+	ctx := lifecycletest.Ctx(t)
+	sbID, err := e.Pods.RunSandbox(ctx, pod("garbled"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := e.Pods.CreateContainer(ctx, sbID, ctr("vm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Pods.StartContainer(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Meta.Put(store.Containers, id, []string{"not", "a", "record"}); err != nil {
+		t.Fatal(err)
+	}
+	e.Restart(t)
+	if err := e.Pods.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	v, err := e.Pods.Container(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.State != lifecycle.ContainerUnknown || v.SandboxID != sbID {
+		t.Fatalf("garbled container: state %s, sandbox %q; want %s in %s", v.State, v.SandboxID, lifecycle.ContainerUnknown, sbID)
+	}
+	if err := e.Pods.StopSandbox(ctx, sbID); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Pods.RemoveSandbox(ctx, sbID); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := e.LV.Domain(lifecycle.DomainName(id)); ok {
+		t.Fatal("the garbled container's domain outlived its pod")
+	}
+	if _, err := e.Pods.Container(ctx, id); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("the garbled container outlived its pod: %v", err)
 	}
 }

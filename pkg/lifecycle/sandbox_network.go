@@ -10,6 +10,7 @@ import (
 
 	"github.com/vmpod/vmpod/pkg/cloudinit"
 	"github.com/vmpod/vmpod/pkg/cni"
+	"github.com/vmpod/vmpod/pkg/failpoint"
 	"github.com/vmpod/vmpod/pkg/logging"
 	"github.com/vmpod/vmpod/pkg/podspec"
 )
@@ -72,6 +73,7 @@ func (c *Controller) teardownNetwork(ctx context.Context, sb *sandbox) error {
 	if _, err := sb.Update(func(r *SandboxRecord) error { r.NetworkDown = true; return nil }); err != nil {
 		return err
 	}
+	failpoint.Hit("stopp/network-down")
 	logging.From(ctx).Info("pod network torn down", logging.KeySandboxID, rec.ID)
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/containerd/errdefs"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/vmpod/vmpod/pkg/failpoint"
 	"github.com/vmpod/vmpod/pkg/logging"
 	"github.com/vmpod/vmpod/pkg/podspec"
 	"github.com/vmpod/vmpod/pkg/rollback"
@@ -74,6 +75,7 @@ func (c *Controller) runSandbox(ctx context.Context, name, handler string, cfg *
 		return "", fmt.Errorf("store sandbox record: %w", err)
 	}
 	undo.Add("the record of pod sandbox "+id, func(context.Context) error { return c.reg.removeSandbox(sb) })
+	failpoint.Hit("runp/record-stored")
 	if rec.Network != nil {
 		undo.Add("the network of pod sandbox "+id, func(ctx context.Context) error {
 			// Best effort, as the kubelet's other runtimes do: a DEL that
@@ -97,6 +99,7 @@ func (c *Controller) runSandbox(ctx context.Context, name, handler string, cfg *
 		return "", fmt.Errorf("store sandbox record: %w", err)
 	}
 	c.reg.addSandbox(sb)
+	failpoint.Hit("runp/ready")
 	log.Info("pod sandbox ready")
 	return id, nil
 }

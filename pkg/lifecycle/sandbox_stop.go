@@ -7,6 +7,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vmpod/vmpod/pkg/failpoint"
 	"github.com/vmpod/vmpod/pkg/logging"
 )
 
@@ -39,11 +40,13 @@ func (c *Controller) StopSandbox(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	failpoint.Hit("stopp/notready")
 	for _, ct := range c.reg.containersOf(rec.ID) {
 		if err := c.stopContainer(ctx, ct, 0); err != nil {
 			return fmt.Errorf("stop container %s of pod sandbox %s: %w", ct.Get().ID, rec.ID, err)
 		}
 	}
+	failpoint.Hit("stopp/vm-stopped")
 	sb.op.Lock()
 	defer sb.op.Unlock()
 	return c.teardownNetwork(ctx, sb)
@@ -74,12 +77,14 @@ func (c *Controller) RemoveSandbox(ctx context.Context, id string) error {
 			return fmt.Errorf("remove container %s of pod sandbox %s: %w", ct.Get().ID, rec.ID, err)
 		}
 	}
+	failpoint.Hit("rmp/containers-removed")
 	if err := c.teardownNetwork(ctx, sb); err != nil {
 		return err
 	}
 	if err := c.reg.removeSandbox(sb); err != nil {
 		return err
 	}
+	failpoint.Hit("rmp/record-removed")
 	logging.From(ctx).Info("pod sandbox removed", logging.KeySandboxID, rec.ID)
 	c.publishSandboxGone(ctx, sb)
 	return nil

@@ -16,6 +16,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vmpod/vmpod/pkg/failpoint"
 	"github.com/vmpod/vmpod/pkg/guest"
 	"github.com/vmpod/vmpod/pkg/libvirttools"
 	"github.com/vmpod/vmpod/pkg/podspec"
@@ -163,9 +164,11 @@ func Remove(ctx context.Context, lv libvirttools.Domains, domain string, l Layou
 	if err := lv.Destroy(ctx, domain); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return fmt.Errorf("destroy domain %s: %w", domain, err)
 	}
+	failpoint.Hit("rm/domain-destroyed")
 	if err := lv.Undefine(ctx, domain); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return fmt.Errorf("undefine domain %s: %w", domain, err)
 	}
+	failpoint.Hit("rm/domain-undefined")
 	for _, d := range []string{l.Dir, l.RunDir} {
 		if d == "" {
 			continue
@@ -174,6 +177,7 @@ func Remove(ctx context.Context, lv libvirttools.Domains, domain string, l Layou
 			return fmt.Errorf("remove %s: %w", d, err)
 		}
 	}
+	failpoint.Hit("rm/files-removed")
 	return nil
 }
 

@@ -61,6 +61,8 @@ type daemon struct {
 
 type daemonOpts struct {
 	extraEnv []string
+	// bin is the vmpod binary; default: the one TestMain built.
+	bin string
 }
 
 // startDaemon starts vmpod with its own socket, state and translations
@@ -86,7 +88,11 @@ func startDaemon(t *testing.T, o daemonOpts) *daemon {
 		"VMPOD_ACCELERATOR=tcg", "VMPOD_TCG_TB_CACHE_MIB=256",
 		// Every pod joins the tests' private CNI bridge (setupCNI).
 		"VMPOD_CNI_CONF_DIR=" + cniConfDir}
-	d.Daemon = testdaemon.New(testdaemon.Options{Bin: vmpodBin, Dir: dir, Socket: filepath.Join(run, "vmpod.sock"),
+	bin := vmpodBin
+	if o.bin != "" {
+		bin = o.bin
+	}
+	d.Daemon = testdaemon.New(testdaemon.Options{Bin: bin, Dir: dir, Socket: filepath.Join(run, "vmpod.sock"),
 		LogLevel: "debug", Env: append(env, o.extraEnv...)})
 	if err := os.MkdirAll(d.translations, 0o755); err != nil {
 		t.Fatal(err)

@@ -47,7 +47,13 @@ func (e *vmEnv) cleanupAll() {
 	if !e.Running() {
 		return
 	}
-	out, _, _ := e.crictl("pods", "-q")
+	// Containers first: one whose pod is unknown (a quarantined record)
+	// goes too.
+	out, _, _ := e.crictl("ps", "-a", "-q")
+	for _, id := range strings.Fields(out) {
+		e.crictl("rm", "-f", id)
+	}
+	out, _, _ = e.crictl("pods", "-q")
 	for _, id := range strings.Fields(out) {
 		e.crictl("stopp", id)
 		e.crictl("rmp", id)
