@@ -1,6 +1,7 @@
 package cri
 
 import (
+	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/vmpod/vmpod/pkg/config"
 	"github.com/vmpod/vmpod/pkg/guest/guesttest"
 )
 
@@ -112,5 +114,56 @@ func TestAttachNoticesGoneClient(t *testing.T) {
 		}
 	case <-time.After(3 * heartbeatInterval):
 		t.Fatal("the attach of a gone client did not end")
+	}
+}
+
+// TestStreamIdleTimeout: an attach or exec that carries no data for
+// stream_idle_timeout ends, although the heartbeat keeps writing (empty
+// frames, which the streaming server's own idle timer counts); data in
+// either direction keeps it open.
+func TestStreamIdleTimeout(t *testing.T) {
+	e := newLCEnv(t)
+	e.Cfg.StreamIdleTimeout = config.Duration(heartbeatInterval)
+	e.svc = e.newService()
+	g := guesttest.New()
+	e.LV.SetAgent(g.Answer)
+	_, id := e.runningVM(t, "web")
+	limit := 3*heartbeatInterval + time.Second
+
+	start := time.Now()
+	err := e.svc.AttachConsole(lcCtx(t), id, nil, &guesttest.Sink{}, nil, false, nil)
+	if !errors.Is(err, errStreamIdle) || time.Since(start) > limit {
+		t.Fatalf("silent attach: %v after %v, want it to end idle within %v", err, time.Since(start), limit)
+	}
+
+	start = time.Now()
+	err = e.svc.ExecStream(lcCtx(t), id, []string{"sleep", "100"}, nil, &guesttest.Sink{}, nil, false, nil)
+	if !errors.Is(err, errStreamIdle) || time.Since(start) > limit {
+		t.Fatalf("silent exec: %v after %v, want it to end idle within %v", err, time.Since(start), limit)
+	}
+	if !g.Killed(g.LastPID() - 1) {
+		t.Fatalf("the guest process of an idle exec was not killed: %q", g.LastArgv())
+	}
+
+	// A client that types keeps its attach open past the idle timeout.
+	in, inW := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- e.svc.AttachConsole(lcCtx(t), id, in, &guesttest.Sink{}, nil, false, nil) }()
+	for end := time.Now().Add(3 * heartbeatInterval); time.Now().Before(end); time.Sleep(heartbeatInterval / 4) {
+		select {
+		case err := <-done:
+			t.Fatalf("an attach with input ended: %v", err)
+		default:
+		}
+		inW.Write([]byte("x"))
+	}
+	inW.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, errStreamIdle) {
+			t.Fatalf("attach after its input stopped: %v", err)
+		}
+	case <-time.After(limit):
+		t.Fatal("the attach did not end idle once its input stopped")
 	}
 }

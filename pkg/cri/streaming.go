@@ -2,12 +2,14 @@ package cri
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/cri-streaming/pkg/streaming"
@@ -47,13 +49,18 @@ func (s *Service) AttachConsole(ctx context.Context, containerID string, in io.R
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	act := newActivity()
 	var w io.Writer
 	if out != nil {
-		cw := &clientWriter{w: out}
+		cw := &clientWriter{w: out, act: act}
 		w = cw
-		go cw.heartbeat(ctx, cancel)
+		go cw.heartbeat(ctx, cancel, s.cfg.StreamIdleTimeout.Std())
 	}
-	return s.pods.Attach(ctx, containerID, in, w)
+	err := s.pods.Attach(ctx, containerID, act.reader(in), w)
+	if cause := context.Cause(ctx); err == nil && errors.Is(cause, errStreamIdle) {
+		return cause // the client learns why its attach ended
+	}
+	return err
 }
 
 // ExecStream runs cmd in a container's guest for a streaming client
@@ -67,22 +74,23 @@ func (s *Service) AttachConsole(ctx context.Context, containerID string, in io.R
 func (s *Service) ExecStream(ctx context.Context, containerID string, cmd []string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommandserver.TerminalSize) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	streams := lifecycle.ExecStreams{In: in, TTY: tty}
+	act := newActivity()
+	streams := lifecycle.ExecStreams{In: act.reader(in), TTY: tty}
 	// A stream the client did not ask for stays a nil interface.
 	var beat *clientWriter
 	if out != nil {
-		w := &clientWriter{w: out}
+		w := &clientWriter{w: out, act: act}
 		streams.Out, beat = w, w
 	}
 	if errw != nil {
-		w := &clientWriter{w: errw}
+		w := &clientWriter{w: errw, act: act}
 		streams.Err = w
 		if beat == nil {
 			beat = w
 		}
 	}
 	if beat != nil {
-		go beat.heartbeat(ctx, cancel)
+		go beat.heartbeat(ctx, cancel, s.cfg.StreamIdleTimeout.Std())
 	}
 	if resize != nil {
 		sizes := make(chan lifecycle.TerminalSize)
@@ -118,6 +126,9 @@ func (s *Service) StartStreaming(addr string) (stop func(), err error) {
 	}
 	cfg := streaming.DefaultConfig
 	cfg.Addr = lis.Addr().String()
+	// The server's own idle timeout counts frames, and the heartbeats of
+	// attach and exec are frames: it ends idle port-forwards, and
+	// clientWriter.heartbeat ends idle attaches and execs.
 	cfg.StreamIdleTimeout = s.cfg.StreamIdleTimeout.Std()
 	cfg.BaseURL = &url.URL{Scheme: "http", Host: lis.Addr().String()}
 	srv, err := streaming.NewServer(cfg, streamRuntime{s})
@@ -136,22 +147,68 @@ func (s *Service) StartStreaming(addr string) (stop func(), err error) {
 // its client to notice that it went away.
 const heartbeatInterval = 2 * time.Second
 
+// errStreamIdle ends an attach or exec that carried no data for
+// stream_idle_timeout.
+var errStreamIdle = errors.New("the stream carried no data for stream_idle_timeout")
+
+// activity is when data last went either way on a streaming session.
+type activity struct{ last atomic.Int64 }
+
+func newActivity() *activity {
+	a := &activity{}
+	a.touch()
+	return a
+}
+
+func (a *activity) touch() { a.last.Store(time.Now().UnixNano()) }
+
+func (a *activity) idleFor() time.Duration { return time.Since(time.Unix(0, a.last.Load())) }
+
+// reader counts what the client sends on r as activity; nil stays nil.
+func (a *activity) reader(r io.Reader) io.Reader {
+	if r == nil {
+		return nil
+	}
+	return activityReader{r: r, act: a}
+}
+
+type activityReader struct {
+	r   io.Reader
+	act *activity
+}
+
+func (r activityReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if n > 0 {
+		r.act.touch()
+	}
+	return n, err
+}
+
 // clientWriter serialises writes to one of the client's streams (the
-// output copier and the heartbeat share it).
+// output copier and the heartbeat share it) and counts those that carry
+// data as activity.
 type clientWriter struct {
-	mu sync.Mutex
-	w  io.Writer
+	mu  sync.Mutex
+	w   io.Writer
+	act *activity
 }
 
 func (c *clientWriter) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if len(p) > 0 {
+		c.act.touch()
+	}
 	return c.w.Write(p)
 }
 
 // heartbeat writes an empty frame every heartbeatInterval until ctx ends,
-// and cancels ctx with lifecycle.ErrClientGone when that fails.
-func (c *clientWriter) heartbeat(ctx context.Context, cancel context.CancelCauseFunc) {
+// and cancels ctx with lifecycle.ErrClientGone when that fails. The
+// empty frames keep the streaming server's idle timer from firing, so
+// the heartbeat ends the session itself once no data went either way
+// for idle (stream_idle_timeout).
+func (c *clientWriter) heartbeat(ctx context.Context, cancel context.CancelCauseFunc, idle time.Duration) {
 	t := time.NewTicker(heartbeatInterval)
 	defer t.Stop()
 	for {
@@ -159,6 +216,10 @@ func (c *clientWriter) heartbeat(ctx context.Context, cancel context.CancelCause
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			if idle > 0 && c.act.idleFor() >= idle {
+				cancel(fmt.Errorf("%w (%s)", errStreamIdle, idle))
+				return
+			}
 			if _, err := c.Write(nil); err != nil {
 				cancel(fmt.Errorf("%w: %v", lifecycle.ErrClientGone, err))
 				return
