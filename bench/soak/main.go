@@ -9,8 +9,9 @@
 //
 // Every -sample cycles it reads vmpod's open fds, goroutines
 // (go_goroutines on the metrics endpoint), threads and RSS, libvirtd's
-// open fds, and the host objects vmpod makes (domains, netns, taps, files
-// under its state and run directories, the metadata file's size); it
+// open fds, and the host objects vmpod made for this run's pods (their
+// domains, netns and taps), the files under its state and run directories
+// and the metadata file's size; it
 // prints them and, at the end, each one's growth per 100 cycles (least
 // squares over the samples after the first). The reference is the first
 // sample, taken after -warmup cycles: a runtime that leaks nothing shows
@@ -142,6 +143,9 @@ type soaker struct {
 	work            string
 	restarts, kills int
 	failures        []string
+	// The sandboxes and containers this run made: the host objects
+	// counted are theirs (other users of the machine make their own).
+	sandboxes, containers []string
 }
 
 // cycle is one pod's life; faults come in at their cycles.
@@ -163,6 +167,7 @@ func (s *soaker) cycle(i int) {
 	if fail("RunPodSandbox", err) {
 		return
 	}
+	s.sandboxes = append(s.sandboxes, sb.PodSandboxId)
 	defer func() {
 		_, err := rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: sb.PodSandboxId})
 		fail("StopPodSandbox", err)
@@ -174,6 +179,7 @@ func (s *soaker) cycle(i int) {
 	if fail("CreateContainer", err) {
 		return
 	}
+	s.containers = append(s.containers, c.ContainerId)
 	if every(i, s.o.killEvery, s.o.killEvery/2) {
 		s.v.Kill()
 		if err := s.v.Start(); err != nil {
@@ -255,13 +261,24 @@ func (s *soaker) sample(cycle int) (sample, error) {
 			}
 		}
 	}
-	count := func(name string, args ...string) int {
-		out, _ := exec.Command(name, args...).Output()
-		return len(strings.Fields(string(out)))
+	out, _ := exec.Command("virsh", "-c", "qemu:///system", "list", "--all", "--name").Output()
+	doms := map[string]bool{}
+	for _, d := range strings.Fields(string(out)) {
+		doms[d] = true
 	}
-	domains := count("sh", "-c", "virsh -c qemu:///system list --all --name | grep '^vmpod-' || true")
-	netns := count("sh", "-c", "ls /run/netns | grep '^vmpod-' || true")
-	taps := count("sh", "-c", "ip -o link show | awk '{print $2}' | grep '^vmt' || true")
+	links, _ := exec.Command("ip", "-o", "link", "show").Output()
+	domains, netns, taps := 0, 0, 0
+	for _, id := range s.containers {
+		if doms["vmpod-"+id] {
+			domains++
+		}
+	}
+	for _, id := range s.sandboxes {
+		if _, err := os.Stat("/run/netns/vmpod-" + id); err == nil {
+			netns++
+		}
+		taps += strings.Count(string(links), " vmt"+id[:10])
+	}
 	files := 0
 	filepath.WalkDir(s.v.Dir, func(string, os.DirEntry, error) error { files++; return nil })
 	var meta int64
