@@ -640,19 +640,24 @@ acpid -c /etc/acpi -a /etc/acpid.conf -l /var/log/acpid.log
 
 # Mini cloud-init: /dev/disk/by-id/virtio-<serial> links, then a NoCloud
 # ("cidata") or ConfigDrive ("config-2") seed if one is attached: hostname,
-# bootcmd, write_files, mounts, ssh keys, scripts, runcmd. It prints
-# "vmpod-test-guest cloud-init none|datasource=...|done|error: ...".
-/sbin/vmpod-cloud-init </dev/null
-# From now on, hotplugged virtio disks get their by-id links too.
-/sbin/vmpod-cloud-init watch </dev/null >/dev/null 2>&1 &
+# bootcmd, write_files, mounts, ssh keys (the init stage), then scripts and
+# runcmd (the final stage). It prints "vmpod-test-guest cloud-init
+# none|datasource=...|done|error: ...". qemu-ga (below) starts once the init
+# stage is over, beside the final stage, as a real guest's systemd starts it
+# beside cloud-init: a runcmd that runs for ever (a container's command)
+# does not keep exec out, and a bootcmd can still take the agent away.
+/sbin/vmpod-cloud-init </dev/null &
+ci_pid=$!
+while [ ! -e /run/vmpod-cloud-init.init-done ] && kill -0 "$ci_pid" 2>/dev/null; do
+	sleep 0.05
+done
 
 # QEMU guest agent, if the host gave us the virtio-serial port
 # org.qemu.guest_agent.0. There is no udev: make the /dev/virtio-ports/NAME
 # links it would make (-> /dev/vportNpM). The host announces its ports (and
-# their names) asynchronously once virtio_console is loaded; that is long done
-# by now (cloud-init ran since). Only if a virtio-serial device exists but
-# has no port at all yet, wait up to 0.2 s for them (a device without ports
-# costs that much).
+# their names) asynchronously once virtio_console is loaded: if a
+# virtio-serial device exists but has no port yet, wait up to 5 s for them
+# (a device without ports costs that much).
 vport_links() {
 	for p in /sys/class/virtio-ports/vport*; do
 		[ -r "$p/name" ] || continue
@@ -670,7 +675,7 @@ qga_port=/dev/virtio-ports/org.qemu.guest_agent.0
 vport_links
 if [ ! -e "$qga_port" ] && [ -n "$(ls /sys/bus/virtio/drivers/virtio_console 2>/dev/null | grep '^virtio')" ]; then
 	i=0
-	while ! has_vport && [ "$i" -lt 4 ]; do
+	while ! has_vport && [ "$i" -lt 100 ]; do
 		sleep 0.05
 		i=$((i + 1))
 	done
@@ -687,6 +692,11 @@ if [ -e "$qga_port" ]; then
 else
 	say "vmpod-test-guest qemu-ga none"
 fi
+
+# The ready lines come once cloud-init is done.
+wait "$ci_pid"
+# From now on, hotplugged virtio disks get their by-id links too.
+/sbin/vmpod-cloud-init watch </dev/null >/dev/null 2>&1 &
 
 # Keep ttyS0 open from now on so that input typed right after the ready line
 # is buffered for the shell (the 8250 resets its FIFO when first opened).

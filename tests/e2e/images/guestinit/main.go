@@ -90,6 +90,11 @@ func main() {
 	os.Exit(run())
 }
 
+// earlyDone is created once the init stage (bootcmd, write_files, mounts,
+// keys) has run; /init waits for it, or for this program's exit, before it
+// starts qemu-ga.
+const earlyDone = "/run/vmpod-cloud-init.init-done"
+
 func run() int {
 	ds, err := findSeed()
 	if err != nil {
@@ -742,6 +747,10 @@ func apply(ds *datasource) {
 		}
 	}
 	writeAuthorizedKeys(keys)
+	// The init stage is over: /init starts qemu-ga now, beside the final
+	// stage (as a real guest's systemd does), so a runcmd that never ends
+	// (a container's workload) does not keep the agent out.
+	_ = os.WriteFile(earlyDone, nil, 0o644)
 	// cloud_final_modules: write_files (defer: true), then scripts-user runs the
 	// user-data scripts and the runcmd script.
 	writeFiles(files, true)
