@@ -179,6 +179,26 @@ func TestGuardDropsSpoofedFrames(t *testing.T) {
 	if err := h.LinkSetUp(br); err != nil {
 		t.Fatal(err)
 	}
+	// A bridge forwards through a port once the port is operationally up,
+	// which the kernel's linkwatch work says at most once a second for all
+	// the node's links: with other tests making links at the same time,
+	// frames sent at once were dropped ("0 of 22 frames crossed").
+	deadline := time.Now().Add(10 * time.Second)
+	for _, name := range []string{tap, "guest", "eth0", "sink"} {
+		for {
+			l, err := h.LinkByName(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l.Attrs().OperState == netlink.OperUp {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s is still %s after 10s", name, l.Attrs().OperState)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 	guest, sink := openPacket(t, att.NetNS, "guest"), openPacket(t, att.NetNS, "sink")
 
 	type frame struct {

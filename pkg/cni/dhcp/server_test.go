@@ -174,8 +174,22 @@ func waitStats(t *testing.T, srv *Server, answered, ignored uint64) {
 	}
 }
 
-// serveGoroutines returns the stacks of running (*Server).serve goroutines.
+// serveGoroutines returns the stacks of running (*Server).serve goroutines,
+// waiting up to a second for them to end: Close returns once serve has
+// closed done, and serve's goroutine is gone a moment later (under load,
+// or the race detector, that moment shows).
 func serveGoroutines() string {
+	deadline := time.Now().Add(time.Second)
+	for {
+		stacks := serveStacks()
+		if stacks == "" || time.Now().After(deadline) {
+			return stacks
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func serveStacks() string {
 	buf := make([]byte, 1<<20)
 	buf = buf[:runtime.Stack(buf, true)]
 	var out []string
@@ -275,7 +289,34 @@ func (tn *testNet) veth(t *testing.T, port, peer string, mac net.HardwareAddr) n
 			t.Fatalf("wire %s/%s: %v", port, peer, err)
 		}
 	}
+	waitOperUp(t, tn.h, port, peer)
 	return v
+}
+
+// waitOperUp waits until the links are operationally up. A veth's carrier
+// reaches its operstate, and the bridge (which forwards through a port
+// only then), by the kernel's linkwatch work, which runs at most once a
+// second for all the node's links: with other tests making links at the
+// same time, the first frames after LinkSetUp could be dropped, and a DHCP
+// client retransmits.
+func waitOperUp(t *testing.T, h *netlink.Handle, names ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, name := range names {
+		for {
+			l, err := h.LinkByName(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l.Attrs().OperState == netlink.OperUp {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s is still %s after 10s", name, l.Attrs().OperState)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 }
 
 // del deletes a link of the test netns.
