@@ -310,7 +310,7 @@ func mergeCloudConfig(doc *yaml.Node, add *cloudConfig) ([]byte, error) {
 // mapIndex is the index of key's key node in mapping m, or -1.
 func mapIndex(m *yaml.Node, key string) int {
 	for i := 0; i+1 < len(m.Content); i += 2 {
-		if m.Content[i].Value == key {
+		if keyName(m.Content[i]) == key {
 			return i
 		}
 	}

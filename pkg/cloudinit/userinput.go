@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"mime"
 	"net/textproto"
+	"slices"
 	"strings"
 
 	"github.com/containerd/errdefs"
@@ -111,15 +112,31 @@ func parseCloudConfig(v string) (*yaml.Node, error) {
 	default:
 		return nil, fmt.Errorf("is not a cloud-config: the document must be a YAML map")
 	}
+	seen := map[string]bool{}
 	for i := 0; i+1 < len(root.Content); i += 2 {
-		k, val := root.Content[i].Value, root.Content[i+1]
-		for _, m := range mergedKeys {
-			if k == m && val.Kind != yaml.SequenceNode && val.Tag != "!!null" {
-				return nil, fmt.Errorf("has %q that is not a list; vmpod appends to it, so it must be a list", k)
-			}
+		k, val := keyName(root.Content[i]), root.Content[i+1]
+		if !slices.Contains(mergedKeys, k) {
+			continue
+		}
+		if seen[k] {
+			// cloud-init's YAML reader keeps the last of duplicate keys,
+			// and vmpod appends to the first.
+			return nil, fmt.Errorf("has %q twice; cloud-init reads only the last one, so what vmpod appends would be lost: keep one", k)
+		}
+		seen[k] = true
+		if val.Kind != yaml.SequenceNode && val.Tag != "!!null" {
+			return nil, fmt.Errorf("has %q that is not a list; vmpod appends to it, so it must be a list", k)
 		}
 	}
 	return root, nil
+}
+
+// keyName is the name of a mapping key node, through an alias ("*k: ...").
+func keyName(n *yaml.Node) string {
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n.Value
 }
 
 // ParseMetaData parses meta-data given by the user as a YAML map,

@@ -37,12 +37,14 @@ func (t *ttyStream) feed(p []byte) (out []byte, lines []string) {
 		out = t.emit(out, t.pending[:i])
 		rest := t.pending[i+len(t.prefix):]
 		nl := bytes.IndexByte(rest, '\n')
+		if nl > maxControlLine || nl < 0 && len(rest) > maxControlLine {
+			// Too long for a control line, whether its end came in this
+			// read or not: output.
+			out = t.emit(out, t.prefix)
+			t.pending = append([]byte(nil), rest...)
+			continue
+		}
 		if nl < 0 {
-			if len(rest) > maxControlLine {
-				out = t.emit(out, t.prefix)
-				t.pending = append([]byte(nil), rest...)
-				continue
-			}
 			t.pending = append([]byte(nil), t.pending[i:]...)
 			return out, lines
 		}

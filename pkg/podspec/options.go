@@ -68,6 +68,11 @@ var known = []string{
 	AnnUserData, AnnMetaData, AnnNetworkConfig, AnnSSHAuthorizedKeys, AnnDatasource,
 }
 
+// The bandwidth annotations' bounds, as containerd and CRI-O check them
+// (Kubernetes' pkg/util/bandwidth): beyond them a quantity is refused, never
+// wrapped or read as no limit.
+var minBandwidth, maxBandwidth = resource.MustParse("1k"), resource.MustParse("1P")
+
 // MaxVCPUs is the most vCPUs a VM gets.
 const MaxVCPUs = 64
 
@@ -232,8 +237,8 @@ func (o Options) Merge(ann map[string]string) (Options, error) {
 			continue
 		}
 		q, err := resource.ParseQuantity(v)
-		if err != nil || q.Sign() <= 0 {
-			errs = append(errs, fmt.Errorf("annotation %s: %q is not a positive quantity of bits per second (e.g. 10M)", key, v))
+		if err != nil || q.Cmp(minBandwidth) < 0 || q.Cmp(maxBandwidth) > 0 {
+			errs = append(errs, fmt.Errorf("annotation %s: %q is not a quantity of bits per second from 1k to 1P (e.g. 10M)", key, v))
 			continue
 		}
 		*rate = uint64(q.Value())

@@ -7,6 +7,7 @@ import (
 	"io"
 	"path"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/containerd/errdefs"
 )
@@ -65,7 +66,7 @@ type findings struct {
 
 func (f *findings) disk(s string) {
 	if len(f.underDisk) < f.maxListed {
-		f.underDisk = append(f.underDisk, s)
+		f.underDisk = append(f.underDisk, bounded(s))
 	} else {
 		f.diskDropped++
 	}
@@ -74,7 +75,7 @@ func (f *findings) disk(s string) {
 func (f *findings) other(p string) {
 	f.otherCount++
 	if len(f.others) < f.maxListed {
-		f.others = append(f.others, "/"+p)
+		f.others = append(f.others, "/"+bounded(p))
 	}
 }
 
@@ -120,7 +121,7 @@ func scanLayer(ctx context.Context, tr *tar.Reader, ov *overlay, sink diskSink, 
 	var linkTarget string
 	several := func(a, b string) error {
 		return fmt.Errorf("the image has several files under /disk/ (/%s and /%s); a containerDisk holds exactly one: %w",
-			a, b, errdefs.ErrInvalidArgument)
+			bounded(a), bounded(b), errdefs.ErrInvalidArgument)
 	}
 	for {
 		if err := ctx.Err(); err != nil {
@@ -153,6 +154,11 @@ func scanLayer(ctx context.Context, tr *tar.Reader, ov *overlay, sink diskSink, 
 		changes.present[p] = true
 		if h.Typeflag != tar.TypeDir {
 			changes.nonDir[p] = true
+		}
+		if disk != "" && (p == disk && !isFile(h) || strings.HasPrefix(disk, p+"/") && h.Typeflag != tar.TypeDir) {
+			// A later entry replaces the disk, or a directory above it,
+			// with something else, as unpacking the layer would.
+			disk, isLink = "", false
 		}
 		if p == strings.TrimSuffix(diskDir, "/") {
 			if h.Typeflag != tar.TypeDir && !ov.hidden(p) {
@@ -192,9 +198,25 @@ func scanLayer(ctx context.Context, tr *tar.Reader, ov *overlay, sink diskSink, 
 	}
 	if isLink {
 		return "", nil, fmt.Errorf("the disk /%s is a hard link to /%s; vmpod needs it as a regular file, rebuild the image without hard links: %w",
-			disk, linkTarget, errdefs.ErrInvalidArgument)
+			bounded(disk), bounded(linkTarget), errdefs.ErrInvalidArgument)
 	}
 	return disk, changes, nil
+}
+
+// maxListedName bounds each entry name an error shows: names come from the
+// registry, and a PAX header lets one be up to 1 MiB long.
+const maxListedName = 256
+
+// bounded cuts s for a message, saying how long it was.
+func bounded(s string) string {
+	if len(s) <= maxListedName {
+		return s
+	}
+	i := maxListedName
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return fmt.Sprintf("%s...(%d bytes)", s[:i], len(s))
 }
 
 // cleanEntryName turns a tar entry name ("./disk/x", "/disk/x", "disk/x")
@@ -204,14 +226,23 @@ func cleanEntryName(name string) (string, bool) {
 	return p, p != ""
 }
 
+// isFile reports whether h is a regular file or a hard link.
+func isFile(h *tar.Header) bool {
+	switch h.Typeflag {
+	case tar.TypeReg, tar.TypeGNUSparse, tar.TypeLink:
+		return true
+	}
+	return false
+}
+
 func kind(h *tar.Header) string {
 	switch h.Typeflag {
 	case tar.TypeReg, tar.TypeGNUSparse:
 		return "regular file"
 	case tar.TypeLink:
-		return "hard link to " + h.Linkname
+		return "hard link to " + bounded(h.Linkname)
 	case tar.TypeSymlink:
-		return "symlink to " + h.Linkname
+		return "symlink to " + bounded(h.Linkname)
 	case tar.TypeChar:
 		return "character device"
 	case tar.TypeBlock:

@@ -278,6 +278,10 @@ func (p *puller) openOne(ctx context.Context, n reference.Named) (_ *image, retE
 			return nil, fmt.Errorf("%s is a multi-arch image without a %s entry (it has %s); push one or set the platform: %w",
 				n, p.platform(), platforms(list), errdefs.ErrNotFound)
 		}
+		if err := inst.Validate(); err != nil {
+			return nil, fmt.Errorf("the index %s of %s names the %s manifest by an invalid digest %q: %v: %w",
+				top, n, p.platform(), bounded(inst.String()), err, errdefs.ErrInvalidArgument)
+		}
 		blob, mimeType, err = src.GetManifest(ctx, &inst)
 		if err != nil {
 			return nil, classifyErr(err, "fetch manifest "+inst.String())
