@@ -52,12 +52,21 @@ func guestNetworkInfo(cfg *runtimeapi.PodSandboxConfig) cni.Guest {
 	return g
 }
 
-// podHostname is the guest's hostname: the pod's, else its name.
+// maxHostname is the longest hostname (a DNS label) a guest accepts.
+const maxHostname = 63
+
+// podHostname is the guest's hostname: the pod's, else its name, cut to
+// 63 characters without a trailing '-' or '.', as the kubelet cuts a pod
+// name that becomes a hostname (a guest refuses a longer one).
 func podHostname(cfg *runtimeapi.PodSandboxConfig) string {
-	if h := cfg.GetHostname(); h != "" {
-		return h
+	h := cfg.GetHostname()
+	if h == "" {
+		h = cfg.GetMetadata().GetName()
 	}
-	return cfg.GetMetadata().GetName()
+	if len(h) > maxHostname {
+		h = strings.TrimRight(h[:maxHostname], "-.")
+	}
+	return h
 }
 
 // teardownNetwork tears the sandbox's network down once and records it.
