@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -183,9 +184,15 @@ func podAnnotations(docs []doc) map[string]map[string]string {
 	return out
 }
 
+// TestDeploy checks what `kubectl apply -k deploy/` applies and what the
+// example overlay applies (kustomize_test.go renders them).
 func TestDeploy(t *testing.T) {
-	docs := load(t, "deploy")
+	for _, dir := range []string{"deploy", "deploy/overlays/example"} {
+		t.Run(dir, func(t *testing.T) { checkDeploy(t, render(t, dir)) })
+	}
+}
 
+func checkDeploy(t *testing.T, docs []doc) {
 	ds := find[*appsv1.DaemonSet](docs)
 	rcs := find[*nodev1.RuntimeClass](docs)
 	if len(ds) != 1 || len(rcs) != 1 {
@@ -204,6 +211,9 @@ func TestDeploy(t *testing.T) {
 	}
 	if d.Namespace != "vmpod-system" || d.Spec.Template.Spec.NodeSelector[label] != "true" {
 		t.Errorf("DaemonSet in %q with nodeSelector %v, want vmpod-system and %s=true", d.Namespace, d.Spec.Template.Spec.NodeSelector, label)
+	}
+	if rc.Scheduling != nil && !maps.Equal(rc.Scheduling.NodeSelector, d.Spec.Template.Spec.NodeSelector) {
+		t.Errorf("the RuntimeClass selects nodes %v, the DaemonSet %v: VM pods would land where no vmpod runs", rc.Scheduling.NodeSelector, d.Spec.Template.Spec.NodeSelector)
 	}
 	spec := d.Spec.Template.Spec
 	if !spec.HostNetwork || !spec.HostPID {
@@ -278,7 +288,7 @@ func TestDeploy(t *testing.T) {
 
 func TestExamples(t *testing.T) {
 	docs := load(t, "examples")
-	deploy := load(t, "deploy")
+	deploy := render(t, "deploy")
 	rc := find[*nodev1.RuntimeClass](deploy)[0]
 
 	dir := t.TempDir()
