@@ -38,5 +38,8 @@ RUN apt-get update -qq \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/vmpod /usr/local/bin/vmpod
 COPY deploy/image/start-libvirt /usr/local/bin/start-libvirt
+# Moves each VM out of the libvirt container's cgroups, so that VMs survive
+# a restart of the DaemonSet's pod (docs/install.md).
+COPY deploy/image/libvirt-qemu-hook /etc/libvirt/hooks/qemu
 ENTRYPOINT ["/usr/local/bin/vmpod"]
 CMD ["serve"]

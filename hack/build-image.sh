@@ -14,6 +14,7 @@
 #   hack/build-image.sh                       # _output/vmpod-<version>.tar, image vmpod:<version>
 #   hack/build-image.sh --tag v0.1.0 --name registry.example/vmpod --out vmpod.tar
 #   hack/build-image.sh --refresh-base        # rebuild the cached base now
+#   hack/build-image.sh --print-version       # print the default tag and exit
 #
 # The version (the tag, and what `vmpod version` and the CRI Version call
 # report) is pkg/version's followed by the commit, e.g. 0.1.0-dev-g1a026b5c1f2e
@@ -31,8 +32,10 @@ name=vmpod
 tag=
 out=
 refresh=false
+print_version=false
 while (($#)); do
 	case $1 in
+	--print-version) print_version=true; shift ;;
 	--tag) tag=$2; shift 2 ;;
 	--name) name=$2; shift 2 ;;
 	--out) out=$2; shift 2 ;;
@@ -52,6 +55,10 @@ fi
 if ! [[ $tag =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]]; then
 	echo "build-image: tag \"$tag\" is not a valid image tag (letters, digits, _ . -, at most 128, not starting with . or -)" >&2
 	exit 2
+fi
+if $print_version; then
+	echo "$tag"
+	exit 0
 fi
 out=${out:-_output/vmpod-$tag.tar}
 mkdir -p "$(dirname "$out")"

@@ -1,9 +1,14 @@
-// Package k8se2e runs vmpod under a real kubelet and API server: etcd,
-// kube-apiserver, containerd (the node's primary runtime), vmpod and the
-// CRI router, and a kubelet whose runtime endpoint is the router, all on
-// this machine. It checks what a user does with a VM pod through kubectl
-// (logs, attach, port-forward, a readiness probe) beside an ordinary
-// container pod. It needs root, libvirtd, the binaries hack/k8s-e2e.sh
+// Package k8se2e runs vmpod under a real kubelet and API server, installed
+// as docs/install.md says: etcd, kube-apiserver, kube-controller-manager,
+// kube-scheduler and containerd (the node's primary runtime) on this
+// machine; the vmpod image that hack/build-image.sh built, imported into
+// containerd; the DaemonSet (libvirt and vmpod containers) from
+// deploy/overlays/example; the CRI router as a host service and the
+// kubelet pointed at it. It checks what a user does with a VM pod through
+// kubectl (logs, attach, exec, port-forward, a readiness probe) beside an
+// ordinary container pod; that the VM survives the DaemonSet's pod being
+// deleted and upgraded to a second image; and that the uninstall leaves
+// the node clean. It needs root, the binaries and images hack/k8s-e2e.sh
 // builds, and runs only when VMPOD_K8S_E2E=1; hack/k8s-e2e.sh sets it up.
 package k8se2e
 
@@ -19,18 +24,20 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/vmpod/vmpod/internal/testdaemon"
+	corev1 "k8s.io/api/core/v1"
 )
 
 var (
-	k8sBin   string // VMPOD_K8S_BIN: kubelet, kube-apiserver, kubectl
-	vmpodBin string
-	guest    string // VMPOD_TEST_GUEST
-	repo     string // the repository's root
+	k8sBin  string // VMPOD_K8S_BIN: kubelet, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
+	guest   string // VMPOD_TEST_GUEST
+	images  [2]image
+	repo    string // the repository's root
+	binList = []string{"kubelet", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"}
 )
 
 func TestMain(m *testing.M) {
@@ -39,25 +46,31 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	k8sBin, guest = os.Getenv("VMPOD_K8S_BIN"), os.Getenv("VMPOD_TEST_GUEST")
-	for _, f := range []string{filepath.Join(k8sBin, "kubelet"), filepath.Join(k8sBin, "kube-apiserver"), filepath.Join(k8sBin, "kubectl"), guest} {
+	files := []string{guest}
+	for _, b := range binList {
+		files = append(files, filepath.Join(k8sBin, b))
+	}
+	for _, f := range files {
 		if _, err := os.Stat(f); err != nil {
 			fmt.Printf("k8s e2e: %v (VMPOD_K8S_BIN and VMPOD_TEST_GUEST must name the built binaries and the test guest)\n", err)
 			os.Exit(1)
 		}
 	}
-	wd, _ := os.Getwd()
-	repo = filepath.Join(wd, "..", "..")
-	dir, err := os.MkdirTemp("", "vmpod-k8s-e2e-bin-")
-	if err != nil {
-		panic(err)
+	for i, env := range []string{"VMPOD_K8S_IMAGE", "VMPOD_K8S_UPGRADE_IMAGE"} {
+		img, err := readImage(os.Getenv(env))
+		if err != nil {
+			fmt.Printf("k8s e2e: %s: %v (two image archives from hack/build-image.sh, with different tags)\n", env, err)
+			os.Exit(1)
+		}
+		images[i] = img
 	}
-	if vmpodBin, err = testdaemon.Build(dir); err != nil {
-		fmt.Println("k8s e2e:", err)
+	if images[0].tag == images[1].tag {
+		fmt.Printf("k8s e2e: the two images have the same tag %s\n", images[0].tag)
 		os.Exit(1)
 	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	wd, _ := os.Getwd()
+	repo = filepath.Join(wd, "..", "..")
+	os.Exit(m.Run())
 }
 
 // step logs how long each part took, in one greppable format.
@@ -85,11 +98,12 @@ const (
 
 func TestKubelet(t *testing.T) {
 	total := time.Now()
-	c := newCluster(t, k8sBin, vmpodBin, guest)
+	daemons := hostDaemons() // the host's libvirtd and virtlogd, which must stay as they are
+	c := newCluster(t, k8sBin, guest)
 	c.noteHostDirs()
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, n := range []string{"kubelet", "router", "vmpod", "containerd"} {
+			for _, n := range []string{"kubelet", "router", "vmpod", "libvirt", "containerd", "kube-controller-manager"} {
 				t.Logf("%s log (tail):\n%s", n, tail(c.log(n), 60))
 			}
 		}
@@ -109,37 +123,50 @@ func TestKubelet(t *testing.T) {
 	}
 	s.done()
 
-	s = begin(t, "start etcd, kube-apiserver")
+	s = begin(t, "start etcd, kube-apiserver, kube-controller-manager, kube-scheduler")
 	c.setupNetwork()
 	c.startAPIServer(c.startEtcd())
+	c.startControllers()
 	s.done()
 
-	s = begin(t, "start containerd, import images")
+	s = begin(t, "start containerd, import images; the kubelet on containerd")
 	c.startContainerd()
 	for _, tar := range []string{pauseTar, helloTar} {
 		if out, err := c.ctr("images", "import", "--snapshotter", "overlayfs", tar); err != nil {
 			t.Fatalf("%v\n%s", err, out)
 		}
 	}
+	c.setupRoot()
+	c.startKubelet(c.containerdSock)
 	s.done()
 
-	s = begin(t, "start vmpod and the router")
 	// The test guest, served over HTTP on 127.0.0.1 and named by an image
 	// translation rule that both vmpod and the router read.
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.ServeFile(w, r, guest)
 	}))
 	t.Cleanup(srv.Close)
-	c.startVMPod()
-	c.write(filepath.Join(c.translations, "e2e.toml"), fmt.Sprintf("[[translations]]\nname = %q\nurl = \"%s/vmpod-test-guest.qcow2\"\n", vmImage, srv.URL))
+	guestURL := srv.URL + "/vmpod-test-guest.qcow2"
+
+	s = begin(t, "install 1-3: import "+images[0].name+", label the node, kubectl apply -k")
+	c.importImage(images[0])
+	c.labelNode(true)
+	c.writeOverlay(images[0].tag, guestURL)
+	c.applyDeploy()
+	ds := c.dsPod("")
+	if v := c.vmpodVersion(); v != images[0].tag {
+		t.Fatalf("the DaemonSet's vmpod reports version %q, want %q", v, images[0].tag)
+	}
 	s.done()
 
-	s = begin(t, "start the kubelet; node Ready")
-	c.startKubelet()
-	s.done()
-
-	s = begin(t, "apply deploy/30-runtimeclass.yaml")
-	c.mustKubectl("apply", "-f", filepath.Join(repo, "deploy/30-runtimeclass.yaml"))
+	s = begin(t, "install 4-5: the router from the image; the kubelet on the router")
+	c.installRouter(images[0])
+	c.write(filepath.Join(c.translations, "e2e.toml"), guestRule(guestURL))
+	c.startRouter()
+	c.restartKubelet(c.routerSock)
+	if p := c.dsPod(""); p.UID != ds.UID || restarts(p) != 0 {
+		t.Fatalf("the DaemonSet's pod %s (uid %s, %d restarts) after the kubelet moved to the router, want %s untouched", p.Name, p.UID, restarts(p), ds.UID)
+	}
 	s.done()
 
 	s = begin(t, "apply the VM pod (examples/vm-readiness-probe.yaml) and a container pod")
@@ -187,6 +214,32 @@ func TestKubelet(t *testing.T) {
 	c.portForward(vmPod, "vmpod-test-guest")
 	s.done()
 
+	s = begin(t, "restart: delete the DaemonSet's pod; the VM runs on")
+	st := c.vmSnapshot(vmPod, vmCtr)
+	c.mustKubectl("-n", dsNamespace, "delete", "pod", ds.Name, "--wait=true", "--timeout=3m")
+	ds = c.dsPod(ds.Name)
+	c.checkSurvived(vmPod, vmCtr, st, "the restart")
+	c.waitPod(vmPod, time.Minute, podReady)
+	s.done()
+
+	s = begin(t, "upgrade: import "+images[1].name+", kubectl apply -k with its tag; the VM runs on")
+	c.importImage(images[1])
+	c.writeOverlay(images[1].tag, guestURL)
+	c.applyDeploy()
+	ds = c.dsPod(ds.Name)
+	for _, ctr := range ds.Spec.Containers {
+		if want := "vmpod:" + images[1].tag; ctr.Image != want {
+			t.Fatalf("after the upgrade, container %s runs %s, want %s", ctr.Name, ctr.Image, want)
+		}
+	}
+	if v := c.vmpodVersion(); v != images[1].tag {
+		t.Fatalf("after the upgrade, vmpod reports version %q, want %q", v, images[1].tag)
+	}
+	c.checkSurvived(vmPod, vmCtr, st, "the upgrade")
+	c.waitPod(vmPod, time.Minute, podReady)
+	c.attachEcho(vmPod)
+	s.done()
+
 	s = begin(t, "the router shows both runtimes' pods")
 	if out, err := c.crictl(c.routerSock, "pods", "--state", "ready", "-o", "json"); err != nil || !strings.Contains(out, `"`+vmPod+`"`) || !strings.Contains(out, `"`+ctrPod+`"`) {
 		t.Fatalf("crictl pods through the router: %v\n%s", err, out)
@@ -194,23 +247,48 @@ func TestKubelet(t *testing.T) {
 	ctrSandbox, ctrNetns := c.containerdSandbox(t)
 	s.done()
 
-	s = begin(t, "delete both pods; nothing left behind")
+	s = begin(t, "delete both pods (the upgraded vmpod stops the VM); nothing left behind")
 	c.mustKubectl("delete", "pod", vmPod, ctrPod, "--wait=true", "--timeout=3m")
 	// The kubelet removes the stopped sandboxes in its garbage collection,
 	// which runs once a minute.
 	c.waitFor("both runtimes without pods", "kubelet", 4*time.Minute, func() error {
-		for _, sock := range []string{c.vmpodSock, c.containerdSock} {
-			if out, err := c.crictl(sock, "pods", "-q"); err != nil || strings.TrimSpace(out) != "" {
-				return fmt.Errorf("%s: pods %q %v", sock, strings.TrimSpace(out), err)
-			}
+		out, err := c.crictl(c.vmpodSock, "pods", "-q")
+		if err != nil || strings.TrimSpace(out) != "" {
+			return fmt.Errorf("vmpod: pods %q %v", strings.TrimSpace(out), err)
+		}
+		out, err = c.crictl(c.containerdSock, "pods", "--namespace", "default", "-q")
+		if err != nil || strings.TrimSpace(out) != "" {
+			return fmt.Errorf("containerd: pods in default %q %v", strings.TrimSpace(out), err)
 		}
 		return nil
 	})
+	if isQEMU(st.qemu) {
+		t.Fatalf("QEMU %d still runs after its pod was deleted", st.qemu)
+	}
 	if left := c.leftovers(vmSandbox, vmCtr, ctrSandbox, ctrNetns); len(left) > 0 {
 		t.Fatalf("left after deleting the pods: %v", left)
 	}
 	s.done()
+
+	s = begin(t, "uninstall (docs/install.md): the node is clean")
+	c.uninstall(images[:])
+	if left := c.nodeLeftovers([]string{vmSandbox}, []string{vmCtr}, []int{st.qemu}, daemons); len(left) > 0 {
+		t.Fatalf("left after the uninstall: %v", left)
+	}
+	if now := hostDaemons(); !slices.Equal(now, daemons) {
+		t.Fatalf("the host's libvirtd and virtlogd were pids %v, now %v: the test must not touch them", daemons, now)
+	}
+	s.done()
 	t.Logf("total %.1fs", time.Since(total).Seconds())
+}
+
+// restarts is the sum of the pod's containers' restart counts.
+func restarts(p *corev1.Pod) int32 {
+	var n int32
+	for _, cs := range p.Status.ContainerStatuses {
+		n += cs.RestartCount
+	}
+	return n
 }
 
 var fortyTwo = regexp.MustCompile(`(^|[^0-9*(])42\s*$`)
@@ -358,18 +436,20 @@ func (c *cluster) containerdSandbox(t *testing.T) (id, netns string) {
 // leftovers lists what of the two pods is still on the host.
 func (c *cluster) leftovers(vmSandbox, vmCtr, ctrSandbox, ctrNetns string) []string {
 	var left []string
-	if out, err := run(30*time.Second, "virsh", "-c", "qemu:///system", "dominfo", "vmpod-"+vmCtr); err == nil {
+	// Asked of the DaemonSet's libvirtd, on its socket under the private root.
+	uri := "qemu:///system?socket=" + filepath.Join(c.root, "run/libvirt/libvirt-sock")
+	if out, err := run(30*time.Second, "virsh", "-c", uri, "dominfo", "vmpod-"+vmCtr); err == nil {
 		left = append(left, "libvirt domain vmpod-"+vmCtr+": "+out)
+	} else if !strings.Contains(err.Error(), "failed to get domain") {
+		left = append(left, "virsh dominfo: "+err.Error())
 	}
-	for _, p := range []string{"/run/netns/vmpod-" + vmSandbox, ctrNetns} {
+	for _, p := range []string{filepath.Join(c.root, "run/netns/vmpod-"+vmSandbox), ctrNetns} {
 		if _, err := os.Stat(p); err == nil {
 			left = append(left, "netns "+p)
 		}
 	}
-	if out, _ := c.ctr("tasks", "ls", "-q"); strings.TrimSpace(out) != "" {
-		left = append(left, "containerd tasks: "+strings.TrimSpace(out))
-	}
-	if out, _ := c.ctr("containers", "ls", "-q"); strings.TrimSpace(out) != "" {
+	// containerd keeps the DaemonSet's pod; none of the default namespace.
+	if out, _ := c.crictl(c.containerdSock, "ps", "-a", "-q", "--label", "io.kubernetes.pod.namespace=default"); strings.TrimSpace(out) != "" {
 		left = append(left, "containerd containers: "+strings.TrimSpace(out))
 	}
 	if out, _ := exec.Command("ip", "-o", "link", "show", "master", bridge).Output(); strings.TrimSpace(string(out)) != "" {
@@ -388,9 +468,6 @@ func (c *cluster) leftovers(vmSandbox, vmCtr, ctrSandbox, ctrNetns string) []str
 				left = append(left, "iptables rules naming "+id)
 			}
 		}
-	}
-	if pids := c.shimPIDs(); len(pids) > 0 {
-		left = append(left, fmt.Sprintf("containerd shims %v", pids))
 	}
 	return left
 }
