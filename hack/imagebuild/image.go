@@ -158,7 +158,7 @@ func writeArchive(img v1.Image, ref, out string) error {
 		return err
 	}
 	if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{
-		"io.containerd.image.name":         name,
+		"io.containerd.image.name":          name,
 		"org.opencontainers.image.ref.name": tag,
 	})); err != nil {
 		return fmt.Errorf("write the OCI layout: %w", err)

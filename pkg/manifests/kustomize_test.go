@@ -104,10 +104,54 @@ func TestKustomizationsCoverDeploy(t *testing.T) {
 		}
 	}
 	for _, k := range kustomizations {
+		if b, _ := os.ReadFile(k); strings.Contains(string(b), "\nkind: Component\n") {
+			continue // built only as part of an overlay (TestNoKVMComponent)
+		}
 		if _, err := renderDir(filepath.Dir(k)); err != nil {
 			t.Errorf("kustomize %s: %v", filepath.Dir(k), err)
 		}
 	}
+}
+
+// TestNoKVMComponent: the example overlay with deploy/components/no-kvm
+// has no /dev/kvm volume or mount left, and is otherwise the deployment
+// TestDeploy checks.
+func TestNoKVMComponent(t *testing.T) {
+	dir := t.TempDir()
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel := func(p string) string {
+		r, err := filepath.Rel(dir, filepath.Join(abs, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	k := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- " + rel("deploy/overlays/example") +
+		"\ncomponents:\n- " + rel("deploy/components/no-kvm") + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	docs, err := renderDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := find[*appsv1.DaemonSet](docs)[0].Spec.Template.Spec
+	for _, v := range spec.Volumes {
+		if v.HostPath != nil && v.HostPath.Path == "/dev/kvm" {
+			t.Errorf("volume %s still mounts /dev/kvm", v.Name)
+		}
+	}
+	for _, c := range spec.Containers {
+		for _, m := range c.VolumeMounts {
+			if m.MountPath == "/dev/kvm" || m.Name == "dev-kvm" {
+				t.Errorf("container %s still mounts %s (%s)", c.Name, m.MountPath, m.Name)
+			}
+		}
+	}
+	checkDeploy(t, docs, false)
 }
 
 // TestExampleOverlay: the overlay changes the image of both containers and

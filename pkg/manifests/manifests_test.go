@@ -188,11 +188,13 @@ func podAnnotations(docs []doc) map[string]map[string]string {
 // example overlay applies (kustomize_test.go renders them).
 func TestDeploy(t *testing.T) {
 	for _, dir := range []string{"deploy", "deploy/overlays/example"} {
-		t.Run(dir, func(t *testing.T) { checkDeploy(t, render(t, dir)) })
+		t.Run(dir, func(t *testing.T) { checkDeploy(t, render(t, dir), true) })
 	}
 }
 
-func checkDeploy(t *testing.T, docs []doc) {
+// checkDeploy checks a rendered deployment; kvm says whether it mounts
+// /dev/kvm (deploy/components/no-kvm drops it).
+func checkDeploy(t *testing.T, docs []doc, kvm bool) {
 	ds := find[*appsv1.DaemonSet](docs)
 	rcs := find[*nodev1.RuntimeClass](docs)
 	if len(ds) != 1 || len(rcs) != 1 {
@@ -250,7 +252,11 @@ func checkDeploy(t *testing.T, docs []doc) {
 	if got := mountOf(vm, "images"); got != cfg.ImageTranslationsDir {
 		t.Errorf("vmpod-images is mounted at %q, image_translations_dir is %q", got, cfg.ImageTranslationsDir)
 	}
-	for _, p := range []string{cfg.StateDir, filepath.Dir(cfg.Socket), "/run/libvirt", "/var/log/pods", "/var/lib/kubelet/pods", "/run/netns", "/etc/cni/net.d", "/opt/cni/bin", "/dev/kvm"} {
+	vmPaths := []string{cfg.StateDir, filepath.Dir(cfg.Socket), "/run/libvirt", "/var/log/pods", "/var/lib/kubelet/pods", "/run/netns", "/etc/cni/net.d", "/opt/cni/bin"}
+	if kvm {
+		vmPaths = append(vmPaths, "/dev/kvm")
+	}
+	for _, p := range vmPaths {
 		if !hostPathMounted(spec, vm, p) {
 			t.Errorf("vmpod container: host path %s is not mounted at the same path", p)
 		}

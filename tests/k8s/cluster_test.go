@@ -383,10 +383,14 @@ func (c *cluster) teardown() {
 	}
 	// QEMUs the DaemonSet's libvirtd left (a failed run): their pid files
 	// are under the private root, so no other libvirtd's VM is touched.
-	for _, pid := range c.qemuPIDs() {
-		c.t.Logf("killing QEMU %d of the DaemonSet's libvirtd", pid)
-		syscall.Kill(pid, syscall.SIGKILL)
+	if pids := c.qemuPIDs(); len(pids) > 0 {
+		for _, pid := range pids {
+			c.t.Logf("killing QEMU %d of the DaemonSet's libvirtd", pid)
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(time.Second) // for the kernel to empty their cgroups
 	}
+	c.removeMachineCgroups()
 	c.stop("kube-apiserver", 30*time.Second)
 	c.stop("etcd", 30*time.Second)
 	for _, m := range c.mountsUnder() {

@@ -329,10 +329,10 @@ func (c *cluster) routerCommand() []string {
 	}
 	unit := strings.ReplaceAll(string(b), "\\\n", " ")
 	paths := map[string]string{
-		"/usr/local/bin/vmpod":                    c.routerBin,
-		"/run/vmpod/router.sock":                  c.routerSock,
+		"/usr/local/bin/vmpod":                   c.routerBin,
+		"/run/vmpod/router.sock":                 c.routerSock,
 		"unix:///run/containerd/containerd.sock": "unix://" + c.containerdSock,
-		"unix:///run/vmpod/vmpod.sock":            "unix://" + c.vmpodSock,
+		"unix:///run/vmpod/vmpod.sock":           "unix://" + c.vmpodSock,
 	}
 	for _, l := range strings.Split(unit, "\n") {
 		cmd, ok := strings.CutPrefix(strings.TrimSpace(l), "ExecStart=")

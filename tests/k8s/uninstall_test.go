@@ -155,7 +155,7 @@ func (c *cluster) nodeLeftovers(sandboxes, ctrs []string, qemus, daemons []int) 
 		left = append(left, "ports on "+bridge+": "+strings.TrimSpace(string(out)))
 	}
 	for _, id := range ctrs {
-		if cgs, _ := filepath.Glob("/sys/fs/cgroup/*/machine/*vmpod-" + id + "*"); len(cgs) > 0 {
+		if cgs := machineCgroups("vmpod-" + id); len(cgs) > 0 {
 			left = append(left, fmt.Sprintf("cgroups %v", cgs))
 		}
 	}
@@ -174,4 +174,42 @@ func (c *cluster) nodeLeftovers(sandboxes, ctrs []string, qemus, daemons []int) 
 func exists(p string) bool {
 	_, err := os.Lstat(p)
 	return err == nil
+}
+
+// machineCgroups lists libvirt's cgroups of a domain in every hierarchy:
+// machine/qemu-<n>-<name>.libvirt-qemu, with the name cut short by
+// libvirt (the first 32 characters of the ID are in it).
+func machineCgroups(domain string) []string {
+	if len(domain) > 38 {
+		domain = domain[:38]
+	}
+	cgs, _ := filepath.Glob("/sys/fs/cgroup/*/machine/qemu-*-" + domain + "*.libvirt-qemu")
+	return cgs
+}
+
+// removeMachineCgroups removes the cgroups the DaemonSet's libvirtd made
+// for the domains under the private root (left when a failed run killed
+// their QEMUs); rmdir fails on a group that still has processes.
+func (c *cluster) removeMachineCgroups() {
+	var domains []string
+	for _, dir := range []string{"etc/libvirt/qemu", "run/libvirt/qemu"} {
+		files, _ := filepath.Glob(filepath.Join(c.root, dir, "vmpod-*.xml"))
+		for _, f := range files {
+			domains = append(domains, strings.TrimSuffix(filepath.Base(f), ".xml"))
+		}
+	}
+	for _, d := range domains {
+		for _, cg := range machineCgroups(d) {
+			var dirs []string
+			filepath.WalkDir(cg, func(p string, e os.DirEntry, err error) error {
+				if err == nil && e.IsDir() {
+					dirs = append(dirs, p)
+				}
+				return nil
+			})
+			for i := len(dirs) - 1; i >= 0; i-- {
+				os.Remove(dirs[i])
+			}
+		}
+	}
 }
