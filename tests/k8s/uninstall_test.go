@@ -121,8 +121,11 @@ func (c *cluster) nodeLeftovers(sandboxes, ctrs []string, qemus, daemons []int) 
 			left = append(left, fmt.Sprintf("QEMU %d", pid))
 		}
 	}
+	// The DaemonSet's daemons ran in its containers' mount namespaces; a
+	// libvirtd of the host's (even one started meanwhile) runs in ours.
+	self, _ := os.Readlink("/proc/self/ns/mnt")
 	for _, pid := range hostDaemons() {
-		if !slices.Contains(daemons, pid) {
+		if ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid)); ns != self && !slices.Contains(daemons, pid) {
 			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 			left = append(left, fmt.Sprintf("process %d %q", pid, strings.ReplaceAll(string(b), "\x00", " ")))
 		}
