@@ -155,6 +155,7 @@ func TestKubelet(t *testing.T) {
 	if v := c.vmpodVersion(); v != images[0].tag {
 		t.Fatalf("the DaemonSet's vmpod reports version %q, want %q", v, images[0].tag)
 	}
+	c.requireDSProcesses(daemons)
 	s.done()
 
 	s = begin(t, "install 4-5: the router from the image; the kubelet on the router")
@@ -168,7 +169,8 @@ func TestKubelet(t *testing.T) {
 	s.done()
 
 	s = begin(t, "apply the VM pod (examples/vm-readiness-probe.yaml) and a container pod")
-	c.mustKubectl("apply", "-f", c.vmPodManifest())
+	hostPort := freePort(t)
+	c.mustKubectl("apply", "-f", c.vmPodManifest(hostPort))
 	c.mustKubectl("apply", "-f", c.ctrPodManifest())
 	s.done()
 
@@ -200,8 +202,15 @@ func TestKubelet(t *testing.T) {
 	c.waitKubectlLogs(vmPod, "vmpod-test-guest ip eth0="+vmIP+"/16", time.Minute)
 	s.done()
 
-	s = begin(t, "HTTP readiness probe against the guest: pod Ready")
+	s = begin(t, "HTTP readiness probe against the guest: pod Ready; its hostPort; its footprint on the node")
 	c.waitPod(vmPod, 2*time.Minute, podReady)
+	c.getHostPort(hostPort, "vmpod-test-guest")
+	qemu, err := c.qemuPID(vmCtr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm := vmPodRef{sandbox: vmSandbox, ctr: vmCtr, ip: vmIP, qemu: qemu}
+	c.requireFootprint(vm)
 	s.done()
 
 	s = begin(t, "kubectl attach -it reaches the serial console")
@@ -213,10 +222,10 @@ func TestKubelet(t *testing.T) {
 	s.done()
 
 	s = begin(t, "restart: delete the DaemonSet's pod; the VM runs on")
-	st := c.vmSnapshot(vmPod, vmCtr)
+	st := c.vmSnapshot(vmPod, vmCtr, ds)
 	c.mustKubectl("-n", dsNamespace, "delete", "pod", ds.Name, "--wait=true", "--timeout=3m")
 	ds = c.dsPod(ds.Name)
-	c.checkSurvived(vmPod, vmCtr, st, "the restart")
+	c.checkSurvived(vmPod, vmCtr, st, ds, "the restart")
 	c.waitPod(vmPod, time.Minute, podReady)
 	s.done()
 
@@ -233,7 +242,7 @@ func TestKubelet(t *testing.T) {
 	if v := c.vmpodVersion(); v != images[1].tag {
 		t.Fatalf("after the upgrade, vmpod reports version %q, want %q", v, images[1].tag)
 	}
-	c.checkSurvived(vmPod, vmCtr, st, "the upgrade")
+	c.checkSurvived(vmPod, vmCtr, st, ds, "the upgrade")
 	c.waitPod(vmPod, time.Minute, podReady)
 	c.attachEcho(vmPod)
 	s.done()
@@ -260,17 +269,14 @@ func TestKubelet(t *testing.T) {
 		}
 		return nil
 	})
-	if isQEMU(st.qemu) {
-		t.Fatalf("QEMU %d still runs after its pod was deleted", st.qemu)
-	}
-	if left := c.leftovers(vmSandbox, vmCtr, ctrSandbox, ctrNetns); len(left) > 0 {
+	if left := c.leftovers(vm, ctrSandbox, ctrNetns); len(left) > 0 {
 		t.Fatalf("left after deleting the pods: %v", left)
 	}
 	s.done()
 
 	s = begin(t, "uninstall (docs/install.md): the node is clean")
 	c.uninstall(images[:])
-	if left := c.nodeLeftovers([]string{vmSandbox}, []string{vmCtr}, []int{st.qemu}, daemons); len(left) > 0 {
+	if left := c.nodeLeftovers([]vmPodRef{vm}, daemons); len(left) > 0 {
 		t.Fatalf("left after the uninstall: %v", left)
 	}
 	for _, pid := range daemons {
@@ -342,6 +348,22 @@ func (c *cluster) attachEcho(pod string) {
 			c.t.Fatalf("kubectl attach: no 42 within 90s; output:\n%s", seen.String())
 		}
 	}
+}
+
+// getHostPort GETs / through the VM pod's hostPort on the node's bridge
+// address (the portmap plugin's DNAT rules, which vmpod's CNI call made).
+func (c *cluster) getHostPort(port int, want string) {
+	c.t.Helper()
+	c.waitFor("GET through the hostPort", "vmpod", time.Minute, func() error {
+		body, err := httpGet(fmt.Sprintf("http://%s:%d/", gateway, port))
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(body, want) {
+			return fmt.Errorf("body %q", body)
+		}
+		return nil
+	})
 }
 
 // portForward runs kubectl port-forward to port 8080 of the pod and GETs /.

@@ -1,13 +1,17 @@
 package k8se2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
 )
 
 // vmState is what must carry over a restart of the DaemonSet's pod: the
@@ -17,6 +21,9 @@ type vmState struct {
 	uptime float64   // the guest's /proc/uptime
 	at     time.Time // when uptime was read
 	marks  []string  // lines the guest wrote on its console, in order
+	// disruptions is how many times the kubelet had seen the VM pod's
+	// sandbox or container go (kubeletSawGone).
+	disruptions int
 }
 
 // qemuPID reads the pid file the DaemonSet's libvirtd keeps for the
@@ -79,20 +86,25 @@ func (c *cluster) mark(pod string, st *vmState) {
 	st.marks = append(st.marks, m)
 }
 
-// vmSnapshot records the VM's state and writes a first console mark.
-func (c *cluster) vmSnapshot(pod, ctr string) *vmState {
+// vmSnapshot records the VM's state and writes a first console mark; ds is
+// the DaemonSet's pod, whose cgroups QEMU must have left.
+func (c *cluster) vmSnapshot(pod, ctr string, ds *corev1.Pod) *vmState {
 	c.t.Helper()
 	pid, err := c.qemuPID(ctr)
 	if err != nil || !isQEMU(pid) {
 		c.t.Fatalf("QEMU of vmpod-%s: pid %d, %v", ctr, pid, err)
 	}
-	// QEMU must be outside the DaemonSet pod's cgroup, or the runtime kills
-	// it with the pod (docs/install.md#running-vms-survive-restarts).
-	cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-	if strings.Contains(string(cg), "kubepods") || !strings.Contains(string(cg), "/machine") {
-		c.t.Fatalf("QEMU %d is still in the DaemonSet pod's cgroups (kubepods), not in libvirt's /machine:\n%s", pid, cg)
+	// QEMU must be outside every cgroup of the DaemonSet's pod, or the
+	// runtime kills it with the pod (docs/install.md#running-vms-survive-restarts).
+	// The DaemonSet's libvirtd, which is in them, shows that the check
+	// recognises the pod's cgroups.
+	if d := c.dsContainerPID(ds, "libvirt"); len(c.inPodCgroups(d, ds)) == 0 {
+		c.t.Fatalf("libvirtd %d is in none of the cgroups of the DaemonSet's pod %s (uid %s): the cgroup check cannot see them", d, ds.Name, ds.UID)
 	}
-	st := &vmState{qemu: pid}
+	if in := c.inPodCgroups(pid, ds); len(in) > 0 {
+		c.t.Fatalf("QEMU %d is still in cgroups of the DaemonSet's pod %s: %v", pid, ds.Name, in)
+	}
+	st := &vmState{qemu: pid, disruptions: c.kubeletSawGone(pod)}
 	st.uptime, st.at = c.guestUptime(pod)
 	c.mark(pod, st)
 	c.t.Logf("%s: QEMU pid %d, guest up %.0f s", pod, pid, st.uptime)
@@ -100,14 +112,22 @@ func (c *cluster) vmSnapshot(pod, ctr string) *vmState {
 }
 
 // checkSurvived checks that the VM is the same one after the DaemonSet's
-// pod was replaced, and that the new pod manages it: the same QEMU
-// process, an uptime that went on, the console log with the lines from
+// pod was replaced by ds, and that the new pod manages it: the same QEMU
+// process (outside ds's cgroups too), an uptime that went on, the console log with the lines from
 // before and a new one (logs and exec through the new vmpod).
-func (c *cluster) checkSurvived(pod, ctr string, st *vmState, what string) {
+func (c *cluster) checkSurvived(pod, ctr string, st *vmState, ds *corev1.Pod, what string) {
 	c.t.Helper()
 	pid, err := c.qemuPID(ctr)
 	if err != nil || pid != st.qemu || !isQEMU(pid) {
 		c.t.Fatalf("after %s: QEMU pid %d (%v), want the same process %d still running", what, pid, err, st.qemu)
+	}
+	// The new pod's libvirtd has the domain: its pid file names the same
+	// QEMU, and it answers for the domain.
+	if out, err := c.virsh("domstate", "vmpod-"+ctr); err != nil || strings.TrimSpace(out) != "running" {
+		c.t.Fatalf("after %s: the new libvirtd says domain vmpod-%s is %q (%v), want running", what, ctr, strings.TrimSpace(out), err)
+	}
+	if in := c.inPodCgroups(pid, ds); len(in) > 0 {
+		c.t.Fatalf("after %s: QEMU %d is in cgroups of the new DaemonSet pod %s: %v", what, pid, ds.Name, in)
 	}
 	if err := syscall.Kill(pid, 0); err != nil {
 		c.t.Fatalf("after %s: QEMU %d: %v", what, pid, err)
@@ -120,6 +140,22 @@ func (c *cluster) checkSurvived(pod, ctr string, st *vmState, what string) {
 	elapsed := at.Sub(st.at).Seconds()
 	if up < st.uptime+elapsed/2 {
 		c.t.Fatalf("after %s: guest uptime %.1f s, was %.1f s %.0f s ago: the guest rebooted", what, up, st.uptime, elapsed)
+	}
+	// The kubelet never took the VM pod for gone while vmpod was away (the
+	// router holds vmpod's lists): no new sandbox asked for, no container
+	// seen dying, and the pod's status is the same container, running,
+	// never restarted.
+	if n := c.kubeletSawGone(pod); n != st.disruptions {
+		c.t.Fatalf("after %s: the kubelet saw %s's sandbox or container go %d times (its log):\n%s", what, pod, n-st.disruptions,
+			strings.Join(c.kubeletGoneLines(pod)[st.disruptions:], "\n"))
+	}
+	p := c.waitPod(pod, time.Minute, podReady)
+	if len(p.Status.ContainerStatuses) != 1 {
+		c.t.Fatalf("after %s: %s has container statuses %+v", what, pod, p.Status.ContainerStatuses)
+	}
+	cs := p.Status.ContainerStatuses[0]
+	if !strings.HasSuffix(cs.ContainerID, "://"+ctr) || cs.RestartCount != 0 || cs.State.Running == nil || cs.LastTerminationState.Terminated != nil {
+		c.t.Fatalf("after %s: %s's container status %+v, want %s running, never restarted or terminated", what, pod, cs, ctr)
 	}
 	logs := c.mustKubectl("logs", pod)
 	for _, m := range append([]string{"vmpod-test-guest ready"}, st.marks...) {
@@ -148,3 +184,72 @@ func (c *cluster) vmpodVersion() string {
 	c.t.Fatalf("crictl version: no RuntimeVersion in %q", out)
 	return ""
 }
+
+// virsh asks the DaemonSet's libvirtd, on its socket under the private root.
+func (c *cluster) virsh(args ...string) (string, error) {
+	uri := "qemu:///system?socket=" + filepath.Join(c.root, "run/libvirt/libvirt-sock")
+	return run(30*time.Second, "virsh", append([]string{"-c", uri}, args...)...)
+}
+
+// dsContainerPID returns the host pid of the main process of container
+// name (libvirt: libvirtd; vmpod) in the DaemonSet's pod ds, from containerd.
+func (c *cluster) dsContainerPID(ds *corev1.Pod, name string) int {
+	c.t.Helper()
+	out, err := c.crictl(c.containerdSock, "pods", "--namespace", dsNamespace, "--name", ds.Name, "--state", "ready", "-q")
+	if err != nil || len(strings.Fields(out)) != 1 {
+		c.t.Fatalf("containerd's sandbox of %s: %v %q", ds.Name, err, out)
+	}
+	out, err = c.crictl(c.containerdSock, "ps", "--pod", strings.TrimSpace(out), "--name", "^"+name+"$", "--state", "running", "-q")
+	if err != nil || len(strings.Fields(out)) != 1 {
+		c.t.Fatalf("container %s of %s: %v %q", name, ds.Name, err, out)
+	}
+	out, err = c.crictl(c.containerdSock, "inspect", "-o", "json", strings.TrimSpace(out))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var v struct{ Info struct{ Pid int } }
+	if err := json.Unmarshal([]byte(out), &v); err != nil || v.Info.Pid <= 0 {
+		c.t.Fatalf("crictl inspect %s of %s: pid %d, %v", name, ds.Name, v.Info.Pid, err)
+	}
+	return v.Info.Pid
+}
+
+// inPodCgroups lists the lines of /proc/<pid>/cgroup that put pid in a
+// cgroup of the pod: a path with pod<uid> (cgroupfs driver) or
+// pod<uid with underscores> (systemd driver) in it.
+func (c *cluster) inPodCgroups(pid int, pod *corev1.Pod) []string {
+	c.t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		c.t.Fatalf("cgroups of %d: %v", pid, err)
+	}
+	uid := string(pod.UID)
+	if uid == "" {
+		c.t.Fatalf("pod %s has no uid", pod.Name)
+	}
+	keys := []string{"pod" + uid, "pod" + strings.ReplaceAll(uid, "-", "_")}
+	var in []string
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if slices.ContainsFunc(keys, func(k string) bool { return strings.Contains(l, k) }) {
+			in = append(in, l)
+		}
+	}
+	return in
+}
+
+// kubeletGoneLines are the kubelet's log lines that say it saw the sandbox
+// or the container of pod (in the default namespace) go: a PLEG
+// ContainerDied event, or the decision to start a new sandbox. The first
+// start of the pod logs one of the latter.
+func (c *cluster) kubeletGoneLines(pod string) []string {
+	var lines []string
+	for _, l := range strings.Split(c.log("kubelet"), "\n") {
+		if strings.Contains(l, `pod="default/`+pod+`"`) &&
+			(strings.Contains(l, `"Type":"ContainerDied"`) || strings.Contains(l, "Need to start a new one")) {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+func (c *cluster) kubeletSawGone(pod string) int { return len(c.kubeletGoneLines(pod)) }

@@ -109,26 +109,59 @@ func (c *cluster) uninstall(images []image) {
 	}
 }
 
-// nodeLeftovers lists what of vmpod is still on the node after the
-// uninstall: processes, network namespaces, links, iptables rules,
-// directories, images, cgroups. sandboxes and ctrs are the IDs vmpod gave
-// the test's VM pods; qemus their QEMU pids; daemons the host's libvirtd
-// and virtlogd before the test.
-func (c *cluster) nodeLeftovers(sandboxes, ctrs []string, qemus, daemons []int) []string {
-	var left []string
-	for _, pid := range qemus {
-		if isQEMU(pid) {
-			left = append(left, fmt.Sprintf("QEMU %d", pid))
+// dsProcesses lists the DaemonSet's processes: libvirtd, virtlogd and
+// vmpod in another mount namespace than the test's (the host's libvirtd
+// and virtlogd, and the vmpod of other tests on this machine, run in
+// ours), except the pids in daemons (the host's at the start).
+func dsProcesses(daemons []int) []string {
+	self, _ := os.Readlink("/proc/self/ns/mnt")
+	var found []string
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		var pid int
+		if _, err := fmt.Sscan(e.Name(), &pid); err != nil || slices.Contains(daemons, pid) {
+			continue
+		}
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		comm := strings.TrimSpace(string(b))
+		if comm != "libvirtd" && comm != "virtlogd" && comm != "vmpod" {
+			continue
+		}
+		if ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid)); ns != "" && ns != self {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			found = append(found, fmt.Sprintf("%s %d %q", comm, pid, strings.ReplaceAll(string(b), "\x00", " ")))
 		}
 	}
-	// The DaemonSet's daemons ran in its containers' mount namespaces; a
-	// libvirtd of the host's (even one started meanwhile) runs in ours.
-	self, _ := os.Readlink("/proc/self/ns/mnt")
-	for _, pid := range hostDaemons() {
-		if ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid)); ns != self && !slices.Contains(daemons, pid) {
-			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-			left = append(left, fmt.Sprintf("process %d %q", pid, strings.ReplaceAll(string(b), "\x00", " ")))
+	return found
+}
+
+// requireDSProcesses fails unless dsProcesses finds the DaemonSet's
+// libvirtd, virtlogd and vmpod while it runs, so that the uninstall's
+// check for them can fail.
+func (c *cluster) requireDSProcesses(daemons []int) {
+	c.t.Helper()
+	found := dsProcesses(daemons)
+	for _, comm := range []string{"libvirtd ", "virtlogd ", "vmpod "} {
+		if !slices.ContainsFunc(found, func(p string) bool { return strings.HasPrefix(p, comm) }) {
+			c.t.Fatalf("the DaemonSet's %s is not among its processes %v: the uninstall's check for them could not fail", strings.TrimSpace(comm), found)
 		}
+	}
+}
+
+// nodeLeftovers lists what of vmpod is still on the node after the
+// uninstall: the VM pods' footprints (vmFootprint), the DaemonSet's
+// processes, mounts and files under the private root other than the
+// node's own directories, bridge ports, images, containerd containers and
+// shims. daemons are the host's libvirtd and virtlogd before the test.
+func (c *cluster) nodeLeftovers(vms []vmPodRef, daemons []int) []string {
+	var left []string
+	for _, vm := range vms {
+		for k, v := range c.vmFootprint(vm) {
+			left = append(left, k+": "+v)
+		}
+	}
+	for _, p := range dsProcesses(daemons) {
+		left = append(left, "process "+p)
 	}
 	mounts, _ := os.ReadFile("/proc/self/mountinfo")
 	for _, l := range strings.Split(string(mounts), "\n") {
@@ -136,31 +169,9 @@ func (c *cluster) nodeLeftovers(sandboxes, ctrs []string, qemus, daemons []int) 
 			left = append(left, "mount "+f[4])
 		}
 	}
-	for _, p := range c.uninstallPaths() {
-		if _, err := os.Stat(c.root + p); err == nil {
-			left = append(left, "directory "+p)
-		}
-	}
-	links, _ := exec.Command("ip", "-o", "link", "show").Output()
-	iptables, _ := exec.Command("iptables-save").Output()
-	for _, id := range sandboxes {
-		if ns := filepath.Join(c.root, "run/netns", "vmpod-"+id); exists(ns) {
-			left = append(left, "netns "+ns)
-		}
-		if tap := "vmt" + id[:10]; strings.Contains(string(links), tap) {
-			left = append(left, "tap "+tap)
-		}
-		if strings.Contains(string(iptables), id) {
-			left = append(left, "iptables rules naming "+id)
-		}
-	}
+	left = append(left, c.rootLeftovers()...)
 	if out, _ := exec.Command("ip", "-o", "link", "show", "master", bridge).Output(); strings.TrimSpace(string(out)) != "" {
 		left = append(left, "ports on "+bridge+": "+strings.TrimSpace(string(out)))
-	}
-	for _, id := range ctrs {
-		if cgs := machineCgroups("vmpod-" + id); len(cgs) > 0 {
-			left = append(left, fmt.Sprintf("cgroups %v", cgs))
-		}
 	}
 	if out, _ := c.ctr("images", "ls", "-q"); strings.Contains(out, "vmpod:") {
 		left = append(left, "images "+strings.Join(strings.Fields(out), " "))
@@ -171,6 +182,39 @@ func (c *cluster) nodeLeftovers(sandboxes, ctrs []string, qemus, daemons []int) 
 	if pids := c.shimPIDs(); len(pids) > 0 {
 		left = append(left, fmt.Sprintf("containerd shims %v", pids))
 	}
+	return left
+}
+
+// rootLeftovers lists what is under the private root (the DaemonSet's host
+// paths) after the uninstall beyond empty directories of the node's own
+// (nodeOwnPaths) and their parents: anything vmpod or libvirt wrote to a
+// host path that docs/install.md's uninstall does not remove.
+func (c *cluster) rootLeftovers() []string {
+	allowed := map[string]bool{c.root: true}
+	for _, p := range nodeOwnPaths {
+		for d := p; d != "/"; d = filepath.Dir(d) {
+			allowed[c.root+d] = true
+		}
+	}
+	for _, p := range c.uninstallPaths() {
+		for d := filepath.Dir(p); d != "/"; d = filepath.Dir(d) {
+			allowed[c.root+d] = true
+		}
+	}
+	var left []string
+	filepath.WalkDir(c.root, func(p string, e os.DirEntry, err error) error {
+		if err != nil {
+			left = append(left, fmt.Sprintf("%s: %v", p, err))
+			return nil
+		}
+		if !e.IsDir() || !allowed[p] {
+			left = append(left, "under the private root: "+strings.TrimPrefix(p, c.root))
+			if e.IsDir() {
+				return filepath.SkipDir
+			}
+		}
+		return nil
+	})
 	return left
 }
 
