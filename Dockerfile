@@ -28,14 +28,18 @@ ARG VERSION=0.1.0-dev
 RUN CGO_ENABLED=1 go build -trimpath -ldflags "-X github.com/vmpod/vmpod/pkg/version.Version=${VERSION}" -o /out/vmpod ./cmd/vmpod
 
 FROM debian:12
-# No documentation, manual pages or translations (dpkg-slim.cfg); the
-# package list is shared with hack/build-image.sh.
+# No documentation, manual pages or translations (dpkg-slim.cfg), also not
+# those debian:12 came with (hack/build-image.sh's base has none either);
+# the package list is shared with hack/build-image.sh.
 COPY deploy/image/dpkg-slim.cfg /etc/dpkg/dpkg.cfg.d/vmpod-slim
 COPY deploy/image/packages /usr/share/vmpod/packages
 RUN apt-get update -qq \
  && grep -v -e '^#' -e '^$' /usr/share/vmpod/packages \
     | DEBIAN_FRONTEND=noninteractive xargs apt-get install -y -qq --no-install-recommends \
- && rm -rf /var/lib/apt/lists/*
+ && rm -rf /var/lib/apt/lists/* \
+ && find /usr/share/doc -mindepth 1 ! -type d ! -name copyright -delete \
+ && for d in /usr/share/man /usr/share/info /usr/share/locale /usr/share/lintian; do \
+      if [ -d "$d" ]; then find "$d" -mindepth 1 -delete; fi; done
 COPY --from=build /out/vmpod /usr/local/bin/vmpod
 COPY deploy/image/start-libvirt /usr/local/bin/start-libvirt
 # Moves each VM out of the libvirt container's cgroups, so that VMs survive
