@@ -86,8 +86,8 @@ func TestExpandSlice(t *testing.T) {
 		"-.slice":        "/",
 		"kubepods.slice": "/kubepods.slice",
 		"kubepods-burstable-pod1b2c3d4e_5f60_7182_93a4_b5c6d7e8f901.slice": "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1b2c3d4e_5f60_7182_93a4_b5c6d7e8f901.slice",
-		"kubepods-pod12.slice": "/kubepods.slice/kubepods-pod12.slice",
-		"a-b-c.slice":          "/a.slice/a-b.slice/a-b-c.slice",
+		"kubepods-pod12.slice":     "/kubepods.slice/kubepods-pod12.slice",
+		"a-b-c.slice":              "/a.slice/a-b.slice/a-b-c.slice",
 		"machine-qemu\\x2d1.slice": "/machine.slice/machine-qemu\\x2d1.slice",
 	} {
 		if got, err := ExpandSlice(in); err != nil || got != want {

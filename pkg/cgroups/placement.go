@@ -220,7 +220,9 @@ type kernel interface {
 // files, /proc/<pid>/task/<tid>/cgroup.
 type procKernel struct{ h *Host }
 
-func (k procKernel) moveProcess(dir string, pid int) error { return occgroups.WriteCgroupProc(dir, pid) }
+func (k procKernel) moveProcess(dir string, pid int) error {
+	return occgroups.WriteCgroupProc(dir, pid)
+}
 
 func (k procKernel) removeCgroup(dir string) error { return occgroups.RemovePath(dir) }
 

@@ -273,7 +273,7 @@ func TestApplySystemdV1(t *testing.T) {
 	for f, want := range map[string]string{
 		"memory" + parent + "/vmpod-c0ffee/memory.limit_in_bytes": "1073741824",
 		"cpu,cpuacct" + parent + "/vmpod-c0ffee/cpu.shares":       "512",
-		"systemd" + parent + "/vmpod-c0ffee/cgroup.procs":          "<missing>", // the fake kernel took the write
+		"systemd" + parent + "/vmpod-c0ffee/cgroup.procs":         "<missing>", // the fake kernel took the write
 	} {
 		if got := read(t, root, f); got != want {
 			t.Errorf("%s = %q, want %q", f, got, want)
