@@ -32,6 +32,12 @@ type Connection interface {
 	// security model: vmpod gives that group access to the directories of
 	// the VMs' files, and nobody else.
 	QEMUOwner(ctx context.Context, domainType string) (Owner, error)
+	// QEMUPID returns the process ID of a running domain's QEMU, from the
+	// pid file libvirt keeps for it, checked against the process's
+	// command line. It fails with ErrNotFound when the domain has no QEMU
+	// running, ErrFailedPrecondition for a libvirtd that is not local
+	// (qemu:///system or qemu:///session).
+	QEMUPID(ctx context.Context, name string) (int, error)
 	// Close closes the connection and ends the event subscriptions.
 	Close() error
 }

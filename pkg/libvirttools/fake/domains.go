@@ -53,8 +53,9 @@ func (c *Connection) Define(ctx context.Context, xml string) error {
 				return fmt.Errorf("define domain: domain %q is already defined with uuid %s: %w", d.name, d.uuid, errdefs.ErrAlreadyExists)
 			}
 		}
+		c.seq++
 		c.domains[def.Name] = &domain{
-			name: def.Name, uuid: uuid, config: xml,
+			name: def.Name, uuid: uuid, config: xml, seq: c.seq,
 			state: libvirttools.DomainShutoff, reason: libvirttools.ShutoffUnknown,
 		}
 		return nil
@@ -410,6 +411,32 @@ func (c *Connection) QEMUOwner(ctx context.Context, domainType string) (libvirtt
 		return libvirttools.Owner{}, fmt.Errorf("QEMUOwner: fake libvirt is down: %w", errdefs.ErrUnavailable)
 	}
 	return c.owner, ctx.Err()
+}
+
+// QEMUPID implements libvirttools.Connection: a running domain's pid is
+// the one SetQEMUPID gave it, else 100000 plus its place in the order the
+// domains were defined. Not recorded in Calls.
+func (c *Connection) QEMUPID(ctx context.Context, name string) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d, ok := c.domains[name]
+	if !ok || !d.active() {
+		return 0, fmt.Errorf("domain %s has no QEMU process: %w", name, errdefs.ErrNotFound)
+	}
+	if pid, ok := c.pids[name]; ok {
+		return pid, nil
+	}
+	return 100000 + d.seq, nil
+}
+
+// SetQEMUPID sets the pid QEMUPID reports for a domain.
+func (c *Connection) SetQEMUPID(name string, pid int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pids == nil {
+		c.pids = map[string]int{}
+	}
+	c.pids[name] = pid
 }
 
 // SetQEMUOwner sets what QEMUOwner reports.

@@ -60,6 +60,10 @@ type Connection struct {
 	// owner is what QEMUOwner reports: by default the test process's own
 	// user and group, so tests can hand files to "QEMU" without root.
 	owner libvirttools.Owner
+	// pids are what QEMUPID reports, by domain name (SetQEMUPID); seq
+	// numbers the domains defined.
+	pids map[string]int
+	seq  int
 	// agent answers AgentCommand for a domain; nil means no agent channel.
 	agent   func(name, command string) (string, error)
 	changed chan struct{} // closed and replaced on every state change
@@ -78,6 +82,7 @@ type domain struct {
 	live   string // the running definition; "" when shut off
 	state  libvirttools.DomainState
 	reason libvirttools.ShutoffReason
+	seq    int // in the order domains were defined
 }
 
 func (d *domain) active() bool { return d.state != libvirttools.DomainShutoff }

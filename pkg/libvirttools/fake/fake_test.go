@@ -475,3 +475,21 @@ func TestConcurrent(t *testing.T) {
 		t.Errorf("left over: %+v", doms)
 	}
 }
+
+func TestQEMUPID(t *testing.T) {
+	c := fake.New()
+	ctx := context.Background()
+	define(t, c, "a", uuidA)
+	define(t, c, "b", uuidB)
+	if _, err := c.QEMUPID(ctx, "a"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("a shut-off domain has a pid: %v", err)
+	}
+	c.Start(ctx, "a", true)
+	c.Start(ctx, "b", false)
+	c.SetQEMUPID("b", 4242)
+	pa, errA := c.QEMUPID(ctx, "a")
+	pb, errB := c.QEMUPID(ctx, "b")
+	if errA != nil || errB != nil || pa != 100001 || pb != 4242 {
+		t.Errorf("pids %d %v, %d %v", pa, errA, pb, errB)
+	}
+}
