@@ -87,6 +87,9 @@ type Config struct {
 	MaxRootVolumeSize ByteSize `toml:"max_root_volume_size" mapstructure:"max_root_volume_size" comment:"Largest root disk a VM may ask for with vmpod.dev/root-volume-size; more is refused\n(env VMPOD_MAX_ROOT_VOLUME_SIZE)."`
 	// DefaultMemoryMiB is guest RAM when the pod sets no memory limit or annotation.
 	DefaultMemoryMiB int `toml:"default_memory_mib" mapstructure:"default_memory_mib" comment:"Guest RAM in MiB when the container has no memory limit and no vmpod.dev/memory annotation\n(env VMPOD_DEFAULT_MEMORY_MIB)."`
+	// VMMemoryOverhead is the memory a VM's QEMU may use beyond its guest
+	// RAM when the pod's RuntimeClass declares no memory overhead.
+	VMMemoryOverhead ByteSize `toml:"vm_memory_overhead" mapstructure:"vm_memory_overhead" comment:"Memory a VM's QEMU may use beyond its guest RAM, as a quantity, when the pod's RuntimeClass declares no\nmemory overhead: a VM in its pod's cgroup (cgroup_parent) gets a memory limit of guest RAM plus the\nRuntimeClass's overhead, or else plus this (and, under TCG, plus tcg_tb_cache_mib). Overridable per\nruntime handler (env VMPOD_VM_MEMORY_OVERHEAD). See docs/resources.md."`
 	// TCGTBCacheMiB caps QEMU's TCG translation cache.
 	TCGTBCacheMiB int `toml:"tcg_tb_cache_mib" mapstructure:"tcg_tb_cache_mib" comment:"Under TCG, size of QEMU's translation block cache in MiB (libvirt <tb-cache>); smaller saves host\nmemory per VM. 0 leaves QEMU's default (env VMPOD_TCG_TB_CACHE_MIB)."`
 	// OVMFCode and OVMFVars are the UEFI firmware files for vmpod.dev/firmware: uefi.
@@ -113,6 +116,8 @@ type Runtime struct {
 	Accelerator string `toml:"accelerator" mapstructure:"accelerator" comment:"kvm, tcg, auto, or empty to inherit the top-level accelerator."`
 	// TCGTBCacheMiB overrides the top-level tcg_tb_cache_mib when > 0.
 	TCGTBCacheMiB int `toml:"tcg_tb_cache_mib" mapstructure:"tcg_tb_cache_mib" comment:"Overrides the top-level tcg_tb_cache_mib when above 0."`
+	// VMMemoryOverhead overrides the top-level vm_memory_overhead when > 0.
+	VMMemoryOverhead ByteSize `toml:"vm_memory_overhead" mapstructure:"vm_memory_overhead" comment:"Overrides the top-level vm_memory_overhead when above 0."`
 }
 
 // Default returns the built-in configuration.
@@ -145,6 +150,7 @@ func Default() Config {
 		MaxVCPUs:              64,
 		MaxRootVolumeSize:     512 << 30,
 		TCGTBCacheMiB:         1024,
+		VMMemoryOverhead:      64 << 20,
 		OVMFCode:              "/usr/share/OVMF/OVMF_CODE_4M.fd",
 		OVMFVars:              "/usr/share/OVMF/OVMF_VARS_4M.fd",
 		SharedDirType:         "virtiofs",
@@ -277,6 +283,18 @@ type Handler struct {
 	Name          string
 	Accelerator   string // kvm or tcg once ResolveAccelerators ran; else also auto
 	TCGTBCacheMiB int
+	// VMMemoryOverhead is vm_memory_overhead for this handler, in bytes.
+	VMMemoryOverhead int64
+}
+
+// MemoryOverhead is the memory a VM's QEMU may use beyond its guest RAM
+// when its pod's RuntimeClass declares none: vm_memory_overhead, plus the
+// translation cache under TCG (QEMU fills it as the guest runs new code).
+func (h Handler) MemoryOverhead() int64 {
+	if h.Accelerator == "tcg" {
+		return h.VMMemoryOverhead + int64(h.TCGTBCacheMiB)<<20
+	}
+	return h.VMMemoryOverhead
 }
 
 // ResolveAccelerators returns c with every "auto" accelerator (the
@@ -313,9 +331,12 @@ func (c Config) ResolveHandler(name string) (Handler, error) {
 		return Handler{}, fmt.Errorf("runtime handler %q is not configured in vmpod (known: %s); fix the RuntimeClass handler or add [runtimes.%s] to the vmpod config: %w",
 			name, strings.Join(slices.Sorted(maps.Keys(c.Runtimes)), ", "), name, errdefs.ErrInvalidArgument)
 	}
-	h := Handler{Name: name, Accelerator: c.Accelerator, TCGTBCacheMiB: c.TCGTBCacheMiB}
+	h := Handler{Name: name, Accelerator: c.Accelerator, TCGTBCacheMiB: c.TCGTBCacheMiB, VMMemoryOverhead: c.VMMemoryOverhead.Bytes()}
 	if r.Accelerator != "" {
 		h.Accelerator = r.Accelerator
+	}
+	if r.VMMemoryOverhead > 0 {
+		h.VMMemoryOverhead = r.VMMemoryOverhead.Bytes()
 	}
 	if r.TCGTBCacheMiB > 0 {
 		h.TCGTBCacheMiB = r.TCGTBCacheMiB

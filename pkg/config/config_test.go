@@ -184,9 +184,11 @@ accelerator = "tcg"
 tcg_tb_cache_mib = 256
 default_runtime_handler = "vm"
 [runtimes.vm]
+vm_memory_overhead = "100Mi"
 [runtimes.fast]
 accelerator = "kvm"
 tcg_tb_cache_mib = 64
+vm_memory_overhead = "32Mi"
 `), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -195,13 +197,29 @@ tcg_tb_cache_mib = 64
 		name string
 		want Handler
 	}{
-		{"", Handler{Name: "vm", Accelerator: "tcg", TCGTBCacheMiB: 256}},
-		{"vm", Handler{Name: "vm", Accelerator: "tcg", TCGTBCacheMiB: 256}},
-		{"fast", Handler{Name: "fast", Accelerator: "kvm", TCGTBCacheMiB: 64}},
+		{"", Handler{Name: "vm", Accelerator: "tcg", TCGTBCacheMiB: 256, VMMemoryOverhead: 100 << 20}},
+		{"vm", Handler{Name: "vm", Accelerator: "tcg", TCGTBCacheMiB: 256, VMMemoryOverhead: 100 << 20}},
+		{"fast", Handler{Name: "fast", Accelerator: "kvm", TCGTBCacheMiB: 64, VMMemoryOverhead: 32 << 20}},
 	} {
 		got, err := c.ResolveHandler(tc.name)
 		if err != nil || got != tc.want {
 			t.Errorf("ResolveHandler(%q) = %+v, %v; want %+v", tc.name, got, err, tc.want)
+		}
+	}
+	// The overhead when the RuntimeClass declares none: under TCG the
+	// translation cache on top.
+	if vm, _ := c.ResolveHandler("vm"); vm.MemoryOverhead() != (100+256)<<20 {
+		t.Errorf("tcg handler's overhead %d", vm.MemoryOverhead())
+	}
+	if d, _ := Default().ResolveHandler(""); d.VMMemoryOverhead != 64<<20 {
+		t.Errorf("default overhead %d", d.VMMemoryOverhead)
+	}
+	if fast, _ := c.ResolveHandler("fast"); fast.MemoryOverhead() != 32<<20 {
+		t.Errorf("kvm handler's overhead %d", fast.MemoryOverhead())
+	}
+	for _, bad := range []string{"vm_memory_overhead = '1Mi'\n", "vm_memory_overhead = '0'\n", "[runtimes.vmpod]\nvm_memory_overhead = '100Gi'\n"} {
+		if _, err := Load(writeFile(t, bad), nil); err == nil || !strings.Contains(err.Error(), "vm_memory_overhead") {
+			t.Errorf("%q: %v", bad, err)
 		}
 	}
 	_, err = c.ResolveHandler("runc")

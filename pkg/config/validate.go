@@ -124,6 +124,12 @@ func (c Config) Validate() error {
 	if c.TCGTBCacheMiB < 0 {
 		bad("tcg_tb_cache_mib", "must not be negative")
 	}
+	checkOverhead := func(key string, v ByteSize, allowZero bool) {
+		if (v != 0 || !allowZero) && (v < minVMMemoryOverhead || v > maxVMMemoryOverhead) {
+			bad(key, "must be between 16Mi and 64Gi (QEMU alone needs more than 16Mi), got %d bytes", v)
+		}
+	}
+	checkOverhead("vm_memory_overhead", c.VMMemoryOverhead, false)
 	if len(c.Runtimes) == 0 {
 		bad("runtimes", "at least one [runtimes.<handler>] table is needed")
 	}
@@ -141,12 +147,19 @@ func (c Config) Validate() error {
 		if r.TCGTBCacheMiB < 0 {
 			bad("runtimes."+name+".tcg_tb_cache_mib", "must not be negative")
 		}
+		checkOverhead("runtimes."+name+".vm_memory_overhead", r.VMMemoryOverhead, true)
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("invalid configuration: %w: %w", errors.Join(errs...), errdefs.ErrInvalidArgument)
 	}
 	return nil
 }
+
+// Bounds of vm_memory_overhead.
+const (
+	minVMMemoryOverhead = 16 << 20
+	maxVMMemoryOverhead = 64 << 30
+)
 
 func validAccel(a string, allowEmpty bool) bool {
 	switch a {
