@@ -12,7 +12,7 @@ import (
 
 // TestLayering keeps pkg/cri an adapter layer (docs/architecture.md):
 // its product code talks to the VM pod lifecycle and the image store, never
-// to libvirt, cloud-init, the guest agent, CNI or the pod options parser.
+// to libvirt, cloud-init, the guest agent, CNI, cgroups or the pod options parser.
 func TestLayering(t *testing.T) {
 	forbidden := []string{
 		"github.com/vmpod/vmpod/pkg/libvirttools",
@@ -21,6 +21,7 @@ func TestLayering(t *testing.T) {
 		"github.com/vmpod/vmpod/pkg/cni",
 		"github.com/vmpod/vmpod/pkg/podspec",
 		"github.com/vmpod/vmpod/pkg/vm",
+		"github.com/vmpod/vmpod/pkg/cgroups",
 		"libvirt.org/go/libvirt",
 	}
 	checkImports(t, ".", forbidden)

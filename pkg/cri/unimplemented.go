@@ -17,13 +17,6 @@ func notYet(method, area string) error {
 	return fmt.Errorf("%s is not implemented yet in vmpod (area: %s): %w", method, area, errdefs.ErrNotImplemented)
 }
 
-// Area: the VM pod lifecycle (sandboxes and containers as libvirt domains).
-
-// UpdatePodSandboxResources is not implemented yet.
-func (s *Service) UpdatePodSandboxResources(ctx context.Context, req *runtimeapi.UpdatePodSandboxResourcesRequest) (*runtimeapi.UpdatePodSandboxResourcesResponse, error) {
-	return nil, notYet("UpdatePodSandboxResources", "the VM pod lifecycle (sandboxes and containers as libvirt domains)")
-}
-
 // Area: CRI metrics (the kubelet's PodAndContainerStatsFromCRI feature,
 // which serves cAdvisor-style metrics from these). Per-VM CPU and memory
 // are served by the stats RPCs; vmpod's own metrics by metrics_address.

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/vmpod/vmpod/pkg/cgroups"
 	"github.com/vmpod/vmpod/pkg/cni"
 	"github.com/vmpod/vmpod/pkg/config"
 	"github.com/vmpod/vmpod/pkg/console"
@@ -120,10 +121,19 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 	if err != nil {
 		log.Warn("read-only virtiofs shares are refused: cannot install their virtiofsd", "err", err)
 	}
+	// VMs of pods with a cgroup_parent run in their pods' cgroups.
+	var podCgroups lifecycle.Cgroups
+	host, cgErr := cgroups.Open(cgroups.Options{Driver: cfg.CgroupDriver})
+	if cgErr != nil {
+		log.Warn("the node's cgroups cannot be used: pods with a cgroup_parent (every pod the kubelet runs) are refused", "err", cgErr)
+	} else {
+		podCgroups = host
+		log.Info("cgroups", "mode", host.Mode(), "driver", host.Driver())
+	}
 	pods := lifecycle.New(lifecycle.Options{
 		Config: cfg, Images: images, Libvirt: conn, Meta: meta, Log: log, Network: network,
 		NewConsole: newConsole, HostCheck: strings.Join(problems, "; "), Metrics: reg,
-		ReadOnlyVirtiofsd: roVirtiofsd,
+		ReadOnlyVirtiofsd: roVirtiofsd, Cgroups: podCgroups, CgroupsErr: cgErr,
 	})
 	svc := cri.NewService(cri.Options{Config: cfg, Pods: pods, Images: images, Log: log, Metrics: reg})
 	stopStreaming, err := svc.StartStreaming(cfg.StreamingAddress)

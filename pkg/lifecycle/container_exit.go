@@ -9,7 +9,6 @@ import (
 
 	"github.com/vmpod/vmpod/pkg/libvirttools"
 	"github.com/vmpod/vmpod/pkg/logging"
-	"github.com/vmpod/vmpod/pkg/vm"
 )
 
 // markExitedOpLocked records that a running container's VM stopped. ct.op
@@ -21,7 +20,7 @@ func (c *Controller) markExitedOpLocked(ctx context.Context, ct *container, st l
 	rec, err := ct.Update(func(r *ContainerRecord) error {
 		r.State = ContainerExited
 		r.FinishedAt = c.now().UnixNano()
-		r.ExitCode, r.Reason, r.Message = vm.ExitStatus(st, r.StopRequested)
+		r.ExitCode, r.Reason, r.Message = c.exitStatus(*r, st)
 		return nil
 	})
 	if err != nil {
@@ -155,8 +154,9 @@ func (c *Controller) domainChanged(ctx context.Context, ev libvirttools.DomainEv
 }
 
 // CheckRunning checks every running VM's domain now, with one bulk
-// libvirt call, and records the exits it finds (Monitor calls it every
-// reconcileInterval and after every reconnection to libvirtd).
+// libvirt call, and records the exits it finds, then checks that the
+// running VMs are still wholly in their pods' cgroups (Monitor calls it
+// every reconcileInterval and after every reconnection to libvirtd).
 func (c *Controller) CheckRunning(ctx context.Context) {
 	var running []*container
 	for _, ct := range c.reg.listContainers() {
@@ -182,4 +182,5 @@ func (c *Controller) CheckRunning(ctx context.Context) {
 		}
 		c.refresh(ctx, ct)
 	}
+	c.verifyPlacements(ctx)
 }

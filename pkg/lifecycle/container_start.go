@@ -18,10 +18,12 @@ import (
 const consoleConnectTimeout = 10 * time.Second
 
 // StartContainer boots the VM. Its taps are made in the host netns, the
-// domain starts paused, the taps move into the pod's netns and bridges (the
-// DHCP servers start), vmpod's console reader connects to the serial
-// socket, then the guest runs, so the log has the whole boot and the
-// guest's first DHCP request finds its server. A failure at any step
+// domain starts paused, its QEMU moves into the pod's cgroup when the pod
+// has a cgroup_parent (cgroup.go), the taps move into the pod's netns and
+// bridges (the DHCP servers start), vmpod's console reader connects to
+// the serial socket, then the guest runs, so the log has the whole boot,
+// the guest's first DHCP request finds its server and everything the
+// guest does is accounted to its pod. A failure at any step
 // undoes the earlier ones: the container stays CREATED.
 func (c *Controller) StartContainer(ctx context.Context, id string) (retErr error) {
 	ct, err := c.reg.container(id)
@@ -57,12 +59,25 @@ func (c *Controller) StartContainer(ctx context.Context, id string) (retErr erro
 		failpoint.Hit("start/taps-created")
 	}
 	begin := time.Now()
+	placed := rec.VM.CgroupParent != ""
+	if placed {
+		rel, err := c.planCgroup(ct, sbRec, sb.config)
+		if err != nil {
+			return err
+		}
+		undo.Add("the VM's cgroup", rel)
+	}
 	rel, err := c.startPaused(ctx, rec.Domain)
 	if err != nil {
 		return err
 	}
 	undo.Add("domain "+rec.Domain, rel)
 	failpoint.Hit("start/domain-started")
+	if placed {
+		if err := c.placeVM(ctx, ct); err != nil {
+			return err
+		}
+	}
 	if att != nil {
 		if err := c.net.PlugVM(att, guestNetworkInfo(sb.config)); err != nil {
 			return fmt.Errorf("plug the VM into the pod network: %w", err)

@@ -70,7 +70,7 @@ func (c *Controller) powerOff(ctx context.Context, domain string, timeout time.D
 }
 
 // RemoveContainer destroys the VM if it runs, undefines the domain, deletes
-// its root overlay and sockets and forgets it. Removing an unknown
+// its root overlay, sockets and cgroup, and forgets it. Removing an unknown
 // container succeeds.
 func (c *Controller) RemoveContainer(ctx context.Context, id string) error {
 	ct, err := c.reg.container(id)
@@ -97,6 +97,9 @@ func (c *Controller) removeContainer(ctx context.Context, ct *container) error {
 	}
 	rec := ct.Get()
 	if err := vm.Remove(ctx, c.libvirt, rec.Domain, rec.Layout()); err != nil {
+		return err
+	}
+	if err := c.removeCgroup(rec); err != nil {
 		return err
 	}
 	if err := c.reg.removeContainer(ct); err != nil {

@@ -11,8 +11,9 @@ import (
 	"github.com/vmpod/vmpod/pkg/podspec"
 )
 
-// UpdateContainerResources applies CPU shares and quota live (libvirt
-// <cputune>, safe on a running VM). A change that would change the guest's
+// UpdateContainerResources applies CPU shares and quota live: in the VM's
+// cgroup when it runs in its pod's (a VM not started yet gets them when
+// it starts), else through libvirt's <cputune> (safe on a running VM). A change that would change the guest's
 // memory, or need more vCPUs than the VM has, needs memory/CPU hotplug the
 // guest may not support, so it fails with FailedPrecondition; recreate the
 // pod instead. When vmpod.dev/memory or vmpod.dev/vcpus fix the VM's shape,
@@ -43,7 +44,21 @@ func (c *Controller) UpdateContainerResources(ctx context.Context, id string, re
 	if sh := res.GetCpuShares(); sh > 0 {
 		vm.CPUShares = uint64(sh)
 	}
-	if vm != cur.VM {
+	placement := cur.Cgroup
+	switch {
+	case vm == cur.VM:
+	case cur.Cgroup != nil && cur.State == ContainerRunning:
+		// The VM runs in its pod's cgroup: the limits are there.
+		sb, err := c.reg.sandbox(cur.SandboxID)
+		if err != nil {
+			return err
+		}
+		p, err := c.cgroups.SetLimits(*cur.Cgroup, c.vmLimits(vm, sandboxOverhead(sb.Get(), sb.config)))
+		if err != nil {
+			return fmt.Errorf("update the cgroup limits of container %s: %w", cur.ID, err)
+		}
+		placement = &p
+	case cur.Cgroup == nil && cur.VM.CgroupParent == "":
 		if err := c.libvirt.SetCPUTune(ctx, cur.Domain, vm.CPUShares, vm.CPUPeriodUS, vm.CPUQuotaUS); err != nil {
 			return fmt.Errorf("update cputune of %s: %w", cur.Domain, err)
 		}
@@ -58,7 +73,7 @@ func (c *Controller) UpdateContainerResources(ctx context.Context, id string, re
 		return err
 	}
 	_, err = ct.Update(func(r *ContainerRecord) error {
-		r.VM, r.Resources = vm, raw
+		r.VM, r.Resources, r.Cgroup = vm, raw, placement
 		return nil
 	})
 	return err

@@ -116,6 +116,11 @@ type Options struct {
 	// ReadOnlyVirtiofsd is the virtiofsd of read-only virtiofs shares
 	// (volumes.InstallReadOnlyVirtiofsd); without it they are refused.
 	ReadOnlyVirtiofsd string
+	// Cgroups places VMs in their pods' cgroups; nil when the node's
+	// cgroups cannot be used (CgroupsErr says why), and then a pod with
+	// a cgroup_parent is refused.
+	Cgroups    Cgroups
+	CgroupsErr error
 }
 
 // Controller runs VM pods.
@@ -133,6 +138,10 @@ type Controller struct {
 	metrics    *metrics.Metrics
 	// roVirtiofsd runs read-only virtiofs shares.
 	roVirtiofsd string
+	// cgroups places VMs in their pods' cgroups (cgroup.go); nil when
+	// the node's cgroups are unusable, cgroupsErr says why.
+	cgroups    Cgroups
+	cgroupsErr string
 	// pending holds creates whose caller gave up (deadline) while the work
 	// went on, by reserved name, so the retry gets the result.
 	pending *pending.Work
@@ -164,8 +173,13 @@ func New(o Options) *Controller {
 	c := &Controller{
 		cfg: o.Config, images: o.Images, libvirt: o.Libvirt, log: o.Log,
 		newConsole: o.NewConsole, overlays: o.Overlays, net: o.Network, now: o.Now,
-		hostCheck: o.HostCheck, metrics: o.Metrics, roVirtiofsd: o.ReadOnlyVirtiofsd,
+		hostCheck: o.HostCheck, metrics: o.Metrics, roVirtiofsd: o.ReadOnlyVirtiofsd, cgroups: o.Cgroups,
 		pending: pending.New(), events: broadcast.New[Event](o.EventBuffer, "container event"),
+	}
+	if o.CgroupsErr != nil {
+		c.cgroupsErr = o.CgroupsErr.Error()
+	} else if o.Cgroups == nil {
+		c.cgroupsErr = "none configured"
 	}
 	c.reg = newRegistry(o.Meta, c.sandboxChanged, c.containerChanged)
 	o.Metrics.SetSnapshot(c.metricsSnapshot)

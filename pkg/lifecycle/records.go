@@ -6,6 +6,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/vmpod/vmpod/pkg/cgroups"
 	"github.com/vmpod/vmpod/pkg/cni"
 	"github.com/vmpod/vmpod/pkg/podspec"
 )
@@ -42,6 +43,10 @@ type SandboxRecord struct {
 	Network *cni.Attachment `json:"network,omitempty"`
 	// NetworkDown is set once the network is torn down.
 	NetworkDown bool `json:"network_down,omitempty"`
+	// Overhead is the pod's overhead (LinuxContainerResources as
+	// protojson) from the last UpdatePodSandboxResources; until one, the
+	// config's.
+	Overhead []byte `json:"overhead,omitempty"`
 }
 
 // LiveNetwork returns the sandbox's network while it is up, else nil.
@@ -99,6 +104,10 @@ type ContainerRecord struct {
 	Resources []byte        `json:"resources,omitempty"`
 	Config    []byte        `json:"config"` // ContainerConfig as protojson
 	VM        podspec.Shape `json:"vm"`
+	// Cgroup is where the VM runs in its pod's cgroup, with its limits:
+	// planned before the domain starts, as applied once it did; nil for a
+	// pod without a cgroup_parent (libvirt's own cgroup then).
+	Cgroup *cgroups.Placement `json:"cgroup,omitempty"`
 }
 
 // guarded is a record that persists itself. Update copies the record,

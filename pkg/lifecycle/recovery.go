@@ -29,10 +29,13 @@ import (
 //   - a CREATING container (crash mid-create) is cleaned up: domain, disks,
 //     sockets and record;
 //   - a CREATED container whose domain is gone is cleaned up the same way;
-//     one whose domain runs (crash mid-start) is stopped back to CREATED;
+//     one whose domain runs (crash mid-start) is stopped back to CREATED,
+//     and the cgroup its start made is removed;
 //   - a RUNNING container whose domain still runs gets its console reader
 //     and its DHCP servers back (the CRI log continues, lease renewals get
-//     answers); one whose domain is off becomes EXITED;
+//     answers) and, in a pod with a cgroup_parent, its QEMU's threads and
+//     limits checked in the pod's cgroup (and put back); one whose domain
+//     is off becomes EXITED;
 //   - a domain named vmpod-* with no record whose metadata names this
 //     vmpod's instance (its state directory) is destroyed and undefined;
 //     other vmpods' domains on a shared libvirtd and foreign domains are
@@ -283,6 +286,9 @@ func (c *Controller) recoverContainer(ctx context.Context, rec ContainerRecord) 
 		if err := vm.Remove(ctx, c.libvirt, rec.Domain, rec.Layout()); err != nil {
 			return false, fmt.Errorf("clean up (%s): %w", why, err)
 		}
+		if err := c.removeCgroup(rec); err != nil {
+			return false, fmt.Errorf("clean up (%s): %w", why, err)
+		}
 		return false, c.reg.meta.Delete(store.Containers, rec.ID)
 	}
 	sb, err := c.reg.sandbox(rec.SandboxID)
@@ -322,6 +328,16 @@ func (c *Controller) recoverContainer(ctx context.Context, rec ContainerRecord) 
 				return false, fmt.Errorf("stop its half-started domain: %w", err)
 			}
 		}
+		if rec.Cgroup != nil {
+			// A start that did not finish: its cgroup goes, the next
+			// start plans a new one.
+			if err := c.removeCgroup(rec); err != nil {
+				return false, err
+			}
+			if _, err := ct.Update(func(r *ContainerRecord) error { r.Cgroup = nil; return nil }); err != nil {
+				return false, err
+			}
+		}
 	case ContainerRunning:
 		if missing {
 			st = libvirttools.DomainStatus{State: libvirttools.DomainShutoff, Reason: libvirttools.ShutoffDestroyed}
@@ -333,6 +349,7 @@ func (c *Controller) recoverContainer(ctx context.Context, rec ContainerRecord) 
 			}
 		default:
 			c.reattach(ctx, ct, sb)
+			c.verifyPlacement(ctx, ct)
 		}
 	}
 	c.reg.addContainer(ct)

@@ -32,6 +32,9 @@ func (c *Controller) RunSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxC
 	if err != nil {
 		return "", err
 	}
+	if err := c.checkCgroupParent(cfg); err != nil {
+		return "", err
+	}
 	opts, err := podspec.Parse(cfg.GetAnnotations())
 	if err != nil {
 		return "", err

@@ -3,15 +3,21 @@ package lifecycle
 import (
 	"context"
 
+	"github.com/vmpod/vmpod/pkg/cgroups"
+	"github.com/vmpod/vmpod/pkg/logging"
+
 	"github.com/vmpod/vmpod/pkg/cni"
 	"github.com/vmpod/vmpod/pkg/libvirttools"
 	"github.com/vmpod/vmpod/pkg/vm"
 )
 
-// Stats read every running VM's usage with one bulk libvirt call (cheap
-// enough for the kubelet's polling; vm.UsageOf says what each figure is),
-// the root overlay's allocated bytes as the writable layer, and for pods
-// the pod interfaces' counters in the netns.
+// Stats read a VM's CPU and memory from its cgroup when it runs in its
+// pod's (the figures the kubelet's cAdvisor reads from the same files),
+// and a pod's from the pod's cgroup; a VM of a pod without a
+// cgroup_parent is read with one bulk libvirt call for all VMs (cheap
+// enough for the kubelet's polling; vm.UsageOf says what each figure is).
+// The root overlay's allocated bytes are the writable layer, and the pod
+// interfaces' counters in the netns the pod's network.
 
 // ContainerStats is a container's usage at one moment.
 type ContainerStats struct {
@@ -22,6 +28,9 @@ type ContainerStats struct {
 	vm.Usage
 	// Running says the VM runs and Usage is its.
 	Running bool
+	// CgroupUsage is the usage of the VM's cgroup, which Usage then
+	// comes from; nil when the VM does not run in its pod's cgroup.
+	CgroupUsage *cgroups.Usage
 	// RootDiskBytes is the space the root overlay takes; HasRootDisk says
 	// it exists.
 	RootDiskBytes uint64
@@ -31,13 +40,23 @@ type ContainerStats struct {
 // InterfaceUsage is a pod interface's traffic counters.
 type InterfaceUsage = cni.Usage
 
+// CgroupUsage is what a VM's or a pod's cgroup used (pkg/cgroups).
+type CgroupUsage = cgroups.Usage
+
+// CgroupLimits are a VM's limits in its cgroup (pkg/cgroups).
+type CgroupLimits = cgroups.Limits
+
 // SandboxStats is a pod's usage at one moment: its VM's.
 type SandboxStats struct {
 	SandboxView
 	Timestamp  int64
 	Containers []ContainerStats
-	// CPUTimeNs and WorkingSetBytes add up the containers'.
+	// CPUTimeNs and WorkingSetBytes are the pod cgroup's (CgroupUsage)
+	// when its VM runs in it, else they add up the containers'.
 	CPUTimeNs, WorkingSetBytes uint64
+	// CgroupUsage is the usage of the pod's cgroup; nil when no VM of
+	// the pod was placed in it.
+	CgroupUsage *cgroups.Usage
 	// Network holds the pod interfaces' counters, the default one first;
 	// nil without a network (or when they cannot be read: stats are best
 	// effort).
@@ -114,6 +133,14 @@ func (c *Controller) containerStats(v ContainerView, stats map[string]libvirttoo
 	if d, ok := stats[v.Domain]; ok && v.State == ContainerRunning {
 		cs.Running = true
 		cs.Usage = vm.UsageOf(d)
+		if v.Cgroup != nil && c.cgroups != nil {
+			if u, err := c.cgroups.Stats(*v.Cgroup); err == nil {
+				cs.CgroupUsage = &u
+				cs.Usage = vm.Usage{CPUTimeNs: u.CPUNs, WorkingSetBytes: u.WorkingSetBytes, UsageBytes: u.MemoryBytes, RSSBytes: u.RSSBytes}
+			} else {
+				c.log.Debug("reading the VM's cgroup; libvirt's figures instead", logging.KeyContainerID, v.ID, logging.KeyErr, err)
+			}
+		}
 	}
 	cs.RootDiskBytes, cs.HasRootDisk = vm.DiskBytes(v.RootDisk)
 	return cs
@@ -121,11 +148,21 @@ func (c *Controller) containerStats(v ContainerView, stats map[string]libvirttoo
 
 func (c *Controller) sandboxStats(v SandboxView, stats map[string]libvirttools.DomainStats) SandboxStats {
 	ps := SandboxStats{SandboxView: v, Timestamp: c.now().UnixNano()}
+	var placed *cgroups.Placement
 	for _, ct := range c.reg.containersOf(v.ID) {
 		cs := c.containerStats(ct.view(), stats)
 		ps.Containers = append(ps.Containers, cs)
 		ps.CPUTimeNs += cs.CPUTimeNs
 		ps.WorkingSetBytes += cs.WorkingSetBytes
+		if cs.Cgroup != nil && (placed == nil || cs.Running) {
+			placed = cs.Cgroup
+		}
+	}
+	if placed != nil && c.cgroups != nil {
+		if u, err := c.cgroups.PodStats(*placed); err == nil {
+			ps.CgroupUsage = &u
+			ps.CPUTimeNs, ps.WorkingSetBytes = u.CPUNs, u.WorkingSetBytes
+		}
 	}
 	if att := v.LiveNetwork(); att != nil && c.net != nil {
 		if usage, err := c.net.Usage(att); err == nil && len(usage) > 0 {

@@ -46,6 +46,9 @@ type Env struct {
 	Consoles *Consoles
 	Clock    *Clock
 	Net      *Network
+	// Cgroups places VMs of pods with a cgroup_parent (cgroupfs driver);
+	// nil before NewPods runs pods without usable cgroups.
+	Cgroups *Cgroups
 	// Metrics, when set before NewPods, receives the controller's metrics.
 	Metrics *metrics.Metrics
 	// EventBuffer, when set before NewPods, is the controller's event
@@ -77,6 +80,7 @@ func NewEnv(t testing.TB) *Env {
 		LV:       fake.New(),
 		Images:   &Images{Dir: t.TempDir(), Images: []image.Image{ImageDebian, ImageAlpine}},
 		Overlays: &Overlays{}, Consoles: &Consoles{}, Clock: NewClock(T0), Net: NewNetwork(),
+		Cgroups: NewCgroups(t, "cgroupfs"),
 	}
 	e.OpenStore(t)
 	t.Cleanup(func() { e.Meta.Close() })
@@ -96,11 +100,17 @@ func (e *Env) OpenStore(t testing.TB) {
 
 // NewPods builds a Controller over the Env's dependencies as they are now.
 func (e *Env) NewPods() *lifecycle.Controller {
-	return lifecycle.New(lifecycle.Options{
+	o := lifecycle.Options{
 		Config: e.Cfg, Images: e.Images, Libvirt: e.LV, Meta: e.Meta, Log: QuietLog(),
 		NewConsole: e.Consoles.New, Overlays: e.Overlays, Now: e.Clock.Now, Network: e.Net, Metrics: e.Metrics,
 		EventBuffer: e.EventBuffer, ReadOnlyVirtiofsd: "/var/lib/vmpod/bin/vmpod-virtiofsd-ro",
-	})
+	}
+	if e.Cgroups != nil {
+		o.Cgroups = e.Cgroups
+	} else {
+		o.CgroupsErr = errors.New("no cgroup hierarchy with the memory controller under /sys/fs/cgroup")
+	}
+	return lifecycle.New(o)
 }
 
 // Restart simulates vmpod being killed and started again: the old
