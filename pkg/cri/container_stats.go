@@ -38,7 +38,8 @@ func (s *Service) ListContainerStats(ctx context.Context, req *runtimeapi.ListCo
 	return &runtimeapi.ListContainerStatsResponse{Stats: out}, nil
 }
 
-// PodSandboxStats returns a pod's usage: its VM's.
+// PodSandboxStats returns a pod's usage: its cgroup's when its VM runs in
+// it, else its VM's.
 func (s *Service) PodSandboxStats(ctx context.Context, req *runtimeapi.PodSandboxStatsRequest) (*runtimeapi.PodSandboxStatsResponse, error) {
 	st, err := s.pods.SandboxStats(ctx, req.GetPodSandboxId())
 	if err != nil {
@@ -74,6 +75,10 @@ func containerStats(st lifecycle.ContainerStats) *runtimeapi.ContainerStats {
 		cs.Memory.UsageBytes = &runtimeapi.UInt64Value{Value: st.UsageBytes}
 		cs.Memory.RssBytes = &runtimeapi.UInt64Value{Value: st.RSSBytes}
 	}
+	if u := st.CgroupUsage; u != nil {
+		cs.Memory.PageFaults = &runtimeapi.UInt64Value{Value: u.PageFaults}
+		cs.Memory.MajorPageFaults = &runtimeapi.UInt64Value{Value: u.MajorPageFaults}
+	}
 	if st.HasRootDisk {
 		cs.WritableLayer = &runtimeapi.FilesystemUsage{
 			Timestamp: st.Timestamp, FsId: &runtimeapi.FilesystemIdentifier{Mountpoint: st.Dir},
@@ -90,6 +95,11 @@ func sandboxStats(st lifecycle.SandboxStats) *runtimeapi.PodSandboxStats {
 			Cpu:    &runtimeapi.CpuUsage{Timestamp: st.Timestamp, UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: st.CPUTimeNs}},
 			Memory: &runtimeapi.MemoryUsage{Timestamp: st.Timestamp, WorkingSetBytes: &runtimeapi.UInt64Value{Value: st.WorkingSetBytes}},
 		},
+	}
+	if u := st.CgroupUsage; u != nil {
+		m := ps.Linux.Memory
+		m.UsageBytes, m.RssBytes = &runtimeapi.UInt64Value{Value: u.MemoryBytes}, &runtimeapi.UInt64Value{Value: u.RSSBytes}
+		m.PageFaults, m.MajorPageFaults = &runtimeapi.UInt64Value{Value: u.PageFaults}, &runtimeapi.UInt64Value{Value: u.MajorPageFaults}
 	}
 	for _, cs := range st.Containers {
 		ps.Linux.Containers = append(ps.Linux.Containers, containerStats(cs))

@@ -17,22 +17,6 @@ func notYet(method, area string) error {
 	return fmt.Errorf("%s is not implemented yet in vmpod (area: %s): %w", method, area, errdefs.ErrNotImplemented)
 }
 
-// Area: CRI metrics (the kubelet's PodAndContainerStatsFromCRI feature,
-// which serves cAdvisor-style metrics from these). Per-VM CPU and memory
-// are served by the stats RPCs; vmpod's own metrics by metrics_address.
-
-const criMetricsArea = "cAdvisor-style CRI metrics; per-VM CPU and memory come from ListContainerStats/ListPodSandboxStats, vmpod's own metrics from metrics_address"
-
-// ListMetricDescriptors is not implemented yet.
-func (s *Service) ListMetricDescriptors(ctx context.Context, req *runtimeapi.ListMetricDescriptorsRequest) (*runtimeapi.ListMetricDescriptorsResponse, error) {
-	return nil, notYet("ListMetricDescriptors", criMetricsArea)
-}
-
-// ListPodSandboxMetrics is not implemented yet.
-func (s *Service) ListPodSandboxMetrics(ctx context.Context, req *runtimeapi.ListPodSandboxMetricsRequest) (*runtimeapi.ListPodSandboxMetricsResponse, error) {
-	return nil, notYet("ListPodSandboxMetrics", criMetricsArea)
-}
-
 // Area: checkpoint/restore (not planned for VM pods).
 
 // CheckpointContainer is not implemented yet.
@@ -72,5 +56,5 @@ func (s *Service) StreamPodSandboxStats(req *runtimeapi.StreamPodSandboxStatsReq
 
 // StreamPodSandboxMetrics is not implemented yet (area: CRI metrics).
 func (s *Service) StreamPodSandboxMetrics(req *runtimeapi.StreamPodSandboxMetricsRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamPodSandboxMetricsResponse]) error {
-	return notYet("StreamPodSandboxMetrics", criMetricsArea)
+	return notYet("StreamPodSandboxMetrics", "CRI metrics streams (ListPodSandboxMetrics answers the kubelet)")
 }
