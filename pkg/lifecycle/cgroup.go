@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"google.golang.org/protobuf/encoding/protojson"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/vmpod/vmpod/pkg/cgroups"
 	"github.com/vmpod/vmpod/pkg/libvirttools"

@@ -68,7 +68,9 @@ func (f *Cgroups) begin(method, path string) error {
 func (f *Cgroups) ResolveParent(p string) (string, error) { return f.planner.ResolveParent(p) }
 
 // Plan implements lifecycle.Cgroups.
-func (f *Cgroups) Plan(parent, id string) (cgroups.Placement, error) { return f.planner.Plan(parent, id) }
+func (f *Cgroups) Plan(parent, id string) (cgroups.Placement, error) {
+	return f.planner.Plan(parent, id)
+}
 
 // Apply implements lifecycle.Cgroups: the VM is in the placement, with
 // its limits; libvirt's directory is recorded as left behind.
