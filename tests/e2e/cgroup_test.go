@@ -1,0 +1,393 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// The host's cgroups, read the way the kernel shows them; the tests check
+// vmpod's placement with nothing of vmpod's own code.
+const cgroupRoot = "/sys/fs/cgroup"
+
+// hostHierarchies lists the cgroup v1 hierarchies (directories under
+// cgroupRoot holding cgroup.procs, symlinks skipped), "unified" included
+// on a hybrid host. It skips the test on a cgroup v2 host: these tests
+// are written for this project's v1 machines (pkg/cgroups unit-tests v2).
+func hostHierarchies(t *testing.T) []string {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.controllers")); err == nil {
+		t.Skip("cgroup v2 host: this e2e test is for cgroup v1 (hybrid) hosts")
+	}
+	ents, err := os.ReadDir(cgroupRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		if e.IsDir() {
+			if _, err := os.Stat(filepath.Join(cgroupRoot, e.Name(), "cgroup.procs")); err == nil {
+				out = append(out, e.Name())
+			}
+		}
+	}
+	return out
+}
+
+// podCgroups makes pod cgroups under a test-unique top cgroup in every
+// hierarchy, as the kubelet's cgroupfs driver makes a pod's, and removes
+// them at the end (vmpod must have removed its own below them).
+func podCgroups(t *testing.T, hiers []string, pods ...string) string {
+	t.Helper()
+	b := make([]byte, 4)
+	rand.Read(b)
+	top := "/vmpod-e2e-" + hex.EncodeToString(b)
+	for _, h := range hiers {
+		for _, p := range pods {
+			if err := os.MkdirAll(filepath.Join(cgroupRoot, h, top, p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Cleanup(func() {
+		for _, h := range hiers {
+			for _, p := range pods {
+				d := filepath.Join(cgroupRoot, h, top, p)
+				ents, _ := os.ReadDir(d)
+				for _, e := range ents {
+					if e.IsDir() {
+						os.Remove(filepath.Join(d, e.Name())) // left by a failed test
+					}
+				}
+				os.Remove(d)
+			}
+			os.Remove(filepath.Join(cgroupRoot, h, top))
+		}
+	})
+	return top
+}
+
+// threadCgroups reads where each thread of pid is: by thread ID, the
+// cgroup path by hierarchy directory ("systemd" for name=systemd,
+// "unified" for the unified hierarchy).
+func threadCgroups(t *testing.T, pid string, hiers []string) map[string]map[string]string {
+	t.Helper()
+	dirOf := map[string]string{"": "unified", "name=systemd": "systemd"}
+	for _, h := range hiers {
+		for _, c := range strings.Split(h, ",") {
+			dirOf[c] = h
+		}
+	}
+	tasks, err := os.ReadDir(filepath.Join("/proc", pid, "task"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]map[string]string{}
+	for _, task := range tasks {
+		f, err := os.Open(filepath.Join("/proc", pid, "task", task.Name(), "cgroup"))
+		if err != nil {
+			continue // the thread ended
+		}
+		m := map[string]string{}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			parts := strings.SplitN(sc.Text(), ":", 3)
+			if len(parts) == 3 {
+				first, _, _ := strings.Cut(parts[1], ",")
+				m[dirOf[first]] = parts[2]
+			}
+		}
+		f.Close()
+		out[task.Name()] = m
+	}
+	return out
+}
+
+// outside lists the threads of pid not in cgroup path, in any hierarchy
+// but devices (libvirt's device cgroup keeps confining QEMU).
+func outside(t *testing.T, pid, path string, hiers []string) []string {
+	t.Helper()
+	var out []string
+	for tid, m := range threadCgroups(t, pid, hiers) {
+		for _, h := range hiers {
+			if h != "devices" && m[h] != path {
+				out = append(out, fmt.Sprintf("%s in %s:%s", tid, h, m[h]))
+			}
+		}
+	}
+	return out
+}
+
+// cgroupFile reads a file of cgroup path in hierarchy h.
+func cgroupFile(t *testing.T, h, path, file string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(cgroupRoot, h, path, file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// cgroupStat reads one key of a cgroup's flat keyed file (memory.stat,
+// memory.oom_control).
+func cgroupStat(t *testing.T, h, path, file, key string) uint64 {
+	t.Helper()
+	for _, l := range strings.Split(cgroupFile(t, h, path, file), "\n") {
+		if k, v, ok := strings.Cut(l, " "); ok && k == key {
+			n, _ := strconv.ParseUint(v, 10, 64)
+			return n
+		}
+	}
+	t.Fatalf("%s has no %s", file, key)
+	return 0
+}
+
+// wantLimits checks the VM cgroup's limit files.
+func wantLimits(t *testing.T, path string, files map[string]string) {
+	t.Helper()
+	for f, want := range files {
+		h, _, _ := strings.Cut(f, ".")
+		if h == "cpuacct" {
+			h = "cpu"
+		}
+		if got := cgroupFile(t, h, path, f); got != want {
+			t.Errorf("%s of %s = %s, want %s", f, path, got, want)
+		}
+	}
+}
+
+// qemuOwnFigures are QEMU's own CPU time (utime+stime) and resident
+// memory, from /proc.
+func qemuOwnFigures(t *testing.T, pid string) (cpuNs, rssBytes, anonBytes uint64) {
+	t.Helper()
+	stat, err := os.ReadFile(filepath.Join("/proc", pid, "stat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
+	utime, _ := strconv.ParseUint(f[11], 10, 64)
+	stime, _ := strconv.ParseUint(f[12], 10, 64)
+	status, err := os.ReadFile(filepath.Join("/proc", pid, "status"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb := func(key string) uint64 {
+		m := regexp.MustCompile(key + `:\s+(\d+) kB`).FindStringSubmatch(string(status))
+		n, _ := strconv.ParseUint(m[1], 10, 64)
+		return n << 10
+	}
+	return (utime + stime) * uint64(time.Second/100), kb("VmRSS"), kb("RssAnon")
+}
+
+// criStats are crictl stats' figures for one container.
+func (e *vmEnv) criStats(t *testing.T, ctrID string) (cpuNs, workingSet uint64) {
+	t.Helper()
+	var v struct {
+		Stats []struct {
+			CPU struct {
+				UsageCoreNanoSeconds struct{ Value string }
+			}
+			Memory struct {
+				WorkingSetBytes struct{ Value string }
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(e.mustCrictl("stats", "-o", "json", "--id", ctrID)), &v); err != nil || len(v.Stats) != 1 {
+		t.Fatalf("crictl stats: %v %+v", err, v)
+	}
+	cpuNs, _ = strconv.ParseUint(v.Stats[0].CPU.UsageCoreNanoSeconds.Value, 10, 64)
+	workingSet, _ = strconv.ParseUint(v.Stats[0].Memory.WorkingSetBytes.Value, 10, 64)
+	return cpuNs, workingSet
+}
+
+// within says whether a is within frac of b.
+func within(a, b uint64, frac float64) bool {
+	d := float64(a) - float64(b)
+	return d <= frac*float64(b) && -d <= frac*float64(b)
+}
+
+// TestCgroupPlacement: a VM pod with a cgroup_parent runs with every QEMU
+// thread in <cgroup_parent>/vmpod-<container ID>, with guest RAM plus
+// the pod's overhead as memory limit and the container's CPU limits;
+// UpdateContainerResources and UpdatePodSandboxResources change them;
+// the stats are the cgroup's; a thread taken out is put back after vmpod
+// is killed and after libvirtd restarts; a VM going over its memory
+// limit is OOM-killed and reported OOMKilled; removal leaves no cgroup,
+// not even libvirt's, which a restarted libvirtd forgets.
+func TestCgroupPlacement(t *testing.T) {
+	hiers := hostHierarchies(t)
+	e := newVMEnv(t)
+	top := podCgroups(t, hiers, "pod-vm", "pod-oom")
+	vmParent, oomParent := top+"/pod-vm", top+"/pod-oom"
+
+	// The VM: 300Mi guest RAM, one CPU, shares 512, 256Mi overhead (QEMU
+	// and its 256 MiB TCG translation cache). The OOM VM: 256Mi guest
+	// RAM with only 48Mi on top. Both boot together.
+	pod := func(name, parent string, guest, overhead int64, cpu map[string]any) podFiles {
+		f := e.podConfigsWith(name, 0, nil, map[string]any{"linux": map[string]any{
+			"cgroup_parent": parent, "overhead": map[string]any{"memory_limit_in_bytes": overhead},
+		}})
+		res := map[string]any{"memory_limit_in_bytes": guest}
+		for k, v := range cpu {
+			res[k] = v
+		}
+		e.editCtr(f, func(c map[string]any) { c["linux"] = map[string]any{"resources": res} })
+		return f
+	}
+	f := pod("cg", vmParent, 300<<20, 256<<20, map[string]any{"cpu_quota": 100000, "cpu_period": 100000, "cpu_shares": 512})
+	fo := pod("oom", oomParent, 256<<20, 48<<20, nil)
+	podID, ctrID := e.startVM(f)
+	dom := e.inspect(ctrID).Info.Domain
+	pid := qemuPID(t, dom)
+	// What QEMU used before it was placed (starting up) is not the pod
+	// cgroup's: about what it used when StartContainer returned.
+	startCPU, _, _ := qemuOwnFigures(t, pid)
+	oomPod, oomCtr := e.startVM(fo)
+	vmPath, oomPath := vmParent+"/vmpod-"+ctrID, oomParent+"/vmpod-"+oomCtr
+	libvirtMem := func() string {
+		m, _ := filepath.Glob(filepath.Join(cgroupRoot, "memory", "machine", "qemu-*-"+dom[:20]+"*", "memory.usage_in_bytes"))
+		if len(m) == 1 {
+			b, _ := os.ReadFile(m[0])
+			return strings.TrimSpace(string(b))
+		}
+		return "?"
+	}
+
+	// Every thread, in every hierarchy but devices.
+	if out := outside(t, pid, vmPath, hiers); len(out) > 0 {
+		t.Fatalf("QEMU threads outside %s: %v", vmPath, out)
+	}
+	t.Logf("QEMU (pid %s): %d threads in %s in %d hierarchies", pid, len(threadCgroups(t, pid, hiers)), vmPath, len(hiers)-1)
+	if m := regexp.MustCompile(`VM placed in its pod's cgroup.*took=(\S+)`).FindStringSubmatch(e.Log()); m != nil {
+		t.Logf("placement took %s of StartContainer", m[1])
+	}
+	wantLimits(t, vmPath, map[string]string{
+		"memory.limit_in_bytes": strconv.Itoa(556 << 20), "memory.memsw.limit_in_bytes": strconv.Itoa(556 << 20),
+		"cpu.cfs_quota_us": "100000", "cpu.cfs_period_us": "100000", "cpu.shares": "512",
+	})
+
+	// Updates: the container's CPU limits, the pod's overhead.
+	e.mustCrictl("update", "--cpu-quota", "50000", "--cpu-period", "100000", "--cpu-share", "256", ctrID)
+	rt := runtimeClient(t, e.Socket())
+	if _, err := rt.UpdatePodSandboxResources(context.Background(), &runtimeapi.UpdatePodSandboxResourcesRequest{
+		PodSandboxId: podID, Overhead: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 300 << 20},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	wantLimits(t, vmPath, map[string]string{"memory.limit_in_bytes": strconv.Itoa(600 << 20), "cpu.cfs_quota_us": "50000", "cpu.shares": "256"})
+
+	// Over its limit: the OOM VM fills its RAM (the guest's root is a
+	// RAM file system) and the kernel kills its QEMU.
+	waitLog(t, fo.logPath, regexp.MustCompile(`vmpod-test-guest qemu-ga started`), bootTimeout)
+	// (The exec fails: its VM is gone before it ends.)
+	e.crictl("exec", "-s", "--timeout", "60", oomCtr, "sh", "-c", "mkdir -p /fill && mount -t tmpfs -o size=400m fill /fill && dd if=/dev/zero of=/fill/zero bs=1M count=250")
+	ci := e.waitState(oomCtr, "CONTAINER_EXITED", 60*time.Second)
+	if ci.Status.Reason != "OOMKilled" || ci.Status.ExitCode != 137 || !strings.Contains(ci.Status.Message, "memory limit of "+strconv.Itoa(304<<20)) {
+		t.Errorf("the VM over its memory limit exited %d %s %q, want 137 OOMKilled", ci.Status.ExitCode, ci.Status.Reason, ci.Status.Message)
+	}
+	if n := cgroupStat(t, "memory", oomPath, "memory.oom_control", "oom_kill"); n != 1 {
+		t.Errorf("OOM kills in %s: %d", oomPath, n)
+	}
+	t.Logf("OOM VM: %s (peak %s bytes in its cgroup)", ci.Status.Message, cgroupFile(t, "memory", oomPath, "memory.max_usage_in_bytes"))
+
+	// The stats are the cgroup's, and close to QEMU's own figures.
+	waitLog(t, f.logPath, readyRE, bootTimeout)
+	cgCPU0, _ := strconv.ParseUint(cgroupFile(t, "cpuacct", vmPath, "cpuacct.usage"), 10, 64)
+	criCPU, criWS := e.criStats(t, ctrID)
+	cgCPU1, _ := strconv.ParseUint(cgroupFile(t, "cpuacct", vmPath, "cpuacct.usage"), 10, 64)
+	usage, _ := strconv.ParseUint(cgroupFile(t, "memory", vmPath, "memory.usage_in_bytes"), 10, 64)
+	cgWS := usage - cgroupStat(t, "memory", vmPath, "memory.stat", "total_inactive_file")
+	qCPU, qRSS, qAnon := qemuOwnFigures(t, pid)
+	t.Logf("CPU: CRI %d ns, cgroup %d..%d ns, QEMU's own %d ns (%d ns before it was placed); memory: CRI working set %d, cgroup %d, QEMU RSS %d (anonymous %d; charged to libvirt's cgroup before the move: %s)",
+		criCPU, cgCPU0, cgCPU1, qCPU, startCPU, criWS, cgWS, qRSS, qAnon, libvirtMem())
+	if criCPU < cgCPU0 || criCPU > cgCPU1 || !within(criWS, cgWS, 0.05) {
+		t.Errorf("CRI stats (CPU %d, working set %d) are not the cgroup's (CPU %d..%d, working set %d)", criCPU, criWS, cgCPU0, cgCPU1, cgWS)
+	}
+	if !within(criCPU, qCPU-startCPU, 0.10) {
+		t.Errorf("CRI CPU %d ns is not within 10%% of QEMU's own since it was placed (%d ns)", criCPU, qCPU-startCPU)
+	}
+
+	// vmpod killed; a thread taken out meanwhile (as libvirt could) is
+	// back once vmpod recovered.
+	e.Kill()
+	tid := func() string {
+		for tid := range threadCgroups(t, pid, hiers) {
+			if tid != pid {
+				return tid
+			}
+		}
+		t.Fatal("QEMU has one thread")
+		return ""
+	}()
+	if err := os.WriteFile(filepath.Join(cgroupRoot, "cpu", "tasks"), []byte(tid), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitPlaced := func(why string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for len(outside(t, pid, vmPath, hiers)) > 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: QEMU threads outside %s: %v", why, vmPath, outside(t, pid, vmPath, hiers))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	waitPlaced("after vmpod's restart")
+
+	// libvirtd restarts (and forgets the cgroups it made for QEMU); a
+	// thread taken out meanwhile is back once vmpod reconnected, and an
+	// update still works (libvirt could no longer set cputune).
+	lpid := libvirtdPID(t)
+	ensureLibvirtd(t, lpid)
+	syscall.Kill(lpid, syscall.SIGTERM)
+	for i := 0; syscall.Kill(lpid, 0) == nil; i++ {
+		if i > 300 {
+			t.Fatal("libvirtd did not exit within 30 s of SIGTERM")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := os.WriteFile(filepath.Join(cgroupRoot, "memory", "tasks"), []byte(tid), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	startLibvirtd(t)
+	waitPlaced("after libvirtd's restart")
+	e.mustCrictl("update", "--cpu-quota", "70000", "--cpu-period", "100000", ctrID)
+	wantLimits(t, vmPath, map[string]string{"cpu.cfs_quota_us": "70000", "memory.limit_in_bytes": strconv.Itoa(600 << 20)})
+	if qemuPID(t, dom) != pid {
+		t.Fatal("QEMU changed")
+	}
+
+	// Removal: no cgroup of the VMs left, libvirt's forgotten ones
+	// included.
+	for _, p := range []string{podID, oomPod} {
+		e.mustCrictl("stopp", p)
+		e.mustCrictl("rmp", p)
+	}
+	for _, h := range hiers {
+		for _, p := range []string{vmPath, oomPath} {
+			if _, err := os.Stat(filepath.Join(cgroupRoot, h, p)); !os.IsNotExist(err) {
+				t.Errorf("%s left in %s: %v", p, h, err)
+			}
+		}
+		left, _ := filepath.Glob(filepath.Join(cgroupRoot, h, "machine", "qemu-*-"+dom[:min(len(dom), 20)]+"*"))
+		if len(left) > 0 {
+			t.Errorf("libvirt's cgroups of the VM left: %v", left)
+		}
+	}
+}
