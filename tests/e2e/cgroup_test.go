@@ -274,6 +274,17 @@ func TestCgroupPlacement(t *testing.T) {
 	if m := regexp.MustCompile(`VM placed in its pod's cgroup.*took=(\S+)`).FindStringSubmatch(e.Log()); m != nil {
 		t.Logf("placement took %s of StartContainer", m[1])
 	}
+	// QEMU (libvirt-qemu) cannot lift its own limits: the cgroup is
+	// root's, its files writable by root only.
+	for _, p := range []string{filepath.Join(cgroupRoot, "memory", vmPath), filepath.Join(cgroupRoot, "memory", vmPath, "memory.limit_in_bytes"), filepath.Join(cgroupRoot, "cpu", vmPath, "cgroup.procs")} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sys := st.Sys().(*syscall.Stat_t); sys.Uid != 0 || st.Mode().Perm()&0o022 != 0 {
+			t.Errorf("%s is owned by %d with mode %v: not root's alone", p, sys.Uid, st.Mode())
+		}
+	}
 	wantLimits(t, vmPath, map[string]string{
 		"memory.limit_in_bytes": strconv.Itoa(556 << 20), "memory.memsw.limit_in_bytes": strconv.Itoa(556 << 20),
 		"cpu.cfs_quota_us": "100000", "cpu.cfs_period_us": "100000", "cpu.shares": "512",

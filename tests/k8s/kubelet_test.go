@@ -6,7 +6,8 @@
 // deploy/overlays/example; the CRI router as a host service and the
 // kubelet pointed at it. It checks what a user does with a VM pod through
 // kubectl (logs, attach, exec, port-forward, a readiness probe) beside an
-// ordinary container pod; that the VM survives the DaemonSet's pod being
+// ordinary container pod; the VM in its pod's cgroup and in the kubelet's
+// /stats/summary; that the VM survives the DaemonSet's pod being
 // deleted and upgraded to a second image; and that the uninstall leaves
 // the node clean. It needs root, the binaries and images hack/k8s-e2e.sh
 // builds, and runs only when VMPOD_K8S_E2E=1; hack/k8s-e2e.sh sets it up.
@@ -212,6 +213,10 @@ func TestKubelet(t *testing.T) {
 	}
 	vm := vmPodRef{sandbox: vmSandbox, ctr: vmCtr, ip: vmIP, qemu: qemu}
 	c.requireFootprint(vm)
+	s.done()
+
+	s = begin(t, "VM in its pod's cgroup with its limits; /stats/summary shows it")
+	c.checkVMResources(t, vmCtr)
 	s.done()
 
 	s = begin(t, "kubectl attach -it reaches the serial console")

@@ -71,7 +71,7 @@ type vmPodRef struct {
 // footprintKinds are the things a running VM pod has on the node. The test
 // finds every one of them while the VM runs (so that each check below can
 // fail) and none after the pod is deleted or vmpod uninstalled.
-var footprintKinds = []string{"domain", "qemu", "netns", "tap", "iptables", "cgroups", "ipam", "state"}
+var footprintKinds = []string{"domain", "qemu", "netns", "tap", "iptables", "cgroups", "vm cgroup", "ipam", "state"}
 
 // vmFootprint lists which of footprintKinds the VM pod vm has on the node,
 // with what was found.
@@ -118,6 +118,13 @@ func (c *cluster) vmFootprint(vm vmPodRef) map[string]string {
 	}
 	if cgs := machineCgroups(dom); len(cgs) > 0 {
 		found["cgroups"] = strings.Join(cgs, " ")
+	}
+	// vmpod's cgroup of the VM, below its pod's (the kubelet's, under its
+	// cgroupRoot; burstable and best-effort pods one level deeper).
+	for _, pattern := range []string{"/kubepods/*/vmpod-", "/kubepods/*/*/vmpod-"} {
+		if cgs, _ := filepath.Glob("/sys/fs/cgroup/*/" + cgroupTop + pattern + vm.ctr); len(cgs) > 0 {
+			found["vm cgroup"] += strings.Join(cgs, " ")
+		}
 	}
 	if p := filepath.Join(c.ipamDir, netName, vm.ip); vm.ip != "" && exists(p) {
 		found["ipam"] = "host-local reservation " + p

@@ -1,0 +1,257 @@
+package k8se2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// qemuSample is QEMU's own CPU time and private resident memory at one
+// moment, from /proc.
+type qemuSample struct {
+	at     time.Time
+	cpuNs  uint64 // utime + stime
+	anon   uint64 // RssAnon + RssShmem
+	rss    uint64 // VmRSS (file pages too)
+	failed bool
+}
+
+func readQEMU(pid string) qemuSample {
+	s := qemuSample{at: time.Now()}
+	stat, err := os.ReadFile(filepath.Join("/proc", pid, "stat"))
+	status, err2 := os.ReadFile(filepath.Join("/proc", pid, "status"))
+	if err != nil || err2 != nil {
+		return qemuSample{failed: true}
+	}
+	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
+	utime, _ := strconv.ParseUint(f[11], 10, 64)
+	stime, _ := strconv.ParseUint(f[12], 10, 64)
+	s.cpuNs = (utime + stime) * uint64(time.Second/100)
+	kb := func(key string) uint64 {
+		m := regexp.MustCompile(key + `:\s+(\d+) kB`).FindSubmatch(status)
+		if m == nil {
+			return 0
+		}
+		n, _ := strconv.ParseUint(string(m[1]), 10, 64)
+		return n << 10
+	}
+	s.anon, s.rss = kb("RssAnon")+kb("RssShmem"), kb("VmRSS")
+	return s
+}
+
+// summary is the part of the kubelet's /stats/summary the test reads.
+type summary struct {
+	Node struct {
+		SystemContainers []struct {
+			Name   string
+			CPU    usageCPU
+			Memory usageMem
+		}
+	}
+	Pods []struct {
+		PodRef     struct{ Name, Namespace, UID string }
+		CPU        usageCPU
+		Memory     usageMem
+		Containers []struct {
+			Name   string
+			CPU    usageCPU
+			Memory usageMem
+		}
+	}
+}
+
+type usageCPU struct {
+	Time                 time.Time
+	UsageCoreNanoSeconds uint64
+}
+
+type usageMem struct {
+	Time            time.Time
+	WorkingSetBytes uint64
+}
+
+func within(a, b uint64, frac float64) bool {
+	d := float64(a) - float64(b)
+	return d <= frac*float64(b) && -d <= frac*float64(b)
+}
+
+// checkVMResources checks the running VM pod against the kernel and the
+// kubelet: every thread of its QEMU in <pod cgroup>/vmpod-<container ID>
+// (the pod cgroup being the kubelet's, under its cgroupRoot), its memory
+// limit guest RAM plus the RuntimeClass overhead, and the kubelet's
+// /stats/summary showing the pod's CPU and memory, non-zero, within 10%
+// of QEMU's own figures at the same moment, and inside the node's "pods"
+// (allocatable) cgroup's.
+func (c *cluster) checkVMResources(t *testing.T, vmCtr string) {
+	t.Helper()
+	b, err := os.ReadFile("/run/libvirt/qemu/vmpod-" + vmCtr + ".pid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := strings.TrimSpace(string(b))
+	uid := c.mustKubectl("get", "pod", vmPod, "-o", "jsonpath={.metadata.uid}")
+
+	// Where each thread is: the memory hierarchy names the pod cgroup,
+	// every other hierarchy but devices must agree.
+	var vmCg string
+	tasks, err := os.ReadDir(filepath.Join("/proc", pid, "task"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		f, err := os.Open(filepath.Join("/proc", pid, "task", task.Name(), "cgroup"))
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			parts := strings.SplitN(sc.Text(), ":", 3)
+			if len(parts) != 3 || parts[1] == "devices" {
+				continue
+			}
+			if vmCg == "" {
+				vmCg = parts[2]
+			}
+			if parts[2] != vmCg {
+				t.Errorf("QEMU thread %s in %s:%s, not in %s", task.Name(), parts[1], parts[2], vmCg)
+			}
+		}
+		f.Close()
+	}
+	if !strings.HasPrefix(vmCg, "/"+cgroupTop+"/kubepods/") || !strings.HasSuffix(vmCg, "/pod"+uid+"/vmpod-"+vmCtr) {
+		t.Fatalf("QEMU is in %s, not in the pod's cgroup (pod UID %s) under /%s/kubepods", vmCg, uid, cgroupTop)
+	}
+	podCg := filepath.Dir(vmCg)
+	t.Logf("QEMU (pid %s, %d threads) in %s", pid, len(tasks), vmCg)
+	read := func(h, p, file string) string {
+		b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", h, p, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	// examples/vm-readiness-probe.yaml: 512Mi, one CPU; the RuntimeClass
+	// (deploy/30-runtimeclass.yaml): 64Mi overhead.
+	if got, want := read("memory", vmCg, "memory.limit_in_bytes"), strconv.Itoa((512+64)<<20); got != want {
+		t.Errorf("VM memory limit %s, want %s (guest RAM + RuntimeClass overhead)", got, want)
+	}
+	if got := read("cpu", vmCg, "cpu.cfs_quota_us"); got != "100000" {
+		t.Errorf("VM CPU quota %s, want 100000 (one CPU)", got)
+	}
+	t.Logf("limits: VM memory %s, pod memory %s (the kubelet's), VM CPU quota %s/%s",
+		read("memory", vmCg, "memory.limit_in_bytes"), read("memory", podCg, "memory.limit_in_bytes"),
+		read("cpu", vmCg, "cpu.cfs_quota_us"), read("cpu", vmCg, "cpu.cfs_period_us"))
+
+	// QEMU's own figures every 100 ms while the summary is read, so they
+	// can be matched with the moment the summary's figures were taken.
+	var mu sync.Mutex
+	var samples []qemuSample
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			if s := readQEMU(pid); !s.failed {
+				mu.Lock()
+				samples = append(samples, s)
+				mu.Unlock()
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	sampling := time.Now()
+	var sum summary
+	var podIdx = -1
+	c.waitFor("the VM pod in /stats/summary, taken after sampling began", "kubelet", 2*time.Minute, func() error {
+		out, err := c.kubectl(30*time.Second, "get", "--raw", "/api/v1/nodes/"+nodeName+"/proxy/stats/summary")
+		if err != nil {
+			return err
+		}
+		sum = summary{}
+		if err := json.Unmarshal([]byte(out), &sum); err != nil {
+			return err
+		}
+		for i, p := range sum.Pods {
+			if p.PodRef.Name == vmPod {
+				podIdx = i
+				// Whole seconds: wait for one a second past the start.
+				if p.CPU.Time.Before(sampling.Add(time.Second)) || p.Memory.Time.Before(sampling.Add(time.Second)) {
+					return fmt.Errorf("figures from %v (CPU) and %v (memory), before sampling began", p.CPU.Time, p.Memory.Time)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no pod %s in the summary", vmPod)
+	})
+	time.Sleep(1100 * time.Millisecond) // samples after the summary's second too
+	close(stop)
+	wg.Wait()
+	at := func(ts time.Time) qemuSample {
+		// The summary's times are whole seconds: the sample in the middle
+		// of that second.
+		mid := ts.Add(500 * time.Millisecond)
+		best := samples[0]
+		for _, s := range samples {
+			if s.at.Sub(mid).Abs() < best.at.Sub(mid).Abs() {
+				best = s
+			}
+		}
+		return best
+	}
+	p := sum.Pods[podIdx]
+	qc, qm := at(p.CPU.Time), at(p.Memory.Time)
+	t.Logf("/stats/summary pod %s: CPU %d ns at %v, working set %d bytes at %v; QEMU's own then: CPU %d ns, private resident memory %d bytes (RSS with file pages %d)",
+		vmPod, p.CPU.UsageCoreNanoSeconds, p.CPU.Time.Format(time.TimeOnly), p.Memory.WorkingSetBytes, p.Memory.Time.Format(time.TimeOnly), qc.cpuNs, qm.anon, qm.rss)
+	if p.CPU.UsageCoreNanoSeconds == 0 || p.Memory.WorkingSetBytes == 0 {
+		t.Errorf("the summary shows no CPU or memory for the VM pod: %+v", p)
+	}
+	if !within(p.CPU.UsageCoreNanoSeconds, qc.cpuNs, 0.10) {
+		t.Errorf("pod CPU %d ns is not within 10%% of QEMU's %d ns", p.CPU.UsageCoreNanoSeconds, qc.cpuNs)
+	}
+	if !within(p.Memory.WorkingSetBytes, qm.anon, 0.10) {
+		t.Errorf("pod working set %d bytes is not within 10%% of QEMU's private resident memory %d bytes", p.Memory.WorkingSetBytes, qm.anon)
+	}
+	for _, ct := range p.Containers {
+		t.Logf("/stats/summary container %s (from vmpod's CRI stats): CPU %d ns, working set %d bytes", ct.Name, ct.CPU.UsageCoreNanoSeconds, ct.Memory.WorkingSetBytes)
+		if ct.Name == "vm" && (ct.CPU.UsageCoreNanoSeconds == 0 || ct.Memory.WorkingSetBytes == 0) {
+			t.Errorf("the summary shows no CPU or memory for the VM container: %+v", ct)
+		}
+	}
+	// Node allocatable: the kubelet's "pods" cgroup, whose limit is the
+	// node's allocatable memory and whose usage eviction reads, holds the
+	// VM: in the kernel (read back to back) and in the summary (taken at
+	// another moment than the pod's: a 5% margin).
+	kubepods := "/" + cgroupTop + "/kubepods"
+	vmUse, _ := strconv.ParseUint(read("memory", vmCg, "memory.usage_in_bytes"), 10, 64)
+	allUse, _ := strconv.ParseUint(read("memory", kubepods, "memory.usage_in_bytes"), 10, 64)
+	t.Logf("memory charged: VM cgroup %d bytes, %s %d bytes (limit %s)", vmUse, kubepods, allUse, read("memory", kubepods, "memory.limit_in_bytes"))
+	if allUse < vmUse {
+		t.Errorf("%s is charged %d bytes, less than the VM's %d: the VM does not count against allocatable", kubepods, allUse, vmUse)
+	}
+	found := false
+	for _, sc := range sum.Node.SystemContainers {
+		if sc.Name == "pods" {
+			found = true
+			t.Logf("/stats/summary node pods cgroup: CPU %d ns, working set %d bytes", sc.CPU.UsageCoreNanoSeconds, sc.Memory.WorkingSetBytes)
+			if float64(sc.Memory.WorkingSetBytes) < 0.95*float64(p.Memory.WorkingSetBytes) {
+				t.Errorf("the summary's pods cgroup (working set %d) holds less than the VM pod (%d): the VM does not count against allocatable", sc.Memory.WorkingSetBytes, p.Memory.WorkingSetBytes)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no pods system container in the summary")
+	}
+}
