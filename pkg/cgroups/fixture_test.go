@@ -204,6 +204,9 @@ func (k *fakeKernel) moveThread(dir string, tid int) error {
 	return nil
 }
 
+// cpuTime is 0.5 s for every process.
+func (k *fakeKernel) cpuTime(pid int) (uint64, error) { return 5e8, nil }
+
 // removeCgroup removes a cgroup directory with its files (cgroupfs
 // removes an empty cgroup's files with it), unless a task is in it.
 func (k *fakeKernel) removeCgroup(dir string) error {

@@ -1,7 +1,6 @@
 package cgroups
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"maps"
@@ -15,7 +14,6 @@ import (
 	"github.com/containerd/errdefs"
 	occgroups "github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/fs"
-	"golang.org/x/sys/unix"
 )
 
 // Placement is where a VM's QEMU runs: the same path below the root of
@@ -37,6 +35,18 @@ type Placement struct {
 	// (absolute, .libvirt-qemu), removed with the placement: once QEMU
 	// has left them, a restarted libvirtd no longer knows them.
 	Libvirt []string `json:"libvirt,omitempty"`
+	// StartCPUNs is the CPU time QEMU had used when it was placed
+	// (starting up, in libvirt's cgroup): the pod's cgroup never counts
+	// it, as CPU time already used does not move with a process. QEMU's
+	// own CPU time less StartCPUNs is what the pod's cgroup counts.
+	StartCPUNs uint64 `json:"start_cpu_ns,omitempty"`
+	// StartMemoryBytes is the memory charged to libvirt's memory cgroup
+	// of this QEMU just after the move (0 when QEMU was in no such
+	// directory of libvirt's): allocated before the move, it stays
+	// charged there (Linux no longer moves charges with a process), and
+	// it can only shrink, as QEMU frees it. So it bounds what of QEMU's
+	// memory the pod's cgroup does not count.
+	StartMemoryBytes uint64 `json:"start_memory_bytes,omitempty"`
 }
 
 // ChildName is the cgroup of a container's VM below its pod's.
@@ -82,15 +92,19 @@ func (h *Host) essential(hier string) bool {
 // others it joins only when the pod has a cgroup there), writes the
 // limits, moves the process, and checks that every thread moved. It
 // returns the placement as applied (the hierarchies joined, libvirt's
-// directories QEMU left). On failure it removes the cgroups it made
-// where it can; the caller stops QEMU and calls Remove with the planned
-// placement.
+// directories QEMU left, what QEMU had used before). On failure it
+// removes the cgroups it made where it can; the caller stops QEMU and
+// calls Remove with the planned placement.
 func (h *Host) Apply(p Placement, pid int) (Placement, error) {
 	if pid <= 1 {
 		return p, fmt.Errorf("QEMU pid %d: %w", pid, errdefs.ErrInvalidArgument)
 	}
 	before, err := h.k.threads(pid)
 	if err != nil {
+		return p, err
+	}
+	// QEMU is paused: it uses next to no CPU until the guest runs.
+	if p.StartCPUNs, err = h.k.cpuTime(pid); err != nil {
 		return p, err
 	}
 	var joined []string
@@ -119,7 +133,30 @@ func (h *Host) Apply(p Placement, pid int) (Placement, error) {
 		return p, err
 	}
 	p.Libvirt = h.libvirtDirs(before, p.Hierarchies)
+	p.StartMemoryBytes = h.startMemory(p)
 	return p, nil
+}
+
+// startMemory reads the memory charged to libvirt's memory cgroup of
+// the VM (QEMU's allocations before it moved): memory.usage_in_bytes, v2
+// memory.current; 0 without one.
+func (h *Host) startMemory(p Placement) uint64 {
+	hier, file := h.dirOf["memory"], "memory.usage_in_bytes"
+	if h.v2 {
+		hier, file = "", "memory.current"
+	}
+	for _, d := range p.Libvirt {
+		if !strings.HasPrefix(d, h.dir(hier, "")+"/") {
+			continue
+		}
+		v, err := readTrimmed(d, file)
+		if err != nil {
+			return 0
+		}
+		n, _ := strconv.ParseUint(v, 10, 64)
+		return n
+	}
+	return 0
 }
 
 // mkdir makes a VM's cgroup directory d in hierarchy hier (and the pod's
@@ -200,94 +237,6 @@ func (h *Host) moveThread(p Placement, s stray, pid int) error {
 	return nil
 }
 
-// kernel moves tasks between cgroups and says where they are: procKernel
-// on a real host (tests put a fake in its place).
-type kernel interface {
-	// moveProcess moves every thread of pid into cgroup dir.
-	moveProcess(dir string, pid int) error
-	// moveThread moves one thread into cgroup dir (v1).
-	moveThread(dir string, tid int) error
-	// removeCgroup removes a cgroup and the cgroups below it; a missing
-	// one is fine, one with tasks fails.
-	removeCgroup(dir string) error
-	// threads says where each thread of pid is: its cgroup path by
-	// hierarchy directory, by thread ID. A process that is gone is
-	// errdefs.ErrNotFound.
-	threads(pid int) (map[int]map[string]string, error)
-}
-
-// procKernel is the kernel's cgroup interface: cgroup.procs and tasks
-// files, /proc/<pid>/task/<tid>/cgroup.
-type procKernel struct{ h *Host }
-
-func (k procKernel) moveProcess(dir string, pid int) error {
-	return occgroups.WriteCgroupProc(dir, pid)
-}
-
-func (k procKernel) removeCgroup(dir string) error { return occgroups.RemovePath(dir) }
-
-func (k procKernel) moveThread(dir string, tid int) error {
-	err := occgroups.WriteFile(dir, "tasks", strconv.Itoa(tid))
-	if errors.Is(err, unix.ESRCH) {
-		return nil // the thread ended
-	}
-	return err
-}
-
-func (k procKernel) threads(pid int) (map[int]map[string]string, error) {
-	h := k.h
-	taskDir := filepath.Join(h.proc, strconv.Itoa(pid), "task")
-	ents, err := os.ReadDir(taskDir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("QEMU (pid %d) is gone: %w", pid, errdefs.ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list QEMU's threads: %w", err)
-	}
-	out := map[int]map[string]string{}
-	for _, e := range ents {
-		tid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		m, err := h.parseCgroupFile(filepath.Join(taskDir, e.Name(), "cgroup"))
-		if errors.Is(err, os.ErrNotExist) {
-			continue // the thread ended
-		}
-		if err != nil {
-			return nil, err
-		}
-		out[tid] = m
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("QEMU (pid %d) has no threads left: %w", pid, errdefs.ErrNotFound)
-	}
-	return out, nil
-}
-
-// parseCgroupFile reads a /proc/<pid>/cgroup file: each line is
-// "ID:controllers:path", mapped here to the hierarchy's directory.
-func (h *Host) parseCgroupFile(name string) (map[string]string, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	m := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		parts := strings.SplitN(sc.Text(), ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		first, _, _ := strings.Cut(parts[1], ",")
-		if hier, ok := h.dirOf[first]; ok {
-			m[hier] = parts[2]
-		}
-	}
-	return m, sc.Err()
-}
-
 // libvirtDirs picks, from where QEMU's threads were before the move,
 // libvirt's per-domain directories (qemu-N-<name>.libvirt-qemu) in the
 // hierarchies QEMU left.
@@ -330,22 +279,15 @@ func (h *Host) Remove(p Placement) error {
 }
 
 // removeLibvirtDir removes one of libvirt's per-domain directories and
-// its children (emulator, vcpuN) when they are empty; libvirt removes
+// its children (emulator, vcpuN) when no task is in them; libvirt removes
 // them itself when it still knows them, and one that holds a process is
-// in use (rmdir fails).
+// in use (rmdir fails, and the directory stays).
 func (h *Host) removeLibvirtDir(d string) {
 	rel, err := filepath.Rel(h.root, d)
 	if err != nil || strings.HasPrefix(rel, "..") || !strings.HasSuffix(d, ".libvirt-qemu") {
 		return // not one of libvirt's: never touched
 	}
-	if ents, err := os.ReadDir(d); err == nil {
-		for _, e := range ents {
-			if e.IsDir() {
-				os.Remove(filepath.Join(d, e.Name()))
-			}
-		}
-	}
-	os.Remove(d)
+	h.k.removeCgroup(d)
 }
 
 // removeDirs removes the VM's cgroup in the given hierarchies (a failed

@@ -58,6 +58,8 @@ func TestApplyV1Hybrid(t *testing.T) {
 	k := newFakeKernel(h)
 	k.spawn(qemuPID, qemuThreads, libvirtCgroup)
 	libvirtDirs(t, root, []string{"cpu,cpuacct", "cpuset", "memory", "freezer", "unified"})
+	// What QEMU allocated before the move stays charged there.
+	write(t, root, "memory/machine/qemu-7-vmpod-c0ffee.libvirt-qemu/memory.usage_in_bytes", "19922944\n")
 	p, err := h.Plan(podPath, ctrID)
 	if err != nil {
 		t.Fatal(err)
@@ -103,6 +105,9 @@ func TestApplyV1Hybrid(t *testing.T) {
 	}
 	if !slices.Equal(got.Libvirt, wantLibvirt) {
 		t.Errorf("libvirt's dirs %q, want %q", got.Libvirt, wantLibvirt)
+	}
+	if got.StartCPUNs != 5e8 || got.StartMemoryBytes != 19<<20 {
+		t.Errorf("start-up usage: CPU %d, memory %d", got.StartCPUNs, got.StartMemoryBytes)
 	}
 
 	// Removal: not while QEMU runs; then the VM's cgroups and libvirt's
@@ -247,6 +252,40 @@ func TestApplyV2(t *testing.T) {
 				t.Errorf("limits not recorded: %+v", got.Limits)
 			}
 		})
+	}
+}
+
+// On a cgroup v2 host without systemd libvirt makes one cgroup per
+// domain (emulator and vCPU threads below it): QEMU's start-up memory is
+// its memory.current after the move, its start-up CPU time /proc's.
+func TestApplyV2StartFigures(t *testing.T) {
+	testMode(t)
+	root := v2Root(t)
+	h, err := Open(Options{Root: root, Driver: DriverCgroupfs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := newFakeKernel(h)
+	k.spawn(qemuPID, qemuThreads, func(tid int, _ string) string { return libvirtCgroup(tid, "cpu,cpuacct") })
+	libvirt := "machine/qemu-7-vmpod-c0ffee.libvirt-qemu"
+	write(t, root, libvirt+"/memory.current", "23068672\n")
+	p, err := h.Plan(podPath, ctrID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the kernel gives a new cgroup.
+	write(t, root, p.Path+"/cgroup.controllers", "cpu memory pids\n")
+	write(t, root, p.Path+"/memory.max", "max\n")
+	write(t, root, p.Path+"/cpu.max", "max 100000\n")
+	got, err := h.Apply(p, qemuPID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{filepath.Join(root, libvirt)}; !slices.Equal(got.Libvirt, want) {
+		t.Errorf("libvirt's dirs %q, want %q", got.Libvirt, want)
+	}
+	if got.StartCPUNs != 5e8 || got.StartMemoryBytes != 22<<20 {
+		t.Errorf("start-up usage: CPU %d, memory %d; want 5e8 and %d", got.StartCPUNs, got.StartMemoryBytes, 22<<20)
 	}
 }
 

@@ -96,7 +96,10 @@ func TestHostPlacement(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("placed %d threads in %d hierarchies (%s host) in %v", 4, len(p.Hierarchies), h.Mode(), time.Since(start))
+	t.Logf("placed %d threads in %d hierarchies (%s host) in %v; its CPU so far %d ns", 4, len(p.Hierarchies), h.Mode(), time.Since(start), p.StartCPUNs)
+	if p.StartCPUNs == 0 {
+		t.Errorf("no start-up CPU read")
+	}
 	if len(p.Hierarchies) != len(h.hierarchies) {
 		t.Errorf("joined %q, want every hierarchy but devices (%q)", p.Hierarchies, h.hierarchies)
 	}
@@ -124,6 +127,18 @@ func TestHostPlacement(t *testing.T) {
 	u, err := h.Stats(p)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The cgroup counts the CPU time since the move: the process's own
+	// less what it had used before.
+	total, err := procKernel{h}.cpuTime(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	since := int64(total) - int64(p.StartCPUNs)
+	t.Logf("CPU: the process's %d ns, %d ns before the move; the cgroup's %d ns", total, p.StartCPUNs, u.CPUNs)
+	// /proc counts in 10 ms ticks, read twice; the cgroup in ns.
+	if d := since - int64(u.CPUNs); d > 30e6+since/10 || -d > 30e6+since/10 {
+		t.Errorf("the cgroup's CPU time %d ns is not the process's since the move (%d ns)", u.CPUNs, since)
 	}
 	pu, err := h.PodStats(p)
 	if err != nil {
