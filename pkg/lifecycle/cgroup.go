@@ -144,9 +144,11 @@ func (c *Controller) placeVM(ctx context.Context, ct *container) error {
 	if _, err := ct.Update(func(r *ContainerRecord) error { r.Cgroup = &p; return nil }); err != nil {
 		return fmt.Errorf("store container record: %w", err)
 	}
+	// The start-up figures are what the pod's cgroup does not count.
 	logging.From(ctx).Info("VM placed in its pod's cgroup", logging.KeyContainerID, rec.ID, "cgroup", p.Path,
 		"hierarchies", len(p.Hierarchies), "memory_limit", p.Limits.MemoryBytes, "cpu_quota_us", p.Limits.CPUQuotaUS,
-		"cpu_shares", p.Limits.CPUShares, "took", time.Since(begin))
+		"cpu_shares", p.Limits.CPUShares, "qemu_start_cpu_ns", p.StartCPUNs, "qemu_start_memory_bytes", p.StartMemoryBytes,
+		"took", time.Since(begin))
 	return nil
 }
 

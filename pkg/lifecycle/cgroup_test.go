@@ -80,6 +80,17 @@ func TestStartPlacesVM(t *testing.T) {
 	if rec.State != lifecycle.ContainerRunning || e.DomainState(t, rec.Domain).State.String() != "running" {
 		t.Errorf("state %s, domain %v", rec.State, e.DomainState(t, rec.Domain))
 	}
+	// The placement as applied, with what QEMU used before it, is kept
+	// and shown in the verbose status (the tests compare QEMU's own
+	// figures with the pod's through it).
+	info, err := e.Pods.ContainerInfo(lifecycletest.Ctx(t), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := info["cgroup"].(*cgroups.Placement); !ok || p.Path != vmPath(id) ||
+		p.StartCPUNs != lifecycletest.StartCPUNs || p.StartMemoryBytes != lifecycletest.StartMemoryBytes || p.Limits != want {
+		t.Errorf("verbose info's cgroup: %#v", info["cgroup"])
+	}
 
 	// Without a RuntimeClass overhead: the handler's vm_memory_overhead
 	// plus, under TCG, the translation cache.

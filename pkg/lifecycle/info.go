@@ -43,7 +43,10 @@ func (c *Controller) SandboxInfo(ctx context.Context, id string) (map[string]any
 }
 
 // ContainerInfo is the verbose information of ContainerStatus: the
-// domain, its XML, the disks and, while the VM runs, the guest agent.
+// domain, its XML, the disks, the VM's cgroup placement (pkg/cgroups'
+// Placement: where, the limits, libvirt's directories it left, what
+// QEMU used before it was placed) and, while the VM runs, the guest
+// agent.
 func (c *Controller) ContainerInfo(ctx context.Context, id string) (map[string]any, error) {
 	ct, err := c.reg.container(id)
 	if err != nil {
@@ -57,6 +60,9 @@ func (c *Controller) ContainerInfo(ctx context.Context, id string) (map[string]a
 	}
 	if xml, err := c.libvirt.XML(ctx, rec.Domain); err == nil {
 		info["domainXML"] = xml
+	}
+	if rec.Cgroup != nil {
+		info["cgroup"] = rec.Cgroup
 	}
 	if rec.State == ContainerRunning {
 		info["guestAgent"] = c.agentInfo(ctx, rec.Domain)

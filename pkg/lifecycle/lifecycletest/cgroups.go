@@ -40,6 +40,12 @@ type Placed struct {
 
 var _ lifecycle.Cgroups = (*Cgroups)(nil)
 
+// What the fake's Apply says QEMU used before it was placed.
+const (
+	StartCPUNs       = 8e8
+	StartMemoryBytes = 20 << 20
+)
+
 // NewCgroups returns a fake for the given cgroup driver.
 func NewCgroups(t testing.TB, driver string) *Cgroups {
 	t.Helper()
@@ -73,7 +79,9 @@ func (f *Cgroups) Plan(parent, id string) (cgroups.Placement, error) {
 }
 
 // Apply implements lifecycle.Cgroups: the VM is in the placement, with
-// its limits; libvirt's directory is recorded as left behind.
+// its limits; libvirt's directory is recorded as left behind, with
+// StartMemoryBytes (20 MiB) charged to it, and QEMU had used
+// StartCPUNs (0.8 s) starting.
 func (f *Cgroups) Apply(p cgroups.Placement, pid int) (cgroups.Placement, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -81,6 +89,7 @@ func (f *Cgroups) Apply(p cgroups.Placement, pid int) (cgroups.Placement, error)
 		return p, err
 	}
 	p.Libvirt = []string{fmt.Sprintf("/sys/fs/cgroup/memory/machine/qemu-%d.libvirt-qemu", pid)}
+	p.StartCPUNs, p.StartMemoryBytes = StartCPUNs, StartMemoryBytes
 	f.placed[p.Path] = Placed{Placement: p, PID: pid}
 	return p, nil
 }
