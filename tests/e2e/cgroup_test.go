@@ -169,9 +169,10 @@ func wantLimits(t *testing.T, path string, files map[string]string) {
 	}
 }
 
-// qemuOwnFigures are QEMU's own CPU time (utime+stime) and resident
-// memory, from /proc.
-func qemuOwnFigures(t *testing.T, pid string) (cpuNs, rssBytes, anonBytes uint64) {
+// qemuOwnFigures are QEMU's own CPU time (utime+stime), resident memory
+// (file pages too) and private resident memory (RssAnon + RssShmem),
+// from /proc.
+func qemuOwnFigures(t *testing.T, pid string) (cpuNs, rssBytes, privateBytes uint64) {
 	t.Helper()
 	stat, err := os.ReadFile(filepath.Join("/proc", pid, "stat"))
 	if err != nil {
@@ -189,7 +190,24 @@ func qemuOwnFigures(t *testing.T, pid string) (cpuNs, rssBytes, anonBytes uint64
 		n, _ := strconv.ParseUint(m[1], 10, 64)
 		return n << 10
 	}
-	return (utime + stime) * uint64(time.Second/100), kb("VmRSS"), kb("RssAnon")
+	return (utime + stime) * uint64(time.Second/100), kb("VmRSS"), kb("RssAnon") + kb("RssShmem")
+}
+
+// libvirtCharge reads what libvirt's memory cgroup of a placed VM (one
+// of the placement's Libvirt directories) is still charged: all of it,
+// and its anonymous and shared memory pages, which QEMU allocated before
+// it moved and still holds (they are in QEMU's RssAnon + RssShmem, not
+// in the pod's cgroup).
+func libvirtCharge(t *testing.T, dirs []string) (usage, private uint64) {
+	t.Helper()
+	for _, d := range dirs {
+		if rel, ok := strings.CutPrefix(d, filepath.Join(cgroupRoot, "memory")+"/"); ok {
+			usage, _ = strconv.ParseUint(cgroupFile(t, "memory", rel, "memory.usage_in_bytes"), 10, 64)
+			return usage, cgroupStat(t, "memory", rel, "memory.stat", "total_rss") + cgroupStat(t, "memory", rel, "memory.stat", "total_shmem")
+		}
+	}
+	t.Fatalf("no memory cgroup of libvirt's among %q", dirs)
+	return 0, 0
 }
 
 // criStats are crictl stats' figures for one container.
@@ -250,21 +268,22 @@ func TestCgroupPlacement(t *testing.T) {
 	f := pod("cg", vmParent, 300<<20, 256<<20, map[string]any{"cpu_quota": 100000, "cpu_period": 100000, "cpu_shares": 512})
 	fo := pod("oom", oomParent, 256<<20, 48<<20, nil)
 	podID, ctrID := e.startVM(f)
-	dom := e.inspect(ctrID).Info.Domain
+	ci := e.inspect(ctrID)
+	dom := ci.Info.Domain
 	pid := qemuPID(t, dom)
-	// What QEMU used before it was placed (starting up) is not the pod
-	// cgroup's: about what it used when StartContainer returned.
-	startCPU, _, _ := qemuOwnFigures(t, pid)
 	oomPod, oomCtr := e.startVM(fo)
 	vmPath, oomPath := vmParent+"/vmpod-"+ctrID, oomParent+"/vmpod-"+oomCtr
-	libvirtMem := func() string {
-		m, _ := filepath.Glob(filepath.Join(cgroupRoot, "memory", "machine", "qemu-*-"+dom[:20]+"*", "memory.usage_in_bytes"))
-		if len(m) == 1 {
-			b, _ := os.ReadFile(m[0])
-			return strings.TrimSpace(string(b))
-		}
-		return "?"
+	// What QEMU used before it was placed (starting up) is not the pod
+	// cgroup's: vmpod recorded its CPU time then and the memory left
+	// charged to libvirt's cgroup of the VM.
+	pl := ci.Info.Cgroup
+	if pl == nil || pl.Path != vmPath || len(pl.Libvirt) == 0 {
+		t.Fatalf("crictl inspect's placement: %+v, want %s and libvirt's cgroups QEMU left", pl, vmPath)
 	}
+	if cpu, _, _ := qemuOwnFigures(t, pid); pl.StartCPUNs == 0 || pl.StartCPUNs > cpu {
+		t.Errorf("QEMU's CPU time before its placement recorded as %d ns; it has used %d ns since it started", pl.StartCPUNs, cpu)
+	}
+	t.Logf("before its placement QEMU used %d ns of CPU and %d bytes of memory (charged to libvirt's cgroup)", pl.StartCPUNs, pl.StartMemoryBytes)
 
 	// Every thread, in every hierarchy but devices.
 	if out := outside(t, pid, vmPath, hiers); len(out) > 0 {
@@ -305,14 +324,14 @@ func TestCgroupPlacement(t *testing.T) {
 	waitLog(t, fo.logPath, regexp.MustCompile(`vmpod-test-guest qemu-ga started`), bootTimeout)
 	// (The exec fails: its VM is gone before it ends.)
 	e.crictl("exec", "-s", "--timeout", "60", oomCtr, "sh", "-c", "mkdir -p /fill && mount -t tmpfs -o size=400m fill /fill && dd if=/dev/zero of=/fill/zero bs=1M count=250")
-	ci := e.waitState(oomCtr, "CONTAINER_EXITED", 60*time.Second)
-	if ci.Status.Reason != "OOMKilled" || ci.Status.ExitCode != 137 || !strings.Contains(ci.Status.Message, "memory limit of "+strconv.Itoa(304<<20)) {
-		t.Errorf("the VM over its memory limit exited %d %s %q, want 137 OOMKilled", ci.Status.ExitCode, ci.Status.Reason, ci.Status.Message)
+	oi := e.waitState(oomCtr, "CONTAINER_EXITED", 60*time.Second)
+	if oi.Status.Reason != "OOMKilled" || oi.Status.ExitCode != 137 || !strings.Contains(oi.Status.Message, "memory limit of "+strconv.Itoa(304<<20)) {
+		t.Errorf("the VM over its memory limit exited %d %s %q, want 137 OOMKilled", oi.Status.ExitCode, oi.Status.Reason, oi.Status.Message)
 	}
 	if n := cgroupStat(t, "memory", oomPath, "memory.oom_control", "oom_kill"); n != 1 {
 		t.Errorf("OOM kills in %s: %d", oomPath, n)
 	}
-	t.Logf("OOM VM: %s (peak %s bytes in its cgroup)", ci.Status.Message, cgroupFile(t, "memory", oomPath, "memory.max_usage_in_bytes"))
+	t.Logf("OOM VM: %s (peak %s bytes in its cgroup)", oi.Status.Message, cgroupFile(t, "memory", oomPath, "memory.max_usage_in_bytes"))
 
 	// The stats are the cgroup's, and close to QEMU's own figures.
 	waitLog(t, f.logPath, readyRE, bootTimeout)
@@ -321,14 +340,24 @@ func TestCgroupPlacement(t *testing.T) {
 	cgCPU1, _ := strconv.ParseUint(cgroupFile(t, "cpuacct", vmPath, "cpuacct.usage"), 10, 64)
 	usage, _ := strconv.ParseUint(cgroupFile(t, "memory", vmPath, "memory.usage_in_bytes"), 10, 64)
 	cgWS := usage - cgroupStat(t, "memory", vmPath, "memory.stat", "total_inactive_file")
-	qCPU, qRSS, qAnon := qemuOwnFigures(t, pid)
-	t.Logf("CPU: CRI %d ns, cgroup %d..%d ns, QEMU's own %d ns (%d ns before it was placed); memory: CRI working set %d, cgroup %d, QEMU RSS %d (anonymous %d; charged to libvirt's cgroup before the move: %s)",
-		criCPU, cgCPU0, cgCPU1, qCPU, startCPU, criWS, cgWS, qRSS, qAnon, libvirtMem())
+	qCPU, qRSS, qPrivate := qemuOwnFigures(t, pid)
+	lvUsage, lvPrivate := libvirtCharge(t, pl.Libvirt)
+	t.Logf("CPU: CRI %d ns, cgroup %d..%d ns, QEMU's own %d ns (%d ns before it was placed); memory: CRI working set %d, cgroup %d, QEMU RSS %d (private %d, of which %d still charged to libvirt's cgroup, which holds %d in all)",
+		criCPU, cgCPU0, cgCPU1, qCPU, pl.StartCPUNs, criWS, cgWS, qRSS, qPrivate, lvPrivate, lvUsage)
 	if criCPU < cgCPU0 || criCPU > cgCPU1 || !within(criWS, cgWS, 0.05) {
 		t.Errorf("CRI stats (CPU %d, working set %d) are not the cgroup's (CPU %d..%d, working set %d)", criCPU, criWS, cgCPU0, cgCPU1, cgWS)
 	}
-	if !within(criCPU, qCPU-startCPU, 0.10) {
-		t.Errorf("CRI CPU %d ns is not within 10%% of QEMU's own since it was placed (%d ns)", criCPU, qCPU-startCPU)
+	// Like with like: the cgroup counts from the move on.
+	if !within(criCPU, qCPU-pl.StartCPUNs, 0.10) {
+		t.Errorf("CRI CPU %d ns is not within 10%% of QEMU's own since it was placed (%d ns)", criCPU, qCPU-pl.StartCPUNs)
+	}
+	if !within(criWS, qPrivate-lvPrivate, 0.10) {
+		t.Errorf("CRI working set %d is not within 10%% of QEMU's private memory charged since it was placed (%d)", criWS, qPrivate-lvPrivate)
+	}
+	// What stays in libvirt's cgroup only shrinks: the recorded figure
+	// bounds it.
+	if lvUsage > pl.StartMemoryBytes {
+		t.Errorf("libvirt's cgroup of the VM holds %d bytes, more than the %d recorded at the placement", lvUsage, pl.StartMemoryBytes)
 	}
 
 	// vmpod killed; a thread taken out meanwhile (as libvirt could) is

@@ -298,6 +298,13 @@ type ctrInspect struct {
 	Info struct {
 		Domain string
 		Disks  map[string]string
+		// Cgroup is where the VM was placed (pkg/cgroups' Placement).
+		Cgroup *struct {
+			Path             string
+			Libvirt          []string
+			StartCPUNs       uint64 `json:"start_cpu_ns"`
+			StartMemoryBytes uint64 `json:"start_memory_bytes"`
+		}
 	}
 }
 
