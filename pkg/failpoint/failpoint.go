@@ -29,7 +29,9 @@ var Points = []string{
 	"create/created",
 	// StartContainer
 	"start/taps-created",
+	"start/cgroup-planned",
 	"start/domain-started",
+	"start/vm-placed",
 	"start/vm-plugged",
 	"start/console-connected",
 	"start/resumed",

@@ -66,6 +66,7 @@ func (c *Controller) StartContainer(ctx context.Context, id string) (retErr erro
 			return err
 		}
 		undo.Add("the VM's cgroup", rel)
+		failpoint.Hit("start/cgroup-planned")
 	}
 	rel, err := c.startPaused(ctx, rec.Domain)
 	if err != nil {
@@ -77,6 +78,7 @@ func (c *Controller) StartContainer(ctx context.Context, id string) (retErr erro
 		if err := c.placeVM(ctx, ct); err != nil {
 			return err
 		}
+		failpoint.Hit("start/vm-placed")
 	}
 	if att != nil {
 		if err := c.net.PlugVM(att, guestNetworkInfo(sb.config)); err != nil {

@@ -17,7 +17,9 @@ import (
 )
 
 // crashEnv is a vmEnv whose daemon is built with failpoints, armed through
-// a file, with a bystander VM that must run through every crash.
+// a file, with a bystander VM that must run through every crash. On a
+// cgroup v1 host the walk's pods and the bystander's have a cgroup_parent,
+// as the kubelet gives them, so their VMs run in their pods' cgroups.
 type crashEnv struct {
 	*vmEnv
 	fpFile       string
@@ -26,6 +28,8 @@ type crashEnv struct {
 	bystanderPod string
 	qemu         string // its QEMU's pid
 	baseline     hostState
+	hiers        []string // the host's cgroup v1 hierarchies; nil on v2
+	cgTop        string   // the pods' cgroups are <cgTop>/<pod name>
 }
 
 func newCrashEnv(t *testing.T) *crashEnv {
@@ -34,18 +38,54 @@ func newCrashEnv(t *testing.T) *crashEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The pods' cgroups before the env: its cleanup (the pods' removal)
+	// runs first.
+	hiers, top := v1Hierarchies(t), ""
+	if hiers != nil {
+		top = podCgroups(t, hiers, "bystander", "crash")
+	}
 	fp := filepath.Join(t.TempDir(), "failpoint")
-	e := &crashEnv{fpFile: fp, vmEnv: newVMEnvWith(t, daemonOpts{bin: bin, extraEnv: []string{failpoint.EnvFile + "=" + fp}})}
+	e := &crashEnv{fpFile: fp, hiers: hiers, cgTop: top,
+		vmEnv: newVMEnvWith(t, daemonOpts{bin: bin, extraEnv: []string{failpoint.EnvFile + "=" + fp}})}
 	// A test that fails while a step is paused must not keep the daemon
 	// from stopping (cleanups run last-registered first).
 	t.Cleanup(func() { os.Remove(fp) })
 	e.tiny = newFileServer(t)
 	run(t, "qemu-img", "create", "-q", "-f", "qcow2", e.tiny.path("tiny.qcow2"), "16M")
 	e.writeTranslations("tiny.toml", fmt.Sprintf("[[translations]]\nname = \"tiny\"\nurl = \"%s/tiny.qcow2\"\n", e.tiny.URL))
-	e.bystanderPod, e.bystander = e.startVM(e.podConfigs("bystander", 0, nil))
+	e.bystanderPod, e.bystander = e.startVM(e.pod("bystander"))
 	e.qemu = qemuPID(t, e.inspect(e.bystander).Info.Domain)
 	e.baseline = e.snapshot()
+	if top != "" && len(e.baseline["VM cgroup"]) == 0 {
+		t.Fatalf("the bystander's VM is not in its pod's cgroup: %v", e.baseline)
+	}
 	return e
+}
+
+// pod is the configuration of the walk's pod (or the bystander's): with
+// its cgroup under cgTop where there is one.
+func (e *crashEnv) pod(name string) podFiles {
+	if e.cgTop == "" {
+		return e.podConfigs(name, 0, nil)
+	}
+	return e.podConfigsWith(name, 0, nil, map[string]any{"linux": map[string]any{"cgroup_parent": e.cgTop + "/" + name}})
+}
+
+// vmCgroups lists the VM cgroups (hierarchy:pod/vmpod-<id>) below the
+// pods' cgroups.
+func (e *crashEnv) vmCgroups() []string {
+	var out []string
+	for _, h := range e.hiers {
+		for _, p := range []string{"bystander", "crash"} {
+			ents, _ := os.ReadDir(filepath.Join(cgroupRoot, h, e.cgTop, p))
+			for _, ent := range ents {
+				if ent.IsDir() {
+					out = append(out, h+":"+p+"/"+ent.Name())
+				}
+			}
+		}
+	}
+	return out
 }
 
 // hostState is everything of vmpod's on the host that a crash could leak.
@@ -113,6 +153,7 @@ func (e *crashEnv) snapshot(sandboxes ...string) hostState {
 		"pod record":          strings.Fields(e.mustCrictl("pods", "-q")),
 		"container record":    strings.Fields(e.mustCrictl("ps", "-a", "-q")),
 		"image record":        strings.Fields(e.mustCrictl("images", "-q")),
+		"VM cgroup":           e.vmCgroups(),
 	}
 	for _, v := range s {
 		slices.Sort(v)
@@ -175,7 +216,7 @@ func (e *crashEnv) arm(name string, pause bool) {
 // reaches the failpoints of an operation.
 func (e *crashEnv) scenario(point string) [][]string {
 	op, _, _ := strings.Cut(point, "/")
-	f := e.podConfigs("crash", 0, nil)
+	f := e.pod("crash")
 	runp := []string{"runp", f.pod}
 	create := []string{"create", "{pod}", f.ctr, f.pod}
 	start := []string{"start", "{ctr}"}
@@ -265,8 +306,9 @@ func (e *crashEnv) cleanUpLikeKubelet(point string) {
 // StopContainer, RemoveContainer, StopPodSandbox, RemovePodSandbox and
 // PullImage; restarts it; lets the kubelet's retries run (stop and remove
 // the pod, remove the image); and checks that nothing is left (domain,
-// netns, tap, veth, IPAM reservation, iptables rule, file, record) and
-// that the bystander VM ran through every crash in the same QEMU.
+// netns, tap, veth, IPAM reservation, iptables rule, file, record, VM
+// cgroup) and that the bystander VM ran through every crash in the same
+// QEMU (in its pod's cgroup on a cgroup v1 host).
 func TestCrashAtEveryStep(t *testing.T) {
 	e := newCrashEnv(t)
 	if len(e.baseline["pod record"]) != 1 || len(e.baseline["domain"]) != 1 || len(e.baseline["port on the bridge"]) != 1 {
@@ -293,6 +335,11 @@ func TestCrashAtEveryStep(t *testing.T) {
 		}
 		if pid := qemuPID(t, ci.Info.Domain); pid != e.qemu {
 			t.Fatalf("after a crash at %s the bystander runs in QEMU %s, was %s", point, pid, e.qemu)
+		}
+		if e.cgTop != "" {
+			if out := outside(t, e.qemu, e.cgTop+"/bystander/vmpod-"+e.bystander, e.hiers); len(out) > 0 {
+				t.Fatalf("after a crash at %s the bystander's QEMU threads are outside its cgroup: %v", point, out)
+			}
 		}
 		t.Logf("%-26s crash, restart, cleanup: %.1fs", point, time.Since(t0).Seconds())
 	}
