@@ -29,8 +29,18 @@ const cgroupRoot = "/sys/fs/cgroup"
 // are written for this project's v1 machines (pkg/cgroups unit-tests v2).
 func hostHierarchies(t *testing.T) []string {
 	t.Helper()
-	if _, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.controllers")); err == nil {
+	hiers := v1Hierarchies(t)
+	if hiers == nil {
 		t.Skip("cgroup v2 host: this e2e test is for cgroup v1 (hybrid) hosts")
+	}
+	return hiers
+}
+
+// v1Hierarchies is hostHierarchies, nil on a cgroup v2 host.
+func v1Hierarchies(t *testing.T) []string {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.controllers")); err == nil {
+		return nil
 	}
 	ents, err := os.ReadDir(cgroupRoot)
 	if err != nil {
@@ -247,8 +257,9 @@ func within(a, b uint64, frac float64) bool {
 // not even libvirt's, which a restarted libvirtd forgets.
 func TestCgroupPlacement(t *testing.T) {
 	hiers := hostHierarchies(t)
-	e := newVMEnv(t)
+	// Before the env: its cleanup (the pods' removal) runs first.
 	top := podCgroups(t, hiers, "pod-vm", "pod-oom")
+	e := newVMEnv(t)
 	vmParent, oomParent := top+"/pod-vm", top+"/pod-oom"
 
 	// The VM: 300Mi guest RAM, one CPU, shares 512, 256Mi overhead (QEMU
@@ -361,20 +372,28 @@ func TestCgroupPlacement(t *testing.T) {
 	}
 
 	// vmpod killed; a thread taken out meanwhile (as libvirt could) is
-	// back once vmpod recovered.
+	// back once vmpod recovered. The thread is the vCPU's, which lives as
+	// long as QEMU (QEMU's worker threads come and go).
 	e.Kill()
 	tid := func() string {
 		for tid := range threadCgroups(t, pid, hiers) {
-			if tid != pid {
+			if comm, _ := os.ReadFile(filepath.Join("/proc", pid, "task", tid, "comm")); strings.HasPrefix(string(comm), "CPU 0/") {
 				return tid
 			}
 		}
-		t.Fatal("QEMU has one thread")
+		t.Fatal("QEMU has no vCPU 0 thread")
 		return ""
 	}()
-	if err := os.WriteFile(filepath.Join(cgroupRoot, "cpu", "tasks"), []byte(tid), 0o644); err != nil {
-		t.Fatal(err)
+	takeOut := func(hier string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(cgroupRoot, hier, "tasks"), []byte(tid), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if len(outside(t, pid, vmPath, hiers)) == 0 {
+			t.Fatalf("vCPU thread %s was not taken out of %s", tid, hier)
+		}
 	}
+	takeOut("cpu")
 	if err := e.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -402,9 +421,7 @@ func TestCgroupPlacement(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if err := os.WriteFile(filepath.Join(cgroupRoot, "memory", "tasks"), []byte(tid), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	takeOut("memory")
 	startLibvirtd(t)
 	waitPlaced("after libvirtd's restart")
 	e.mustCrictl("update", "--cpu-quota", "70000", "--cpu-period", "100000", ctrID)
