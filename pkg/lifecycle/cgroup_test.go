@@ -315,6 +315,14 @@ func TestPlacementChecked(t *testing.T) {
 	if verifies() != 2 {
 		t.Fatalf("the periodic check did not verify the placement: %v", e.Cgroups.Calls())
 	}
+	// libvirtd down (restarting, or busy reconnecting to its QEMUs): the
+	// placement is checked all the same, it needs no libvirtd.
+	e.LV.SetDown(true)
+	e.Pods.CheckRunning(ctx)
+	e.LV.SetDown(false)
+	if verifies() != 3 {
+		t.Fatalf("the periodic check with libvirtd down did not verify the placement: %v", e.Cgroups.Calls())
+	}
 	if err := e.Pods.RemoveContainer(ctx, id); err != nil {
 		t.Fatal(err)
 	}

@@ -156,7 +156,9 @@ func (c *Controller) domainChanged(ctx context.Context, ev libvirttools.DomainEv
 // CheckRunning checks every running VM's domain now, with one bulk
 // libvirt call, and records the exits it finds, then checks that the
 // running VMs are still wholly in their pods' cgroups (Monitor calls it
-// every reconcileInterval and after every reconnection to libvirtd).
+// every reconcileInterval and after every reconnection to libvirtd). The
+// placement check needs no libvirtd (QEMU's pid is in libvirt's pid
+// file): it runs when libvirtd does not answer too.
 func (c *Controller) CheckRunning(ctx context.Context) {
 	var running []*container
 	for _, ct := range c.reg.listContainers() {
@@ -167,6 +169,7 @@ func (c *Controller) CheckRunning(ctx context.Context) {
 	if len(running) == 0 {
 		return
 	}
+	defer c.verifyPlacements(ctx)
 	doms, err := c.libvirt.List(ctx, DomainPrefix)
 	if err != nil {
 		return
@@ -182,5 +185,4 @@ func (c *Controller) CheckRunning(ctx context.Context) {
 		}
 		c.refresh(ctx, ct)
 	}
-	c.verifyPlacements(ctx)
 }
