@@ -399,13 +399,14 @@ func TestCgroupPlacement(t *testing.T) {
 	}
 	waitPlaced := func(why string) {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
+		start := time.Now()
 		for len(outside(t, pid, vmPath, hiers)) > 0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: QEMU threads outside %s: %v", why, vmPath, outside(t, pid, vmPath, hiers))
+			if time.Since(start) > 30*time.Second {
+				t.Fatalf("%s: QEMU threads outside %s: %v\n%s", why, vmPath, outside(t, pid, vmPath, hiers), e.LogTail(40))
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
+		t.Logf("%s: the thread was back after %v", why, time.Since(start).Round(10*time.Millisecond))
 	}
 	waitPlaced("after vmpod's restart")
 
