@@ -104,11 +104,11 @@ func within(a, b uint64, frac float64) bool {
 // private memory less what of it is still charged to libvirt's cgroup.
 func (c *cluster) checkVMResources(t *testing.T, vmCtr string) {
 	t.Helper()
-	b, err := os.ReadFile("/run/libvirt/qemu/vmpod-" + vmCtr + ".pid")
+	qemu, err := c.qemuPID(vmCtr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pid := strings.TrimSpace(string(b))
+	pid := strconv.Itoa(qemu)
 	uid := c.mustKubectl("get", "pod", vmPod, "-o", "jsonpath={.metadata.uid}")
 
 	// Where each thread is: the memory hierarchy names the pod cgroup,
