@@ -156,19 +156,27 @@ func (c *cluster) writeOverlay(tag, guestURL string) {
 		volumes = append(volumes, map[string]any{"name": name, "hostPath": map[string]any{"path": p, "type": "Directory"}})
 	}
 	hostToContainer := map[string]any{"name": "test-kubelet-pods", "mountPath": kubeletPods, "mountPropagation": "HostToContainer"}
+	// vmpod's state directory at the path it has on the host, in both
+	// containers (QEMU opens the disks at the paths vmpod gives), as on a
+	// node, where /var/lib/vmpod is /var/lib/vmpod: the kubelet stats the
+	// containers' writable layers at the paths vmpod reports, and
+	// /stats/summary fails when one does not exist on the host.
+	stateDir := c.root + "/var/lib/vmpod"
+	stateMount := map[string]any{"name": "var-lib-vmpod", "mountPath": stateDir}
 	patch := map[string]any{
 		"apiVersion": "apps/v1", "kind": "DaemonSet",
 		"metadata": map[string]any{"name": dsName, "namespace": dsNamespace},
 		"spec": map[string]any{"template": map[string]any{"spec": map[string]any{
 			"volumes": volumes,
 			"containers": []map[string]any{
-				{"name": "libvirt", "volumeMounts": []map[string]any{hostToContainer}},
+				{"name": "libvirt", "volumeMounts": []map[string]any{hostToContainer, stateMount}},
 				{"name": "vmpod",
 					// Nested KVM is broken here: guests run under TCG. The
 					// test's kubelet uses cgroupfs.
 					"env": []map[string]any{{"name": "VMPOD_ACCELERATOR", "value": "tcg"}, {"name": "VMPOD_TCG_TB_CACHE_MIB", "value": "256"},
-						{"name": "VMPOD_LOG_LEVEL", "value": "debug"}, {"name": "VMPOD_CGROUP_DRIVER", "value": "cgroupfs"}},
-					"volumeMounts": []map[string]any{hostToContainer,
+						{"name": "VMPOD_LOG_LEVEL", "value": "debug"}, {"name": "VMPOD_CGROUP_DRIVER", "value": "cgroupfs"},
+						{"name": "VMPOD_STATE_DIR", "value": stateDir}},
+					"volumeMounts": []map[string]any{hostToContainer, stateMount,
 						{"name": "test-pod-logs", "mountPath": c.podLogs}, {"name": "test-ipam", "mountPath": c.ipamDir}}},
 			},
 		}}},
