@@ -276,3 +276,47 @@ func TestImagePullKeys(t *testing.T) {
 		t.Fatalf("decimal quantity: %v, %v", c.MaxImageSize, err)
 	}
 }
+
+// The DaemonSet's configuration (deploy/base/10-config.yaml) is `vmpod
+// config default` with its own header and cgroup_driver = 'systemd', so
+// a new key or changed help reaches it too.
+func TestDeployConfigIsTheDefault(t *testing.T) {
+	b, err := DefaultTOML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := string(b)
+	const header = "# vmpod configuration (default: /etc/vmpod/vmpod.toml).\n" +
+		"# Every key can also be set as an environment variable VMPOD_<KEY> (upper case);\n" +
+		"# command-line flags of 'vmpod serve' override both.\n"
+	if !strings.HasPrefix(def, header) {
+		t.Fatalf("the default configuration's header changed; update this test: %q", def[:200])
+	}
+	want := strings.Replace(def[len(header):], "cgroup_driver = 'cgroupfs'", "cgroup_driver = 'systemd'", 1)
+
+	data, err := os.ReadFile("../../deploy/base/10-config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(data), "  vmpod.toml: |\n")
+	if !ok {
+		t.Fatal("deploy/base/10-config.yaml has no vmpod.toml block")
+	}
+	var got strings.Builder
+	for _, line := range strings.Split(block, "\n") {
+		if line != "" && !strings.HasPrefix(line, "    ") {
+			break
+		}
+		got.WriteString(strings.TrimPrefix(line, "    ") + "\n")
+	}
+	// Past the DaemonSet's own header comment (up to its first key line).
+	g := got.String()
+	i := strings.Index(g, "\n# Path of the CRI gRPC unix socket")
+	j := strings.Index(want, "# Path of the CRI gRPC unix socket")
+	if i < 0 || j < 0 {
+		t.Fatal("no socket key in the default or in the DaemonSet's configuration")
+	}
+	if strings.TrimRight(g[i+1:], "\n") != strings.TrimRight(want[j:], "\n") {
+		t.Errorf("deploy/base/10-config.yaml's vmpod.toml is not `vmpod config default` with cgroup_driver = 'systemd': paste the output of 'vmpod config default' below its header comment and set cgroup_driver = 'systemd'")
+	}
+}
