@@ -105,6 +105,10 @@ func New(o Options) *Daemon {
 	return &Daemon{o: o}
 }
 
+// AddEnv adds environment variables for the next Start (a restart with
+// another setting; the running daemon keeps its own).
+func (d *Daemon) AddEnv(env ...string) { d.o.Env = append(d.o.Env, env...) }
+
 // Socket is the daemon's CRI socket, an absolute path.
 func (d *Daemon) Socket() string { return d.o.Socket }
 
