@@ -22,11 +22,15 @@ func (c *Controller) markExitedOpLocked(ctx context.Context, ct *container, st l
 		r.State = ContainerExited
 		r.FinishedAt = c.now().UnixNano()
 		r.ExitCode, r.Reason, r.Message = vm.ExitStatus(st, r.StopRequested)
+		if r.Command != nil {
+			commandExitStatus(r)
+		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
+	ct.stopCommandRunner()
 	if con := ct.swapConsole(nil); con != nil {
 		con.Close()
 	}
