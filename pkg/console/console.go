@@ -347,7 +347,7 @@ func (c *Console) dialSocket(path, what string, keep func(net.Conn) bool) net.Co
 				conn.Close()
 				return nil
 			}
-			c.log.Info(what+" connected", "socket", path)
+			c.log.Info(what+" connected", "path", path)
 			return conn
 		}
 		if c.ctx.Err() != nil {
@@ -357,9 +357,9 @@ func (c *Console) dialSocket(path, what string, keep func(net.Conn) bool) net.Co
 			reported = true
 			// Expected while the domain starts or after QEMU exited.
 			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
-				c.log.Debug(what+" not listening yet, retrying", "socket", path, "err", err)
+				c.log.Debug(what+" not listening yet, retrying", "path", path, "err", err)
 			} else {
-				c.log.Warn("connect to "+what+", retrying", "socket", path, "err", err)
+				c.log.Warn("connect to "+what+", retrying", "path", path, "err", err)
 			}
 		}
 		t := time.NewTimer(c.opts.DialRetry)

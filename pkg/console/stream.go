@@ -121,7 +121,7 @@ func (st *stream) run() {
 		}
 		if err != nil {
 			if st.c.ctx.Err() == nil && !errors.Is(err, os.ErrClosed) {
-				st.c.log.Info(st.opts.Name+" stream ended", "socket", st.opts.SocketPath, "err", err)
+				st.c.log.Info(st.opts.Name+" stream ended", "path", st.opts.SocketPath, "err", err)
 			}
 			st.finish()
 			return

@@ -289,3 +289,25 @@ func TestCommandRefused(t *testing.T) {
 	}
 	e.AssertNoContainers(t)
 }
+
+// TestStopPressesAgain: a guest that misses the first ACPI power button
+// press (it was still booting: nothing listened for it) gets another
+// every 5 s within the grace period, and powers off (0, not destroyed).
+func TestStopPressesAgain(t *testing.T) {
+	e := lifecycletest.NewEnv(t)
+	id := runningVM(t, e, "booting")
+	dom := lifecycle.DomainName(id)
+	e.LV.SetIgnoreACPI(dom, true)
+	time.AfterFunc(time.Second, func() { e.LV.SetIgnoreACPI(dom, false) })
+	start := time.Now()
+	if err := e.Pods.StopContainer(lifecycletest.Ctx(t), id, 8*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	rec := e.Record(t, id)
+	if rec.ExitCode != 0 || rec.Reason != "Completed" {
+		t.Fatalf("exited as %d %s %q", rec.ExitCode, rec.Reason, rec.Message)
+	}
+	if d := time.Since(start); d < 4*time.Second || d > 7*time.Second {
+		t.Fatalf("the stop took %v; the second press comes after 5s", d)
+	}
+}

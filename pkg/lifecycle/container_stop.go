@@ -93,17 +93,33 @@ func (c *Controller) stopCommand(ctx context.Context, ct *container, deadline ti
 	}
 }
 
-// powerOff asks the guest to power off (ACPI) and reports whether the
-// domain shut off within timeout.
+// acpiRepeat is how often powerOff presses the power button again: a
+// guest that is still booting has nothing listening for it yet (acpid,
+// systemd-logind) and misses a press.
+const acpiRepeat = 5 * time.Second
+
+// powerOff asks the guest to power off (ACPI), again every acpiRepeat,
+// and reports whether the domain shut off within timeout.
 func (c *Controller) powerOff(ctx context.Context, domain string, timeout time.Duration, log *slog.Logger) bool {
 	log.Info("asking the guest to power off", "timeout", timeout)
-	if err := c.libvirt.Shutdown(ctx, domain); err != nil && !errors.Is(err, errdefs.ErrFailedPrecondition) {
-		log.Warn("ACPI shutdown failed; destroying", logging.KeyErr, err)
-		return false
+	deadline := time.Now().Add(timeout)
+	for pressed := false; ; pressed = true {
+		if err := c.libvirt.Shutdown(ctx, domain); err != nil && !errors.Is(err, errdefs.ErrFailedPrecondition) {
+			log.Warn("ACPI shutdown failed; destroying", logging.KeyErr, err)
+			return false
+		}
+		if !pressed {
+			failpoint.Hit("stop/shutdown-sent")
+		}
+		off, err := c.libvirt.WaitShutoff(ctx, domain, min(acpiRepeat, time.Until(deadline)))
+		if err != nil || off {
+			return err == nil && off
+		}
+		if time.Until(deadline) <= 0 {
+			return false
+		}
+		log.Debug("the guest has not powered off yet; pressing the power button again")
 	}
-	failpoint.Hit("stop/shutdown-sent")
-	off, err := c.libvirt.WaitShutoff(ctx, domain, timeout)
-	return err == nil && off
 }
 
 // RemoveContainer destroys the VM if it runs, undefines the domain, deletes
