@@ -2,7 +2,8 @@
 # Runs the real-kubelet end-to-end test (tests/k8s) on a Debian 12 machine,
 # as root (hack/test.sh runs it last): installs what it needs
 # (hack/install-deps.sh: Debian's etcd-server, containerd and runc among
-# them), builds kubelet, kube-apiserver and kubectl from the
+# them), builds kubelet, kube-apiserver, kube-controller-manager (its Job
+# controller, for the Jobs of VM pods) and kubectl from the
 # k8s.io/kubernetes module (hack/k8s/) into a cache directory that later
 # runs reuse, starts libvirt, builds the test guest, then runs the test. Everything it starts listens on 127.0.0.1 or on unix
 # sockets under a temp dir; pods use a private bridge (10.252.0.0/16) that
@@ -28,10 +29,11 @@ build_only=false
 # test's instances use other ports and sockets, so they do not meet.
 hack/install-deps.sh
 
-# kubelet, kube-apiserver and kubectl, built once per Kubernetes version.
+# kubelet, kube-apiserver, kube-controller-manager and kubectl, built once
+# per Kubernetes version.
 # The version is stamped in as the release build does, so the node reports
 # it and kubectl's skew check is quiet.
-if [ ! -x "$bin/kubelet" ] || [ ! -x "$bin/kube-apiserver" ] || [ ! -x "$bin/kubectl" ]; then
+if [ ! -x "$bin/kubelet" ] || [ ! -x "$bin/kube-apiserver" ] || [ ! -x "$bin/kubectl" ] || [ ! -x "$bin/kube-controller-manager" ]; then
 	echo "k8s-e2e: building Kubernetes $K8S_VERSION into $bin (a cold build takes several minutes)"
 	minor=${K8S_VERSION#v1.}
 	minor=${minor%%.*}
@@ -40,7 +42,7 @@ if [ ! -x "$bin/kubelet" ] || [ ! -x "$bin/kube-apiserver" ] || [ ! -x "$bin/kub
 	ldflags="$ldflags -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 	tmp=$(mktemp -d "$cache/build-XXXXXX" 2>/dev/null || { mkdir -p "$cache" && mktemp -d "$cache/build-XXXXXX"; })
 	start=$SECONDS
-	for cmd in kube-apiserver kubectl kubelet; do
+	for cmd in kube-apiserver kube-controller-manager kubectl kubelet; do
 		t=$SECONDS
 		(cd hack/k8s && GOWORK=off CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" \
 			-o "$tmp/$cmd" "k8s.io/kubernetes/cmd/$cmd")

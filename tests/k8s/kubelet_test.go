@@ -210,6 +210,8 @@ func TestKubelet(t *testing.T) {
 		t.Fatalf("left after deleting the pods: %v", left)
 	}
 	s.done()
+
+	c.checkJobs() // jobs_test.go
 	t.Logf("total %.1fs", time.Since(total).Seconds())
 }
 
