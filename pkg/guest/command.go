@@ -192,7 +192,8 @@ func (a *Agent) StartCommand(ctx context.Context, c Command) (int, error) {
 type CommandExit struct {
 	// Exited is false while the command runs.
 	Exited bool
-	// Code is the command's exit code (128+N when killed by signal N).
+	// Code is the command's exit code (128+N when killed by signal N),
+	// 0 to 255; 255 when the agent said something else.
 	Code int
 	// StartError is the wrapper's own error when the command never ran
 	// (its working directory is missing, the ports are not there).
@@ -209,6 +210,10 @@ func (a *Agent) CommandStatus(ctx context.Context, pid int) (CommandExit, error)
 		return CommandExit{}, err
 	}
 	ex := CommandExit{Exited: true, Code: st.Code()}
+	if ex.Code < 0 || ex.Code > 255 {
+		// No process exits so; the agent is the guest's to make up.
+		ex.Code = 255
+	}
 	if msg := strings.TrimSpace(st.Stderr()); msg != "" {
 		if rest, ok := strings.CutPrefix(msg, alreadyStarted); ok {
 			if p, ok := parsePID(rest); ok {

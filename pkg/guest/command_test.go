@@ -239,3 +239,28 @@ func TestParseTrace(t *testing.T) {
 		t.Fatalf("printable %q", got)
 	}
 }
+
+// TestCommandStatusBounded: an exit code no process can have, from a
+// hostile agent, is 255; its error text is cut and made printable.
+func TestCommandStatusBounded(t *testing.T) {
+	for reply, want := range map[string]CommandExit{
+		`{"return":{"exited":true,"exitcode":99999}}`:                         {Exited: true, Code: 255},
+		`{"return":{"exited":true,"signal":2147483647}}`:                      {Exited: true, Code: 255},
+		`{"return":{"exited":true,"exitcode":-3}}`:                            {Exited: true, Code: 255},
+		`{"return":{"exited":true,"exitcode":125,"err-data":"G1syShtbSg=="}}`: {Exited: true, Code: 125, StartError: "?[2J?[J"},
+		`{"return":{"exited":true,"exitcode":125,"err-data":"` + base64.StdEncoding.EncodeToString([]byte(alreadyStarted+"99999999999")) + `"}}`: {Exited: true, Code: 125, StartError: alreadyStarted + "99999999999"},
+	} {
+		a := NewAgent(agentFunc(func(_, _ string) (string, error) { return reply, nil }), "vm")
+		got, err := a.CommandStatus(t.Context(), 7)
+		if err != nil || got != want {
+			t.Errorf("%s: %+v, %v; want %+v", reply, got, err, want)
+		}
+	}
+	long := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("e", 10000)))
+	a := NewAgent(agentFunc(func(_, _ string) (string, error) {
+		return `{"return":{"exited":true,"exitcode":125,"err-data":"` + long + `"}}`, nil
+	}), "vm")
+	if got, _ := a.CommandStatus(t.Context(), 7); len(got.StartError) != startErrorMax {
+		t.Fatalf("start error of %d bytes kept", len(got.StartError))
+	}
+}
