@@ -90,6 +90,9 @@ func TestCommandIsTheWorkload(t *testing.T) {
 	if want := []string{"PATH=" + guest.DefaultPath, "HOME=/root", "GREETING=it's $HOME"}; !slices.Equal(env, want) {
 		t.Fatalf("env %q, want %q", env, want)
 	}
+	if info, err := e.Pods.ContainerInfo(lifecycletest.Ctx(t), id); err != nil || info["command"].(map[string]any)["guestPID"] != rec.Command.PID {
+		t.Fatalf("verbose info %v, %v", info["command"], err)
+	}
 	con := e.Consoles.Last(t)
 	if con.Spec.Stdout != rec.Layout().StdoutSocket() || con.Spec.Stderr != rec.Layout().StderrSocket() || con.Spec.Nonce != rec.Command.Nonce {
 		t.Fatalf("console spec %+v", con.Spec)
