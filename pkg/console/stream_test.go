@@ -61,9 +61,10 @@ func TestStreams(t *testing.T) {
 	send(t, out, "out\n")
 	waitFile(t, logPath, streamLine("stdout", "F [console] boot")+streamLine("stdout", "F out"))
 	send(t, errc, "err1\nerr2\n")
-	send(t, out, "0123456789ab\nlast")
 	want := streamLine("stdout", "F [console] boot") + streamLine("stdout", "F out") +
 		streamLine("stderr", "F err1") + streamLine("stderr", "F err2")
+	waitFile(t, logPath, want) // (the streams are apart: their order in the file is the order they were read)
+	send(t, out, "0123456789ab\nlast")
 	waitFile(t, logPath, want+streamLine("stdout", "P 01234567")+streamLine("stdout", "F 89ab"))
 	want += streamLine("stdout", "P 01234567") + streamLine("stdout", "F 89ab")
 	select {

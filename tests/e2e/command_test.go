@@ -75,7 +75,9 @@ func TestCommandExitCodeAndStreams(t *testing.T) {
 	// The console is logged too, told apart by its prefix: the guest's
 	// ready line and its shutdown after the command ended.
 	for _, line := range []string{"[console] vmpod-test-guest ready", "[console] vmpod-test-guest shutting down"} {
-		if !slices.ContainsFunc(recs, func(r logRecord) bool { return r.stream == "stdout" && strings.HasSuffix(r.text, line[len("[console] "):]) && strings.HasPrefix(r.text, "[console] ") }) {
+		if !slices.ContainsFunc(recs, func(r logRecord) bool {
+			return r.stream == "stdout" && strings.HasSuffix(r.text, line[len("[console] "):]) && strings.HasPrefix(r.text, "[console] ")
+		}) {
 			t.Fatalf("log lacks the console line %q:\n%s", line, tail(readFile(t, f.logPath), 40))
 		}
 	}
