@@ -57,6 +57,7 @@ func TestStreams(t *testing.T) {
 	}
 
 	send(t, con, "boot\r\n# ")
+	waitFile(t, logPath, streamLine("stdout", "F [console] boot"))
 	time.Sleep(20 * time.Millisecond) // the flush timer would have fired
 	send(t, out, "out\n")
 	waitFile(t, logPath, streamLine("stdout", "F [console] boot")+streamLine("stdout", "F out"))
