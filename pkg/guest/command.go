@@ -26,8 +26,8 @@ package guest
 // keeps the code for a vmpod that restarted after qemu-ga reported the
 // exit (it does so once) but before vmpod stored it. The guest needs only
 // qemu-ga (guest-exec, guest-exec-status), a POSIX sh with echo, cat, kill
-// and mkdir, a writable /run, and the /dev/virtio-ports/NAME links (udev
-// makes them).
+// and mkdir (and mkfifo for a container with stdin), a writable /run, and
+// the /dev/virtio-ports/NAME links (udev makes them).
 
 import (
 	"context"
@@ -59,14 +59,17 @@ const alreadyStarted = "vmpod: the command was already started: "
 
 // commandWrapper is the guest side of the command, run with guest-exec as
 //
-//	/bin/sh -c commandWrapper vmpod-command STATE NONCE STDOUT STDERR DIR INNER CMD...
+//	/bin/sh -c commandWrapper vmpod-command STATE NONCE STDOUT STDERR DIR STDIN INNER CMD...
 //
 // Its errors before the command runs go to its own stderr, which qemu-ga
-// captures: vmpod reports them as the start error. From then on stdin is
-// /dev/null and stdout and stderr are the ports; INNER records the
-// command's pid and execs it.
-const commandWrapper = `s=$1 n=$2 o=$3 e=$4 d=$5 i=$6
-shift 6
+// captures: vmpod reports them as the start error. From then on stdout and
+// stderr are the ports, and stdin is /dev/null (STDIN "null") or, for a
+// container with stdin (STDIN "open"), a FIFO opened read-write: it stays
+// open and empty, so a shell waits on it as it would on a container's
+// unattached stdin instead of ending at once. INNER records the command's
+// pid and execs it.
+const commandWrapper = `s=$1 n=$2 o=$3 e=$4 d=$5 k=$6 i=$7
+shift 7
 umask 077
 mkdir -p "$s" || exit 125
 if ! (set -C; echo "$$" >"$s/command.pid") 2>/dev/null; then
@@ -75,7 +78,13 @@ if ! (set -C; echo "$$" >"$s/command.pid") 2>/dev/null; then
 fi
 cd "$d" || { echo "vmpod: cannot change to the working directory $d" >&2; exit 125; }
 [ -w "$o" ] && [ -w "$e" ] || { echo "vmpod: the guest has no $o or $e (udev makes these links)" >&2; exit 125; }
-exec </dev/null >"$o" 2>"$e"
+in=/dev/null
+if [ "$k" = open ]; then
+	in=$s/stdin
+	rm -f "$in"
+	mkfifo "$in" || { echo "vmpod: cannot make the command's stdin $in (mkfifo)" >&2; exit 125; }
+fi
+exec <>"$in" >"$o" 2>"$e"
 /bin/sh -c "$i" vmpod "$@"
 rc=$?
 echo "$rc" >"$s/command.exit"
@@ -108,6 +117,16 @@ type Command struct {
 	// StateDir is the guest directory of the pid and exit files (""
 	// is CommandStateDir).
 	StateDir string
+	// Stdin keeps the command's stdin open (an empty FIFO) instead of
+	// /dev/null: the container asked for stdin.
+	Stdin bool
+}
+
+func (c Command) stdin() string {
+	if c.Stdin {
+		return "open"
+	}
+	return "null"
 }
 
 func (c Command) stateDir() string {
@@ -127,7 +146,7 @@ func (c Command) dir() string {
 // wrapperArgv is the guest-exec argv of the command.
 func (c Command) wrapperArgv() []string {
 	return append([]string{"/bin/sh", "-c", commandWrapper, "vmpod-command",
-		c.stateDir(), c.Nonce, c.Stdout, c.Stderr, c.dir(), commandInner(c.stateDir())}, c.Argv...)
+		c.stateDir(), c.Nonce, c.Stdout, c.Stderr, c.dir(), c.stdin(), commandInner(c.stateDir())}, c.Argv...)
 }
 
 // CommandEnv is the command's environment: PATH (DefaultPath) and HOME

@@ -179,6 +179,28 @@ func TestCommandWrapper(t *testing.T) {
 		t.Fatalf("after SIGTERM %+v", ex)
 	}
 
+	// Without stdin, a shell reading it ends at once; with stdin, it
+	// waits (an empty FIFO that stays open) until it is stopped.
+	c = newCmd(6, "sh", "-c", "read x; echo read $?")
+	pid, _ = a.StartCommand(t.Context(), c)
+	if ex := waitCommand(t, a, pid); ex.Code != 0 || !strings.HasPrefix(read(c.Stdout), "read 1\n") {
+		t.Fatalf("stdin /dev/null: %+v, stdout %q", ex, read(c.Stdout))
+	}
+	c = newCmd(7, "sh", "-c", "read x; echo read $?")
+	c.Stdin = true
+	pid, _ = a.StartCommand(t.Context(), c)
+	time.Sleep(300 * time.Millisecond)
+	if ex, err := a.CommandStatus(t.Context(), pid); err != nil || ex.Exited {
+		t.Fatalf("a command with stdin ended: %+v, %v; stdout %q", ex, err, read(c.Stdout))
+	}
+	for read(filepath.Join(c.StateDir, "command.main")) == "" {
+		time.Sleep(10 * time.Millisecond)
+	}
+	a.SignalCommand(t.Context(), c.StateDir, "TERM")
+	if ex := waitCommand(t, a, pid); ex.Code != 143 {
+		t.Fatalf("a command with stdin, after SIGTERM: %+v", ex)
+	}
+
 	// Failures before the command runs are start errors; a command that
 	// is not there is the shell's 127.
 	c = newCmd(3, "true")

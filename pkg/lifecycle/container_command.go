@@ -87,7 +87,7 @@ func guestCommand(cfg *runtimeapi.ContainerConfig, nonce string) *guest.Command 
 	}
 	return &guest.Command{
 		Argv: argv, Env: guest.CommandEnv(env), Dir: cfg.GetWorkingDir(),
-		Stdout: vm.StdoutDevice, Stderr: vm.StderrDevice, Nonce: nonce,
+		Stdout: vm.StdoutDevice, Stderr: vm.StderrDevice, Nonce: nonce, Stdin: cfg.GetStdin(),
 	}
 }
 
