@@ -18,6 +18,8 @@ packages=(
 	nftables iperf3
 	# tests/k8s: the API server's store and the kubelet's primary runtime.
 	etcd-server containerd runc
+	# hack/build-image.sh: the image's Debian base.
+	mmdebstrap
 )
 missing=()
 for p in "${packages[@]}"; do

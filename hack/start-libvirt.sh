@@ -1,13 +1,33 @@
 #!/usr/bin/env bash
 # Starts virtlogd and libvirtd when they are not running (on machines where
 # systemd does not start them) and waits for libvirtd's socket.
+#
+# "Running" means this mount namespace's daemon: a libvirtd or virtlogd in
+# another one (the DaemonSet's, in the real-kubelet test) has its own
+# sockets and pid files and does not count, so processes are found by
+# their pid files, not by name.
 set -euo pipefail
 
 sock=/run/libvirt/libvirt-sock
-if ! pgrep -x virtlogd >/dev/null; then
+self_ns=$(readlink /proc/self/ns/mnt)
+
+# running PIDFILE: the pid file names a live process of this mount namespace.
+running() {
+	local pid
+	pid=$(cat "$1" 2>/dev/null) || return 1
+	[ -n "$pid" ] && [ -d "/proc/$pid" ] || return 1
+	[ "$(readlink "/proc/$pid/ns/mnt" 2>/dev/null)" = "$self_ns" ] || return 1
+	# A zombie or a reused pid is not the daemon.
+	grep -q '^State:[[:space:]]*[^Z]' "/proc/$pid/status" 2>/dev/null || return 1
+	case $(cat "/proc/$pid/comm" 2>/dev/null) in virtlogd | libvirtd) return 0 ;; esac
+	return 1
+}
+
+if ! running /run/virtlogd.pid; then
+	rm -f /run/virtlogd.pid
 	virtlogd -d
 fi
-if ! pgrep -x libvirtd >/dev/null; then
+if ! running /run/libvirtd.pid; then
 	rm -f /run/libvirtd.pid
 	libvirtd -d
 fi

@@ -1,6 +1,6 @@
 // Command overhead measures what one VM pod costs the host in memory beyond
 // its guest RAM: QEMU's own memory and vmpod's per-VM share. That figure is
-// the RuntimeClass's overhead.podFixed.memory (deploy/30-runtimeclass.yaml).
+// the RuntimeClass's overhead.podFixed.memory (deploy/base/30-runtimeclass.yaml).
 //
 // It starts one vmpod (TCG, private socket, state directory and CNI
 // bridge network), pulls the test guest from an in-process HTTP server on

@@ -210,21 +210,48 @@ func (s *soaker) cycle(i int) {
 
 func every(i, n, offset int) bool { return n > 0 && i >= 0 && i%n == offset }
 
+// libvirtdPID is the host's libvirtd, the one hack/start-libvirt.sh
+// starts: by its pid file, since another libvirtd may run on the machine
+// in a mount namespace of its own (the real-kubelet test's DaemonSet), and
+// pidof would name both.
+func libvirtdPID() (int, error) {
+	b, err := os.ReadFile("/run/libvirtd.pid")
+	if err != nil {
+		return 0, fmt.Errorf("libvirtd's pid file: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0, fmt.Errorf("libvirtd's pid file: %w", err)
+	}
+	self, _ := os.Readlink("/proc/self/ns/mnt")
+	if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid)); err != nil || ns != self {
+		return 0, fmt.Errorf("libvirtd %d (from /run/libvirtd.pid) is not running in this mount namespace", pid)
+	}
+	return pid, nil
+}
+
+// alive says the process runs: it exists and is not a zombie (a daemon's
+// parent, the machine's init, may be slow to reap it).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
+}
+
 // restartLibvirtd stops libvirtd with SIGTERM, waits for it to go and
 // starts it again with the start script.
 func (s *soaker) restartLibvirtd() error {
-	out, err := exec.Command("pidof", "libvirtd").Output()
-	if err != nil {
-		return fmt.Errorf("pidof libvirtd: %w", err)
-	}
-	pid, err := strconv.Atoi(strings.Fields(string(out))[0])
+	pid, err := libvirtdPID()
 	if err != nil {
 		return err
 	}
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		return err
 	}
-	for deadline := time.Now().Add(30 * time.Second); syscall.Kill(pid, 0) == nil; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); alive(pid); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			return errors.New("libvirtd did not exit within 30 s of SIGTERM")
 		}
@@ -254,11 +281,9 @@ func (s *soaker) sample(cycle int) (sample, error) {
 		return sample{}, err
 	}
 	lfds := -1
-	if out, err := exec.Command("pidof", "libvirtd").Output(); err == nil {
-		if lp, err := strconv.Atoi(strings.Fields(string(out))[0]); err == nil {
-			if lp, err := measure.ReadProc(lp); err == nil {
-				lfds = lp.FDs
-			}
+	if lp, err := libvirtdPID(); err == nil {
+		if lp, err := measure.ReadProc(lp); err == nil {
+			lfds = lp.FDs
 		}
 	}
 	out, _ := exec.Command("virsh", "-c", "qemu:///system", "list", "--all", "--name").Output()

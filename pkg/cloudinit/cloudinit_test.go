@@ -270,6 +270,11 @@ func TestUserInputChecks(t *testing.T) {
 		{"cloud-config not a map", func() error { return CheckUserData("#cloud-config\n- a\n") }, []string{"user-data", "YAML map"}},
 		{"cloud-config runcmd not a list", func() error { return CheckUserData("#cloud-config\nruncmd: ls\n") }, []string{`"runcmd"`, "must be a list"}},
 		{"unknown user-data kind", func() error { return CheckUserData("just text") }, []string{"#cloud-config", "#!", "multipart"}},
+		// Found by FuzzBuild: a header line without a colon was nested whole
+		// into vmpod's multipart and broke it.
+		{"multipart with a malformed header", func() error {
+			return CheckUserData("Content-Type: multipart/mixed; boundary=\"b\"\nno colon here\n\n--b\n\nx\n--b--\n")
+		}, []string{"user-data", "header block is malformed"}},
 		{"oversized user-data", func() error {
 			return CheckUserData("#!/bin/sh\n" + strings.Repeat("#", MaxUserDataBytes+1-len("#!/bin/sh\n")))
 		}, []string{"65537 bytes", "65536"}},

@@ -88,6 +88,8 @@ func parseUserData(v string) (userDataKind, *yaml.Node, error) {
 		return userDataScript, nil, nil
 	case isMultipart(v):
 		return userDataMultipart, nil, nil
+	case hasMalformedMultipartHeader(v):
+		return 0, nil, bad("looks like a MIME multipart message but its header block is malformed (every line up to the first empty line must be \"Name: value\")")
 	}
 	return 0, nil, bad(`is not accepted: it must start with "#cloud-config" (a cloud-config document), "#!" (a script), or be a MIME multipart message (Content-Type: multipart/...)`)
 }
@@ -246,10 +248,23 @@ func isMultipart(v string) bool {
 	return ok && params["boundary"] != ""
 }
 
-// multipartHeader reads the top-level Content-Type of a MIME message.
+// hasMalformedMultipartHeader reports whether v starts with a multipart
+// Content-Type but its header block does not parse.
+func hasMalformedMultipartHeader(v string) bool {
+	hdr, err := textproto.NewReader(bufio.NewReader(strings.NewReader(v))).ReadMIMEHeader()
+	if err == nil {
+		return false
+	}
+	mt, _, _ := mime.ParseMediaType(hdr.Get("Content-Type"))
+	return strings.HasPrefix(mt, "multipart/")
+}
+
+// multipartHeader reads the top-level Content-Type of a MIME message
+// whose whole header block parses (a user's multipart is nested whole in
+// vmpod's, where a malformed header would break the outer message).
 func multipartHeader(v string) (string, map[string]string, bool) {
 	hdr, err := textproto.NewReader(bufio.NewReader(strings.NewReader(v))).ReadMIMEHeader()
-	if err != nil && len(hdr) == 0 {
+	if err != nil {
 		return "", nil, false
 	}
 	mt, params, err := mime.ParseMediaType(hdr.Get("Content-Type"))

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -183,9 +184,17 @@ func podAnnotations(docs []doc) map[string]map[string]string {
 	return out
 }
 
+// TestDeploy checks what `kubectl apply -k deploy/` applies and what the
+// example overlay applies (kustomize_test.go renders them).
 func TestDeploy(t *testing.T) {
-	docs := load(t, "deploy")
+	for _, dir := range []string{"deploy", "deploy/overlays/example"} {
+		t.Run(dir, func(t *testing.T) { checkDeploy(t, render(t, dir), true) })
+	}
+}
 
+// checkDeploy checks a rendered deployment; kvm says whether it mounts
+// /dev/kvm (deploy/components/no-kvm drops it).
+func checkDeploy(t *testing.T, docs []doc, kvm bool) {
 	ds := find[*appsv1.DaemonSet](docs)
 	rcs := find[*nodev1.RuntimeClass](docs)
 	if len(ds) != 1 || len(rcs) != 1 {
@@ -204,6 +213,9 @@ func TestDeploy(t *testing.T) {
 	}
 	if d.Namespace != "vmpod-system" || d.Spec.Template.Spec.NodeSelector[label] != "true" {
 		t.Errorf("DaemonSet in %q with nodeSelector %v, want vmpod-system and %s=true", d.Namespace, d.Spec.Template.Spec.NodeSelector, label)
+	}
+	if rc.Scheduling != nil && !maps.Equal(rc.Scheduling.NodeSelector, d.Spec.Template.Spec.NodeSelector) {
+		t.Errorf("the RuntimeClass selects nodes %v, the DaemonSet %v: VM pods would land where no vmpod runs", rc.Scheduling.NodeSelector, d.Spec.Template.Spec.NodeSelector)
 	}
 	spec := d.Spec.Template.Spec
 	if !spec.HostNetwork || !spec.HostPID {
@@ -240,7 +252,11 @@ func TestDeploy(t *testing.T) {
 	if got := mountOf(vm, "images"); got != cfg.ImageTranslationsDir {
 		t.Errorf("vmpod-images is mounted at %q, image_translations_dir is %q", got, cfg.ImageTranslationsDir)
 	}
-	for _, p := range []string{cfg.StateDir, filepath.Dir(cfg.Socket), "/run/libvirt", "/var/log/pods", "/var/lib/kubelet/pods", "/run/netns", "/etc/cni/net.d", "/opt/cni/bin", "/dev/kvm"} {
+	vmPaths := []string{cfg.StateDir, filepath.Dir(cfg.Socket), "/run/libvirt", "/var/log/pods", "/var/lib/kubelet/pods", "/run/netns", "/etc/cni/net.d", "/opt/cni/bin"}
+	if kvm {
+		vmPaths = append(vmPaths, "/dev/kvm")
+	}
+	for _, p := range vmPaths {
 		if !hostPathMounted(spec, vm, p) {
 			t.Errorf("vmpod container: host path %s is not mounted at the same path", p)
 		}
@@ -278,7 +294,7 @@ func TestDeploy(t *testing.T) {
 
 func TestExamples(t *testing.T) {
 	docs := load(t, "examples")
-	deploy := load(t, "deploy")
+	deploy := render(t, "deploy")
 	rc := find[*nodev1.RuntimeClass](deploy)[0]
 
 	dir := t.TempDir()

@@ -183,7 +183,8 @@ func (f *fakeCRI) ListPodSandbox(ctx context.Context, req *runtimeapi.ListPodSan
 		if fid := req.GetFilter().GetId(); fid != "" && fid != id {
 			continue
 		}
-		resp.Items = append(resp.Items, &runtimeapi.PodSandbox{Id: id, Metadata: md})
+		resp.Items = append(resp.Items, &runtimeapi.PodSandbox{Id: id, Metadata: md, State: runtimeapi.PodSandboxState_SANDBOX_READY,
+			Labels: map[string]string{"io.kubernetes.pod.uid": md.GetUid()}})
 	}
 	return resp, nil
 }
@@ -237,7 +238,7 @@ func (f *fakeCRI) ListContainers(ctx context.Context, req *runtimeapi.ListContai
 		if fsb := req.GetFilter().GetPodSandboxId(); fsb != "" && fsb != sb {
 			continue
 		}
-		resp.Containers = append(resp.Containers, &runtimeapi.Container{Id: id, PodSandboxId: sb})
+		resp.Containers = append(resp.Containers, &runtimeapi.Container{Id: id, PodSandboxId: sb, State: runtimeapi.ContainerState_CONTAINER_RUNNING})
 	}
 	return resp, nil
 }

@@ -29,6 +29,14 @@ func imageClient(b *backend) runtimeapi.ImageServiceClient     { return b.img }
 // returned alone: the node's other pods must keep working without vmpod.
 func merge[C, Req, Resp any](ctx context.Context, r *Router, method string, client func(*backend) C, req Req,
 	call func(C, context.Context, Req, ...grpc.CallOption) (Resp, error), join func(primary, vm Resp)) (Resp, error) {
+	return mergeOr(ctx, r, method, client, req, call, join, nil)
+}
+
+// mergeOr is merge with a stand-in for vmpod's part: when vmpod fails
+// (other than Unimplemented), held, when not nil, adds what the router
+// holds of vmpod's last answer to the primary's (heldLists).
+func mergeOr[C, Req, Resp any](ctx context.Context, r *Router, method string, client func(*backend) C, req Req,
+	call func(C, context.Context, Req, ...grpc.CallOption) (Resp, error), join func(primary, vm Resp), held func(primary Resp)) (Resp, error) {
 	type result struct {
 		resp Resp
 		err  error
@@ -48,6 +56,8 @@ func merge[C, Req, Resp any](ctx context.Context, r *Router, method string, clie
 	r.vmAnswered(method, vm.err)
 	if vm.err == nil {
 		join(resp, vm.resp)
+	} else if held != nil && status.Code(vm.err) != codes.Unimplemented {
+		held(resp)
 	}
 	return resp, nil
 }

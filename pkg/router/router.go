@@ -16,7 +16,10 @@
 //     question per ID.
 //   - List calls go to both with the same filter and the answers are
 //     concatenated, primary first. When vmpod cannot answer, the primary's
-//     answer is returned alone (and a warning logged once).
+//     answer is returned with, for ListPodSandbox and ListContainers, the
+//     VM pods as vmpod last listed them (held.go: so that a restart of
+//     vmpod does not tell the kubelet its VM pods are gone), and a warning
+//     is logged once.
 //   - Image calls go to vmpod when the ImageSpec's runtime_handler is a
 //     vmpod handler or a vmpod image translation rule matches the name, else
 //     to the primary (with fallbacks for kubelets that do not send the
@@ -103,6 +106,10 @@ type Router struct {
 	// vmDown remembers that vmpod could not answer a merged call, so the
 	// warning is logged once per outage rather than several times a second.
 	vmDown atomic.Bool
+	// held stands in for vmpod's part of the lists while vmpod is away.
+	held heldLists
+	// heldLogged remembers that the held lists were used in this outage.
+	heldLogged atomic.Bool
 }
 
 // backend is one CRI runtime behind the router. Its ClientConn is created
@@ -222,7 +229,8 @@ func (b *backend) wrap(err error) error {
 func (r *Router) vmAnswered(method string, err error) {
 	if err == nil {
 		if r.vmDown.CompareAndSwap(true, false) {
-			r.log.Info("vmpod answers again; list calls include VM pods", "endpoint", r.vm.endpoint)
+			r.heldLogged.Store(false)
+			r.log.Info("vmpod answers again; list calls include VM pods as vmpod lists them", "endpoint", r.vm.endpoint)
 		}
 		return
 	}
@@ -230,8 +238,24 @@ func (r *Router) vmAnswered(method string, err error) {
 		return // vmpod has nothing to add to this call
 	}
 	if r.vmDown.CompareAndSwap(false, true) {
-		r.log.Warn("vmpod does not answer; list calls return the primary runtime's answer only, VM calls fail with Unavailable",
+		r.log.Warn("vmpod does not answer; VM calls fail with Unavailable",
 			"endpoint", r.vm.endpoint, "method", method, "err", err)
+	}
+}
+
+// heldUsed logs, once per outage, what stands in for vmpod's part of the
+// lists: the VM pods vmpod last listed, or nothing when the router has
+// never had a complete list from vmpod.
+func (r *Router) heldUsed(method string, held bool, n int) {
+	if !r.heldLogged.CompareAndSwap(false, true) {
+		return
+	}
+	if held {
+		r.log.Warn("vmpod does not answer; list calls show the VM pods as vmpod last listed them until it does",
+			"endpoint", r.vm.endpoint, "method", method, "held_items", n)
+	} else {
+		r.log.Warn("vmpod does not answer and the router has no list of its pods yet; list calls return the primary runtime's answer only",
+			"endpoint", r.vm.endpoint, "method", method)
 	}
 }
 

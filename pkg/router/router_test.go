@@ -468,6 +468,8 @@ func TestVMPodDown(t *testing.T) {
 	if st, err := h.img.ImageStatus(c, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: "missing"}}); err != nil || st.Image != nil {
 		t.Errorf("ImageStatus of a missing image = %v, %v; want no image, no error", st, err)
 	}
+	// The router never had a list from vmpod (TestVMPodRestartKeepsVMPodsListed
+	// has one).
 	sbs, err := h.rt.ListPodSandbox(c, &runtimeapi.ListPodSandboxRequest{})
 	if err != nil {
 		t.Fatalf("ListPodSandbox: %v", err)
@@ -510,6 +512,100 @@ func TestVMPodDown(t *testing.T) {
 		if status.Code(err) != codes.Unavailable || !strings.Contains(status.Convert(err).Message(), h.vmSock) {
 			t.Errorf("%s with vmpod down: %v; want Unavailable naming %s", name, err, h.vmSock)
 		}
+	}
+}
+
+// TestVMPodRestartKeepsVMPodsListed: while vmpod is away (the DaemonSet's
+// pod restarting), the lists show the VM pods as vmpod last listed them,
+// filtered as vmpod filters, so the kubelet does not take them for gone;
+// calls for them still fail with Unavailable; once vmpod is back its own
+// answer counts again.
+func TestVMPodRestartKeepsVMPodsListed(t *testing.T) {
+	h := newHarness(t)
+	h.populate()
+	h.vm.addSandbox("vmpod-sb2", "vmpod-uid2")
+	h.vm.addContainer("vmpod-c2", "vmpod-sb2")
+	c := ctx(t)
+	listSandboxes := func(f *runtimeapi.PodSandboxFilter) []string {
+		t.Helper()
+		resp, err := h.rt.ListPodSandbox(c, &runtimeapi.ListPodSandboxRequest{Filter: f})
+		if err != nil {
+			t.Fatalf("ListPodSandbox(%v): %v", f, err)
+		}
+		got := sandboxIDs(resp.Items)
+		slices.Sort(got)
+		return got
+	}
+	listContainers := func(f *runtimeapi.ContainerFilter) []string {
+		t.Helper()
+		resp, err := h.rt.ListContainers(c, &runtimeapi.ListContainersRequest{Filter: f})
+		if err != nil {
+			t.Fatalf("ListContainers(%v): %v", f, err)
+		}
+		var got []string
+		for _, ctr := range resp.Containers {
+			got = append(got, ctr.Id)
+		}
+		slices.Sort(got)
+		return got
+	}
+	all := []string{"primary-sb", "vmpod-sb", "vmpod-sb2"}
+	allCtrs := []string{"primary-c", "vmpod-c", "vmpod-c2"}
+	// The kubelet's relist: no filter.
+	if got := listSandboxes(nil); !slices.Equal(got, all) {
+		t.Fatalf("ListPodSandbox with vmpod up = %v, want %v", got, all)
+	}
+	if got := listContainers(&runtimeapi.ContainerFilter{}); !slices.Equal(got, allCtrs) {
+		t.Fatalf("ListContainers with vmpod up = %v, want %v", got, allCtrs)
+	}
+
+	h.stopVM()
+	if got := listSandboxes(nil); !slices.Equal(got, all) {
+		t.Errorf("ListPodSandbox with vmpod away = %v, want %v (the VM pods as last listed)", got, all)
+	}
+	if got := listContainers(nil); !slices.Equal(got, allCtrs) {
+		t.Errorf("ListContainers with vmpod away = %v, want %v", got, allCtrs)
+	}
+	// The fake primary ignores most filters: only vmpod's part is checked.
+	vmOnly := func(ids []string) []string {
+		return slices.DeleteFunc(ids, func(id string) bool { return !strings.HasPrefix(id, "vmpod-") })
+	}
+	for _, tc := range []struct {
+		name string
+		f    *runtimeapi.PodSandboxFilter
+		want []string
+	}{
+		{"a pod's uid (GetPodStatus)", &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{"io.kubernetes.pod.uid": "vmpod-uid2"}}, []string{"vmpod-sb2"}},
+		{"an ID prefix", &runtimeapi.PodSandboxFilter{Id: "vmpod-sb2"}, []string{"vmpod-sb2"}},
+		{"ready", &runtimeapi.PodSandboxFilter{State: &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY}}, []string{"vmpod-sb", "vmpod-sb2"}},
+		{"not ready", &runtimeapi.PodSandboxFilter{State: &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_NOTREADY}}, nil},
+	} {
+		if got := vmOnly(listSandboxes(tc.f)); !slices.Equal(got, tc.want) {
+			t.Errorf("ListPodSandbox by %s with vmpod away = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if got := vmOnly(listContainers(&runtimeapi.ContainerFilter{PodSandboxId: "vmpod-sb2"})); !slices.Equal(got, []string{"vmpod-c2"}) {
+		t.Errorf("ListContainers of vmpod-sb2 with vmpod away = %v, want [vmpod-c2]", got)
+	}
+	if got := vmOnly(listContainers(&runtimeapi.ContainerFilter{State: &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_EXITED}})); len(got) != 0 {
+		t.Errorf("exited containers with vmpod away = %v, want none", got)
+	}
+	_, err := h.rt.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: "vmpod-sb"})
+	if status.Code(err) != codes.Unavailable {
+		t.Errorf("PodSandboxStatus of a held VM pod: %v, want Unavailable", err)
+	}
+
+	// vmpod back, without vmpod-sb2: its answer, not the held one.
+	back := newFake("vmpod", "")
+	back.addSandbox("vmpod-sb", "vmpod-uid")
+	back.serve(t, h.vmSock)
+	want := []string{"primary-sb", "vmpod-sb"}
+	deadline := time.Now().Add(5 * time.Second)
+	for got := listSandboxes(nil); !slices.Equal(got, want); got = listSandboxes(nil) {
+		if time.Now().After(deadline) {
+			t.Fatalf("ListPodSandbox after vmpod came back = %v, want %v", got, want)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

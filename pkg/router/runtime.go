@@ -207,16 +207,40 @@ func (r *Router) CheckpointContainer(ctx context.Context, req *runtimeapi.Checkp
 	return byContainer(ctx, r, req, rs.CheckpointContainer)
 }
 
-// ListPodSandbox merges both runtimes' sandboxes.
+// ListPodSandbox merges both runtimes' sandboxes. While vmpod does not
+// answer, its part is the sandboxes it last listed (heldLists).
 func (r *Router) ListPodSandbox(ctx context.Context, req *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
-	return merge(ctx, r, "ListPodSandbox", runtimeClient, req, rs.ListPodSandbox,
-		func(p, v *runtimeapi.ListPodSandboxResponse) { p.Items = append(p.Items, v.Items...) })
+	f := req.GetFilter()
+	return mergeOr(ctx, r, "ListPodSandbox", runtimeClient, req, rs.ListPodSandbox,
+		func(p, v *runtimeapi.ListPodSandboxResponse) {
+			if unfilteredSandboxes(f) {
+				r.held.keepSandboxes(v.Items)
+			}
+			p.Items = append(p.Items, v.Items...)
+		},
+		func(p *runtimeapi.ListPodSandboxResponse) {
+			items, ok := r.held.heldSandboxes(f)
+			r.heldUsed("ListPodSandbox", ok, len(items))
+			p.Items = append(p.Items, items...)
+		})
 }
 
-// ListContainers merges both runtimes' containers.
+// ListContainers merges both runtimes' containers. While vmpod does not
+// answer, its part is the containers it last listed (heldLists).
 func (r *Router) ListContainers(ctx context.Context, req *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
-	return merge(ctx, r, "ListContainers", runtimeClient, req, rs.ListContainers,
-		func(p, v *runtimeapi.ListContainersResponse) { p.Containers = append(p.Containers, v.Containers...) })
+	f := req.GetFilter()
+	return mergeOr(ctx, r, "ListContainers", runtimeClient, req, rs.ListContainers,
+		func(p, v *runtimeapi.ListContainersResponse) {
+			if unfilteredContainers(f) {
+				r.held.keepContainers(v.Containers)
+			}
+			p.Containers = append(p.Containers, v.Containers...)
+		},
+		func(p *runtimeapi.ListContainersResponse) {
+			items, ok := r.held.heldContainers(f)
+			r.heldUsed("ListContainers", ok, len(items))
+			p.Containers = append(p.Containers, items...)
+		})
 }
 
 // ListContainerStats merges both runtimes' container stats.

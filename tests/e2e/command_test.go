@@ -208,3 +208,30 @@ func TestCommandSurvivesRestart(t *testing.T) {
 		t.Fatalf("the command's lines across the restart: %q", ticks)
 	}
 }
+
+// TestCommandWithStdin: a container with stdin whose command is a shell
+// (critest's exec containers) keeps running, its shell waiting on a stdin
+// that stays open, so exec works in it; attach is still the serial
+// console; a stop ends the shell with SIGTERM (143).
+func TestCommandWithStdin(t *testing.T) {
+	e := newVMEnv(t)
+	f := e.commandPod("stdin", "/bin/sh")
+	e.editCtr(f, func(ctr map[string]any) { ctr["stdin"] = true })
+	_, ctrID := e.startVM(f)
+	waitLog(t, f.logPath, regexp.MustCompile(`stdout F \[console\] vmpod-test-guest ready`), 3*time.Minute)
+	if out := e.mustCrictl("exec", "-s", ctrID, "sh", "-c", "while [ ! -s /run/vmpod/command.main ]; do sleep 0.2; done; cat /proc/$(cat /run/vmpod/command.main)/comm"); strings.TrimSpace(out) != "sh" {
+		t.Fatalf("the command's process is %q", out)
+	}
+	time.Sleep(2 * time.Second)
+	if ci := e.inspect(ctrID); ci.Status.State != "CONTAINER_RUNNING" {
+		t.Fatalf("a shell with stdin ended: %+v", ci.Status)
+	}
+	a := e.attach(ctrID)
+	a.send("echo attached-$((6*7))")
+	a.expect(regexp.MustCompile(`attached-42`), time.Minute)
+	a.close()
+	e.mustCrictl("stop", "-t", "30", ctrID)
+	if ci := e.inspect(ctrID); ci.Status.ExitCode != 143 || ci.Status.Reason != "Error" {
+		t.Fatalf("after the stop: %+v", ci.Status)
+	}
+}

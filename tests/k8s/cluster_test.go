@@ -14,8 +14,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/vmpod/vmpod/internal/testdaemon"
 )
 
 // The node's pod network: Debian's bridge + host-local + portmap plugins on
@@ -34,14 +32,20 @@ const (
 )
 
 // cluster is everything one test run starts: etcd, kube-apiserver,
-// containerd, vmpod, the router and the kubelet, on 127.0.0.1 and unix
-// sockets under dir.
+// kube-controller-manager, kube-scheduler, containerd, the router and the
+// kubelet, on 127.0.0.1 and unix sockets under dir; vmpod and libvirtd run
+// in the DaemonSet's pod, with their host paths under root.
 type cluster struct {
-	t        *testing.T
-	dir      string // short: unix socket paths are limited to 107 bytes
-	bin      string // kubelet, kube-apiserver, kubectl
-	vmpodBin string
-	guest    string
+	t     *testing.T
+	dir   string // short: unix socket paths are limited to 107 bytes
+	bin   string // kubelet, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
+	guest string
+
+	// root is the private root of the DaemonSet's host paths
+	// (/run/libvirt, /var/lib/vmpod, ... are root/run/libvirt, ...), so its
+	// libvirtd never meets the host's (daemonset_test.go).
+	root      string
+	routerBin string // vmpod, copied out of the image
 
 	cniConf, ipamDir, translations string
 	containerdSock, vmpodSock      string
@@ -51,13 +55,12 @@ type cluster struct {
 	apiPort, kubeletPort           int
 
 	procs map[string]*proc
-	vmpod *testdaemon.Daemon
 
 	sysctls map[string]string // as they were before the kubelet changed them
 	made    []string          // hostDirs that did not exist before the test
 }
 
-func newCluster(t *testing.T, bin, vmpodBin, guest string) *cluster {
+func newCluster(t *testing.T, bin, guest string) *cluster {
 	dir, err := os.MkdirTemp("", "vk8s-")
 	if err != nil {
 		t.Fatal(err)
@@ -65,10 +68,11 @@ func newCluster(t *testing.T, bin, vmpodBin, guest string) *cluster {
 	// QEMU runs as libvirt-qemu and opens the VM disks under vmpod's state
 	// dir: open the path for traversal.
 	os.Chmod(dir, 0o755)
-	c := &cluster{t: t, dir: dir, bin: bin, vmpodBin: vmpodBin, guest: guest,
-		cniConf: filepath.Join(dir, "net.d"), ipamDir: filepath.Join(dir, "ipam"),
+	c := &cluster{t: t, dir: dir, bin: bin, guest: guest, root: filepath.Join(dir, "root"),
+		routerBin: filepath.Join(dir, "bin", "vmpod"),
+		cniConf:   filepath.Join(dir, "net.d"), ipamDir: filepath.Join(dir, "ipam"),
 		translations:   filepath.Join(dir, "images.d"),
-		containerdSock: filepath.Join(dir, "c.sock"), vmpodSock: filepath.Join(dir, "v.sock"),
+		containerdSock: filepath.Join(dir, "c.sock"), vmpodSock: filepath.Join(dir, "root", "run", "vmpod", "vmpod.sock"),
 		routerSock: filepath.Join(dir, "r.sock"),
 		podLogs:    filepath.Join(dir, "pod-logs"), kubeletRoot: filepath.Join(dir, "kubelet"),
 		kubeconfig: filepath.Join(dir, "kubeconfig"),
@@ -169,7 +173,10 @@ func (c *cluster) startAPIServer(etcdURL string) {
 		// Its "kubernetes" Service endpoint would be 127.0.0.1, which an
 		// Endpoints object may not hold.
 		"--endpoint-reconciler-type", "none",
-		"--enable-priority-and-fairness=false", "--profiling=false")
+		"--enable-priority-and-fairness=false", "--profiling=false",
+		// The DaemonSet's containers are privileged (kubeadm's API servers
+		// allow that too).
+		"--allow-privileged=true")
 	c.write(c.kubeconfig, fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
@@ -187,6 +194,20 @@ current-context: e2e
 		_, err := c.kubectl(10*time.Second, "get", "--raw", "/readyz")
 		return err
 	})
+}
+
+// startControllers runs kube-controller-manager with the controllers the
+// DaemonSet and the uninstall need (the DaemonSet controller, the garbage
+// collector that deletes a deleted DaemonSet's pods, the namespace
+// controller that empties a deleted namespace) and kube-scheduler, which
+// binds the DaemonSet's pods to the node. Neither serves HTTPS.
+func (c *cluster) startControllers() {
+	c.t.Helper()
+	c.start("kube-controller-manager", nil, filepath.Join(c.bin, "kube-controller-manager"),
+		"--kubeconfig", c.kubeconfig, "--controllers", "daemonset,garbagecollector,namespace",
+		"--leader-elect=false", "--secure-port", "0", "--use-service-account-credentials=false")
+	c.start("kube-scheduler", nil, filepath.Join(c.bin, "kube-scheduler"),
+		"--kubeconfig", c.kubeconfig, "--leader-elect=false", "--secure-port", "0")
 }
 
 // kubectl runs the built kubectl against the test's API server.
@@ -257,35 +278,15 @@ func (c *cluster) crictl(sock string, args ...string) (string, error) {
 	return run(2*time.Minute, "crictl", append([]string{"--runtime-endpoint", "unix://" + sock, "--image-endpoint", "unix://" + sock, "--timeout", "60s"}, args...)...)
 }
 
-// startVMPod runs vmpod (guests under TCG: nested KVM is broken on the test
-// machines) and the router in front of it and containerd.
-func (c *cluster) startVMPod() {
+// startKubelet runs the kubelet against the CRI endpoint sock (containerd
+// first, the router from the install's step 5 on), registered as node
+// nodeName, serving on the bridge's address (the API server reaches it
+// there for logs, attach and port-forward).
+func (c *cluster) startKubelet(sock string) {
 	c.t.Helper()
-	os.MkdirAll(c.translations, 0o755)
-	c.vmpod = testdaemon.New(testdaemon.Options{Bin: c.vmpodBin, Socket: c.vmpodSock,
-		StateDir: c.path("vmpod-state"), LogPath: c.path("logs", "vmpod.log"), LogLevel: "debug",
-		Env: []string{"VMPOD_IMAGE_TRANSLATIONS_DIR=" + c.translations,
-			"VMPOD_ACCELERATOR=tcg", "VMPOD_TCG_TB_CACHE_MIB=256", "VMPOD_CNI_CONF_DIR=" + c.cniConf},
-		StartTimeout: time.Minute, StopTimeout: time.Minute})
-	if err := c.vmpod.Start(); err != nil {
-		c.t.Fatalf("vmpod: %v", err)
+	if c.kubeletPort == 0 {
+		c.kubeletPort = freePort(c.t)
 	}
-	c.start("router", nil, c.vmpodBin, "router", "--socket", c.routerSock,
-		"--primary-endpoint", "unix://"+c.containerdSock, "--vmpod-endpoint", "unix://"+c.vmpodSock,
-		"--vmpod-handlers", "vmpod", "--image-translations-dir", c.translations, "--log-level", "debug")
-	c.waitFor("router", "router", time.Minute, func() error {
-		_, err := run(10*time.Second, c.vmpodBin, "ping", "--socket", c.routerSock)
-		return err
-	})
-}
-
-// startKubelet runs the kubelet against the router, registered as node
-// nodeName with the label the RuntimeClass selects, serving on the bridge's
-// address (the API server reaches it there for logs, attach and
-// port-forward).
-func (c *cluster) startKubelet() {
-	c.t.Helper()
-	c.kubeletPort = freePort(c.t)
 	// The kubelet's cgroupRoot must exist; its pods' cgroups go below it,
 	// apart from the host's own.
 	roots, _ := filepath.Glob("/sys/fs/cgroup/*")
@@ -294,10 +295,12 @@ func (c *cluster) startKubelet() {
 			os.Mkdir(filepath.Join(root, cgroupTop), 0o755)
 		}
 	}
-	c.sysctls = map[string]string{}
-	for _, k := range kubeletSysctls {
-		if b, err := os.ReadFile("/proc/sys/" + k); err == nil {
-			c.sysctls[k] = strings.TrimSpace(string(b))
+	if c.sysctls == nil {
+		c.sysctls = map[string]string{}
+		for _, k := range kubeletSysctls {
+			if b, err := os.ReadFile("/proc/sys/" + k); err == nil {
+				c.sysctls[k] = strings.TrimSpace(string(b))
+			}
 		}
 	}
 	conf := c.path("kubelet.yaml")
@@ -321,10 +324,10 @@ authorization: {mode: AlwaysAllow}
 evictionHard: {memory.available: "100Mi", nodefs.available: "1%%", imagefs.available: "1%%"}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-`, c.routerSock, cgroupTop, gateway, c.kubeletPort, c.podLogs))
+`, sock, cgroupTop, gateway, c.kubeletPort, c.podLogs))
 	c.start("kubelet", nil, filepath.Join(c.bin, "kubelet"), "--config", conf, "--kubeconfig", c.kubeconfig,
 		"--root-dir", c.kubeletRoot, "--cert-dir", filepath.Join(c.kubeletRoot, "pki"), "--hostname-override", nodeName, "--node-ip", gateway,
-		"--node-labels", "vmpod.dev/enabled=true", "--v", "2")
+		"--v", "2")
 	c.waitFor("node "+nodeName+" Ready", "kubelet", 3*time.Minute, func() error {
 		out, err := c.kubectl(10*time.Second, "get", "node", nodeName, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
 		if err != nil {
@@ -335,6 +338,14 @@ imageGCLowThresholdPercent: 99
 		}
 		return nil
 	})
+}
+
+// restartKubelet stops the kubelet and starts it against sock, as a node's
+// administrator does when changing containerRuntimeEndpoint.
+func (c *cluster) restartKubelet(sock string) {
+	c.t.Helper()
+	c.stop("kubelet", 30*time.Second)
+	c.startKubelet(sock)
 }
 
 // teardown stops everything in reverse order and removes what the
@@ -348,6 +359,10 @@ func (c *cluster) teardown() {
 			os.WriteFile("/proc/sys/"+k, []byte(v), 0o644)
 		}
 	}
+	c.stop("kube-controller-manager", 10*time.Second)
+	c.stop("kube-scheduler", 10*time.Second)
+	// VM pods first, while the DaemonSet's vmpod and libvirtd run; then
+	// containerd's pods, the DaemonSet's among them.
 	for _, sock := range []string{c.vmpodSock, c.containerdSock} {
 		if _, err := os.Stat(sock); err != nil {
 			continue
@@ -359,12 +374,6 @@ func (c *cluster) teardown() {
 		}
 	}
 	c.stop("router", 10*time.Second)
-	if c.vmpod != nil {
-		if err := c.vmpod.Stop(); err != nil {
-			c.t.Logf("%v", err)
-		}
-		c.vmpod = nil
-	}
 	// containerd's shims outlive it on purpose; the ones of this run name
 	// its socket on their command line.
 	shims := c.shimPIDs()
@@ -372,6 +381,16 @@ func (c *cluster) teardown() {
 	for _, pid := range shims {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
+	// QEMUs the DaemonSet's libvirtd left (a failed run): their pid files
+	// are under the private root, so no other libvirtd's VM is touched.
+	if pids := c.qemuPIDs(); len(pids) > 0 {
+		for _, pid := range pids {
+			c.t.Logf("killing QEMU %d of the DaemonSet's libvirtd", pid)
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(time.Second) // for the kernel to empty their cgroups
+	}
+	c.removeMachineCgroups()
 	c.stop("kube-apiserver", 30*time.Second)
 	c.stop("etcd", 30*time.Second)
 	for _, m := range c.mountsUnder() {

@@ -1,15 +1,19 @@
-// Package k8se2e runs vmpod under a real kubelet and API server: etcd,
-// kube-apiserver, containerd (the node's primary runtime), vmpod and the
-// CRI router, and a kubelet whose runtime endpoint is the router, all on
-// this machine. It checks what a user does with a VM pod through kubectl
-// (logs, attach, port-forward, a readiness probe) beside an ordinary
-// container pod. It needs root, libvirtd, the binaries hack/k8s-e2e.sh
+// Package k8se2e runs vmpod under a real kubelet and API server, installed
+// as docs/install.md says: etcd, kube-apiserver, kube-controller-manager,
+// kube-scheduler and containerd (the node's primary runtime) on this
+// machine; the vmpod image that hack/build-image.sh built, imported into
+// containerd; the DaemonSet (libvirt and vmpod containers) from
+// deploy/overlays/example; the CRI router as a host service and the
+// kubelet pointed at it. It checks what a user does with a VM pod through
+// kubectl (logs, attach, exec, port-forward, a readiness probe) beside an
+// ordinary container pod; that the VM survives the DaemonSet's pod being
+// deleted and upgraded to a second image; and that the uninstall leaves
+// the node clean. It needs root, the binaries and images hack/k8s-e2e.sh
 // builds, and runs only when VMPOD_K8S_E2E=1; hack/k8s-e2e.sh sets it up.
 package k8se2e
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,19 +22,21 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/vmpod/vmpod/internal/testdaemon"
+	corev1 "k8s.io/api/core/v1"
 )
 
 var (
-	k8sBin   string // VMPOD_K8S_BIN: kubelet, kube-apiserver, kubectl
-	vmpodBin string
-	guest    string // VMPOD_TEST_GUEST
-	repo     string // the repository's root
+	k8sBin  string // VMPOD_K8S_BIN: kubelet, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
+	guest   string // VMPOD_TEST_GUEST
+	images  [2]image
+	repo    string // the repository's root
+	binList = []string{"kubelet", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"}
 )
 
 func TestMain(m *testing.M) {
@@ -39,25 +45,31 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	k8sBin, guest = os.Getenv("VMPOD_K8S_BIN"), os.Getenv("VMPOD_TEST_GUEST")
-	for _, f := range []string{filepath.Join(k8sBin, "kubelet"), filepath.Join(k8sBin, "kube-apiserver"), filepath.Join(k8sBin, "kubectl"), guest} {
+	files := []string{guest}
+	for _, b := range binList {
+		files = append(files, filepath.Join(k8sBin, b))
+	}
+	for _, f := range files {
 		if _, err := os.Stat(f); err != nil {
 			fmt.Printf("k8s e2e: %v (VMPOD_K8S_BIN and VMPOD_TEST_GUEST must name the built binaries and the test guest)\n", err)
 			os.Exit(1)
 		}
 	}
-	wd, _ := os.Getwd()
-	repo = filepath.Join(wd, "..", "..")
-	dir, err := os.MkdirTemp("", "vmpod-k8s-e2e-bin-")
-	if err != nil {
-		panic(err)
+	for i, env := range []string{"VMPOD_K8S_IMAGE", "VMPOD_K8S_UPGRADE_IMAGE"} {
+		img, err := readImage(os.Getenv(env))
+		if err != nil {
+			fmt.Printf("k8s e2e: %s: %v (two image archives from hack/build-image.sh, with different tags)\n", env, err)
+			os.Exit(1)
+		}
+		images[i] = img
 	}
-	if vmpodBin, err = testdaemon.Build(dir); err != nil {
-		fmt.Println("k8s e2e:", err)
+	if images[0].tag == images[1].tag {
+		fmt.Printf("k8s e2e: the two images have the same tag %s\n", images[0].tag)
 		os.Exit(1)
 	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	wd, _ := os.Getwd()
+	repo = filepath.Join(wd, "..", "..")
+	os.Exit(m.Run())
 }
 
 // step logs how long each part took, in one greppable format.
@@ -85,11 +97,12 @@ const (
 
 func TestKubelet(t *testing.T) {
 	total := time.Now()
-	c := newCluster(t, k8sBin, vmpodBin, guest)
+	daemons := hostDaemons() // the host's libvirtd and virtlogd; its libvirtd must still serve at the end
+	c := newCluster(t, k8sBin, guest)
 	c.noteHostDirs()
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, n := range []string{"kubelet", "router", "vmpod", "containerd"} {
+			for _, n := range []string{"kubelet", "router", "vmpod", "libvirt", "containerd", "kube-controller-manager"} {
 				t.Logf("%s log (tail):\n%s", n, tail(c.log(n), 60))
 			}
 		}
@@ -109,41 +122,56 @@ func TestKubelet(t *testing.T) {
 	}
 	s.done()
 
-	s = begin(t, "start etcd, kube-apiserver")
+	s = begin(t, "start etcd, kube-apiserver, kube-controller-manager, kube-scheduler")
 	c.setupNetwork()
 	c.startAPIServer(c.startEtcd())
+	c.startControllers()
 	s.done()
 
-	s = begin(t, "start containerd, import images")
+	s = begin(t, "start containerd, import images; the kubelet on containerd")
 	c.startContainerd()
 	for _, tar := range []string{pauseTar, helloTar} {
 		if out, err := c.ctr("images", "import", "--snapshotter", "overlayfs", tar); err != nil {
 			t.Fatalf("%v\n%s", err, out)
 		}
 	}
+	c.setupRoot()
+	c.startKubelet(c.containerdSock)
 	s.done()
 
-	s = begin(t, "start vmpod and the router")
 	// The test guest, served over HTTP on 127.0.0.1 and named by an image
 	// translation rule that both vmpod and the router read.
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.ServeFile(w, r, guest)
 	}))
 	t.Cleanup(srv.Close)
-	c.startVMPod()
-	c.write(filepath.Join(c.translations, "e2e.toml"), fmt.Sprintf("[[translations]]\nname = %q\nurl = \"%s/vmpod-test-guest.qcow2\"\n", vmImage, srv.URL))
+	guestURL := srv.URL + "/vmpod-test-guest.qcow2"
+
+	s = begin(t, "install 1-3: import "+images[0].name+", label the node, kubectl apply -k")
+	c.importImage(images[0])
+	c.labelNode(true)
+	c.writeOverlay(images[0].tag, guestURL)
+	c.applyDeploy()
+	ds := c.dsPod("")
+	if v := c.vmpodVersion(); v != images[0].tag {
+		t.Fatalf("the DaemonSet's vmpod reports version %q, want %q", v, images[0].tag)
+	}
+	c.requireDSProcesses(daemons)
 	s.done()
 
-	s = begin(t, "start the kubelet; node Ready")
-	c.startKubelet()
-	s.done()
-
-	s = begin(t, "apply deploy/30-runtimeclass.yaml")
-	c.mustKubectl("apply", "-f", filepath.Join(repo, "deploy/30-runtimeclass.yaml"))
+	s = begin(t, "install 4-5: the router from the image; the kubelet on the router")
+	c.installRouter(images[0])
+	c.write(filepath.Join(c.translations, "e2e.toml"), guestRule(guestURL))
+	c.startRouter()
+	c.restartKubelet(c.routerSock)
+	if p := c.dsPod(""); p.UID != ds.UID || restarts(p) != 0 {
+		t.Fatalf("the DaemonSet's pod %s (uid %s, %d restarts) after the kubelet moved to the router, want %s untouched", p.Name, p.UID, restarts(p), ds.UID)
+	}
 	s.done()
 
 	s = begin(t, "apply the VM pod (examples/vm-readiness-probe.yaml) and a container pod")
-	c.mustKubectl("apply", "-f", c.vmPodManifest())
+	hostPort := freePort(t)
+	c.mustKubectl("apply", "-f", c.vmPodManifest(hostPort))
 	c.mustKubectl("apply", "-f", c.ctrPodManifest())
 	s.done()
 
@@ -175,8 +203,15 @@ func TestKubelet(t *testing.T) {
 	c.waitKubectlLogs(vmPod, "vmpod-test-guest ip eth0="+vmIP+"/16", time.Minute)
 	s.done()
 
-	s = begin(t, "HTTP readiness probe against the guest: pod Ready")
+	s = begin(t, "HTTP readiness probe against the guest: pod Ready; its hostPort; its footprint on the node")
 	c.waitPod(vmPod, 2*time.Minute, podReady)
+	c.getHostPort(hostPort, "vmpod-test-guest")
+	qemu, err := c.qemuPID(vmCtr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm := vmPodRef{sandbox: vmSandbox, ctr: vmCtr, ip: vmIP, qemu: qemu}
+	c.requireFootprint(vm)
 	s.done()
 
 	s = begin(t, "kubectl attach -it reaches the serial console")
@@ -187,6 +222,32 @@ func TestKubelet(t *testing.T) {
 	c.portForward(vmPod, "vmpod-test-guest")
 	s.done()
 
+	s = begin(t, "restart: delete the DaemonSet's pod; the VM runs on")
+	st := c.vmSnapshot(vmPod, vmCtr, ds)
+	c.mustKubectl("-n", dsNamespace, "delete", "pod", ds.Name, "--wait=true", "--timeout=3m")
+	ds = c.dsPod(ds.Name)
+	c.checkSurvived(vmPod, vmCtr, st, ds, "the restart")
+	c.waitPod(vmPod, time.Minute, podReady)
+	s.done()
+
+	s = begin(t, "upgrade: import "+images[1].name+", kubectl apply -k with its tag; the VM runs on")
+	c.importImage(images[1])
+	c.writeOverlay(images[1].tag, guestURL)
+	c.applyDeploy()
+	ds = c.dsPod(ds.Name)
+	for _, ctr := range ds.Spec.Containers {
+		if want := "vmpod:" + images[1].tag; ctr.Image != want {
+			t.Fatalf("after the upgrade, container %s runs %s, want %s", ctr.Name, ctr.Image, want)
+		}
+	}
+	if v := c.vmpodVersion(); v != images[1].tag {
+		t.Fatalf("after the upgrade, vmpod reports version %q, want %q", v, images[1].tag)
+	}
+	c.checkSurvived(vmPod, vmCtr, st, ds, "the upgrade")
+	c.waitPod(vmPod, time.Minute, podReady)
+	c.attachEcho(vmPod)
+	s.done()
+
 	s = begin(t, "the router shows both runtimes' pods")
 	if out, err := c.crictl(c.routerSock, "pods", "--state", "ready", "-o", "json"); err != nil || !strings.Contains(out, `"`+vmPod+`"`) || !strings.Contains(out, `"`+ctrPod+`"`) {
 		t.Fatalf("crictl pods through the router: %v\n%s", err, out)
@@ -194,25 +255,72 @@ func TestKubelet(t *testing.T) {
 	ctrSandbox, ctrNetns := c.containerdSandbox(t)
 	s.done()
 
-	s = begin(t, "delete both pods; nothing left behind")
+	c.checkJobs() // jobs_test.go
+
+	s = begin(t, "delete both pods (the upgraded vmpod stops the VM); nothing left behind")
 	c.mustKubectl("delete", "pod", vmPod, ctrPod, "--wait=true", "--timeout=3m")
 	// The kubelet removes the stopped sandboxes in its garbage collection,
 	// which runs once a minute.
 	c.waitFor("both runtimes without pods", "kubelet", 4*time.Minute, func() error {
-		for _, sock := range []string{c.vmpodSock, c.containerdSock} {
-			if out, err := c.crictl(sock, "pods", "-q"); err != nil || strings.TrimSpace(out) != "" {
-				return fmt.Errorf("%s: pods %q %v", sock, strings.TrimSpace(out), err)
-			}
+		out, err := c.crictl(c.vmpodSock, "pods", "-q")
+		if err != nil || strings.TrimSpace(out) != "" {
+			return fmt.Errorf("vmpod: pods %q %v", strings.TrimSpace(out), err)
+		}
+		out, err = c.crictl(c.containerdSock, "pods", "--namespace", "default", "-q")
+		if err != nil || strings.TrimSpace(out) != "" {
+			return fmt.Errorf("containerd: pods in default %q %v", strings.TrimSpace(out), err)
 		}
 		return nil
 	})
-	if left := c.leftovers(vmSandbox, vmCtr, ctrSandbox, ctrNetns); len(left) > 0 {
+	if left := c.leftovers(vm, ctrSandbox, ctrNetns); len(left) > 0 {
 		t.Fatalf("left after deleting the pods: %v", left)
 	}
 	s.done()
 
-	c.checkJobs() // jobs_test.go
+	s = begin(t, "uninstall (docs/install.md): the node is clean")
+	c.uninstall(images[:])
+	if left := c.nodeLeftovers([]vmPodRef{vm}, daemons); len(left) > 0 {
+		t.Fatalf("left after the uninstall: %v", left)
+	}
+	c.hostLibvirtServes(daemons)
+	s.done()
 	t.Logf("total %.1fs", time.Since(total).Seconds())
+}
+
+// hostLibvirtServes checks, when the host ran a libvirtd at the start
+// (daemons), that it still serves on the host's own socket: the DaemonSet
+// and the uninstall, which work under the private root, left the host's
+// /run/libvirt alone. Its pid is not compared: other tests on this machine
+// restart the host's libvirtd (tests/e2e's libvirt reliability tests do).
+func (c *cluster) hostLibvirtServes(daemons []int) {
+	c.t.Helper()
+	ran := false
+	for _, pid := range daemons {
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(b)) == "libvirtd" {
+			ran = true
+		} else if err := syscall.Kill(pid, 0); err != nil {
+			c.t.Logf("the host's virtlogd %d is gone (restarted by another test?)", pid)
+		}
+	}
+	if !ran {
+		return
+	}
+	c.waitFor("the host's libvirtd on /run/libvirt/libvirt-sock", "kubelet", time.Minute, func() error {
+		_, err := run(30*time.Second, "virsh", "-c", "qemu:///system", "version")
+		return err
+	})
+	if after := hostDaemons(); !slices.Equal(after, daemons) {
+		c.t.Logf("the host's libvirtd and virtlogd: %v at the start, %v now (restarted by another test; they serve)", daemons, after)
+	}
+}
+
+// restarts is the sum of the pod's containers' restart counts.
+func restarts(p *corev1.Pod) int32 {
+	var n int32
+	for _, cs := range p.Status.ContainerStatuses {
+		n += cs.RestartCount
+	}
+	return n
 }
 
 var fortyTwo = regexp.MustCompile(`(^|[^0-9*(])42\s*$`)
@@ -268,6 +376,22 @@ func (c *cluster) attachEcho(pod string) {
 	}
 }
 
+// getHostPort GETs / through the VM pod's hostPort on the node's bridge
+// address (the portmap plugin's DNAT rules, which vmpod's CNI call made).
+func (c *cluster) getHostPort(port int, want string) {
+	c.t.Helper()
+	c.waitFor("GET through the hostPort", "vmpod", time.Minute, func() error {
+		body, err := httpGet(fmt.Sprintf("http://%s:%d/", gateway, port))
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(body, want) {
+			return fmt.Errorf("body %q", body)
+		}
+		return nil
+	})
+}
+
 // portForward runs kubectl port-forward to port 8080 of the pod and GETs /.
 func (c *cluster) portForward(pod, want string) {
 	c.t.Helper()
@@ -304,95 +428,4 @@ func httpGet(url string) (string, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return string(b), err
-}
-
-// vmpodIDs returns the VM pod's sandbox and container IDs in vmpod.
-func (c *cluster) vmpodIDs(t *testing.T) (sandbox, ctr string) {
-	t.Helper()
-	out, err := c.crictl(c.vmpodSock, "pods", "--name", vmPod, "-q")
-	if err != nil || len(strings.Fields(out)) != 1 {
-		t.Fatalf("vmpod's pods named %s: %v %q", vmPod, err, out)
-	}
-	sandbox = strings.TrimSpace(out)
-	out, err = c.crictl(c.vmpodSock, "ps", "-a", "--pod", sandbox, "-q")
-	if err != nil || len(strings.Fields(out)) != 1 {
-		t.Fatalf("vmpod's containers of %s: %v %q", sandbox, err, out)
-	}
-	return sandbox, strings.TrimSpace(out)
-}
-
-// containerdSandbox returns the container pod's sandbox ID in containerd
-// and the path of its network namespace.
-func (c *cluster) containerdSandbox(t *testing.T) (id, netns string) {
-	t.Helper()
-	out, err := c.crictl(c.containerdSock, "pods", "--name", ctrPod, "-q")
-	if err != nil || len(strings.Fields(out)) != 1 {
-		t.Fatalf("containerd's pods named %s: %v %q", ctrPod, err, out)
-	}
-	id = strings.TrimSpace(out)
-	out, err = c.crictl(c.containerdSock, "inspectp", "-o", "json", id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v struct {
-		Info struct {
-			RuntimeSpec struct {
-				Linux struct {
-					Namespaces []struct{ Type, Path string }
-				}
-			}
-		}
-	}
-	if err := json.Unmarshal([]byte(out), &v); err != nil {
-		t.Fatal(err)
-	}
-	for _, ns := range v.Info.RuntimeSpec.Linux.Namespaces {
-		if ns.Type == "network" {
-			netns = ns.Path
-		}
-	}
-	if netns == "" {
-		t.Fatalf("containerd's sandbox %s has no network namespace path:\n%s", id, out)
-	}
-	return id, netns
-}
-
-// leftovers lists what of the two pods is still on the host.
-func (c *cluster) leftovers(vmSandbox, vmCtr, ctrSandbox, ctrNetns string) []string {
-	var left []string
-	if out, err := run(30*time.Second, "virsh", "-c", "qemu:///system", "dominfo", "vmpod-"+vmCtr); err == nil {
-		left = append(left, "libvirt domain vmpod-"+vmCtr+": "+out)
-	}
-	for _, p := range []string{"/run/netns/vmpod-" + vmSandbox, ctrNetns} {
-		if _, err := os.Stat(p); err == nil {
-			left = append(left, "netns "+p)
-		}
-	}
-	if out, _ := c.ctr("tasks", "ls", "-q"); strings.TrimSpace(out) != "" {
-		left = append(left, "containerd tasks: "+strings.TrimSpace(out))
-	}
-	if out, _ := c.ctr("containers", "ls", "-q"); strings.TrimSpace(out) != "" {
-		left = append(left, "containerd containers: "+strings.TrimSpace(out))
-	}
-	if out, _ := exec.Command("ip", "-o", "link", "show", "master", bridge).Output(); strings.TrimSpace(string(out)) != "" {
-		left = append(left, "ports on "+bridge+": "+strings.TrimSpace(string(out)))
-	}
-	if ents, _ := os.ReadDir(filepath.Join(c.ipamDir, netName)); len(ents) > 0 {
-		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), "10.") {
-				left = append(left, "host-local reservation "+e.Name())
-			}
-		}
-	}
-	if out, err := exec.Command("iptables-save").Output(); err == nil {
-		for _, id := range []string{vmSandbox, ctrSandbox} {
-			if strings.Contains(string(out), id) {
-				left = append(left, "iptables rules naming "+id)
-			}
-		}
-	}
-	if pids := c.shimPIDs(); len(pids) > 0 {
-		left = append(left, fmt.Sprintf("containerd shims %v", pids))
-	}
-	return left
 }

@@ -15,9 +15,11 @@ import (
 )
 
 // vmPodManifest is examples/vm-readiness-probe.yaml adapted to this node:
-// nodeName set (no scheduler runs), the test guest's image, no service
-// account token (no controller manager creates one).
-func (c *cluster) vmPodManifest() string {
+// nodeName set, the test guest's image, no service account token (the
+// controller manager runs no token controller), and its port 8080 also
+// published as hostPort on the bridge's address, so that the pod has
+// iptables rules (the portmap plugin's) whose removal the test checks.
+func (c *cluster) vmPodManifest(hostPort int) string {
 	c.t.Helper()
 	b, err := os.ReadFile(filepath.Join(repo, "examples/vm-readiness-probe.yaml"))
 	if err != nil {
@@ -33,6 +35,11 @@ func (c *cluster) vmPodManifest() string {
 	pod.Namespace = "default"
 	pod.Spec.NodeName = nodeName
 	pod.Spec.Containers[0].Image = vmImage
+	ports := pod.Spec.Containers[0].Ports
+	if len(ports) != 1 || ports[0].ContainerPort != 8080 {
+		c.t.Fatalf("examples/vm-readiness-probe.yaml: ports %+v, want 8080", ports)
+	}
+	ports[0].HostPort, ports[0].HostIP = int32(hostPort), gateway
 	no := false
 	pod.Spec.AutomountServiceAccountToken = &no
 	return c.manifest(vmPod, pod)

@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -74,9 +76,30 @@ func (c *cluster) stop(name string, grace time.Duration) {
 	}
 }
 
+// log returns a process's log; for the DaemonSet's containers (vmpod,
+// libvirt), the kubelet's log files of every pod of the DaemonSet so far,
+// oldest first.
 func (c *cluster) log(name string) string {
+	if name == "vmpod" || name == "libvirt" {
+		files, _ := filepath.Glob(filepath.Join(c.podLogs, "vmpod-system_vmpod-*", name, "*.log"))
+		sort.Slice(files, func(i, j int) bool { return modTime(files[i]).Before(modTime(files[j])) })
+		var all strings.Builder
+		for _, f := range files {
+			b, _ := os.ReadFile(f)
+			all.Write(b)
+		}
+		return all.String()
+	}
 	b, _ := os.ReadFile(c.path("logs", name+".log"))
 	return string(b)
+}
+
+func modTime(p string) time.Time {
+	st, err := os.Stat(p)
+	if err != nil {
+		return time.Time{}
+	}
+	return st.ModTime()
 }
 
 // waitFor polls ok until it returns nil, failing with its last error and
@@ -102,9 +125,6 @@ func (c *cluster) waitFor(what, logName string, timeout time.Duration, ok func()
 // exited returns a channel closed when the named process has exited, or
 // nil (which never fires) when the test did not start it or stopped it.
 func (c *cluster) exited(name string) <-chan struct{} {
-	if name == "vmpod" && c.vmpod != nil {
-		return c.vmpod.Exited()
-	}
 	if p := c.procs[name]; p != nil {
 		return p.exited
 	}
