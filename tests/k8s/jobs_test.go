@@ -51,7 +51,9 @@ func (c *cluster) jobManifest(name string, argv ...string) string {
 // jobDone polls a Job until it has condition cond (Complete or Failed).
 func (c *cluster) jobDone(name string, cond batchv1.JobConditionType) {
 	c.t.Helper()
-	c.waitFor("job "+name+" "+string(cond), "kube-controller-manager-jobs", bootLimit, func() error {
+	// A Job ends after its VM booted, its command ran and its VM powered
+	// off: a boot and a minute.
+	c.waitFor("job "+name+" "+string(cond), "kube-controller-manager-jobs", bootLimit+time.Minute, func() error {
 		out, err := c.kubectl(30*time.Second, "get", "job", name, "-o", "json")
 		if err != nil {
 			return err
