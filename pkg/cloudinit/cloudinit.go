@@ -18,8 +18,10 @@
 // write_files (/etc/environment with the container's env, appended to the
 // guest's file, and the caller's Files), bootcmd (mount points of shares,
 // /dev/disk/by-id symlinks of devices; bootcmd runs on every boot, which
-// /dev needs), mounts (shares), runcmd (the container's command+args, once,
-// as an argv list) and, when the pod's DNS config has options, resolv_conf.
+// /dev needs), mounts (shares), runcmd (a check that each share is
+// mounted) and, when the pod's DNS config has options, resolv_conf. The
+// container's command is not in the seed: vmpod runs it through the guest
+// agent (pkg/guest).
 //
 // The user's user-data (Input.UserData) is the whole user-data:
 //   - a "#cloud-config" document: vmpod's lists are appended to the user's
@@ -72,9 +74,6 @@ type Input struct {
 	SSHKeys []string
 	// Env is the container's environment, written to /etc/environment.
 	Env [][2]string
-	// Command is the container's command followed by its args; when not
-	// empty it runs once after the first boot (runcmd).
-	Command []string
 	// Files are written into the guest (write_files).
 	Files []File
 	// Shares are host directories shared into the guest and mounted (mounts).

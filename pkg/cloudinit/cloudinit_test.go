@@ -88,7 +88,6 @@ func fullInput(t testing.TB) Input {
 			{"PATH_EXTRA", `C:\tmp`},
 			{"EMPTY", ""},
 		},
-		Command: []string{"/bin/sh", "-c", "echo started; exec /app --port 8080"},
 		Files: []File{
 			{Path: "/etc/app/config.yaml", Content: []byte("port: 8080\n"), Mode: 0o640},
 			{Path: "/run/secrets/token", Content: []byte("s3cr3t"), Mode: 0o600},
@@ -240,7 +239,7 @@ func TestMergeKeepsUserEntries(t *testing.T) {
 			t.Errorf("merged user-data lacks %q:\n%s", want, ud)
 		}
 	}
-	if i, j := strings.Index(ud, "systemctl"), strings.Index(ud, "exec /app"); i < 0 || j < 0 || i > j {
+	if i, j := strings.Index(ud, "systemctl"), strings.Index(ud, "vmpod-share-check"); i < 0 || j < 0 || i > j {
 		t.Errorf("user's runcmd must come before vmpod's:\n%s", ud)
 	}
 	if strings.Count(ud, "manage_resolv_conf") != 1 {
@@ -326,7 +325,7 @@ func TestBuildInvalidInput(t *testing.T) {
 		{"long serial", Input{InstanceID: "i", Devices: []Device{{Serial: strings.Repeat("s", 21), Path: "/dev/x"}}}, "20 characters"},
 		{"bad MAC", Input{InstanceID: "i", NICs: []NIC{{MAC: "zz"}}}, "MAC"},
 		{"bad DNS", Input{InstanceID: "i", DNS: &DNS{Servers: []string{"dns.example"}}}, "DNS server"},
-		{"oversized after merge", Input{InstanceID: "i", Command: []string{"/bin/true"}, Env: [][2]string{{"K", strings.Repeat("v", 200)}},
+		{"oversized after merge", Input{InstanceID: "i", Env: [][2]string{{"K", strings.Repeat("v", 200)}},
 			UserData: okUD}, "bytes with vmpod's additions merged"},
 	}
 	for _, tt := range tests {

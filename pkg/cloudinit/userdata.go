@@ -138,9 +138,6 @@ func additions(in Input, ds string, keys []string) *cloudConfig {
 		}
 		c.Bootcmd = append(c.Bootcmd, []string{"ln", "-sf", "/dev/disk/by-id/virtio-" + d.Serial, d.Path})
 	}
-	if len(in.Command) > 0 {
-		c.Runcmd = append(c.Runcmd, in.Command)
-	}
 	if in.DNS != nil && len(in.DNS.Options) > 0 {
 		// Network config v2 and network_data.json have no place for resolver
 		// options; cc_resolv_conf writes them on the distros it supports.

@@ -45,6 +45,13 @@ type Config struct {
 	StreamIdleTimeout Duration `toml:"stream_idle_timeout" mapstructure:"stream_idle_timeout" comment:"An attach, exec or port-forward connection that carries no data for this long is closed (the kubelet's\nstreamingConnectionIdleTimeout is 4h too) (env VMPOD_STREAM_IDLE_TIMEOUT)."`
 	// AgentWaitTimeout caps how long an exec waits for a booting guest's agent.
 	AgentWaitTimeout Duration `toml:"agent_wait_timeout" mapstructure:"agent_wait_timeout" comment:"How long an exec (kubectl exec, exec probes, crictl exec) waits for the guest agent of a VM that is still\nbooting before it fails; an ExecSync with a shorter timeout waits only that long (env VMPOD_AGENT_WAIT_TIMEOUT)."`
+	// CommandStartTimeout bounds how long a VM whose container has a
+	// command may take, from its start, until its guest agent answers and
+	// the command starts. Default 10m.
+	CommandStartTimeout Duration `toml:"command_start_timeout" mapstructure:"command_start_timeout" comment:"A container with a command runs it in the guest once the guest agent answers. If the agent has not answered\nthis long after the VM started, the command is given up: the container exits with 128, reason StartError,\nand the VM is shut down (env VMPOD_COMMAND_START_TIMEOUT)."`
+	// CommandPoweroffTimeout is how long a VM whose command ended gets to
+	// power off (ACPI) before it is destroyed. Default 30s.
+	CommandPoweroffTimeout Duration `toml:"command_poweroff_timeout" mapstructure:"command_poweroff_timeout" comment:"When a container's command has ended, its VM is asked to power off (ACPI) and destroyed if it still runs\nafter this long; the container's exit code is the command's either way (env VMPOD_COMMAND_POWEROFF_TIMEOUT)."`
 	// LibvirtCallTimeout is the deadline of one libvirt call. Default 30s.
 	LibvirtCallTimeout Duration `toml:"libvirt_call_timeout" mapstructure:"libvirt_call_timeout" comment:"Deadline of one libvirt call, waiting for libvirtd to come back after a restart included: a hung\nlibvirtd makes calls fail with Unavailable after it. Domain start and destroy get twice as long, guest agent\ncommands their own timeout on top (env VMPOD_LIBVIRT_CALL_TIMEOUT). See docs/reliability.md."`
 	// LogLevel is one of debug, info, warn, error. Default info.
@@ -123,42 +130,44 @@ type Runtime struct {
 // Default returns the built-in configuration.
 func Default() Config {
 	return Config{
-		Socket:                "/run/vmpod/vmpod.sock",
-		StateDir:              "/var/lib/vmpod",
-		LibvirtURI:            "qemu:///system",
-		LibvirtCallTimeout:    Duration(30 * time.Second),
-		AgentWaitTimeout:      Duration(time.Minute),
-		StreamIdleTimeout:     Duration(4 * time.Hour),
-		CreateTimeout:         Duration(10 * time.Minute),
-		ToolTimeout:           Duration(2 * time.Minute),
-		LogLevel:              "info",
-		LogFormat:             "text",
-		ImageTranslationsDir:  "/etc/vmpod/images.d",
-		CgroupDriver:          "cgroupfs",
-		ShutdownTimeout:       Duration(30 * time.Second),
-		PullProgressInterval:  Duration(5 * time.Second),
-		ImageCheckCPUSeconds:  30,
-		ImageCheckMemoryMiB:   1024,
-		RegistriesConf:        "/etc/containers/registries.conf",
-		MaxImageSize:          64 << 30,
-		PullRequestTimeout:    Duration(30 * time.Second),
-		PullStallTimeout:      Duration(time.Minute),
-		StreamingAddress:      "127.0.0.1:0",
-		Accelerator:           "auto",
-		DefaultMemoryMiB:      512,
-		MaxVMMemory:           64 << 30,
-		MaxVCPUs:              64,
-		MaxRootVolumeSize:     512 << 30,
-		TCGTBCacheMiB:         1024,
-		VMMemoryOverhead:      64 << 20,
-		OVMFCode:              "/usr/share/OVMF/OVMF_CODE_4M.fd",
-		OVMFVars:              "/usr/share/OVMF/OVMF_VARS_4M.fd",
-		SharedDirType:         "virtiofs",
-		CNIConfDir:            "/etc/cni/net.d",
-		CNIBinDirs:            "/opt/cni/bin:/usr/lib/cni",
-		CNITimeout:            Duration(time.Minute),
-		DefaultRuntimeHandler: "vmpod",
-		Runtimes:              map[string]Runtime{"vmpod": {}},
+		Socket:                 "/run/vmpod/vmpod.sock",
+		StateDir:               "/var/lib/vmpod",
+		LibvirtURI:             "qemu:///system",
+		LibvirtCallTimeout:     Duration(30 * time.Second),
+		AgentWaitTimeout:       Duration(time.Minute),
+		CommandStartTimeout:    Duration(10 * time.Minute),
+		CommandPoweroffTimeout: Duration(30 * time.Second),
+		StreamIdleTimeout:      Duration(4 * time.Hour),
+		CreateTimeout:          Duration(10 * time.Minute),
+		ToolTimeout:            Duration(2 * time.Minute),
+		LogLevel:               "info",
+		LogFormat:              "text",
+		ImageTranslationsDir:   "/etc/vmpod/images.d",
+		CgroupDriver:           "cgroupfs",
+		ShutdownTimeout:        Duration(30 * time.Second),
+		PullProgressInterval:   Duration(5 * time.Second),
+		ImageCheckCPUSeconds:   30,
+		ImageCheckMemoryMiB:    1024,
+		RegistriesConf:         "/etc/containers/registries.conf",
+		MaxImageSize:           64 << 30,
+		PullRequestTimeout:     Duration(30 * time.Second),
+		PullStallTimeout:       Duration(time.Minute),
+		StreamingAddress:       "127.0.0.1:0",
+		Accelerator:            "auto",
+		DefaultMemoryMiB:       512,
+		MaxVMMemory:            64 << 30,
+		MaxVCPUs:               64,
+		MaxRootVolumeSize:      512 << 30,
+		TCGTBCacheMiB:          1024,
+		VMMemoryOverhead:       64 << 20,
+		OVMFCode:               "/usr/share/OVMF/OVMF_CODE_4M.fd",
+		OVMFVars:               "/usr/share/OVMF/OVMF_VARS_4M.fd",
+		SharedDirType:          "virtiofs",
+		CNIConfDir:             "/etc/cni/net.d",
+		CNIBinDirs:             "/opt/cni/bin:/usr/lib/cni",
+		CNITimeout:             Duration(time.Minute),
+		DefaultRuntimeHandler:  "vmpod",
+		Runtimes:               map[string]Runtime{"vmpod": {}},
 	}
 }
 

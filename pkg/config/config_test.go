@@ -173,7 +173,7 @@ func TestDocsShowDefaultConfig(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !strings.Contains(string(data), string(b)) {
-			t.Errorf("%s does not contain the current `vmpod config default` output; paste it in", doc)
+			t.Errorf("%s does not contain the current `vmpod config default` output; run hack/update-config-docs.sh", doc)
 		}
 	}
 }
@@ -317,6 +317,6 @@ func TestDeployConfigIsTheDefault(t *testing.T) {
 		t.Fatal("no socket key in the default or in the DaemonSet's configuration")
 	}
 	if strings.TrimRight(g[i+1:], "\n") != strings.TrimRight(want[j:], "\n") {
-		t.Errorf("deploy/base/10-config.yaml's vmpod.toml is not `vmpod config default` with cgroup_driver = 'systemd': paste the output of 'vmpod config default' below its header comment and set cgroup_driver = 'systemd'")
+		t.Errorf("deploy/base/10-config.yaml's vmpod.toml is not `vmpod config default` with cgroup_driver = 'systemd': run hack/update-config-docs.sh")
 	}
 }

@@ -40,6 +40,12 @@ func (c Config) Validate() error {
 	if c.AgentWaitTimeout < 0 {
 		bad("agent_wait_timeout", "must not be negative")
 	}
+	if c.CommandStartTimeout < Duration(time.Second) {
+		bad("command_start_timeout", "must be at least 1s, got %s", c.CommandStartTimeout.Std())
+	}
+	if c.CommandPoweroffTimeout < 0 {
+		bad("command_poweroff_timeout", "must not be negative (0 destroys the VM at once)")
+	}
 	if c.LibvirtCallTimeout < Duration(100*time.Millisecond) {
 		bad("libvirt_call_timeout", "must be at least 100ms, got %s", c.LibvirtCallTimeout.Std())
 	}

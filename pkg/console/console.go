@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -68,6 +67,12 @@ type Options struct {
 	// for a slow reader before dropping the oldest. Default
 	// DefaultSubscriberBuffer (64 KiB).
 	SubscriberBuffer int
+	// Streams are the output ports of the container's command, logged as
+	// their CRI streams beside the console (see the package doc). When
+	// there are any, console lines start with ConsolePrefix and are
+	// logged only once whole (or MaxLineLen long), so that a console
+	// prompt is not joined to the command's next line.
+	Streams []StreamOptions
 }
 
 func (o *Options) setDefaults() error {
@@ -97,6 +102,14 @@ func (o *Options) setDefaults() error {
 	}
 	if o.SubscriberBuffer <= 0 {
 		o.SubscriberBuffer = DefaultSubscriberBuffer
+	}
+	for _, st := range o.Streams {
+		if st.Name != streamStdout && st.Name != streamStderr {
+			return fmt.Errorf("output stream %q: the CRI log has only stdout and stderr: %w", st.Name, errdefs.ErrInvalidArgument)
+		}
+		if st.SocketPath == "" || len(st.SocketPath) > maxSocketPath {
+			return fmt.Errorf("output stream %s: socket path %q is empty or longer than %d bytes: %w", st.Name, st.SocketPath, maxSocketPath, errdefs.ErrInvalidArgument)
+		}
 	}
 	return nil
 }
@@ -135,12 +148,18 @@ type Console struct {
 	connectedOnce sync.Once
 
 	// Owned by the run goroutine, and by Close once run has returned.
-	lines      *lineSplitter
-	out        []byte // formatted log lines, reused
-	logFailing bool   // the last log write failed and was reported
+	lines *lineSplitter
+	out   []byte // formatted log lines, reused
 
-	logMu   sync.Mutex
-	logFile *os.File // nil once closed
+	logf *logFile
+
+	// streams are the command's output streams; streamsWG counts their
+	// goroutines, streamsEnded is closed when all have ended.
+	streams      []*stream
+	streamsWG    sync.WaitGroup
+	streamsEnded chan struct{}
+	// allConnected is closed once the console and every stream connected.
+	allConnected chan struct{}
 
 	mu     sync.Mutex
 	closed bool
@@ -159,36 +178,31 @@ func Start(opts Options) (*Console, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
-	f, err := openLog(opts.LogPath)
+	logf, err := openLogFile(opts.LogPath, opts.Logger)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Console{
-		opts:      opts,
-		log:       opts.Logger.With("socket", opts.SocketPath),
-		ctx:       ctx,
-		cancel:    cancel,
-		exited:    make(chan struct{}),
-		done:      make(chan struct{}),
-		connected: make(chan struct{}),
-		lines:     newLineSplitter(opts.MaxLineLen),
-		logFile:   f,
-		subs:      make(map[*Subscription]struct{}),
+		opts:         opts,
+		log:          opts.Logger.With("socket", opts.SocketPath),
+		ctx:          ctx,
+		cancel:       cancel,
+		exited:       make(chan struct{}),
+		done:         make(chan struct{}),
+		connected:    make(chan struct{}),
+		lines:        newLineSplitter(opts.MaxLineLen),
+		logf:         logf,
+		streamsEnded: make(chan struct{}),
+		allConnected: make(chan struct{}),
+		subs:         make(map[*Subscription]struct{}),
 	}
+	if len(opts.Streams) > 0 {
+		c.lines.prefix = []byte(ConsolePrefix)
+	}
+	c.startStreams()
 	go c.run()
 	return c, nil
-}
-
-func openLog(path string) (*os.File, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("create container log directory: %w", err)
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
-	if err != nil {
-		return nil, fmt.Errorf("open container log: %w", err)
-	}
-	return f, nil
 }
 
 // Done returns a channel closed the first time an established connection is
@@ -201,10 +215,11 @@ func (c *Console) Done() <-chan struct{} {
 	return c.done
 }
 
-// Connected is closed once the Console has connected to the socket for the
-// first time. A caller that starts the domain paused waits for it before
-// resuming, so no boot output is lost.
-func (c *Console) Connected() <-chan struct{} { return c.connected }
+// Connected is closed once the Console has connected to the console
+// socket and to every output stream's socket for the first time. A caller
+// that starts the domain paused waits for it before resuming, so no boot
+// output is lost.
+func (c *Console) Connected() <-chan struct{} { return c.allConnected }
 
 // Subscribe attaches a client: the returned Subscription yields the console
 // output from now on, until it or the Console is closed. It fails with
@@ -252,21 +267,7 @@ func (c *Console) Write(p []byte) (int, error) {
 // partial line pending continues in the new file. On failure the old file
 // stays in use. It fails with ErrClosed after Close.
 func (c *Console) ReopenLog() error {
-	c.logMu.Lock()
-	defer c.logMu.Unlock()
-	if c.logFile == nil {
-		return ErrClosed
-	}
-	f, err := openLog(c.opts.LogPath)
-	if err != nil {
-		return fmt.Errorf("reopen: %w", err)
-	}
-	if err := c.logFile.Close(); err != nil {
-		// Everything was written already; only the descriptor is lost.
-		c.log.Warn("close rotated container log", "err", err)
-	}
-	c.logFile = f
-	return nil
+	return c.logf.reopen()
 }
 
 // Close disconnects from the socket, logs a pending partial line as a P line,
@@ -284,15 +285,14 @@ func (c *Console) Close() error {
 		if conn != nil {
 			conn.Close()
 		}
+		for _, st := range c.streams {
+			st.closeConn()
+		}
 		<-c.exited
+		c.streamsWG.Wait()
 
 		c.writeLog(c.lines.flushAll(c.out[:0], c.stamp()))
-		c.logMu.Lock()
-		if err := c.logFile.Close(); err != nil {
-			c.closeErr = fmt.Errorf("close container log: %w", err)
-		}
-		c.logFile = nil
-		c.logMu.Unlock()
+		c.closeErr = c.logf.close()
 
 		c.mu.Lock()
 		subs := c.subs
@@ -320,24 +320,34 @@ func (c *Console) run() {
 	}
 }
 
-// dial connects to the socket, retrying every DialRetry. It returns nil when
-// the Console is closed first.
+// dial connects to the console socket (dialSocket).
 func (c *Console) dial() net.Conn {
+	return c.dialSocket(c.opts.SocketPath, "serial console", func(conn net.Conn) bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.closed {
+			return false
+		}
+		c.conn = conn
+		c.connectedOnce.Do(func() { close(c.connected) })
+		return true
+	})
+}
+
+// dialSocket connects to path, retrying every DialRetry; keep installs the
+// connection, or says the Console was closed. It returns nil when the
+// Console is closed first.
+func (c *Console) dialSocket(path, what string, keep func(net.Conn) bool) net.Conn {
 	var d net.Dialer
 	reported := false
 	for {
-		conn, err := d.DialContext(c.ctx, "unix", c.opts.SocketPath)
+		conn, err := d.DialContext(c.ctx, "unix", path)
 		if err == nil {
-			c.mu.Lock()
-			if c.closed {
-				c.mu.Unlock()
+			if !keep(conn) {
 				conn.Close()
 				return nil
 			}
-			c.conn = conn
-			c.mu.Unlock()
-			c.connectedOnce.Do(func() { close(c.connected) })
-			c.log.Info("serial console connected")
+			c.log.Info(what+" connected", "path", path)
 			return conn
 		}
 		if c.ctx.Err() != nil {
@@ -347,9 +357,9 @@ func (c *Console) dial() net.Conn {
 			reported = true
 			// Expected while the domain starts or after QEMU exited.
 			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
-				c.log.Debug("serial console not listening yet, retrying", "err", err)
+				c.log.Debug(what+" not listening yet, retrying", "path", path, "err", err)
 			} else {
-				c.log.Warn("connect to serial console, retrying", "err", err)
+				c.log.Warn("connect to "+what+", retrying", "path", path, "err", err)
 			}
 		}
 		t := time.NewTimer(c.opts.DialRetry)
@@ -380,7 +390,7 @@ func (c *Console) serve(conn net.Conn) {
 			c.disconnected(conn, err)
 			return
 		}
-		switch flushable := c.lines.flushable(); {
+		switch flushable := c.lines.flushable() && len(c.opts.Streams) == 0; {
 		case flushable && !armed:
 			// Only when the line becomes flushable, so that a line
 			// trickling in is still flushed PartialFlush after it began.
@@ -417,28 +427,11 @@ func (c *Console) fanOut(p []byte) {
 	}
 }
 
-// writeLog appends formatted lines to the log file. A failure (disk full) is
-// reported once until a write succeeds again; the lines are lost, the
-// console keeps running.
+// writeLog appends formatted lines to the log file and keeps the grown
+// buffer.
 func (c *Console) writeLog(b []byte) {
-	c.out = b[:0] // keep the grown buffer
-	if len(b) == 0 {
-		return
-	}
-	c.logMu.Lock()
-	var err error
-	if c.logFile != nil {
-		_, err = c.logFile.Write(b)
-	}
-	c.logMu.Unlock()
-	switch {
-	case err != nil && !c.logFailing:
-		c.logFailing = true
-		c.log.Warn("write container log", "path", c.opts.LogPath, "err", err)
-	case err == nil && c.logFailing:
-		c.logFailing = false
-		c.log.Info("write container log works again", "path", c.opts.LogPath)
-	}
+	c.out = b[:0]
+	c.logf.write(b)
 }
 
 func (c *Console) stamp() string {

@@ -55,4 +55,23 @@
 // Options.MaxLineLen is written as P, and its remainder follows as further P
 // or F lines, which the kubelet concatenates. Bytes are logged as the guest
 // sent them. At most one line is held in memory.
+//
+// # The command's output streams
+//
+// A container with a command runs it in the guest with its stdout and
+// stderr on two virtio-serial ports (pkg/guest), each a unix socket QEMU
+// listens on like ttyS0's. Options.Streams names them; the Console reads
+// each with one more connection and logs its lines as the stdout and
+// stderr streams of the same log file, whole lines per write, so lines of
+// different streams never mix. As containerd does, a stream's line is
+// logged when its newline comes (or at MaxLineLen, as P), not on a timer,
+// and its last line is logged whole (F) when the stream ends: its Filter
+// saw the guest's end line, or QEMU closed the connection. OutputEnded
+// says when both ended. The console is logged as before, on stdout, but
+// every line starts with ConsolePrefix ("[console] ") and is logged only
+// once whole, so a shell prompt on the console is never joined to the
+// command's next line by a reader that concatenates P lines. A stream
+// connects once: while vmpod is down, the guest's writes to the port block
+// (virtio-serial holds them while no host side is connected) until the
+// next vmpod's Console connects.
 package console

@@ -17,26 +17,48 @@ func criTimestamp(t time.Time) string {
 	return t.UTC().Format(time.RFC3339Nano)
 }
 
-// appendLogLine appends one CRI log line "<ts> stdout <tag> <text>\n" to out.
-func appendLogLine(out []byte, ts string, tag byte, text []byte) []byte {
+// CRI log streams.
+const (
+	streamStdout = "stdout"
+	streamStderr = "stderr"
+)
+
+// appendLogLine appends one CRI log line "<ts> <stream> <tag> <text>\n" to
+// out.
+func appendLogLine(out []byte, ts, stream string, tag byte, text []byte) []byte {
 	out = append(out, ts...)
-	out = append(out, " stdout "...)
-	out = append(out, tag, ' ')
+	out = append(out, ' ')
+	out = append(out, stream...)
+	out = append(out, ' ', tag, ' ')
 	out = append(out, text...)
 	return append(out, '\n')
 }
 
-// lineSplitter turns the console byte stream into CRI log lines. It holds the
-// current, unterminated line: at most maxLen bytes plus possibly one "\r"
-// beyond, which it keeps back because a "\n" may follow and the "\r" must
-// then be dropped. It is not safe for concurrent use.
+// lineSplitter turns a byte stream into CRI log lines of one stream
+// (stdout unless set). It holds the current, unterminated line: at most
+// maxLen bytes plus possibly one "\r" beyond, which it keeps back because a
+// "\n" may follow and the "\r" must then be dropped. With a prefix, every
+// line starts with it (the first P line of a long line only, so that the
+// kubelet's joined line has it once). It is not safe for concurrent use.
 type lineSplitter struct {
 	maxLen  int
+	stream  string
+	prefix  []byte
+	midLine bool // the last line written was a P line
 	pending []byte
 }
 
 func newLineSplitter(maxLen int) *lineSplitter {
-	return &lineSplitter{maxLen: maxLen, pending: make([]byte, 0, maxLen+1)}
+	return &lineSplitter{maxLen: maxLen, stream: streamStdout, pending: make([]byte, 0, maxLen+1)}
+}
+
+// line appends one log line of the splitter's stream.
+func (s *lineSplitter) line(out []byte, ts string, tag byte, text []byte) []byte {
+	if len(s.prefix) > 0 && !s.midLine {
+		text = append(append(make([]byte, 0, len(s.prefix)+len(text)), s.prefix...), text...)
+	}
+	s.midLine = tag == tagPartial
+	return appendLogLine(out, ts, s.stream, tag, text)
 }
 
 // feed appends to out the log lines that p completes, stamped ts, and keeps
@@ -48,7 +70,7 @@ func (s *lineSplitter) feed(out, p []byte, ts string) []byte {
 			return s.add(out, p, ts)
 		}
 		out = s.add(out, p[:i], ts)
-		out = appendLogLine(out, ts, tagFull, bytes.TrimSuffix(s.pending, []byte{'\r'}))
+		out = s.line(out, ts, tagFull, bytes.TrimSuffix(s.pending, []byte{'\r'}))
 		s.pending = s.pending[:0]
 		p = p[i+1:]
 	}
@@ -71,7 +93,7 @@ func (s *lineSplitter) add(out, seg []byte, ts string) []byte {
 			s.pending = append(s.pending, '\r')
 			return out
 		}
-		out = appendLogLine(out, ts, tagPartial, s.pending[:s.maxLen])
+		out = s.line(out, ts, tagPartial, s.pending[:s.maxLen])
 		s.pending = s.pending[:copy(s.pending, s.pending[s.maxLen:])]
 	}
 	return out
@@ -95,7 +117,7 @@ func (s *lineSplitter) flush(out []byte, ts string) []byte {
 	if text[len(text)-1] == '\r' {
 		text = text[:len(text)-1]
 	}
-	out = appendLogLine(out, ts, tagPartial, text)
+	out = s.line(out, ts, tagPartial, text)
 	s.pending = s.pending[:copy(s.pending, s.pending[len(text):])]
 	return out
 }
@@ -105,7 +127,19 @@ func (s *lineSplitter) flushAll(out []byte, ts string) []byte {
 	if len(s.pending) == 0 {
 		return out
 	}
-	out = appendLogLine(out, ts, tagPartial, s.pending)
+	out = s.line(out, ts, tagPartial, s.pending)
+	s.pending = s.pending[:0]
+	return out
+}
+
+// finish appends everything pending as an F line, for the end of a
+// command's output: its last line needs no newline to be whole (as
+// containerd logs it).
+func (s *lineSplitter) finish(out []byte, ts string) []byte {
+	if len(s.pending) == 0 {
+		return out
+	}
+	out = s.line(out, ts, tagFull, bytes.TrimSuffix(s.pending, []byte{'\r'}))
 	s.pending = s.pending[:0]
 	return out
 }

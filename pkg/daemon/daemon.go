@@ -25,6 +25,7 @@ import (
 	"github.com/vmpod/vmpod/pkg/config"
 	"github.com/vmpod/vmpod/pkg/console"
 	"github.com/vmpod/vmpod/pkg/cri"
+	"github.com/vmpod/vmpod/pkg/guest"
 	"github.com/vmpod/vmpod/pkg/image"
 	"github.com/vmpod/vmpod/pkg/image/oci"
 	"github.com/vmpod/vmpod/pkg/image/transfer"
@@ -220,9 +221,17 @@ func shutdownMetrics(ms *metrics.Server, log *slog.Logger) {
 	}
 }
 
-// newConsole starts a VM's serial console reader.
-func newConsole(socketPath, logPath string, log *slog.Logger) (lifecycle.ConsoleHandle, error) {
-	c, err := console.Start(console.Options{SocketPath: socketPath, LogPath: logPath, Logger: log})
+// newConsole starts a VM's serial console reader, with the output streams
+// of its container's command.
+func newConsole(spec lifecycle.ConsoleSpec, log *slog.Logger) (lifecycle.ConsoleHandle, error) {
+	opts := console.Options{SocketPath: spec.Socket, LogPath: spec.LogPath, Logger: log}
+	if spec.Stdout != "" {
+		opts.Streams = []console.StreamOptions{
+			{Name: "stdout", SocketPath: spec.Stdout, Filter: guest.NewOutputFilter(spec.Nonce)},
+			{Name: "stderr", SocketPath: spec.Stderr, Filter: guest.NewOutputFilter(spec.Nonce)},
+		}
+	}
+	c, err := console.Start(opts)
 	if err != nil {
 		return nil, err
 	}

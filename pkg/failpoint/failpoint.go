@@ -36,6 +36,13 @@ var Points = []string{
 	"start/console-connected",
 	"start/resumed",
 	"start/running",
+	// The container's command, after StartContainer (its runner) and in
+	// StopContainer ("signalled")
+	"command/starting",
+	"command/started",
+	"command/signalled",
+	"command/exit-seen",
+	"command/exited",
 	// StopContainer
 	"stop/requested",
 	"stop/shutdown-sent",

@@ -123,26 +123,35 @@ type execArgs struct {
 	// InputData is the process's whole stdin, base64; qemu-ga writes it
 	// and closes the pipe. Without it the process inherits qemu-ga's
 	// stdin (/dev/null in practice).
-	InputData     string `json:"input-data,omitempty"`
-	CaptureOutput bool   `json:"capture-output"`
+	InputData string `json:"input-data,omitempty"`
+	// Env, when set, is the process's whole environment (NAME=VALUE);
+	// without it the process inherits qemu-ga's.
+	Env           []string `json:"env,omitempty"`
+	CaptureOutput bool     `json:"capture-output"`
 }
 
 // Exec starts argv in the guest with stdout and stderr captured and
 // input, when not nil, as its whole stdin. It returns the guest pid.
 func (a *Agent) Exec(ctx context.Context, argv []string, input []byte) (int, error) {
-	var ret struct {
-		PID int `json:"pid"`
-	}
 	args := execArgs{Path: argv[0], Arg: argv[1:], CaptureOutput: true}
 	if input != nil {
 		args.InputData = base64.StdEncoding.EncodeToString(input)
 	}
+	return a.exec(ctx, args)
+}
+
+// exec sends one guest-exec and returns the pid.
+func (a *Agent) exec(ctx context.Context, args execArgs) (int, error) {
+	var ret struct {
+		PID int `json:"pid"`
+	}
+	argv := append([]string{args.Path}, args.Arg...)
 	cmd := map[string]any{"execute": "guest-exec", "arguments": args}
 	if err := a.Call(ctx, cmd, &ret); err != nil {
-		return 0, fmt.Errorf("exec %q in the guest: %w: %w", argv, ErrNotStarted, err)
+		return 0, fmt.Errorf("exec %.200q in the guest: %w: %w", argv, ErrNotStarted, err)
 	}
 	if ret.PID <= 0 {
-		return 0, fmt.Errorf("exec %q in the guest: the agent answered pid %d", argv, ret.PID)
+		return 0, fmt.Errorf("exec %.200q in the guest: the agent answered pid %d", argv, ret.PID)
 	}
 	return ret.PID, nil
 }

@@ -15,11 +15,24 @@ const GuestAgentChannel = "org.qemu.guest_agent.0"
 // guest it is /dev/virtio-ports/vmpod.exec.<i>.
 func ExecChannel(i int) string { return fmt.Sprintf("vmpod.exec.%d", i) }
 
+// StdoutChannel and StderrChannel are the virtio-serial ports that carry
+// the stdout and stderr of a container's command; in the guest they are
+// /dev/virtio-ports/vmpod.stdout and /dev/virtio-ports/vmpod.stderr.
+const (
+	StdoutChannel = "vmpod.stdout"
+	StderrChannel = "vmpod.stderr"
+)
+
 func validateChannels(spec *DomainSpec, p *specProblems) {
 	checkSocketPath(p, "guest agent socket", spec.GuestAgentSocket, false)
 	for i, s := range spec.ExecSockets {
 		checkSocketPath(p, fmt.Sprintf("exec socket %d", i), s, true)
 	}
+	if (spec.StdoutSocket == "") != (spec.StderrSocket == "") {
+		p.addf("the command's stdout and stderr sockets come together (stdout %q, stderr %q)", spec.StdoutSocket, spec.StderrSocket)
+	}
+	checkSocketPath(p, "stdout socket", spec.StdoutSocket, false)
+	checkSocketPath(p, "stderr socket", spec.StderrSocket, false)
 }
 
 // configureChannels adds the qemu-guest-agent channel and the exec
@@ -40,6 +53,10 @@ func configureChannels(spec *DomainSpec, dom *libvirtxml.Domain) error {
 	}
 	for i, s := range spec.ExecSockets {
 		dom.Devices.Channels = append(dom.Devices.Channels, channel(s, ExecChannel(i)))
+	}
+	if spec.StdoutSocket != "" {
+		dom.Devices.Channels = append(dom.Devices.Channels,
+			channel(spec.StdoutSocket, StdoutChannel), channel(spec.StderrSocket, StderrChannel))
 	}
 	if len(dom.Devices.Channels) == 0 {
 		return nil

@@ -107,6 +107,11 @@ func goldenCases() []struct {
 		{Path: "/dev/vg0/data", Block: true, Format: DiskFormatRaw, Serial: "data"},
 	}
 
+	command := baseSpec()
+	command.GuestAgentSocket = "/run/vmpod/containers/0123456789ab/qga.sock"
+	command.StdoutSocket = "/run/vmpod/containers/0123456789ab/stdout.sock"
+	command.StderrSocket = "/run/vmpod/containers/0123456789ab/stderr.sock"
+
 	shares := baseSpec()
 	shares.Filesystems = []Filesystem{
 		{Source: "/var/lib/kubelet/pods/uid/volumes/kubernetes.io~empty-dir/cache", Tag: "vmpod-fs0", Driver: FilesystemVirtiofs},
@@ -128,6 +133,7 @@ func goldenCases() []struct {
 		{"sata-root", sata},
 		{"tcg-tb-cache", tbCache},
 		{"agent-nic-cdrom-block", full},
+		{"command-output", command},
 	}
 }
 

@@ -129,6 +129,11 @@ type DomainSpec struct {
 	// the exec channels: the i-th is the virtio-serial port ExecChannel(i),
 	// which carries one TTY exec session at a time. Empty adds none.
 	ExecSockets []string
+	// StdoutSocket and StderrSocket are the absolute paths of the unix
+	// sockets QEMU binds for the ports that carry a container's command's
+	// stdout and stderr (StdoutChannel, StderrChannel); "" adds none.
+	// Both or neither.
+	StdoutSocket, StderrSocket string
 
 	// Metadata identifies the pod and container the domain belongs to; it
 	// is stored in the domain so recovery can map domains back.

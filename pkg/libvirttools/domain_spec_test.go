@@ -53,6 +53,8 @@ func TestBuildDomainRejectsInvalidSpecs(t *testing.T) {
 		{"no serial log", func(s *DomainSpec) { s.SerialLog = "" }, "empty serial log path"},
 		{"relative agent socket", func(s *DomainSpec) { s.GuestAgentSocket = "qga.sock" }, "guest agent socket"},
 		{"relative exec socket", func(s *DomainSpec) { s.ExecSockets = []string{"/run/exec0.sock", "exec1.sock"} }, "exec socket 1"},
+		{"stdout without stderr", func(s *DomainSpec) { s.StdoutSocket = "/run/stdout.sock" }, "come together"},
+		{"relative stderr socket", func(s *DomainSpec) { s.StdoutSocket, s.StderrSocket = "/run/o.sock", "e.sock" }, "stderr socket"},
 		{"nic without tap", func(s *DomainSpec) { s.NICs = []NIC{{MAC: "52:54:00:00:00:01"}} }, "empty tap name"},
 		{"nic tap too long", func(s *DomainSpec) { s.NICs = []NIC{{TapName: "tap0123456789abc", MAC: "52:54:00:00:00:01"}} }, "longer than 15"},
 		{"nic bad mac", func(s *DomainSpec) { s.NICs = []NIC{{TapName: "tap0", MAC: "52:54:00"}} }, "not a 48-bit MAC"},

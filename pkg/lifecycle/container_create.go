@@ -13,6 +13,7 @@ import (
 
 	"github.com/vmpod/vmpod/pkg/cloudinit"
 	"github.com/vmpod/vmpod/pkg/failpoint"
+	"github.com/vmpod/vmpod/pkg/guest"
 	"github.com/vmpod/vmpod/pkg/logging"
 	"github.com/vmpod/vmpod/pkg/podspec"
 	"github.com/vmpod/vmpod/pkg/rollback"
@@ -27,8 +28,10 @@ import (
 // sandbox runs one VM at a time: while another container of it is not
 // EXITED, creating one fails with FailedPrecondition. After it exited, the
 // kubelet's next attempt boots from a fresh overlay (the root disk is
-// ephemeral, like a container's writable layer). The work outlasts ctx: a
-// retry with the same name gets its result.
+// ephemeral, like a container's writable layer). A container with a
+// command or args runs them as its main process once the VM boots
+// (container_command.go). The work outlasts ctx: a retry with the same
+// name gets its result.
 func (c *Controller) CreateContainer(ctx context.Context, sandboxID string, cfg *runtimeapi.ContainerConfig) (string, error) {
 	if cfg.GetMetadata().GetName() == "" {
 		return "", fmt.Errorf("CreateContainer: container metadata name is required: %w", errdefs.ErrInvalidArgument)
@@ -103,6 +106,10 @@ func (c *Controller) createContainer(ctx context.Context, sb *sandbox, name stri
 	if err != nil {
 		return "", err
 	}
+	command, err := newCommandState(cfg)
+	if err != nil {
+		return "", err
+	}
 
 	id := newID()
 	log := logging.From(ctx).With(logging.KeyContainerID, id, logging.KeySandboxID, sbRec.ID, logging.KeyDomain, DomainName(id))
@@ -130,6 +137,7 @@ func (c *Controller) createContainer(ctx context.Context, sb *sandbox, name stri
 		ImageName: cfg.GetImage().GetImage(), ImageRef: img.ID, ImageDisk: img.Disk(), LogPath: logPath,
 		Domain: DomainName(id), Dir: layout.Dir, RunDir: layout.RunDir,
 		RootDisk: layout.RootDisk(), CreatedAt: c.now().UnixNano(), Config: raw, VM: shape, Resources: resRaw,
+		Command: command,
 	}
 	ct := c.reg.newContainer(rec, cfg)
 	// The create is the container's first operation: a RemoveContainer
@@ -187,6 +195,23 @@ func (c *Controller) createContainer(ctx context.Context, sb *sandbox, name stri
 	failpoint.Hit("create/created")
 	log.Info("container created", "image", img.ID, "vcpus", shape.VCPUs, "memory_bytes", shape.MemoryBytes, "domain_type", shape.DomainType)
 	return id, nil
+}
+
+// newCommandState checks the container's command (nil when it has none)
+// and returns its initial state.
+func newCommandState(cfg *runtimeapi.ContainerConfig) (*CommandState, error) {
+	cmd := guestCommand(cfg, "")
+	if cmd == nil {
+		return nil, nil
+	}
+	if err := cmd.Validate(); err != nil {
+		return nil, fmt.Errorf("CreateContainer: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	nonce, err := guest.NewNonce()
+	if err != nil {
+		return nil, err
+	}
+	return &CommandState{Nonce: nonce}, nil
 }
 
 // dropFailedCreate undoes a failed create: its domain, disks, sockets and

@@ -21,11 +21,15 @@ func (c *Controller) markExitedOpLocked(ctx context.Context, ct *container, st l
 		r.State = ContainerExited
 		r.FinishedAt = c.now().UnixNano()
 		r.ExitCode, r.Reason, r.Message = c.exitStatus(*r, st)
+		if r.Command != nil {
+			commandExitStatus(r)
+		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
+	ct.stopCommandRunner()
 	if con := ct.swapConsole(nil); con != nil {
 		con.Close()
 	}

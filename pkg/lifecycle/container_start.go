@@ -23,8 +23,10 @@ const consoleConnectTimeout = 10 * time.Second
 // bridges (the DHCP servers start), vmpod's console reader connects to
 // the serial socket, then the guest runs, so the log has the whole boot,
 // the guest's first DHCP request finds its server and everything the
-// guest does is accounted to its pod. A failure at any step
-// undoes the earlier ones: the container stays CREATED.
+// guest does is accounted to its pod. A container with a command also has
+// its output ports connected before the guest runs, and its command
+// starts once the guest agent answers (container_command.go). A failure
+// at any step undoes the earlier ones: the container stays CREATED.
 func (c *Controller) StartContainer(ctx context.Context, id string) (retErr error) {
 	ct, err := c.reg.container(id)
 	if err != nil {
@@ -111,6 +113,7 @@ func (c *Controller) StartContainer(ctx context.Context, id string) (retErr erro
 		return fmt.Errorf("store container record: %w", err)
 	}
 	failpoint.Hit("start/running")
+	c.startCommandRunner(ct)
 	c.metrics.ObserveVMStart(time.Since(begin))
 	log.Info("VM started")
 	return nil
@@ -136,7 +139,8 @@ func (c *Controller) startPaused(ctx context.Context, domain string) (rollback.R
 	return func(ctx context.Context) error { return c.libvirt.Destroy(ctx, domain) }, nil
 }
 
-// startConsole starts the console reader of a container's VM.
+// startConsole starts the console reader of a container's VM, with the
+// output streams of its command.
 func (c *Controller) startConsole(rec ContainerRecord) (ConsoleHandle, error) {
 	logPath := rec.LogPath
 	if logPath == "" {
@@ -144,7 +148,11 @@ func (c *Controller) startConsole(rec ContainerRecord) (ConsoleHandle, error) {
 		// attach still has a reader.
 		logPath = rec.Layout().ConsoleLog()
 	}
-	con, err := c.newConsole(rec.Layout().SerialSocket(), logPath, c.log.With(logging.KeyContainerID, rec.ID))
+	spec := ConsoleSpec{Socket: rec.Layout().SerialSocket(), LogPath: logPath}
+	if rec.Command != nil {
+		spec.Stdout, spec.Stderr, spec.Nonce = rec.Layout().StdoutSocket(), rec.Layout().StderrSocket(), rec.Command.Nonce
+	}
+	con, err := c.newConsole(spec, c.log.With(logging.KeyContainerID, rec.ID))
 	if err != nil {
 		return nil, fmt.Errorf("start serial console reader: %w", err)
 	}

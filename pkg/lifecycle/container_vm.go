@@ -27,6 +27,7 @@ func (c *Controller) vmSpec(rec ContainerRecord, sbRec SandboxRecord, sbCfg *run
 			Instance: c.reg.meta.InstanceID(),
 		},
 		OVMFCode: c.cfg.OVMFCode, OVMFVars: c.cfg.OVMFVars,
+		CommandOutput: rec.Command != nil,
 	}
 	if att := sbRec.LiveNetwork(); att != nil {
 		for _, ifc := range att.Interfaces {
@@ -37,8 +38,9 @@ func (c *Controller) vmSpec(rec ContainerRecord, sbRec SandboxRecord, sbCfg *run
 }
 
 // buildSeed makes the cloud-init seed of a container: the pod's identity
-// and hostname, its cloud-init options, the container's env and command,
-// and its mounts and devices.
+// and hostname, its cloud-init options, the container's env, and its
+// mounts and devices. (Its command is not in the seed: vmpod runs it
+// through the guest agent, container_command.go.)
 func buildSeed(sbRec SandboxRecord, sbCfg *runtimeapi.PodSandboxConfig, cfg *runtimeapi.ContainerConfig, m volumes.Plan, ci podspec.CloudInitOptions) (cloudinit.Seed, error) {
 	in := cloudinit.Input{
 		Datasource: ci.Datasource,
@@ -50,7 +52,6 @@ func buildSeed(sbRec SandboxRecord, sbCfg *runtimeapi.PodSandboxConfig, cfg *run
 		MetaData:      ci.MetaData,
 		NetworkConfig: ci.NetworkConfig,
 		SSHKeys:       ci.SSHKeys,
-		Command:       append(append([]string{}, cfg.GetCommand()...), cfg.GetArgs()...),
 		Files:         m.Files,
 		Shares:        m.Shares,
 		Devices:       m.Devices,

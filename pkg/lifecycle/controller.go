@@ -50,18 +50,33 @@ type Images interface {
 	Release(d string)
 }
 
-// ConsoleHandle is a VM's serial console reader (pkg/console).
+// ConsoleHandle is a VM's serial console reader (pkg/console), with the
+// output streams of its container's command.
 type ConsoleHandle interface {
 	Subscribe() (io.ReadCloser, error)
 	Write(p []byte) (int, error)
 	ReopenLog() error
 	Close() error
 	Done() <-chan struct{}
+	// OutputEnded is closed once the command's output streams ended (at
+	// once when there are none).
+	OutputEnded() <-chan struct{}
+}
+
+// ConsoleSpec is what a VM's console reader reads and where it logs.
+type ConsoleSpec struct {
+	// Socket is the serial console's socket, LogPath the CRI log.
+	Socket, LogPath string
+	// Stdout and Stderr are the sockets of the command's output ports;
+	// "" when the container has no command.
+	Stdout, Stderr string
+	// Nonce marks the wrapper's end lines on the output ports.
+	Nonce string
 }
 
 // ConsoleFactory starts the console reader of a VM: it connects to the
-// serial socket and writes the CRI log at logPath.
-type ConsoleFactory func(socketPath, logPath string, log *slog.Logger) (ConsoleHandle, error)
+// serial socket (and the command's output ports) and writes the CRI log.
+type ConsoleFactory func(spec ConsoleSpec, log *slog.Logger) (ConsoleHandle, error)
 
 // Network is the pods' network (*cni.Manager implements it; see pkg/cni
 // for the life of a pod's network). Errors wrap errdefs classes where the

@@ -45,8 +45,8 @@ func (c *Controller) SandboxInfo(ctx context.Context, id string) (map[string]any
 // ContainerInfo is the verbose information of ContainerStatus: the
 // domain, its XML, the disks, the VM's cgroup placement (pkg/cgroups'
 // Placement: where, the limits, libvirt's directories it left, what
-// QEMU used before it was placed) and, while the VM runs, the guest
-// agent.
+// QEMU used before it was placed), while the VM runs the guest agent, and
+// the state of the container's command.
 func (c *Controller) ContainerInfo(ctx context.Context, id string) (map[string]any, error) {
 	ct, err := c.reg.container(id)
 	if err != nil {
@@ -66,6 +66,12 @@ func (c *Controller) ContainerInfo(ctx context.Context, id string) (map[string]a
 	}
 	if rec.State == ContainerRunning {
 		info["guestAgent"] = c.agentInfo(ctx, rec.Domain)
+	}
+	if cs := rec.Command; cs != nil {
+		// The command's progress: started (its wrapper's guest pid),
+		// exited (its code), as stored.
+		info["command"] = map[string]any{"guestPID": cs.PID, "starting": cs.Starting, "exited": cs.Exited, "exitCode": cs.ExitCode,
+			"stdoutSocket": rec.Layout().StdoutSocket(), "stderrSocket": rec.Layout().StderrSocket()}
 	}
 	if r := ct.guestReports(); len(r) > 0 {
 		info["guestReports"] = r

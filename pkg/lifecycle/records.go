@@ -108,6 +108,48 @@ type ContainerRecord struct {
 	// planned before the domain starts, as applied once it did; nil for a
 	// pod without a cgroup_parent (libvirt's own cgroup then).
 	Cgroup *cgroups.Placement `json:"cgroup,omitempty"`
+	// Command is the state of the container's command, which runs in the
+	// guest as its main process (container_command.go); nil when the
+	// container has none (the VM is the workload) and in records of
+	// vmpods from before commands ran this way.
+	Command *CommandState `json:"command,omitempty"`
+}
+
+// CommandState is what is known of a container's command, stored at each
+// step so that a vmpod that restarts knows where it was:
+//
+//	VM running ──agent answers──> Starting ──guest-exec──> PID set ──it exits──> Exited (code)
+//	      └── agent never answers (command_start_timeout) ──────────────────────> Exited (128, StartError)
+//
+// Exited comes before the VM is shut down: the container becomes EXITED,
+// with the command's code, once the VM is off.
+type CommandState struct {
+	// Nonce marks the wrapper's end lines on the output ports.
+	Nonce string `json:"nonce"`
+	// Starting is set just before the guest-exec that starts the
+	// command: a vmpod that restarts before PID is stored asks the guest
+	// whether it runs.
+	Starting bool `json:"starting,omitempty"`
+	// PID is the guest pid of the command's wrapper.
+	PID int `json:"pid,omitempty"`
+	// Exited is set once the command's exit is known: ExitCode, Reason,
+	// Message and FinishedAt are then the container's.
+	Exited     bool   `json:"exited,omitempty"`
+	ExitCode   int32  `json:"exit_code,omitempty"`
+	Reason     string `json:"reason,omitempty"`
+	Message    string `json:"message,omitempty"`
+	FinishedAt int64  `json:"finished_at,omitempty"`
+}
+
+// updateCommand changes a copy of the record's command state (records are
+// values: a change replaces the pointer).
+func (r *ContainerRecord) updateCommand(fn func(*CommandState)) {
+	if r.Command == nil {
+		return
+	}
+	cs := *r.Command
+	fn(&cs)
+	r.Command = &cs
 }
 
 // guarded is a record that persists itself. Update copies the record,

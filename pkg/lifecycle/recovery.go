@@ -33,9 +33,10 @@ import (
 //     and the cgroup its start made is removed;
 //   - a RUNNING container whose domain still runs gets its console reader
 //     and its DHCP servers back (the CRI log continues, lease renewals get
-//     answers) and, in a pod with a cgroup_parent, its QEMU's threads and
-//     limits checked in the pod's cgroup (and put back); one whose domain
-//     is off becomes EXITED;
+//     answers), in a pod with a cgroup_parent its QEMU's threads and
+//     limits checked in the pod's cgroup (and put back), and the runner of
+//     its command; one whose domain is off becomes EXITED (with its
+//     command's exit code when it was stored);
 //   - a domain named vmpod-* with no record whose metadata names this
 //     vmpod's instance (its state directory) is destroyed and undefined;
 //     other vmpods' domains on a shared libvirtd and foreign domains are
@@ -371,6 +372,9 @@ func (c *Controller) reattach(ctx context.Context, ct *container, sb *sandbox) {
 		go c.watchGuestReports(ct, con)
 		log.Info("VM still running; console reader reattached")
 	}
+	// The command's runner picks up where the last vmpod was: it waits
+	// for the command, starts it, or ends the VM of one that ended.
+	c.startCommandRunner(ct)
 	if att := sb.Get().LiveNetwork(); att != nil && c.net != nil {
 		if err := c.net.ServeDHCP(att, guestNetworkInfo(sb.config)); err != nil {
 			// The guest keeps its lease; only renewals go unanswered.

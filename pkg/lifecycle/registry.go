@@ -35,6 +35,7 @@ type container struct {
 	cmu     sync.Mutex
 	console ConsoleHandle // nil unless running; guarded by cmu
 	reports []string      // what the guest reported on its console; guarded by cmu
+	run     *commandRun   // the command's runner while the VM runs; guarded by cmu
 	// ttyPorts are the VM's exec channels in use by TTY execs.
 	ttyPorts guest.PortSet
 }
@@ -52,6 +53,22 @@ func (c *container) swapConsole(con ConsoleHandle) ConsoleHandle {
 	defer c.cmu.Unlock()
 	old := c.console
 	c.console = con
+	return old
+}
+
+// getRun returns the command's runner, nil unless one runs.
+func (c *container) getRun() *commandRun {
+	c.cmu.Lock()
+	defer c.cmu.Unlock()
+	return c.run
+}
+
+// swapRun installs run (nil to detach) and returns the one it replaced.
+func (c *container) swapRun(run *commandRun) *commandRun {
+	c.cmu.Lock()
+	defer c.cmu.Unlock()
+	old := c.run
+	c.run = run
 	return old
 }
 

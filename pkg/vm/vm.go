@@ -73,6 +73,19 @@ func (l Layout) ExecChannel(n int) guest.Channel {
 	return guest.Channel{Socket: l.ExecSocket(n), Device: "/dev/virtio-ports/" + libvirttools.ExecChannel(n)}
 }
 
+// StdoutSocket and StderrSocket are the host sockets of the ports that
+// carry a container's command's stdout and stderr.
+func (l Layout) StdoutSocket() string { return filepath.Join(l.RunDir, "stdout.sock") }
+
+// StderrSocket: see StdoutSocket.
+func (l Layout) StderrSocket() string { return filepath.Join(l.RunDir, "stderr.sock") }
+
+// Guest devices of the command's output ports (udev's links).
+const (
+	StdoutDevice = "/dev/virtio-ports/" + libvirttools.StdoutChannel
+	StderrDevice = "/dev/virtio-ports/" + libvirttools.StderrChannel
+)
+
 // Spec is what a VM's domain is built from.
 type Spec struct {
 	Name, UUID string
@@ -86,11 +99,14 @@ type Spec struct {
 	Metadata libvirttools.Metadata
 	// OVMFCode and OVMFVars are the UEFI firmware files (Firmware uefi).
 	OVMFCode, OVMFVars string
+	// CommandOutput gives the VM the ports of its container's command's
+	// stdout and stderr (a container with a command).
+	CommandOutput bool
 }
 
 // Domain builds the VM's libvirt domain XML: the root overlay, the seed
 // CD-ROM, the volumes, the serial console, the guest agent and exec
-// channels, the NICs.
+// channels, the command's output ports, the NICs.
 func Domain(s Spec) (string, error) {
 	vm, l := s.Shape, s.Layout
 	spec := libvirttools.DomainSpec{
@@ -108,6 +124,9 @@ func Domain(s Spec) (string, error) {
 		Metadata:         s.Metadata,
 		NICs:             s.NICs,
 		Filesystems:      s.Volumes.Filesystems,
+	}
+	if s.CommandOutput {
+		spec.StdoutSocket, spec.StderrSocket = l.StdoutSocket(), l.StderrSocket()
 	}
 	spec.ExtraDisks = append(spec.ExtraDisks, libvirttools.Disk{
 		Path: l.SeedISO(), Format: libvirttools.DiskFormatRaw, Device: libvirttools.DiskDeviceCDROM, ReadOnly: true,

@@ -118,8 +118,14 @@ func Resolve(cfg *runtimeapi.ContainerConfig, o Options) (Plan, error) {
 				}
 			}
 		case st.IsDir():
+			// virtiofsd refuses a shared directory that is a symlink (the
+			// VM does not start); share what it names, as runc mounts it.
+			src, err := filepath.EvalSymlinks(m.GetHostPath())
+			if err != nil {
+				return g, fmt.Errorf("mount %s: host path %q: %v: %w", m.GetContainerPath(), m.GetHostPath(), err, errdefs.ErrInvalidArgument)
+			}
 			tag := fmt.Sprintf("vmpod-fs%d", len(g.Filesystems))
-			fs := libvirttools.Filesystem{Source: m.GetHostPath(), Tag: tag, ReadOnly: m.GetReadonly(), Driver: shareType}
+			fs := libvirttools.Filesystem{Source: src, Tag: tag, ReadOnly: m.GetReadonly(), Driver: shareType}
 			if fs.ReadOnly && fs.Driver == libvirttools.FilesystemVirtiofs {
 				// 9p enforces read-only itself; virtiofs gets a virtiofsd
 				// that cannot write.

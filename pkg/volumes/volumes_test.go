@@ -88,3 +88,25 @@ func TestReadOnlyShares(t *testing.T) {
 		t.Fatalf("9p: %+v, %v", p.Filesystems, err)
 	}
 }
+
+// TestSymlinkedShare: a host path that is a symlink to a directory is
+// shared as the directory it names (virtiofsd refuses a symlink, and the
+// VM would not start: critest's "host path is a symlink").
+func TestSymlinkedShare(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target")
+	link := filepath.Join(dir, "link")
+	if err := os.Mkdir(target, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Resolve(mounts(&runtimeapi.Mount{ContainerPath: link, HostPath: link}), Options{ShareType: "virtiofs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fs := p.Filesystems; len(fs) != 1 || fs[0].Source != target || p.Shares[0].MountPath != link {
+		t.Fatalf("filesystems %+v, shares %+v", fs, p.Shares)
+	}
+}

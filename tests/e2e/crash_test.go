@@ -239,18 +239,42 @@ func (e *crashEnv) scenario(point string) [][]string {
 		return [][]string{runp, create, start, {"stopp", "{pod}"}, {"rmp", "{pod}"}}
 	case "pull":
 		return [][]string{{"pull", "tiny"}}
+	case "command":
+		// The command's steps run after StartContainer returned (the
+		// daemon dies on its own, see crashAt), but for the SIGTERM of
+		// a stop, which comes once the command runs.
+		switch point {
+		case "command/exit-seen", "command/exited":
+			c := e.commandPod("crash", "sh", "-c", "echo out; exit 3")
+			return [][]string{runp, {"create", "{pod}", c.ctr, c.pod}, start}
+		case "command/signalled":
+			c := e.commandPod("crash", "sleep", "600")
+			return [][]string{runp, {"create", "{pod}", c.ctr, c.pod}, start,
+				{"exec", "-s", "{ctr}", "sh", "-c", "while [ ! -s /run/vmpod/command.main ]; do sleep 0.2; done"},
+				{"stop", "-t", "30", "{ctr}"}}
+		}
+		c := e.commandPod("crash", "sleep", "600")
+		return [][]string{runp, {"create", "{pod}", c.ctr, c.pod}, start}
 	}
 	e.t.Fatalf("failpoint %s: no scenario reaches operation %q", point, op)
 	return nil
 }
 
+// asyncCrash says whether point is reached after the scenario's calls
+// returned (the runner of a container's command), so the daemon dies on
+// its own.
+func asyncCrash(point string) bool {
+	return strings.HasPrefix(point, "command/") && point != "command/signalled"
+}
+
 // crashAt runs point's scenario with point armed and returns once the
-// daemon died there; it fails the test if the scenario ran through.
-func (e *crashEnv) crashAt(point string) {
+// daemon died there, and the container the scenario made (if any); it
+// fails the test if the scenario ran through.
+func (e *crashEnv) crashAt(point string) (ctr string) {
 	t := e.t
 	t.Helper()
 	e.arm(point, false)
-	var pod, ctr string
+	var pod string
 	for _, call := range e.scenario(point) {
 		args := slices.Clone(call)
 		for i, a := range args {
@@ -266,7 +290,7 @@ func (e *crashEnv) crashAt(point string) {
 			if !strings.Contains(e.LogTail(50), "failpoint "+point+": killing the daemon") {
 				t.Fatalf("failpoint %s: vmpod died elsewhere:\n%s", point, e.LogTail(50))
 			}
-			return
+			return ctr
 		}
 		switch call[0] {
 		case "runp":
@@ -275,7 +299,48 @@ func (e *crashEnv) crashAt(point string) {
 			ctr = strings.TrimSpace(out)
 		}
 	}
+	if asyncCrash(point) {
+		select {
+		case <-e.Exited():
+			if !strings.Contains(e.LogTail(50), "failpoint "+point+": killing the daemon") {
+				t.Fatalf("failpoint %s: vmpod died elsewhere:\n%s", point, e.LogTail(50))
+			}
+			return ctr
+		case <-time.After(3 * time.Minute):
+		}
+	}
 	t.Fatalf("failpoint %s: the scenario ran through without reaching it", point)
+	return ""
+}
+
+// checkCommandAfterCrash checks what a restarted vmpod reports of the
+// command a crash at point interrupted: one that was running runs on,
+// started once; one whose exit was seen is EXITED with its code (3).
+func (e *crashEnv) checkCommandAfterCrash(point, ctr string) {
+	t := e.t
+	t.Helper()
+	if err := e.Start(); err != nil {
+		t.Fatalf("after failpoint %s, vmpod does not start: %v", point, err)
+	}
+	switch point {
+	case "command/starting", "command/started":
+		if ci := e.inspect(ctr); ci.Status.State != "CONTAINER_RUNNING" {
+			t.Fatalf("after a crash at %s the container is %+v", point, ci.Status)
+		}
+		// The restarted runner starts (or finds) the command: one run.
+		// (Processes named sleep, counted from /proc: ps would count the
+		// wrapper too, whose argv ends with the command's.)
+		out := e.mustCrictl("exec", "-s", ctr, "sh", "-c",
+			`while [ ! -s /run/vmpod/command.main ]; do sleep 0.2; done
+			n=0; for d in /proc/[0-9]*; do { read -r c <"$d/comm"; } 2>/dev/null && [ "$c" = sleep ] && n=$((n+1)); done; echo $n`)
+		if strings.TrimSpace(out) != "1" {
+			t.Fatalf("after a crash at %s, %s runs of the command", point, strings.TrimSpace(out))
+		}
+	case "command/exit-seen", "command/exited":
+		if ci := e.waitState(ctr, "CONTAINER_EXITED", 2*time.Minute); ci.Status.ExitCode != 3 || ci.Status.Reason != "Error" {
+			t.Fatalf("after a crash at %s the container exited as %+v", point, ci.Status)
+		}
+	}
 }
 
 // cleanUpLikeKubelet restarts vmpod and removes what the kubelet would:
@@ -284,8 +349,10 @@ func (e *crashEnv) crashAt(point string) {
 func (e *crashEnv) cleanUpLikeKubelet(point string) {
 	t := e.t
 	t.Helper()
-	if err := e.Start(); err != nil {
-		t.Fatalf("after failpoint %s, vmpod does not start: %v", point, err)
+	if !e.Running() {
+		if err := e.Start(); err != nil {
+			t.Fatalf("after failpoint %s, vmpod does not start: %v", point, err)
+		}
 	}
 	for _, id := range strings.Fields(e.mustCrictl("pods", "-q")) {
 		if id == e.bystanderPod {
@@ -302,9 +369,11 @@ func (e *crashEnv) cleanUpLikeKubelet(point string) {
 }
 
 // TestCrashAtEveryStep kills vmpod (SIGKILL, from inside, at a failpoint)
-// after each step of RunPodSandbox, CreateContainer, StartContainer,
-// StopContainer, RemoveContainer, StopPodSandbox, RemovePodSandbox and
-// PullImage; restarts it; lets the kubelet's retries run (stop and remove
+// after each step of RunPodSandbox, CreateContainer, StartContainer, a
+// container's command (checking that the restarted vmpod follows the
+// command it was running, started once, or reports the exit code it had
+// seen), StopContainer, RemoveContainer, StopPodSandbox, RemovePodSandbox
+// and PullImage; restarts it; lets the kubelet's retries run (stop and remove
 // the pod, remove the image); and checks that nothing is left (domain,
 // netns, tap, veth, IPAM reservation, iptables rule, file, record, VM
 // cgroup) and that the bystander VM ran through every crash in the same
@@ -323,8 +392,11 @@ func TestCrashAtEveryStep(t *testing.T) {
 		}
 		walked++
 		t0 := time.Now()
-		e.crashAt(point)
+		ctr := e.crashAt(point)
 		pods := e.recorded()
+		if asyncCrash(point) {
+			e.checkCommandAfterCrash(point, ctr)
+		}
 		e.cleanUpLikeKubelet(point)
 		if left := e.leaks(e.snapshot(pods...)); len(left) > 0 {
 			t.Fatalf("after a crash at %s and the kubelet's cleanup:\n  %s\n%s", point, strings.Join(left, "\n  "), e.LogTail(40))

@@ -260,6 +260,8 @@ func TestKubelet(t *testing.T) {
 	ctrSandbox, ctrNetns := c.containerdSandbox(t)
 	s.done()
 
+	c.checkJobs() // jobs_test.go
+
 	s = begin(t, "delete both pods (the upgraded vmpod stops the VM); nothing left behind")
 	c.mustKubectl("delete", "pod", vmPod, ctrPod, "--wait=true", "--timeout=3m")
 	// The kubelet removes the stopped sandboxes in its garbage collection,

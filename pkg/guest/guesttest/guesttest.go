@@ -27,13 +27,17 @@ type Guest struct {
 	// TTY, when set, plays a TTY exec wrapper (argv from setsid on) to its end and
 	// returns its exit code and stderr.
 	TTY func(argv []string) (code int, stderr string)
+	// cmd is the container's command of this boot (command.go).
+	cmd commandState
 }
 
 type proc struct {
 	argv   []string
+	env    []string
 	input  []byte
 	start  time.Time
-	exit   *int   // set when a played process (setsid) ended
+	exit   *int   // set when a played process (setsid, the command) ended
+	out    string // its stdout
 	errOut string // its stderr
 	signal *int   // set when killed
 }
@@ -120,6 +124,7 @@ func (g *Guest) Answer(domain, command string) (string, error) {
 			Path      string   `json:"path"`
 			Arg       []string `json:"arg"`
 			InputData string   `json:"input-data"`
+			Env       []string `json:"env"`
 		}
 		json.Unmarshal(req.Arguments, &a)
 		input, err := base64.StdEncoding.DecodeString(a.InputData)
@@ -128,10 +133,11 @@ func (g *Guest) Answer(domain, command string) (string, error) {
 		}
 		argv := append([]string{a.Path}, a.Arg...)
 		g.next++
-		p := &proc{argv: argv, input: input, start: time.Now()}
+		p := &proc{argv: argv, env: a.Env, input: input, start: time.Now()}
 		g.procs[g.next] = p
 		g.argvs = append(g.argvs, argv)
 		g.kill(argv)
+		g.playCommand(g.next, p)
 		if play := g.TTY; argv[0] == "setsid" && play != nil {
 			go func() {
 				code, stderr := play(argv)
@@ -158,7 +164,9 @@ func (g *Guest) Answer(domain, command string) (string, error) {
 			delete(g.procs, a.PID)
 			return fmt.Sprintf(`{"return":{"exited":true,"signal":%d}}`, *p.signal), nil
 		case p.exit != nil:
-			return exited(*p.exit, "", p.errOut)
+			return exited(*p.exit, p.out, p.errOut)
+		case isCommand(p.argv):
+			return `{"return":{"exited":false}}`, nil
 		case p.argv[0] == "setsid":
 			if g.TTY == nil {
 				return exited(127, "", "setsid: not found\n")

@@ -157,8 +157,9 @@ func (o *Overlays) Made() []OverlayCall {
 // Console is a fake console reader. Output fed with Feed reaches every
 // subscriber; input is recorded.
 type Console struct {
-	// Socket and LogPath are what it was started with.
+	// Socket and LogPath are what it was started with, Spec all of it.
 	Socket, LogPath string
+	Spec            lifecycle.ConsoleSpec
 
 	mu        sync.Mutex
 	subs      []*io.PipeWriter
@@ -167,12 +168,32 @@ type Console struct {
 	closed    bool
 	done      chan struct{}
 	connected chan struct{}
+	outEnded  chan struct{}
 }
 
-func newConsole(socket, logPath string) *Console {
-	c := &Console{Socket: socket, LogPath: logPath, done: make(chan struct{}), connected: make(chan struct{})}
+func newConsole(spec lifecycle.ConsoleSpec) *Console {
+	c := &Console{Socket: spec.Socket, LogPath: spec.LogPath, Spec: spec,
+		done: make(chan struct{}), connected: make(chan struct{}), outEnded: make(chan struct{})}
 	close(c.connected)
+	if spec.Stdout == "" {
+		close(c.outEnded)
+	}
 	return c
+}
+
+// OutputEnded is closed by EndOutput (at once without output streams).
+func (c *Console) OutputEnded() <-chan struct{} { return c.outEnded }
+
+// EndOutput ends the command's output streams, as the wrapper's end lines
+// do.
+func (c *Console) EndOutput() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-c.outEnded:
+	default:
+		close(c.outEnded)
+	}
 }
 
 // Subscribe adds a reader of the output.
@@ -270,14 +291,14 @@ type Consoles struct {
 }
 
 // New is the lifecycle.ConsoleFactory.
-func (f *Consoles) New(socket, logPath string, _ *slog.Logger) (lifecycle.ConsoleHandle, error) {
+func (f *Consoles) New(spec lifecycle.ConsoleSpec, _ *slog.Logger) (lifecycle.ConsoleHandle, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.failErr; err != nil {
 		f.failErr = nil
 		return nil, err
 	}
-	c := newConsole(socket, logPath)
+	c := newConsole(spec)
 	f.made = append(f.made, c)
 	return c, nil
 }

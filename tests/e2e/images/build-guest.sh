@@ -447,6 +447,26 @@ exec /sbin/$action
 EOF
 chmod 0755 "$ROOT/sbin/shutdown"
 
+# pgrep for exec checks (critest's "timeout exec process should be gone"
+# runs `sh -c 'pgrep sleep || true'`); busybox-static has no pgrep applet.
+# Only the form pgrep PATTERN: the pids of processes whose name matches the
+# extended regular expression, exit 1 when there is none.
+cat >"$ROOT/usr/bin/pgrep" <<'EOF'
+#!/bin/sh
+# Minimal pgrep(1) of the vmpod test guest: pgrep PATTERN.
+[ $# -eq 1 ] || { echo "usage: pgrep PATTERN (this guest's pgrep takes no options)" >&2; exit 2; }
+rc=1
+for d in /proc/[0-9]*; do
+	{ read -r name <"$d/comm"; } 2>/dev/null || continue
+	if printf '%s\n' "$name" | grep -Eq -- "$1"; then
+		echo "${d#/proc/}"
+		rc=0
+	fi
+done
+exit "$rc"
+EOF
+chmod 0755 "$ROOT/usr/bin/pgrep"
+
 # acpid: the power button (virsh shutdown / QEMU system_powerdown) maps to the
 # event "PWRF" -> action file /etc/acpi/PWRF/00000080.
 cat >"$ROOT/etc/acpid.conf" <<'EOF'
