@@ -103,6 +103,12 @@ runcmd:
 	} {
 		waitLog(t, pf.logPath, regexp.MustCompile(regexp.QuoteMeta(want)), 60*time.Second)
 	}
+	// vmpod's share check runs after the user's runcmd: once cloud-init is
+	// done, no mounted share may be reported as not mounted.
+	waitLog(t, pf.logPath, regexp.MustCompile(`vmpod-test-guest cloud-init done`), 60*time.Second)
+	if log := readFile(t, pf.logPath); strings.Contains(log, "is not mounted at") {
+		t.Fatalf("a mounted share is reported as not mounted:\n%s", log)
+	}
 	if b, err := os.ReadFile(filepath.Join(share, "from-guest.txt")); err != nil || strings.TrimSpace(string(b)) != "guest-was-here" {
 		t.Fatalf("file written by the guest into the share: %q, %v", b, err)
 	}

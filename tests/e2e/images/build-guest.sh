@@ -467,6 +467,29 @@ exit "$rc"
 EOF
 chmod 0755 "$ROOT/usr/bin/pgrep"
 
+# mountpoint -q DIR for vmpod's share check (a runcmd that reports a share
+# the guest could not mount); busybox-static has no mountpoint applet, and
+# without one every share would be reported as not mounted. Only the form
+# mountpoint [-q] DIR: exit 0 when DIR is a mount point (in /proc/mounts,
+# whose paths escape a space as \040).
+cat >"$ROOT/usr/bin/mountpoint" <<'EOF'
+#!/bin/sh
+# Minimal mountpoint(1) of the vmpod test guest: mountpoint [-q] DIR.
+quiet=
+[ "$1" = -q ] && { quiet=1; shift; }
+[ $# -eq 1 ] || { echo "usage: mountpoint [-q] DIR" >&2; exit 2; }
+dir=$(printf '%s' "$1" | sed 's/ /\\040/g')
+while read -r _ mnt _; do
+	if [ "$mnt" = "$dir" ]; then
+		[ -n "$quiet" ] || echo "$1 is a mountpoint"
+		exit 0
+	fi
+done </proc/mounts
+[ -n "$quiet" ] || echo "$1 is not a mountpoint"
+exit 1
+EOF
+chmod 0755 "$ROOT/usr/bin/mountpoint"
+
 # acpid: the power button (virsh shutdown / QEMU system_powerdown) maps to the
 # event "PWRF" -> action file /etc/acpi/PWRF/00000080.
 cat >"$ROOT/etc/acpid.conf" <<'EOF'
