@@ -72,6 +72,8 @@ type Connection struct {
 	timeout time.Duration            // the call timeout
 	hung    map[string]chan struct{} // by method: calls wait for it to close
 	waiting map[string]int           // by method: calls waiting for Hang's release
+	// busy domains are in a job: Stats gives their state only (SetBusy).
+	busy map[string]bool
 }
 
 // domain is one defined domain.
