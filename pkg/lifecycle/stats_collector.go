@@ -161,7 +161,11 @@ func (c *Controller) sampleStats(ctx context.Context, since time.Time) {
 		vms[r.ID] = smp
 	}
 	if len(names) > 0 {
-		list, err := c.libvirt.Stats(ctx, names)
+		// A hung libvirtd holds the round (and callers waiting for
+		// one) no longer than stats_max_age.
+		lctx, cancel := context.WithTimeout(ctx, c.statsMaxAge())
+		list, err := c.libvirt.Stats(lctx, names)
+		cancel()
 		if err != nil {
 			c.log.Debug("sampling VM stats from libvirt; keeping the last samples", logging.KeyErr, err)
 		}

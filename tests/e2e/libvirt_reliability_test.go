@@ -387,8 +387,10 @@ func TestLibvirtHung(t *testing.T) {
 		}
 	}
 	checks := []check{
-		// ListContainerStats: one libvirt call.
-		{"crictl stats", crictl("stats", id), true, 4 * time.Second},
+		// ListContainerStats: the stats collector's samples; a call finding
+		// them older than stats_max_age samples itself, and libvirt's part
+		// gives up at its deadline, leaving the usage out.
+		{"crictl stats", crictl("stats", id), false, 4 * time.Second},
 		// ExecSync: a guest agent call, whose deadline is the agent's 5 s
 		// plus the call timeout.
 		{"crictl exec -s", crictl("exec", "-s", id, "true"), true, 9 * time.Second},
