@@ -118,6 +118,9 @@ func TestStatsServedFromSamples(t *testing.T) {
 	if ps.Timestamp != t0.UnixNano() || ps.CPUTimeNs != 1e9 || len(ps.Containers) != 1 || ps.WorkingSetBytes != ps.Containers[0].WorkingSetBytes {
 		t.Errorf("pod stats %+v: want its container's sums at %v", ps, t0)
 	}
+	if len(ps.Network) == 0 || ps.NetworkTimestamp != t0.UnixNano() {
+		t.Errorf("pod network %+v at %d, want the counters sampled at %v", ps.Network, ps.NetworkTimestamp, t0)
+	}
 	if n := len(statsCalls(e)); n != 1 {
 		t.Fatalf("%d libvirt stats calls, want 1", n)
 	}

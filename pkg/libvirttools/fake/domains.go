@@ -410,17 +410,6 @@ func (c *Connection) Stats(ctx context.Context, names []string) ([]libvirttools.
 	})
 }
 
-// SetBusy marks a domain as in a job (true) or not: Stats then gives its
-// state without CPU and memory figures.
-func (c *Connection) SetBusy(name string, busy bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.busy == nil {
-		c.busy = map[string]bool{}
-	}
-	c.busy[name] = busy
-}
-
 // HoldNext makes the next call of method (Define only, for now) wait
 // before it does anything; entered is closed when it waits, release lets
 // it go on. Tests use it to run something else in the middle of an

@@ -371,3 +371,14 @@ func (c *Connection) stopLocked(d *domain, reason libvirttools.ShutoffReason) {
 	d.live = ""
 	c.setStateLocked(d, libvirttools.DomainShutoff, reason)
 }
+
+// SetBusy marks a domain as in a job (true) or not: Stats then gives its
+// state without CPU and memory figures.
+func (c *Connection) SetBusy(name string, busy bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.busy == nil {
+		c.busy = map[string]bool{}
+	}
+	c.busy[name] = busy
+}
