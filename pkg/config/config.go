@@ -66,6 +66,14 @@ type Config struct {
 	ShutdownTimeout Duration `toml:"shutdown_timeout" mapstructure:"shutdown_timeout" comment:"On SIGTERM, how long in-flight CRI calls may run before they are cancelled\n(a cancelled image pull removes its partial file) (env VMPOD_SHUTDOWN_TIMEOUT)."`
 	// PullProgressInterval is how often a running pull logs its progress.
 	PullProgressInterval Duration `toml:"pull_progress_interval" mapstructure:"pull_progress_interval" comment:"How often a running image pull logs bytes, percent and rate at info level\n(env VMPOD_PULL_PROGRESS_INTERVAL)."`
+	// StatsInterval is how often the stats collector samples every running
+	// VM (CPU, memory, root disk, the pod's network); the stats RPCs read
+	// its samples.
+	StatsInterval Duration `toml:"stats_interval" mapstructure:"stats_interval" comment:"How often vmpod samples the CPU, memory, root disk and network of every running VM (10ms to 1m); the\nstats RPCs answer from these samples, each stamped with its own time (env VMPOD_STATS_INTERVAL).\nSee docs/configuration.md."`
+	// StatsMaxAge is the age past which a stats RPC samples again itself,
+	// and past which a VM's figure that could not be refreshed (its domain
+	// busy) is reported as missing.
+	StatsMaxAge Duration `toml:"stats_max_age" mapstructure:"stats_max_age" comment:"Oldest CPU or memory figure a stats RPC answers with: a VM's figure still older (libvirt kept skipping\nthe busy domain) is left out of the answer, and a sampling round's libvirt call gets no longer. At least\nstats_interval (env VMPOD_STATS_MAX_AGE)."`
 	// ImageCheckCPUSeconds and ImageCheckMemoryMiB bound `qemu-img info` and `qemu-img check`.
 	ImageCheckCPUSeconds int `toml:"image_check_cpu_seconds" mapstructure:"image_check_cpu_seconds" comment:"CPU-time limit, in seconds, for each of 'qemu-img info' and 'qemu-img check' when a pulled image\nis checked (env VMPOD_IMAGE_CHECK_CPU_SECONDS)."`
 	// ImageCheckMemoryMiB is the address-space limit for qemu-img info and check.
@@ -146,6 +154,8 @@ func Default() Config {
 		CgroupDriver:           "cgroupfs",
 		ShutdownTimeout:        Duration(30 * time.Second),
 		PullProgressInterval:   Duration(5 * time.Second),
+		StatsInterval:          Duration(time.Second),
+		StatsMaxAge:            Duration(5 * time.Second),
 		ImageCheckCPUSeconds:   30,
 		ImageCheckMemoryMiB:    1024,
 		RegistriesConf:         "/etc/containers/registries.conf",

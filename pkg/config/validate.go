@@ -73,6 +73,12 @@ func (c Config) Validate() error {
 	if c.PullProgressInterval <= 0 {
 		bad("pull_progress_interval", "must be positive")
 	}
+	if c.StatsInterval < Duration(10*time.Millisecond) || c.StatsInterval > Duration(time.Minute) {
+		bad("stats_interval", "must be between 10ms and 1m, got %s", time.Duration(c.StatsInterval))
+	}
+	if c.StatsMaxAge < c.StatsInterval {
+		bad("stats_max_age", "must be at least stats_interval (%s), got %s", time.Duration(c.StatsInterval), time.Duration(c.StatsMaxAge))
+	}
 	if c.ImageCheckCPUSeconds <= 0 {
 		bad("image_check_cpu_seconds", "must be positive")
 	}

@@ -68,20 +68,19 @@ func (s *Service) ListPodSandboxStats(ctx context.Context, req *runtimeapi.ListP
 func containerStats(st lifecycle.ContainerStats) *runtimeapi.ContainerStats {
 	cs := &runtimeapi.ContainerStats{
 		Attributes: &runtimeapi.ContainerAttributes{Id: st.ID, Metadata: st.Config.GetMetadata(), Labels: st.Config.GetLabels(), Annotations: st.Config.GetAnnotations()},
-		Cpu:        &runtimeapi.CpuUsage{Timestamp: st.Timestamp, UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: st.CPUTimeNs}},
-		Memory:     &runtimeapi.MemoryUsage{Timestamp: st.Timestamp, WorkingSetBytes: &runtimeapi.UInt64Value{Value: st.WorkingSetBytes}},
 	}
-	if st.Running {
-		cs.Memory.UsageBytes = &runtimeapi.UInt64Value{Value: st.UsageBytes}
-		cs.Memory.RssBytes = &runtimeapi.UInt64Value{Value: st.RSSBytes}
-	}
-	if u := st.CgroupUsage; u != nil {
-		cs.Memory.PageFaults = &runtimeapi.UInt64Value{Value: u.PageFaults}
-		cs.Memory.MajorPageFaults = &runtimeapi.UInt64Value{Value: u.MajorPageFaults}
+	if st.Running { // a stopped VM has no CPU and memory
+		cs.Cpu = &runtimeapi.CpuUsage{Timestamp: st.Timestamp, UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: st.CPUTimeNs}}
+		cs.Memory = &runtimeapi.MemoryUsage{Timestamp: st.Timestamp, WorkingSetBytes: &runtimeapi.UInt64Value{Value: st.WorkingSetBytes},
+			UsageBytes: &runtimeapi.UInt64Value{Value: st.UsageBytes}, RssBytes: &runtimeapi.UInt64Value{Value: st.RSSBytes}}
+		if u := st.CgroupUsage; u != nil {
+			cs.Memory.PageFaults = &runtimeapi.UInt64Value{Value: u.PageFaults}
+			cs.Memory.MajorPageFaults = &runtimeapi.UInt64Value{Value: u.MajorPageFaults}
+		}
 	}
 	if st.HasRootDisk {
 		cs.WritableLayer = &runtimeapi.FilesystemUsage{
-			Timestamp: st.Timestamp, FsId: &runtimeapi.FilesystemIdentifier{Mountpoint: st.Dir},
+			Timestamp: st.DiskTimestamp, FsId: &runtimeapi.FilesystemIdentifier{Mountpoint: st.Dir},
 			UsedBytes: &runtimeapi.UInt64Value{Value: st.RootDiskBytes}, InodesUsed: &runtimeapi.UInt64Value{Value: 1},
 		}
 	}
@@ -91,10 +90,15 @@ func containerStats(st lifecycle.ContainerStats) *runtimeapi.ContainerStats {
 func sandboxStats(st lifecycle.SandboxStats) *runtimeapi.PodSandboxStats {
 	ps := &runtimeapi.PodSandboxStats{
 		Attributes: &runtimeapi.PodSandboxAttributes{Id: st.ID, Metadata: st.Config.GetMetadata(), Labels: st.Config.GetLabels(), Annotations: st.Config.GetAnnotations()},
-		Linux: &runtimeapi.LinuxPodSandboxStats{
-			Cpu:    &runtimeapi.CpuUsage{Timestamp: st.Timestamp, UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: st.CPUTimeNs}},
-			Memory: &runtimeapi.MemoryUsage{Timestamp: st.Timestamp, WorkingSetBytes: &runtimeapi.UInt64Value{Value: st.WorkingSetBytes}},
-		},
+		Linux:      &runtimeapi.LinuxPodSandboxStats{},
+	}
+	running := st.CgroupUsage != nil
+	for _, cs := range st.Containers {
+		running = running || cs.Running
+	}
+	if running { // the sum of its running VMs' (or its cgroup's)
+		ps.Linux.Cpu = &runtimeapi.CpuUsage{Timestamp: st.Timestamp, UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: st.CPUTimeNs}}
+		ps.Linux.Memory = &runtimeapi.MemoryUsage{Timestamp: st.Timestamp, WorkingSetBytes: &runtimeapi.UInt64Value{Value: st.WorkingSetBytes}}
 	}
 	if u := st.CgroupUsage; u != nil {
 		m := ps.Linux.Memory
@@ -105,7 +109,7 @@ func sandboxStats(st lifecycle.SandboxStats) *runtimeapi.PodSandboxStats {
 		ps.Linux.Containers = append(ps.Linux.Containers, containerStats(cs))
 	}
 	if len(st.Network) > 0 {
-		nu := &runtimeapi.NetworkUsage{Timestamp: st.Timestamp}
+		nu := &runtimeapi.NetworkUsage{Timestamp: st.NetworkTimestamp}
 		for i, u := range st.Network {
 			iu := &runtimeapi.NetworkInterfaceUsage{
 				Name:    u.Name,

@@ -186,6 +186,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 	monitorCtx, stopMonitor := context.WithCancel(context.Background())
 	defer stopMonitor()
 	go pods.Monitor(monitorCtx)
+	go pods.CollectStats(monitorCtx)
 	gate.Open()
 	log.Info("vmpod ready")
 

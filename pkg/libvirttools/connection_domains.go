@@ -222,34 +222,90 @@ func (l *Libvirt) List(ctx context.Context, prefix string) ([]DomainStatus, erro
 		})
 }
 
-// Stats implements Domains with one GetAllDomainStats call for the running
-// domains.
-func (l *Libvirt) Stats(ctx context.Context, prefix string) ([]DomainStats, error) {
-	return domainStats(ctx, l, "domain stats",
-		libvirt.DOMAIN_STATS_CPU_TOTAL|libvirt.DOMAIN_STATS_BALLOON|libvirt.DOMAIN_STATS_BLOCK,
-		libvirt.CONNECT_GET_ALL_DOMAINS_STATS_RUNNING, prefix,
-		func(name string, _ *libvirt.Domain, s *libvirt.DomainStats) (DomainStats, error) {
-			d := DomainStats{Name: name}
-			if s.Cpu != nil && s.Cpu.TimeSet {
-				d.CPUTimeNs = s.Cpu.Time
+// statsGroups are the statistic groups vmpod reads: the state (so a VM
+// that stopped is told apart), QEMU's CPU time and the balloon's memory
+// figures. Block, vCPU, interface and perf groups are not asked for.
+const statsGroups = libvirt.DOMAIN_STATS_STATE | libvirt.DOMAIN_STATS_CPU_TOTAL | libvirt.DOMAIN_STATS_BALLOON
+
+// Stats implements Domains: it looks up the named domains (a name that is
+// not defined is left out) and asks for their statistics with one
+// virDomainListGetStats call, with VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
+// so that a domain busy with a job gets only the figures that need no job
+// (HasCPU/HasMemory say which came) instead of making the call wait.
+func (l *Libvirt) Stats(ctx context.Context, names []string) ([]DomainStats, error) {
+	if len(names) == 0 {
+		return nil, nil
+	}
+	var out []DomainStats
+	err := l.do(ctx, "domain stats", l.timeout, retrySafe, func(c *libvirt.Connect) error {
+		doms := make([]*libvirt.Domain, 0, len(names))
+		defer func() {
+			for _, d := range doms {
+				d.Free()
 			}
-			if b := s.Balloon; b != nil {
-				if b.CurrentSet {
-					d.MemoryBytes = b.Current << 10
+		}()
+		for _, name := range names {
+			dom, err := c.LookupDomainByName(name)
+			if err != nil {
+				if isNoDomain(err) {
+					continue
 				}
-				if b.RssSet {
-					d.MemoryRSSBytes = b.Rss << 10
-				}
-				if b.UsableSet {
-					d.MemoryUsableBytes = b.Usable << 10
-				}
+				return err
 			}
-			for _, blk := range s.Block {
-				d.DiskReadBytes += blk.RdBytes
-				d.DiskWriteBytes += blk.WrBytes
+			doms = append(doms, dom)
+		}
+		if len(doms) == 0 {
+			out = nil
+			return nil
+		}
+		stats, err := c.GetAllDomainStats(doms, statsGroups, libvirt.CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			for _, s := range stats {
+				s.Domain.Free()
 			}
-			return d, nil
-		})
+		}()
+		got := make([]DomainStats, 0, len(stats)) // this attempt's
+		for i := range stats {
+			name, err := stats[i].Domain.GetName()
+			if err != nil {
+				return err
+			}
+			got = append(got, statsOf(name, &stats[i]))
+		}
+		out = got
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// statsOf maps one domain's libvirt statistics to vmpod's.
+func statsOf(name string, s *libvirt.DomainStats) DomainStats {
+	d := DomainStats{Name: name}
+	if s.State != nil && s.State.StateSet {
+		st, _ := statusFromState(s.State.State, s.State.Reason)
+		d.Running = st == DomainRunning || st == DomainPaused
+	}
+	if s.Cpu != nil && s.Cpu.TimeSet {
+		d.CPUTimeNs, d.HasCPU = s.Cpu.Time, true
+	}
+	if b := s.Balloon; b != nil {
+		if b.CurrentSet {
+			d.MemoryBytes, d.HasMemory = b.Current<<10, true
+		}
+		if b.RssSet {
+			d.MemoryRSSBytes, d.HasMemory = b.Rss<<10, true
+		}
+		if b.UsableSet {
+			d.MemoryUsableBytes = b.Usable << 10
+		}
+	}
+	return d
 }
 
 // XML implements Domains.

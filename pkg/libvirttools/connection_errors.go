@@ -104,3 +104,9 @@ func statusFromState(state libvirt.DomainState, reason int) (DomainState, Shutof
 	}
 	return DomainUnknown, ShutoffUnknown
 }
+
+// isNoDomain says err is libvirt's "no such domain".
+func isNoDomain(err error) bool {
+	var lv libvirt.Error
+	return errors.As(err, &lv) && lv.Code == libvirt.ERR_NO_DOMAIN
+}

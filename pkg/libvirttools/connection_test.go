@@ -278,6 +278,11 @@ func TestLibvirtDomainLifecycle(t *testing.T) {
 	wantClass(t, "Resume", l.Resume(ctx, d.name), nil)
 	wantStatus(t, l, d, DomainRunning, ShutoffUnknown)
 	wantClass(t, "Resume of a running domain", l.Resume(ctx, d.name), errdefs.ErrFailedPrecondition)
+	// Stats asks about the named domains only; a name not defined is left out.
+	stats, err := l.Stats(ctx, []string{d.name, other})
+	if err != nil || len(stats) != 1 || stats[0].Name != d.name || !stats[0].Running || !stats[0].HasCPU || !stats[0].HasMemory {
+		t.Fatalf("Stats(%s, %s) = %+v, %v; want the running domain's only", d.name, other, stats, err)
+	}
 
 	list, err = l.List(ctx, "vmpodtest-")
 	if err != nil {

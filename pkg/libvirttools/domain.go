@@ -99,9 +99,10 @@ type Domains interface {
 	// WaitShutoff blocks until the domain is off or timeout passes, and
 	// reports whether it is off.
 	WaitShutoff(ctx context.Context, name string, timeout time.Duration) (bool, error)
-	// Stats returns resource usage of every running domain whose name
-	// starts with prefix, in one libvirt call.
-	Stats(ctx context.Context, prefix string) ([]DomainStats, error)
+	// Stats returns the resource usage of the named domains only, in one
+	// libvirt stats call that waits on no busy domain; a name that is not
+	// defined is left out of the result.
+	Stats(ctx context.Context, names []string) ([]DomainStats, error)
 	// AgentCommand sends one QEMU guest agent command (a JSON document such
 	// as {"execute":"guest-ping"}) and returns the agent's JSON reply. It
 	// fails with ErrFailedPrecondition when the domain has no agent
@@ -109,9 +110,14 @@ type Domains interface {
 	AgentCommand(ctx context.Context, name, command string, timeout time.Duration) (string, error)
 }
 
-// DomainStats is a running domain's resource usage.
+// DomainStats is a domain's resource usage.
 type DomainStats struct {
 	Name string
+	// Running says the domain runs (or is paused): QEMU is there.
+	Running bool
+	// HasCPU and HasMemory say the CPU and the memory figures came; a
+	// domain busy with a job may come without them.
+	HasCPU, HasMemory bool
 	// CPUTimeNs is the CPU time QEMU used for the guest, in nanoseconds.
 	CPUTimeNs uint64
 	// MemoryBytes is the guest's current memory (the balloon's size).
@@ -121,6 +127,4 @@ type DomainStats struct {
 	// MemoryUsableBytes is what the guest reports as available to it
 	// (balloon driver stats; 0 when the guest does not report).
 	MemoryUsableBytes uint64
-	// DiskReadBytes and DiskWriteBytes sum all disks.
-	DiskReadBytes, DiskWriteBytes uint64
 }

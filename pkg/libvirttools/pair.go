@@ -85,8 +85,8 @@ func (p *Pair) AgentCommand(ctx context.Context, name, command string, timeout t
 }
 
 // Stats implements Domains.
-func (p *Pair) Stats(ctx context.Context, prefix string) ([]DomainStats, error) {
-	return p.quick.Stats(ctx, prefix)
+func (p *Pair) Stats(ctx context.Context, names []string) ([]DomainStats, error) {
+	return p.quick.Stats(ctx, names)
 }
 
 // Close implements Connection.

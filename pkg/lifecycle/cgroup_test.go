@@ -282,6 +282,7 @@ func TestStatsFromCgroups(t *testing.T) {
 	}
 	// An unreadable cgroup falls back to libvirt's figures.
 	e.Cgroups.FailNext("Stats", errors.New("injected"))
+	e.Pods.SampleStats(ctx)
 	if cs, err := e.Pods.ContainerStats(ctx, id); err != nil || cs.CgroupUsage != nil || cs.CPUTimeNs != 1e9 {
 		t.Errorf("fallback: %+v, %v", cs, err)
 	}

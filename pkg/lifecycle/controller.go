@@ -166,6 +166,9 @@ type Controller struct {
 	events  *broadcast.Broadcaster[Event]
 	eventMu sync.Mutex
 
+	// stats holds the stats collector's samples (stats_collector.go).
+	stats statsCache
+
 	ownerMu sync.Mutex
 	owners  map[string]libvirttools.Owner // by domain type: who QEMU runs as
 }

@@ -4,29 +4,29 @@ import (
 	"context"
 
 	"github.com/vmpod/vmpod/pkg/cgroups"
-	"github.com/vmpod/vmpod/pkg/logging"
-
 	"github.com/vmpod/vmpod/pkg/cni"
-	"github.com/vmpod/vmpod/pkg/libvirttools"
 	"github.com/vmpod/vmpod/pkg/vm"
 )
 
-// Stats read a VM's CPU and memory from its cgroup when it runs in its
-// pod's (the figures the kubelet's cAdvisor reads from the same files),
-// and a pod's from the pod's cgroup; a VM of a pod without a
-// cgroup_parent is read with one bulk libvirt call for all VMs (cheap
-// enough for the kubelet's polling; vm.UsageOf says what each figure is).
-// The root overlay's allocated bytes are the writable layer, and the pod
-// interfaces' counters in the netns the pod's network.
+// Stats come from the collector's samples (stats_collector.go): a VM's CPU
+// and memory from its cgroup when it runs in its pod's (the figures the
+// kubelet's cAdvisor reads from the same files), and a pod's from the
+// pod's cgroup; a VM of a pod without a cgroup_parent from libvirt
+// (vm.UsageOf says what each figure is). The root overlay's allocated
+// bytes are the writable layer, and the pod interfaces' counters in the
+// netns the pod's network.
 
 // ContainerStats is a container's usage at one moment.
 type ContainerStats struct {
 	ContainerView
-	// Timestamp is when the usage was read (Unix nanoseconds).
+	// Timestamp is when Usage was sampled (Unix nanoseconds); the time of
+	// the call when there is no usage.
 	Timestamp int64
-	// Usage is the VM's; zero unless the VM runs.
+	// Usage is the VM's; zero unless Running.
 	vm.Usage
-	// Running says the VM runs and Usage is its.
+	// Running says the VM runs and Usage is a sample of it younger than
+	// stats_max_age; a stopped VM, or one whose figures libvirt kept
+	// skipping, has no usage.
 	Running bool
 	// CgroupUsage is the usage of the VM's cgroup, which Usage then
 	// comes from; nil when the VM does not run in its pod's cgroup.
@@ -35,6 +35,8 @@ type ContainerStats struct {
 	// it exists.
 	RootDiskBytes uint64
 	HasRootDisk   bool
+	// DiskTimestamp is when RootDiskBytes was read.
+	DiskTimestamp int64
 }
 
 // InterfaceUsage is a pod interface's traffic counters.
@@ -61,19 +63,8 @@ type SandboxStats struct {
 	// nil without a network (or when they cannot be read: stats are best
 	// effort).
 	Network []InterfaceUsage
-}
-
-// domainStats reads the usage of every running vmpod domain at once.
-func (c *Controller) domainStats(ctx context.Context) (map[string]libvirttools.DomainStats, error) {
-	list, err := c.libvirt.Stats(ctx, DomainPrefix)
-	if err != nil {
-		return nil, err
-	}
-	m := make(map[string]libvirttools.DomainStats, len(list))
-	for _, d := range list {
-		m[d.Name] = d
-	}
-	return m, nil
+	// NetworkTimestamp is when Network was read.
+	NetworkTimestamp int64
 }
 
 // ContainerStats returns one container's usage.
@@ -82,22 +73,16 @@ func (c *Controller) ContainerStats(ctx context.Context, id string) (ContainerSt
 	if err != nil {
 		return ContainerStats{}, err
 	}
-	stats, err := c.domainStats(ctx)
-	if err != nil {
-		return ContainerStats{}, err
-	}
-	return c.containerStats(ct.view(), stats), nil
+	vms, _ := c.freshStats(ctx)
+	return c.containerStats(ct.view(), vms), nil
 }
 
 // AllContainerStats returns the usage of every container past CREATING.
 func (c *Controller) AllContainerStats(ctx context.Context) ([]ContainerStats, error) {
-	stats, err := c.domainStats(ctx)
-	if err != nil {
-		return nil, err
-	}
+	vms, _ := c.freshStats(ctx)
 	var out []ContainerStats
 	for _, v := range c.Containers() {
-		out = append(out, c.containerStats(v, stats))
+		out = append(out, c.containerStats(v, vms))
 	}
 	return out, nil
 }
@@ -108,66 +93,72 @@ func (c *Controller) SandboxStats(ctx context.Context, id string) (SandboxStats,
 	if err != nil {
 		return SandboxStats{}, err
 	}
-	stats, err := c.domainStats(ctx)
-	if err != nil {
-		return SandboxStats{}, err
-	}
-	return c.sandboxStats(sb.view(), stats), nil
+	vms, pods := c.freshStats(ctx)
+	return c.sandboxStats(sb.view(), vms, pods), nil
 }
 
 // AllSandboxStats returns the usage of every pod.
 func (c *Controller) AllSandboxStats(ctx context.Context) ([]SandboxStats, error) {
-	stats, err := c.domainStats(ctx)
-	if err != nil {
-		return nil, err
-	}
+	vms, pods := c.freshStats(ctx)
 	var out []SandboxStats
 	for _, v := range c.Sandboxes() {
-		out = append(out, c.sandboxStats(v, stats))
+		out = append(out, c.sandboxStats(v, vms, pods))
 	}
 	return out, nil
 }
 
-func (c *Controller) containerStats(v ContainerView, stats map[string]libvirttools.DomainStats) ContainerStats {
-	cs := ContainerStats{ContainerView: v, Timestamp: c.now().UnixNano()}
-	if d, ok := stats[v.Domain]; ok && v.State == ContainerRunning {
-		cs.Running = true
-		cs.Usage = vm.UsageOf(d)
-		if v.Cgroup != nil && c.cgroups != nil {
-			if u, err := c.cgroups.Stats(*v.Cgroup); err == nil {
-				cs.CgroupUsage = &u
-				cs.Usage = vm.Usage{CPUTimeNs: u.CPUNs, WorkingSetBytes: u.WorkingSetBytes, UsageBytes: u.MemoryBytes, RSSBytes: u.RSSBytes}
-			} else {
-				c.log.Debug("reading the VM's cgroup; libvirt's figures instead", logging.KeyContainerID, v.ID, logging.KeyErr, err)
-			}
-		}
+// containerStats is a container's usage from its sample: CPU and memory
+// only while its record says it runs and the sample is younger than
+// stats_max_age.
+func (c *Controller) containerStats(v ContainerView, vms map[string]vmSample) ContainerStats {
+	now := c.now()
+	cs := ContainerStats{ContainerView: v, Timestamp: now.UnixNano(), DiskTimestamp: now.UnixNano()}
+	smp, ok := vms[v.ID]
+	if !ok {
+		return cs
 	}
-	cs.RootDiskBytes, cs.HasRootDisk = vm.DiskBytes(v.RootDisk)
+	if v.State == ContainerRunning && !smp.at.IsZero() && now.Sub(smp.at) <= c.statsMaxAge() {
+		cs.Running, cs.Usage, cs.CgroupUsage, cs.Timestamp = true, smp.usage, smp.cgroup, smp.at.UnixNano()
+	}
+	if smp.hasDisk {
+		cs.RootDiskBytes, cs.HasRootDisk, cs.DiskTimestamp = smp.disk, true, smp.diskAt.UnixNano()
+	}
 	return cs
 }
 
-func (c *Controller) sandboxStats(v SandboxView, stats map[string]libvirttools.DomainStats) SandboxStats {
+// sandboxStats adds up the pod's containers' usage (its cgroup's instead
+// when a VM of it was placed there); its timestamp is the oldest of the
+// figures it adds up.
+func (c *Controller) sandboxStats(v SandboxView, vms map[string]vmSample, pods map[string]podSample) SandboxStats {
 	ps := SandboxStats{SandboxView: v, Timestamp: c.now().UnixNano()}
-	var placed *cgroups.Placement
+	var oldest int64
 	for _, ct := range c.reg.containersOf(v.ID) {
-		cs := c.containerStats(ct.view(), stats)
+		if ct.Get().State == ContainerCreating {
+			continue
+		}
+		cs := c.containerStats(ct.view(), vms)
 		ps.Containers = append(ps.Containers, cs)
-		ps.CPUTimeNs += cs.CPUTimeNs
-		ps.WorkingSetBytes += cs.WorkingSetBytes
-		if cs.Cgroup != nil && (placed == nil || cs.Running) {
-			placed = cs.Cgroup
+		if cs.Running {
+			ps.CPUTimeNs += cs.CPUTimeNs
+			ps.WorkingSetBytes += cs.WorkingSetBytes
+			if oldest == 0 || cs.Timestamp < oldest {
+				oldest = cs.Timestamp
+			}
 		}
 	}
-	if placed != nil && c.cgroups != nil {
-		if u, err := c.cgroups.PodStats(*placed); err == nil {
-			ps.CgroupUsage = &u
-			ps.CPUTimeNs, ps.WorkingSetBytes = u.CPUNs, u.WorkingSetBytes
-		}
+	if oldest != 0 {
+		ps.Timestamp = oldest
 	}
-	if att := v.LiveNetwork(); att != nil && c.net != nil {
-		if usage, err := c.net.Usage(att); err == nil && len(usage) > 0 {
-			ps.Network = usage
-		}
+	p, ok := pods[v.ID]
+	if !ok {
+		return ps
+	}
+	if p.cgroup != nil && c.now().Sub(p.cgroupAt) <= c.statsMaxAge() {
+		ps.CgroupUsage, ps.Timestamp = p.cgroup, p.cgroupAt.UnixNano()
+		ps.CPUTimeNs, ps.WorkingSetBytes = p.cgroup.CPUNs, p.cgroup.WorkingSetBytes
+	}
+	if len(p.net) > 0 && v.LiveNetwork() != nil {
+		ps.Network, ps.NetworkTimestamp = p.net, p.netAt.UnixNano()
 	}
 	return ps
 }

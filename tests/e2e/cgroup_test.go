@@ -221,11 +221,12 @@ func libvirtCharge(t *testing.T, dirs []string) (usage, private uint64) {
 }
 
 // criStats are crictl stats' figures for one container.
-func (e *vmEnv) criStats(t *testing.T, ctrID string) (cpuNs, workingSet uint64) {
+func (e *vmEnv) criStats(t *testing.T, ctrID string) (cpuNs, workingSet uint64, sampled time.Time) {
 	t.Helper()
 	var v struct {
 		Stats []struct {
 			CPU struct {
+				Timestamp            string
 				UsageCoreNanoSeconds struct{ Value string }
 			}
 			Memory struct {
@@ -238,7 +239,8 @@ func (e *vmEnv) criStats(t *testing.T, ctrID string) (cpuNs, workingSet uint64) 
 	}
 	cpuNs, _ = strconv.ParseUint(v.Stats[0].CPU.UsageCoreNanoSeconds.Value, 10, 64)
 	workingSet, _ = strconv.ParseUint(v.Stats[0].Memory.WorkingSetBytes.Value, 10, 64)
-	return cpuNs, workingSet
+	ts, _ := strconv.ParseInt(v.Stats[0].CPU.Timestamp, 10, 64)
+	return cpuNs, workingSet, time.Unix(0, ts)
 }
 
 // within says whether a is within frac of b.
@@ -344,11 +346,18 @@ func TestCgroupPlacement(t *testing.T) {
 	}
 	t.Logf("OOM VM: %s (peak %s bytes in its cgroup)", oi.Status.Message, cgroupFile(t, "memory", oomPath, "memory.max_usage_in_bytes"))
 
-	// The stats are the cgroup's, and close to QEMU's own figures.
+	// The stats are the cgroup's, and close to QEMU's own figures. They
+	// come from the stats collector's samples (every stats_interval, 1s):
+	// after 2.5 s the sample must postdate the first read.
 	waitLog(t, f.logPath, readyRE, bootTimeout)
+	before := time.Now()
 	cgCPU0, _ := strconv.ParseUint(cgroupFile(t, "cpuacct", vmPath, "cpuacct.usage"), 10, 64)
-	criCPU, criWS := e.criStats(t, ctrID)
+	time.Sleep(2500 * time.Millisecond)
+	criCPU, criWS, sampled := e.criStats(t, ctrID)
 	cgCPU1, _ := strconv.ParseUint(cgroupFile(t, "cpuacct", vmPath, "cpuacct.usage"), 10, 64)
+	if !sampled.After(before) || time.Since(sampled) > 5*time.Second {
+		t.Errorf("the CRI stats were sampled at %v, want after %v and within stats_max_age (5 s)", sampled, before)
+	}
 	usage, _ := strconv.ParseUint(cgroupFile(t, "memory", vmPath, "memory.usage_in_bytes"), 10, 64)
 	cgWS := usage - cgroupStat(t, "memory", vmPath, "memory.stat", "total_inactive_file")
 	qCPU, qRSS, qPrivate := qemuOwnFigures(t, pid)

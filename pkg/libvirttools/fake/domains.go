@@ -380,23 +380,31 @@ func (c *Connection) AgentCommand(ctx context.Context, name, command string, tim
 	})
 }
 
-// Stats implements libvirttools.Domains: every running domain gets fixed,
-// recognisable figures (CPU 1 s, 256 MiB current, 300 MiB RSS).
-func (c *Connection) Stats(ctx context.Context, prefix string) ([]libvirttools.DomainStats, error) {
+// Stats implements libvirttools.Domains for the named domains only: a
+// running one gets fixed, recognisable figures (CPU 1 s, 256 MiB current,
+// 300 MiB RSS, 200 MiB usable), a busy one (SetBusy) its state only, as
+// libvirt's NOWAIT does, and a name not defined is left out. The call is
+// recorded as "Stats" and the names.
+func (c *Connection) Stats(ctx context.Context, names []string) ([]libvirttools.DomainStats, error) {
 	return result(ctx, c, "Stats", 0, func() ([]libvirttools.DomainStats, error) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		if err := c.begin(ctx, "Stats", prefix); err != nil {
+		if err := c.begin(ctx, "Stats", names...); err != nil {
 			return nil, err
 		}
 		var out []libvirttools.DomainStats
-		for _, name := range slices.Sorted(maps.Keys(c.domains)) {
-			if !strings.HasPrefix(name, prefix) || c.domains[name].status().State != libvirttools.DomainRunning {
+		for _, name := range names {
+			d, ok := c.domains[name]
+			if !ok {
 				continue
 			}
-			out = append(out, libvirttools.DomainStats{
-				Name: name, CPUTimeNs: 1e9, MemoryBytes: 256 << 20, MemoryRSSBytes: 300 << 20, MemoryUsableBytes: 200 << 20,
-			})
+			st := d.status().State
+			ds := libvirttools.DomainStats{Name: name, Running: st == libvirttools.DomainRunning || st == libvirttools.DomainPaused}
+			if ds.Running && !c.busy[name] {
+				ds.HasCPU, ds.HasMemory = true, true
+				ds.CPUTimeNs, ds.MemoryBytes, ds.MemoryRSSBytes, ds.MemoryUsableBytes = 1e9, 256<<20, 300<<20, 200<<20
+			}
+			out = append(out, ds)
 		}
 		return out, nil
 	})

@@ -72,6 +72,8 @@ type Connection struct {
 	timeout time.Duration            // the call timeout
 	hung    map[string]chan struct{} // by method: calls wait for it to close
 	waiting map[string]int           // by method: calls waiting for Hang's release
+	// busy domains are in a job: Stats gives their state only (SetBusy).
+	busy map[string]bool
 }
 
 // domain is one defined domain.
@@ -368,4 +370,15 @@ func (c *Connection) notifyLocked() {
 func (c *Connection) stopLocked(d *domain, reason libvirttools.ShutoffReason) {
 	d.live = ""
 	c.setStateLocked(d, libvirttools.DomainShutoff, reason)
+}
+
+// SetBusy marks a domain as in a job (true) or not: Stats then gives its
+// state without CPU and memory figures.
+func (c *Connection) SetBusy(name string, busy bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.busy == nil {
+		c.busy = map[string]bool{}
+	}
+	c.busy[name] = busy
 }

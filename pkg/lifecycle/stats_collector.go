@@ -1,0 +1,206 @@
+package lifecycle
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/vmpod/vmpod/pkg/cgroups"
+	"github.com/vmpod/vmpod/pkg/logging"
+	"github.com/vmpod/vmpod/pkg/vm"
+)
+
+// The stats collector samples every running VM of vmpod's own records
+// once per stats_interval (CollectStats), and the stats RPCs answer from
+// its samples instead of asking libvirt themselves:
+//
+//	every stats_interval (or on a call finding the last round as old as
+//	stats_interval, or a running VM never sampled):
+//	  VMs in their pods' cgroups  -> the cgroup's files (CPU, memory)
+//	  other running VMs           -> one libvirt stats call for them only,
+//	                                 groups state|cpu-total|balloon, NOWAIT:
+//	                                 a busy domain keeps its last sample
+//	  every container's root disk -> stat(2) of the overlay
+//	  every pod                   -> its cgroup's usage (when placed) and
+//	                                 its interfaces' counters in its netns
+//
+// Each figure keeps the time it was read; a CPU/memory sample older than
+// stats_max_age when read is left out (the VM has no usage in the answer).
+// Only domain names from the controller's records reach libvirt, so no
+// stats call touches another user's domain on the shared libvirtd.
+
+// vmSample is one VM's figures at one moment.
+type vmSample struct {
+	at      time.Time // when CPU and memory were read; zero: never
+	usage   vm.Usage
+	cgroup  *cgroups.Usage // the VM cgroup's, when usage comes from it
+	diskAt  time.Time
+	disk    uint64
+	hasDisk bool
+}
+
+// podSample is one pod's figures.
+type podSample struct {
+	cgroupAt time.Time
+	cgroup   *cgroups.Usage
+	netAt    time.Time
+	net      []InterfaceUsage
+}
+
+// statsCache holds the latest samples.
+type statsCache struct {
+	round sync.Mutex // one sampling round at a time
+
+	mu   sync.RWMutex
+	last time.Time            // start of the last finished round
+	vms  map[string]vmSample  // by container ID
+	pods map[string]podSample // by sandbox ID
+}
+
+func (c *Controller) statsInterval() time.Duration {
+	if d := time.Duration(c.cfg.StatsInterval); d > 0 {
+		return d
+	}
+	return time.Second
+}
+
+func (c *Controller) statsMaxAge() time.Duration {
+	if d := time.Duration(c.cfg.StatsMaxAge); d >= c.statsInterval() {
+		return d
+	}
+	return 5 * c.statsInterval()
+}
+
+// CollectStats samples every running VM once per stats_interval until ctx
+// is done.
+func (c *Controller) CollectStats(ctx context.Context) {
+	t := time.NewTicker(c.statsInterval())
+	defer t.Stop()
+	for {
+		c.sampleStats(ctx, time.Time{})
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// freshStats returns the samples, after a round of its own when the last
+// round started stats_interval ago or earlier (the loop is late, stuck or
+// not running) or a running VM has no sample yet. So two calls at least
+// stats_interval apart never get the same round's figures: crictl stats
+// reads twice a second apart and fails when the CPU's time did not move.
+func (c *Controller) freshStats(ctx context.Context) (map[string]vmSample, map[string]podSample) {
+	s := &c.stats
+	s.mu.RLock()
+	last, stale := s.last, c.now().Sub(s.last) >= c.statsInterval()
+	if !stale {
+		for _, ct := range c.reg.listContainers() {
+			r := ct.Get()
+			if _, ok := s.vms[r.ID]; r.State == ContainerRunning && !ok {
+				stale = true
+				break
+			}
+		}
+	}
+	s.mu.RUnlock()
+	if stale {
+		c.sampleStats(ctx, last)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.vms, s.pods
+}
+
+// SampleStats runs one sampling round now (the loop's; tests call it).
+func (c *Controller) SampleStats(ctx context.Context) { c.sampleStats(ctx, time.Time{}) }
+
+// sampleStats runs one round, unless one finished after since (a caller
+// that waited for another's round uses that one; zero always runs).
+func (c *Controller) sampleStats(ctx context.Context, since time.Time) {
+	s := &c.stats
+	s.round.Lock()
+	defer s.round.Unlock()
+	s.mu.RLock()
+	done, prev := !since.IsZero() && s.last.After(since), s.vms
+	s.mu.RUnlock()
+	if done {
+		return
+	}
+	start := c.now()
+	vms := make(map[string]vmSample)
+	var names []string
+	byDomain := map[string]string{}
+	placedOf := map[string]*cgroups.Placement{} // by sandbox ID
+	for _, ct := range c.reg.listContainers() {
+		r := ct.Get()
+		if r.State == ContainerCreating {
+			continue
+		}
+		smp := vmSample{}
+		smp.disk, smp.hasDisk = vm.DiskBytes(r.RootDisk)
+		smp.diskAt = c.now()
+		if r.Cgroup != nil && (placedOf[r.SandboxID] == nil || r.State == ContainerRunning) {
+			placedOf[r.SandboxID] = r.Cgroup
+		}
+		if r.State == ContainerRunning {
+			if p := r.Cgroup; p != nil && c.cgroups != nil {
+				if u, err := c.cgroups.Stats(*p); err == nil {
+					smp.at, smp.cgroup = c.now(), &u
+					smp.usage = vm.Usage{CPUTimeNs: u.CPUNs, WorkingSetBytes: u.WorkingSetBytes, UsageBytes: u.MemoryBytes, RSSBytes: u.RSSBytes}
+				} else {
+					c.log.Debug("reading the VM's cgroup; libvirt's figures instead", logging.KeyContainerID, r.ID, logging.KeyErr, err)
+				}
+			}
+			if smp.at.IsZero() {
+				names = append(names, r.Domain)
+				byDomain[r.Domain] = r.ID
+				if old, ok := prev[r.ID]; ok && old.cgroup == nil { // kept if the domain is busy
+					smp.at, smp.usage = old.at, old.usage
+				}
+			}
+		}
+		vms[r.ID] = smp
+	}
+	if len(names) > 0 {
+		// A hung libvirtd holds the round (and callers waiting for
+		// one) no longer than stats_max_age.
+		lctx, cancel := context.WithTimeout(ctx, c.statsMaxAge())
+		list, err := c.libvirt.Stats(lctx, names)
+		cancel()
+		if err != nil {
+			c.log.Debug("sampling VM stats from libvirt; keeping the last samples", logging.KeyErr, err)
+		}
+		for _, d := range list {
+			id := byDomain[d.Name]
+			smp := vms[id]
+			switch {
+			case !d.Running: // stopped since: no usage
+				smp.at, smp.usage = time.Time{}, vm.Usage{}
+			case d.HasCPU && d.HasMemory:
+				smp.at, smp.usage = c.now(), vm.UsageOf(d)
+			}
+			vms[id] = smp
+		}
+	}
+	pods := make(map[string]podSample)
+	for _, sb := range c.reg.listSandboxes() {
+		v := sb.view()
+		var ps podSample
+		if p := placedOf[v.ID]; p != nil && c.cgroups != nil {
+			if u, err := c.cgroups.PodStats(*p); err == nil {
+				ps.cgroupAt, ps.cgroup = c.now(), &u
+			}
+		}
+		if att := v.LiveNetwork(); att != nil && c.net != nil {
+			if usage, err := c.net.Usage(att); err == nil && len(usage) > 0 {
+				ps.netAt, ps.net = c.now(), usage
+			}
+		}
+		pods[v.ID] = ps
+	}
+	s.mu.Lock()
+	s.last, s.vms, s.pods = start, vms, pods
+	s.mu.Unlock()
+}
