@@ -64,6 +64,7 @@ type options struct {
 	settle       time.Duration
 	bootTimeout  time.Duration
 	verbose      bool
+	md           string
 }
 
 func main() {
@@ -77,6 +78,7 @@ func main() {
 	flag.DurationVar(&o.settle, "settle", 10*time.Second, "wait after the last guest is ready before reading memory")
 	flag.DurationVar(&o.bootTimeout, "boot-timeout", 3*time.Minute, "limit for one guest to print its ready line")
 	flag.BoolVar(&o.verbose, "v", false, "print every QEMU's large mappings")
+	flag.StringVar(&o.md, "md", "", "write the docs/benchmarks.md section here")
 	flag.Parse()
 	for _, s := range strings.Split(mems, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -206,6 +208,10 @@ func run(o options) error {
 		removeAll(v)
 	}
 
+	sec := measure.NewSection("overhead", o.vmpod, o.vms)
+	sec.Printf("One vmpod (TCG, `tcg_tb_cache_mib = %d`) runs %d test-guest VMs at once per guest memory size; %s after the last guest is ready the benchmark reads each QEMU's PSS split by mapping, its page tables, and vmpod's PSS growth. Medians over the VMs of each size; MiB = 1024 KiB.\n\n",
+		o.tbCacheMiB, o.vms, o.settle)
+	var rows [][]string
 	fmt.Println("\n==================== per-VM host memory overhead ====================")
 	fmt.Println("guest MiB | QEMU PSS | guest RAM touched | TCG cache | QEMU rest | page tables | vmpod share | overhead (rest+PT+vmpod) | with TCG cache | QEMU idle CPU")
 	for _, r := range results {
@@ -222,6 +228,13 @@ func run(o options) error {
 			mib(measure.Median(pss)), mib(measure.Median(ram)), mib(measure.Median(tcg)),
 			mib(measure.Median(rest)), mib(measure.Median(pte)), mib(share), mib(ovh), mib(ovh+measure.Median(tcg)),
 			measure.Median(cpu))
+		rows = append(rows, []string{fmt.Sprintf("%d MiB", r.mem), mib(measure.Median(pss)), mib(measure.Median(ram)), mib(measure.Median(tcg)),
+			measure.Spread(rest, mib), mib(measure.Median(pte)), mib(share), "**" + mib(ovh) + "**", mib(ovh + measure.Median(tcg)), fmt.Sprintf("%dm", measure.Median(cpu))})
+	}
+	sec.Table([]string{"guest RAM", "QEMU PSS", "guest RAM touched", "TCG cache", "QEMU rest (spread)", "page tables", "vmpod share", "overhead", "with the TCG cache", "idle QEMU CPU"}, rows)
+	sec.Printf("Load average at the end: %s.\n", measure.LoadAvg())
+	if err := sec.Write(o.md); err != nil {
+		return err
 	}
 	fmt.Println("(medians over the VMs of each size; PSS from /proc/PID/smaps_rollup; MiB = 1024 KiB)")
 	fmt.Printf("load average at end: %s\n", measure.LoadAvg())
