@@ -116,7 +116,7 @@ func setupTeardown(confDir, pluginDir, cacheDir string, n int) {
 		return "target < 100 ms: **not met**"
 	}
 	sec.Printf("Part 1: `pkg/cni` in-process as vmpod calls it, Debian's `bridge` + `host-local` + `portmap` plugins on a private bridge, %d pods one after the other, each with a hostPort; vmpod's own time apart from the plugins' (the baseline).\n\n", n)
-	sec.Table([]string{"per pod, median (spread)", "", ""}, [][]string{
+	sec.Table([]string{"per pod", "median (spread)", "target"}, [][]string{
 		{"vmpod setup: netns + wiring into the in-netns bridge", spread(ownSetup), ""},
 		{"per VM boot: tap, plug, DHCP server, anti-spoofing rules", spread(plug), ""},
 		{"vmpod's own setup including one boot", spread(addAll(ownSetup, plug)), target(addAll(ownSetup, plug))},
@@ -174,7 +174,7 @@ func resumeToPing(bin, guest, work, confDir, pluginDir string, runs int) {
 	}
 	fmt.Printf("== resume to ping, %d boots under TCG, median: first ping reply %s, guest ready line %s\n", runs, ms(measure.Median(toPing)), ms(measure.Median(toReady)))
 	sec.Printf("Part 2: %d boots of the test guest through vmpod (TCG), pinging the pod IP every 20 ms from StartContainer's return (the guest was resumed just before).\n\n", runs)
-	sec.Table([]string{"after resume, median (spread)", ""}, [][]string{
+	sec.Table([]string{"after resume", "median (spread)"}, [][]string{
 		{"the guest's ready line", spread(toReady)},
 		{"first ping reply", spread(toPing)},
 	})

@@ -1,8 +1,9 @@
 // Command run runs every vmpod benchmark at HEAD and rewrites their tables
 // in docs/benchmarks.md.
 //
-// It builds vmpod from the working tree into bin/vmpod (the binary carries
-// its commit; a modified tree is measured as "+dirty"), builds the old
+// It builds vmpod from the working tree into bin/vmpod with -buildvcs=true
+// (the binary carries its commit; a modified tree is measured as
+// "+dirty"), builds the old
 // build bench/stats compares against in a temporary git worktree, then
 // runs each benchmark one after the other with -md, each writing its
 // section: the build, date, machine, load, number of runs, and its tables
@@ -82,13 +83,13 @@ func main() {
 	}
 	vmpod, err := filepath.Abs("bin/vmpod")
 	check(err)
-	step("building vmpod", "go", "build", "-o", vmpod, "./cmd/vmpod")
+	step("building vmpod", "go", "build", "-buildvcs=true", "-o", vmpod, "./cmd/vmpod")
 	old := filepath.Join(work, "vmpod-old")
 	if run("stats") {
 		tree := filepath.Join(work, "old-tree")
 		step("checking out "+*statsOld, "git", "worktree", "add", "--detach", tree, *statsOld)
 		defer exec.Command("git", "worktree", "remove", "--force", tree).Run()
-		cmd := exec.Command("go", "build", "-o", old, "./cmd/vmpod")
+		cmd := exec.Command("go", "build", "-buildvcs=true", "-o", old, "./cmd/vmpod")
 		cmd.Dir = tree
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 		check(cmd.Run())

@@ -53,7 +53,7 @@ func (s *Section) Write(path string) error {
 	return os.WriteFile(path, []byte(s.String()), 0o644)
 }
 
-// BuildID is the commit bin was built from (first 7 hex digits, "+dirty"
+// BuildID is the commit bin was built from (go build -buildvcs=true; first 7 hex digits, "+dirty"
 // when its tree had changes), "unknown" when bin carries no VCS stamp.
 func BuildID(bin string) string {
 	bi, err := buildinfo.ReadFile(bin)
