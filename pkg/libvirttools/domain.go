@@ -108,6 +108,15 @@ type Domains interface {
 	// fails with ErrFailedPrecondition when the domain has no agent
 	// channel or the agent does not answer within timeout.
 	AgentCommand(ctx context.Context, name, command string, timeout time.Duration) (string, error)
+	// Save writes a running domain's memory and device state to path (a
+	// libvirt save image, see SaveImage) and stops it: the domain is then
+	// shut off with reason "saved". timeout bounds the call (0: twice the
+	// call timeout).
+	Save(ctx context.Context, name, path string, timeout time.Duration) error
+	// Restore starts the domain a save image at path describes, with the
+	// memory and device state it holds; paused leaves its vCPUs stopped.
+	// The image's own definition is used (see SaveImage to change it).
+	Restore(ctx context.Context, path string, paused bool, timeout time.Duration) error
 }
 
 // DomainStats is a domain's resource usage.

@@ -99,6 +99,7 @@ var _ libvirttools.Connection = (*Connection)(nil)
 var methods = []string{
 	"Define", "Start", "Resume", "Shutdown", "Destroy", "Undefine", "Status",
 	"List", "XML", "SetCPUTune", "WaitShutoff", "Ping", "AgentCommand", "Stats",
+	"Save", "Restore",
 }
 
 // New returns a fake connection that is up and has no domains.
