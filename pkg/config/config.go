@@ -119,6 +119,9 @@ type Config struct {
 	CNIBinDirs string `toml:"cni_bin_dirs" mapstructure:"cni_bin_dirs" comment:"Colon-separated directories searched for CNI plugin binaries (env VMPOD_CNI_BIN_DIRS)."`
 	// CNITimeout bounds each CNI ADD or DEL (the whole config list); 1s..1h, default 1m.
 	CNITimeout Duration `toml:"cni_timeout" mapstructure:"cni_timeout" comment:"Deadline of each CNI ADD or DEL (the whole network config list), 1s to 1h. A plugin still running then\nis killed with its process group and RunPodSandbox or StopPodSandbox fails with Unavailable (env VMPOD_CNI_TIMEOUT)."`
+	// CheckpointRestoreDirs are where checkpoint archives may be restored
+	// from, colon-separated.
+	CheckpointRestoreDirs string `toml:"checkpoint_restore_dirs" mapstructure:"checkpoint_restore_dirs" comment:"Colon-separated directories a container may be restored from: CreateContainer whose image is the\nabsolute path of a checkpoint archive restores it only when the file is in one of them. Keep them\nwritable by root only: an archive holds a guest's memory (env VMPOD_CHECKPOINT_RESTORE_DIRS)."`
 	// DefaultRuntimeHandler is the handler used when a pod names none.
 	DefaultRuntimeHandler string `toml:"default_runtime_handler" mapstructure:"default_runtime_handler" comment:"The [runtimes.<handler>] used for pods with no RuntimeClass handler (env VMPOD_DEFAULT_RUNTIME_HANDLER)."`
 	// Runtimes are the RuntimeClass handlers vmpod serves.
@@ -176,6 +179,7 @@ func Default() Config {
 		CNIConfDir:             "/etc/cni/net.d",
 		CNIBinDirs:             "/opt/cni/bin:/usr/lib/cni",
 		CNITimeout:             Duration(time.Minute),
+		CheckpointRestoreDirs:  "/var/lib/kubelet/checkpoints",
 		DefaultRuntimeHandler:  "vmpod",
 		Runtimes:               map[string]Runtime{"vmpod": {}},
 	}
@@ -378,10 +382,16 @@ func DefaultTOML() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// CheckpointRestoreDirList returns checkpoint_restore_dirs split at
+// colons, empty parts dropped.
+func (c Config) CheckpointRestoreDirList() []string { return splitDirs(c.CheckpointRestoreDirs) }
+
 // CNIBinDirList returns cni_bin_dirs split at colons, empty parts dropped.
-func (c Config) CNIBinDirList() []string {
+func (c Config) CNIBinDirList() []string { return splitDirs(c.CNIBinDirs) }
+
+func splitDirs(s string) []string {
 	var out []string
-	for _, d := range strings.Split(c.CNIBinDirs, ":") {
+	for _, d := range strings.Split(s, ":") {
 		if d != "" {
 			out = append(out, d)
 		}

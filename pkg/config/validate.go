@@ -116,6 +116,11 @@ func (c Config) Validate() error {
 			bad("cni_bin_dirs", "%q is not an absolute path", d)
 		}
 	}
+	for _, d := range c.CheckpointRestoreDirList() {
+		if !filepath.IsAbs(d) {
+			bad("checkpoint_restore_dirs", "%q is not an absolute path", d)
+		}
+	}
 	if c.CNITimeout < Duration(time.Second) || c.CNITimeout > Duration(time.Hour) {
 		bad("cni_timeout", "must be between 1s and 1h, got %s", time.Duration(c.CNITimeout))
 	}

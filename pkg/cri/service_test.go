@@ -64,9 +64,9 @@ func TestVersion(t *testing.T) {
 
 func TestUnimplementedNamesArea(t *testing.T) {
 	s := NewService(Options{Config: config.Default(), Log: quietLog()})
-	_, err := s.CheckpointContainer(context.Background(), &runtimeapi.CheckpointContainerRequest{})
+	_, err := s.CheckpointPod(context.Background(), &runtimeapi.CheckpointPodRequest{})
 	if err == nil || !strings.Contains(err.Error(), "checkpoint/restore") {
-		t.Fatalf("CheckpointContainer err = %v", err)
+		t.Fatalf("CheckpointPod err = %v", err)
 	}
 	if status.Code(toGRPC(err)) != codes.Unimplemented {
 		t.Fatalf("code = %v", status.Code(toGRPC(err)))

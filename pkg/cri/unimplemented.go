@@ -17,21 +17,17 @@ func notYet(method, area string) error {
 	return fmt.Errorf("%s is not implemented yet in vmpod (area: %s): %w", method, area, errdefs.ErrNotImplemented)
 }
 
-// Area: checkpoint/restore (not planned for VM pods).
-
-// CheckpointContainer is not implemented yet.
-func (s *Service) CheckpointContainer(ctx context.Context, req *runtimeapi.CheckpointContainerRequest) (*runtimeapi.CheckpointContainerResponse, error) {
-	return nil, notYet("CheckpointContainer", "checkpoint/restore (not planned for VM pods)")
-}
+// Area: checkpoint/restore of whole pods (CheckpointContainer is in
+// container_checkpoint.go).
 
 // CheckpointPod is not implemented yet.
 func (s *Service) CheckpointPod(ctx context.Context, req *runtimeapi.CheckpointPodRequest) (*runtimeapi.CheckpointPodResponse, error) {
-	return nil, notYet("CheckpointPod", "checkpoint/restore (not planned for VM pods)")
+	return nil, notYet("CheckpointPod", "checkpoint/restore of whole pods (CheckpointContainer checkpoints a VM pod's VM)")
 }
 
 // RestorePod is not implemented yet.
 func (s *Service) RestorePod(ctx context.Context, req *runtimeapi.RestorePodRequest) (*runtimeapi.RestorePodResponse, error) {
-	return nil, notYet("RestorePod", "checkpoint/restore (not planned for VM pods)")
+	return nil, notYet("RestorePod", "checkpoint/restore of whole pods (CreateContainer restores a VM from a CheckpointContainer archive)")
 }
 
 // StreamPodSandboxes is not implemented yet (area: the VM pod lifecycle (sandboxes and containers as libvirt domains)).

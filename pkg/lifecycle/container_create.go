@@ -81,6 +81,13 @@ func (c *Controller) createContainer(ctx context.Context, sb *sandbox, name stri
 				o.ID, o.Config.GetMetadata().GetName(), sbRec.ID, o.State, errdefs.ErrFailedPrecondition)
 		}
 	}
+	archive, err := c.checkpointArchive(cfg.GetImage().GetImage())
+	if err != nil {
+		return "", err
+	}
+	if archive != "" {
+		return c.restoreContainer(ctx, sb, name, cfg, archive)
+	}
 	img, err := c.images.Get(cfg.GetImage().GetImage())
 	if err != nil {
 		if errors.Is(err, errdefs.ErrNotFound) {

@@ -47,6 +47,47 @@ func (c *Controller) StartContainer(ctx context.Context, id string) (retErr erro
 	if sbRec.State != SandboxReady {
 		return fmt.Errorf("pod sandbox %s is %s; containers start only in a ready sandbox: %w", rec.SandboxID, sbRec.State, errdefs.ErrFailedPrecondition)
 	}
+	begin := time.Now()
+	boot := func(ctx context.Context) error { return c.libvirt.Start(ctx, rec.Domain, true) }
+	if rec.Restore != nil {
+		boot = func(ctx context.Context) error {
+			return c.libvirt.Restore(ctx, rec.Restore.MemoryFile, true, c.cfg.CreateTimeout.Std())
+		}
+	}
+	if err := c.bootVM(ctx, ct, sb, boot, true); err != nil {
+		return err
+	}
+	if _, err := ct.Update(func(r *ContainerRecord) error {
+		r.State, r.StartedAt = ContainerRunning, c.now().UnixNano()
+		return nil
+	}); err != nil {
+		if con := ct.swapConsole(nil); con != nil {
+			con.Close()
+		}
+		c.libvirt.Destroy(ctx, rec.Domain)
+		return fmt.Errorf("store container record: %w", err)
+	}
+	failpoint.Hit("start/running")
+	c.startCommandRunner(ct)
+	c.metrics.ObserveVMStart(time.Since(begin))
+	if rec.Restore != nil {
+		c.finishRestore(ct)
+	}
+	logging.From(ctx).Info("VM started", logging.KeyContainerID, rec.ID, logging.KeyDomain, rec.Domain, "restored", rec.Restore != nil)
+	return nil
+}
+
+// bootVM runs a container's domain with boot (which must leave it
+// paused): its taps are made in the host netns, the domain boots paused,
+// its QEMU moves into the pod's cgroup when the pod has a cgroup_parent,
+// the taps move into the pod's netns and bridges (the DHCP servers
+// start), then the guest runs. A fresh boot (a start) first plans the
+// cgroup and connects a new console reader before the guest runs, so the
+// log has the whole boot; a VM restored in place after a checkpoint keeps
+// its console reader, which reconnects by itself. A failure undoes every
+// step: the domain is destroyed.
+func (c *Controller) bootVM(ctx context.Context, ct *container, sb *sandbox, boot func(context.Context) error, fresh bool) (retErr error) {
+	rec, sbRec := ct.Get(), sb.Get()
 	log := logging.From(ctx).With(logging.KeyContainerID, rec.ID, logging.KeyDomain, rec.Domain)
 	var undo rollback.Steps
 	defer func() { undo.Run(ctx, log, retErr) }()
@@ -60,9 +101,8 @@ func (c *Controller) StartContainer(ctx context.Context, id string) (retErr erro
 		undo.Add("the VM's taps and DHCP servers", rel)
 		failpoint.Hit("start/taps-created")
 	}
-	begin := time.Now()
 	placed := rec.VM.CgroupParent != ""
-	if placed {
+	if placed && fresh {
 		rel, err := c.planCgroup(ct, sbRec, sb.config)
 		if err != nil {
 			return err
@@ -70,13 +110,12 @@ func (c *Controller) StartContainer(ctx context.Context, id string) (retErr erro
 		undo.Add("the VM's cgroup", rel)
 		failpoint.Hit("start/cgroup-planned")
 	}
-	rel, err := c.startPaused(ctx, rec.Domain)
-	if err != nil {
-		return err
+	if err := boot(ctx); err != nil {
+		return fmt.Errorf("start domain %s: %w", rec.Domain, err)
 	}
-	undo.Add("domain "+rec.Domain, rel)
+	undo.Add("domain "+rec.Domain, func(ctx context.Context) error { return c.libvirt.Destroy(ctx, rec.Domain) })
 	failpoint.Hit("start/domain-started")
-	if placed {
+	if placed && ct.Get().Cgroup != nil {
 		if err := c.placeVM(ctx, ct); err != nil {
 			return err
 		}
@@ -88,34 +127,29 @@ func (c *Controller) StartContainer(ctx context.Context, id string) (retErr erro
 		}
 		failpoint.Hit("start/vm-plugged")
 	}
-	con, err := c.startConsole(rec)
-	if err != nil {
-		return err
+	var con ConsoleHandle
+	if fresh {
+		var err error
+		con, err = c.startConsole(rec)
+		if err != nil {
+			return err
+		}
+		undo.Add("the console reader", func(context.Context) error { return con.Close() })
+		select {
+		case <-connected(con):
+		case <-time.After(consoleConnectTimeout):
+			log.Warn("serial console did not connect in time; early boot output may be missing from the log")
+		}
+		failpoint.Hit("start/console-connected")
 	}
-	undo.Add("the console reader", func(context.Context) error { return con.Close() })
-	select {
-	case <-connected(con):
-	case <-time.After(consoleConnectTimeout):
-		log.Warn("serial console did not connect in time; early boot output may be missing from the log")
-	}
-	failpoint.Hit("start/console-connected")
 	if err := c.libvirt.Resume(ctx, rec.Domain); err != nil {
 		return fmt.Errorf("resume domain %s: %w", rec.Domain, err)
 	}
 	failpoint.Hit("start/resumed")
-	ct.swapConsole(con)
-	go c.watchGuestReports(ct, con)
-	if _, err := ct.Update(func(r *ContainerRecord) error {
-		r.State, r.StartedAt = ContainerRunning, c.now().UnixNano()
-		return nil
-	}); err != nil {
-		ct.swapConsole(nil)
-		return fmt.Errorf("store container record: %w", err)
+	if fresh {
+		ct.swapConsole(con)
+		go c.watchGuestReports(ct, con)
 	}
-	failpoint.Hit("start/running")
-	c.startCommandRunner(ct)
-	c.metrics.ObserveVMStart(time.Since(begin))
-	log.Info("VM started")
 	return nil
 }
 
@@ -128,15 +162,6 @@ func (c *Controller) prepareTaps(att *cni.Attachment) (rollback.Release, error) 
 		return nil, fmt.Errorf("create the VM's taps: %w", err)
 	}
 	return unplug, nil
-}
-
-// startPaused starts a defined domain with its vCPUs stopped; the release
-// destroys it.
-func (c *Controller) startPaused(ctx context.Context, domain string) (rollback.Release, error) {
-	if err := c.libvirt.Start(ctx, domain, true); err != nil {
-		return nil, fmt.Errorf("start domain %s: %w", domain, err)
-	}
-	return func(ctx context.Context) error { return c.libvirt.Destroy(ctx, domain) }, nil
 }
 
 // startConsole starts the console reader of a container's VM, with the

@@ -113,6 +113,9 @@ type ContainerRecord struct {
 	// container has none (the VM is the workload) and in records of
 	// vmpods from before commands ran this way.
 	Command *CommandState `json:"command,omitempty"`
+	// Restore is set on a container created from a checkpoint archive
+	// (restore.go).
+	Restore *RestoreState `json:"restore,omitempty"`
 }
 
 // CommandState is what is known of a container's command, stored at each

@@ -129,6 +129,16 @@ func (o *Overlays) Create(ctx context.Context, path, backing, format string, siz
 	return os.WriteFile(path, nil, 0o644)
 }
 
+// Adopt implements lifecycle.OverlayMaker: it records the call (size -1)
+// and checks that path exists.
+func (o *Overlays) Adopt(ctx context.Context, path, backing, format string) error {
+	o.mu.Lock()
+	o.calls = append(o.calls, OverlayCall{path, backing, format, -1})
+	o.mu.Unlock()
+	_, err := os.Stat(path)
+	return err
+}
+
 // HoldCreates makes the next Creates wait; entered receives once each one
 // is waiting, and release lets them (and later ones) finish.
 func (o *Overlays) HoldCreates() (entered <-chan struct{}, release func()) {

@@ -1,0 +1,288 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/vmpod/vmpod/pkg/checkpoint"
+	"github.com/vmpod/vmpod/pkg/guest"
+	"github.com/vmpod/vmpod/pkg/libvirttools"
+	"github.com/vmpod/vmpod/pkg/logging"
+	"github.com/vmpod/vmpod/pkg/rollback"
+	"github.com/vmpod/vmpod/pkg/vm"
+)
+
+// RestoreState says a container is a checkpoint restored into a new pod
+// (restore.go): StartContainer restores its memory instead of booting.
+type RestoreState struct {
+	// From is the archive it was restored from.
+	From string `json:"from"`
+	// MemoryFile is the save image StartContainer restores (removed once
+	// the VM runs).
+	MemoryFile string `json:"memory_file"`
+	// MACs are the guest's interfaces as [saved MAC, new pod's MAC], in
+	// order: once the guest agent answers, vmpod gives each interface its
+	// new MAC and has the guest renew its DHCP lease.
+	MACs [][2]string `json:"macs,omitempty"`
+}
+
+// restoreSlack is what a save image holds beyond the guest's RAM: its
+// header and QEMU's device state.
+const restoreSlack = 256 << 20
+
+// checkpointArchive returns the checkpoint archive an image name names:
+// an absolute path (CRI-O's convention for restoring from a local
+// archive), "" for any other image name. The path must be a regular file
+// inside one of checkpoint_restore_dirs once symlinks are resolved:
+// image names come from pod specs, and an archive holds a guest's memory.
+func (c *Controller) checkpointArchive(image string) (string, error) {
+	if !strings.HasPrefix(image, "/") {
+		return "", nil
+	}
+	real, err := filepath.EvalSymlinks(filepath.Clean(image))
+	if err != nil {
+		return "", fmt.Errorf("checkpoint archive %s: %v: %w", image, err, errdefs.ErrNotFound)
+	}
+	for _, d := range c.cfg.CheckpointRestoreDirList() {
+		rd, err := filepath.EvalSymlinks(d)
+		if err != nil {
+			continue
+		}
+		if rel, err := filepath.Rel(rd, real); err == nil && rel != "." && !strings.HasPrefix(rel, "..") {
+			st, err := os.Stat(real)
+			if err != nil || !st.Mode().IsRegular() {
+				return "", fmt.Errorf("checkpoint archive %s is not a regular file: %w", image, errdefs.ErrInvalidArgument)
+			}
+			return real, nil
+		}
+	}
+	return "", fmt.Errorf("image %q is a path, which vmpod reads as a checkpoint archive, but it is outside checkpoint_restore_dirs (%s): %w",
+		image, c.cfg.CheckpointRestoreDirs, errdefs.ErrInvalidArgument)
+}
+
+// restoreContainer is CreateContainer for a checkpoint archive: the
+// archive is verified and extracted into the new container's directory,
+// its root overlay is re-pointed at this node's copy of its image, and
+// the saved domain definition is rewritten for the new container (name,
+// UUID, metadata, paths, taps) into the save image and defined. The VM
+// keeps the saved shape and devices; the archive must come from a pod of
+// the same namespace. sb.op is held by the caller.
+func (c *Controller) restoreContainer(ctx context.Context, sb *sandbox, name string, cfg *runtimeapi.ContainerConfig, archive string) (_ string, retErr error) {
+	sbRec := sb.Get()
+	id := newID()
+	log := logging.From(ctx).With(logging.KeyContainerID, id, logging.KeySandboxID, sbRec.ID, logging.KeyDomain, DomainName(id))
+	var undo rollback.Steps
+	defer func() { undo.Run(ctx, log, retErr) }()
+	if err := c.reg.reserve(name, id); err != nil {
+		return "", fmt.Errorf("container %s: %w", name, err)
+	}
+	undo.Add("the name "+name, func(context.Context) error { c.reg.release(name, id); return nil })
+	raw, err := encodeContainerConfig(cfg)
+	if err != nil {
+		return "", err
+	}
+	logPath := ""
+	if cfg.GetLogPath() != "" {
+		logPath = filepath.Join(sb.config.GetLogDirectory(), cfg.GetLogPath())
+	}
+	layout := vm.Layout{Dir: filepath.Join(c.ContainersDir(), id), RunDir: filepath.Join(c.RunDir(), id[:16])}
+	rec := ContainerRecord{
+		ID: id, SandboxID: sbRec.ID, Name: name, State: ContainerCreating,
+		ImageName: cfg.GetImage().GetImage(), LogPath: logPath,
+		Domain: DomainName(id), Dir: layout.Dir, RunDir: layout.RunDir,
+		RootDisk: layout.RootDisk(), CreatedAt: c.now().UnixNano(), Config: raw,
+		Restore: &RestoreState{From: archive, MemoryFile: filepath.Join(layout.Dir, memberMemory)},
+	}
+	ct := c.reg.newContainer(rec, cfg)
+	ct.op.Lock()
+	defer ct.op.Unlock()
+	if err := ct.save(rec); err != nil {
+		return "", fmt.Errorf("store container record: %w", err)
+	}
+	c.reg.addContainer(ct)
+	undo.Add("container "+id, func(ctx context.Context) error { return c.dropFailedCreate(ctx, ct, retErr) })
+
+	// The shape is known only from the archive; the directory's group is
+	// QEMU's for either domain type, asked once the shape is known.
+	if err := os.MkdirAll(layout.Dir, 0o700); err != nil {
+		return "", fmt.Errorf("create container directory: %w", err)
+	}
+	begin := time.Now()
+	log.Info("restore: verifying and extracting the checkpoint", "archive", archive)
+	var meta checkpointMeta
+	var img imageOf
+	_, err = checkpoint.Extract(archive, layout.Dir, checkpoint.Limits{
+		Allowed: map[string]int64{
+			memberMemory:  int64(c.cfg.MaxVMMemory) + restoreSlack,
+			memberRoot:    int64(c.cfg.MaxRootVolumeSize) + restoreSlack,
+			memberSeed:    64 << 20,
+			memberEFIVars: 16 << 20,
+		},
+		Check: func(m *checkpoint.Manifest) error {
+			var err error
+			if meta, err = decodeCheckpointMeta(m); err != nil {
+				return err
+			}
+			if ns := sb.config.GetMetadata().GetNamespace(); meta.PodNamespace != ns {
+				return fmt.Errorf("the checkpoint comes from a pod of namespace %q; it can only be restored in that namespace, not %q: %w", meta.PodNamespace, ns, errdefs.ErrPermissionDenied)
+			}
+			if len(meta.NICs) != len(netInterfaces(sbRec)) {
+				return fmt.Errorf("the checkpointed VM has %d network interfaces and the new pod %d: %w", len(meta.NICs), len(netInterfaces(sbRec)), errdefs.ErrFailedPrecondition)
+			}
+			im, err := c.images.Get(meta.ImageRef)
+			if err != nil {
+				return fmt.Errorf("the checkpoint's base image %s (%s) is not on this node; pull it first: %w", meta.ImageName, meta.ImageRef, errdefs.ErrNotFound)
+			}
+			img = imageOf{id: im.ID, disk: im.Disk(), format: im.Format}
+			return nil
+		},
+	})
+	if err != nil {
+		return "", fmt.Errorf("restore from %s: %w", archive, err)
+	}
+	log.Info("restore: checkpoint verified", "seconds", fmt.Sprintf("%.3f", time.Since(begin).Seconds()), "from_container", meta.ContainerID, "from_pod", meta.PodNamespace+"/"+meta.PodName)
+
+	shape := meta.VM
+	shape.CgroupParent = sb.config.GetLinux().GetCgroupParent()
+	owner, err := c.qemuOwner(ctx, shape.DomainType)
+	if err != nil {
+		return "", err
+	}
+	if err := layout.Create(owner.GID); err != nil {
+		return "", fmt.Errorf("create container directory: %w", err)
+	}
+	for _, f := range []string{layout.RootDisk(), layout.SeedISO(), layout.EFIVars()} {
+		if err := os.Chmod(f, vm.FileMode); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return "", err
+		}
+	}
+	tctx, cancel := c.toolContext(ctx)
+	err = c.overlays.Adopt(tctx, layout.RootDisk(), c.images.Path(img.id), img.format)
+	cancel()
+	if err != nil {
+		return "", fmt.Errorf("restore from %s: %w", archive, toolErr(tctx, err))
+	}
+
+	// The saved definition, re-identified as the new container.
+	saved, err := libvirttools.SaveImageXML(rec.Restore.MemoryFile)
+	if err != nil {
+		return "", fmt.Errorf("restore from %s: %w", archive, err)
+	}
+	m := sb.config.GetMetadata()
+	ri := libvirttools.Reidentity{
+		Name: rec.Domain, UUID: DomainUUID(id),
+		Metadata: libvirttools.Metadata{SandboxID: sbRec.ID, ContainerID: id, PodName: m.GetName(), PodNamespace: m.GetNamespace(),
+			PodUID: m.GetUid(), Attempt: m.GetAttempt(), Instance: c.reg.meta.InstanceID()},
+		Dirs: map[string]string{meta.Dir: layout.Dir, meta.RunDir: layout.RunDir},
+		Taps: map[string]string{},
+	}
+	var macs [][2]string
+	for i, ifc := range netInterfaces(sbRec) {
+		ri.Taps[meta.NICs[i].Tap] = ifc.Tap
+		macs = append(macs, [2]string{meta.NICs[i].MAC, ifc.MAC})
+	}
+	xml, err := libvirttools.Reidentify(saved, ri)
+	if err != nil {
+		return "", fmt.Errorf("restore from %s: %w", archive, err)
+	}
+	if err := libvirttools.RewriteSaveImageXML(rec.Restore.MemoryFile, xml); err != nil {
+		return "", fmt.Errorf("restore from %s: %w", archive, err)
+	}
+	if err := c.libvirt.Define(ctx, xml); err != nil {
+		return "", fmt.Errorf("define domain %s: %w", rec.Domain, err)
+	}
+	if _, err := ct.Update(func(r *ContainerRecord) error {
+		r.State, r.VM, r.ImageRef, r.ImageDisk = ContainerCreated, shape, img.id, img.disk
+		r.Restore.MACs = macs
+		return nil
+	}); err != nil {
+		return "", fmt.Errorf("store container record: %w", err)
+	}
+	log.Info("container created from a checkpoint", "archive", archive, "seconds", fmt.Sprintf("%.3f", time.Since(begin).Seconds()))
+	return id, nil
+}
+
+type imageOf struct{ id, disk, format string }
+
+// netInterfaces are a sandbox's live network interfaces, none without a
+// network.
+func netInterfaces(sbRec SandboxRecord) []cniInterface {
+	att := sbRec.LiveNetwork()
+	if att == nil {
+		return nil
+	}
+	var out []cniInterface
+	for _, ifc := range att.Interfaces {
+		out = append(out, cniInterface{Tap: ifc.Tap, MAC: ifc.MAC})
+	}
+	return out
+}
+
+type cniInterface struct{ Tap, MAC string }
+
+// networkChangedScript runs in a restored guest through its agent, once
+// per interface ($1 its saved MAC, $2 the new pod's): the interface
+// takes the new MAC and loses its addresses, then the guest renews its
+// lease: /etc/vmpod/network-changed DEV when the guest has it (the
+// guest's own way), else networkctl, dhclient or a one-shot udhcpc,
+// whichever it has.
+const networkChangedScript = `set -e
+dev=
+for d in /sys/class/net/*; do
+	[ "$(cat "$d/address" 2>/dev/null)" = "$1" ] && dev=${d##*/}
+done
+[ -n "$dev" ] || { echo "no interface with MAC $1" >&2; exit 3; }
+ip link set dev "$dev" down
+ip link set dev "$dev" address "$2"
+ip -4 addr flush dev "$dev" || true
+ip link set dev "$dev" up
+if [ -x /etc/vmpod/network-changed ]; then exec /etc/vmpod/network-changed "$dev"; fi
+if command -v networkctl >/dev/null 2>&1 && networkctl status "$dev" >/dev/null 2>&1; then exec networkctl renew "$dev"; fi
+if command -v dhclient >/dev/null 2>&1; then exec dhclient -1 "$dev"; fi
+if command -v udhcpc >/dev/null 2>&1; then exec udhcpc -i "$dev" -n -q -t 5; fi
+echo "no DHCP client to renew the lease of $dev" >&2
+exit 4
+`
+
+// finishRestore completes a restore once the VM runs: the save image is
+// removed, and in the background the guest's interfaces get the new
+// pod's MACs and leases through the guest agent (waiting for it up to
+// agent_wait_timeout). A guest without an agent keeps its saved MACs,
+// which the new pod's anti-spoofing rules drop: it has no network.
+func (c *Controller) finishRestore(ct *container) {
+	rec := ct.Get()
+	log := c.log.With(logging.KeyContainerID, rec.ID, logging.KeyDomain, rec.Domain)
+	if err := os.Remove(rec.Restore.MemoryFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+		log.Warn("restore: remove the save image", logging.KeyErr, err)
+	}
+	if len(rec.Restore.MACs) == 0 {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.AgentWaitTimeout.Std()+time.Minute)
+		defer cancel()
+		a := guest.NewAgent(c.libvirt, rec.Domain)
+		if err := c.waitAgent(ctx, a, rec.ID); err != nil {
+			log.Warn("restore: the guest agent does not answer; the guest keeps its saved MACs and has no network in its new pod", logging.KeyErr, err)
+			return
+		}
+		for _, mac := range rec.Restore.MACs {
+			if strings.EqualFold(mac[0], mac[1]) {
+				continue
+			}
+			if err := a.Run(ctx, []string{"/bin/sh", "-c", networkChangedScript, "vmpod-network-changed", mac[0], mac[1]}); err != nil {
+				log.Warn("restore: the guest's interface could not take the new pod's MAC and lease", "saved_mac", mac[0], "mac", mac[1], logging.KeyErr, err)
+				continue
+			}
+			log.Info("restore: the guest's interface has the new pod's MAC and renewed its lease", "saved_mac", mac[0], "mac", mac[1])
+		}
+	}()
+}
