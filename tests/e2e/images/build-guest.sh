@@ -503,6 +503,24 @@ exec /sbin/poweroff
 EOF
 chmod 0755 "$ROOT/etc/acpi/PWRF/00000080"
 
+# --- vmpod's hook after a restore into a new pod (docs/snapshots.md):
+# the interface has its new MAC; restart its DHCP client (udhcpc read the
+# old MAC when it started), as the init starts it.
+mkdir -p "$ROOT/etc/vmpod"
+cat >"$ROOT/etc/vmpod/network-changed" <<'EOF'
+#!/bin/sh
+dev=$1
+for p in /proc/[0-9]*; do
+	case "$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)" in
+	"udhcpc -f -i $dev "*) kill "${p##*/}" 2>/dev/null ;;
+	esac
+done
+udhcpc -f -i "$dev" -s /usr/share/udhcpc/default.script \
+	-t 5 -T 1 -A 3 -O search -O staticroutes \
+	</dev/null >"/var/log/udhcpc.$dev.log" 2>&1 &
+EOF
+chmod 0755 "$ROOT/etc/vmpod/network-changed"
+
 # --- udhcpc event script
 cat >"$ROOT/usr/share/udhcpc/default.script" <<'EOF'
 #!/bin/sh
