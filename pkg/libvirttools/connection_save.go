@@ -14,7 +14,10 @@ func (l *Libvirt) Save(ctx context.Context, name, path string, timeout time.Dura
 		timeout = l.slowTimeout()
 	}
 	return l.withDomain(ctx, "save domain", name, timeout, 0, func(dom *libvirt.Domain) error {
-		return dom.SaveFlags(path, "", libvirt.DOMAIN_SAVE_RUNNING)
+		// Save, not SaveFlags: the binding passes SaveFlags' XML as "" (not
+		// NULL), which libvirt parses and refuses. The restore says
+		// whether the vCPUs run.
+		return dom.Save(path)
 	})
 }
 

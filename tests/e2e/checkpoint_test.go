@@ -55,9 +55,11 @@ func TestCheckpointRestore(t *testing.T) {
 	e.mustCrictl("checkpoint", "--export="+archive, ctrID)
 	atCheckpoint := lastCounter(t, f.logPath)
 	t.Logf("checkpoint written in %v, counter at %d", time.Since(start).Round(time.Millisecond), atCheckpoint)
-	if st, err := os.Stat(archive); err != nil || st.Mode().Perm() != 0o600 {
+	st, err := os.Stat(archive)
+	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("archive %s: %v %v", archive, st, err)
 	}
+	t.Logf("archive: %.1f MiB", float64(st.Size())/(1<<20))
 	// The original runs on and keeps counting.
 	if ci := e.inspect(ctrID); ci.Status.State != "CONTAINER_RUNNING" {
 		t.Fatalf("the checkpointed container is %s", ci.Status.State)
@@ -98,9 +100,11 @@ func TestCheckpointRestore(t *testing.T) {
 	e.mustCrictl("start", restored)
 	t.Logf("restored container created and started in %v", time.Since(start).Round(time.Millisecond))
 	waitLog(t, fr.logPath, counterRE, time.Minute)
-	if first := firstCounter(fr.logPath); first < atCheckpoint {
+	first := firstCounter(fr.logPath)
+	if first < atCheckpoint {
 		t.Fatalf("the restored guest's counter starts at %d; it was at %d at the checkpoint", first, atCheckpoint)
 	}
+	t.Logf("the restored guest's counter starts at %d", first)
 	if strings.Contains(readFile(t, fr.logPath), "vmpod-test-guest ready") {
 		t.Fatal("the restored guest booted")
 	}
