@@ -136,6 +136,8 @@ type Runtime struct {
 	TCGTBCacheMiB int `toml:"tcg_tb_cache_mib" mapstructure:"tcg_tb_cache_mib" comment:"Overrides the top-level tcg_tb_cache_mib when above 0."`
 	// VMMemoryOverhead overrides the top-level vm_memory_overhead when > 0.
 	VMMemoryOverhead ByteSize `toml:"vm_memory_overhead" mapstructure:"vm_memory_overhead" comment:"Overrides the top-level vm_memory_overhead when above 0."`
+	// WarmStart turns warm start on for every pod of the handler.
+	WarmStart bool `toml:"warm_start" mapstructure:"warm_start" comment:"Warm start for every pod of this handler, as the annotation vmpod.dev/warm-start: \"true\" does\n(docs/snapshots.md#warm-start)."`
 }
 
 // Default returns the built-in configuration.
@@ -308,6 +310,8 @@ type Handler struct {
 	TCGTBCacheMiB int
 	// VMMemoryOverhead is vm_memory_overhead for this handler, in bytes.
 	VMMemoryOverhead int64
+	// WarmStart is the handler's warm_start.
+	WarmStart bool
 }
 
 // MemoryOverhead is the memory a VM's QEMU may use beyond its guest RAM
@@ -354,7 +358,7 @@ func (c Config) ResolveHandler(name string) (Handler, error) {
 		return Handler{}, fmt.Errorf("runtime handler %q is not configured in vmpod (known: %s); fix the RuntimeClass handler or add [runtimes.%s] to the vmpod config: %w",
 			name, strings.Join(slices.Sorted(maps.Keys(c.Runtimes)), ", "), name, errdefs.ErrInvalidArgument)
 	}
-	h := Handler{Name: name, Accelerator: c.Accelerator, TCGTBCacheMiB: c.TCGTBCacheMiB, VMMemoryOverhead: c.VMMemoryOverhead.Bytes()}
+	h := Handler{Name: name, Accelerator: c.Accelerator, TCGTBCacheMiB: c.TCGTBCacheMiB, VMMemoryOverhead: c.VMMemoryOverhead.Bytes(), WarmStart: r.WarmStart}
 	if r.Accelerator != "" {
 		h.Accelerator = r.Accelerator
 	}

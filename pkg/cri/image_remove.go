@@ -15,8 +15,15 @@ func (s *Service) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageRe
 	if ref == "" {
 		return nil, fmt.Errorf("RemoveImage: image name is empty: %w", errdefs.ErrInvalidArgument)
 	}
+	img, getErr := s.images.Get(ref)
 	if err := s.images.Remove(ref); err != nil {
 		return nil, err
+	}
+	// Its warm start templates go with it (their disks are overlays of it).
+	if getErr == nil && s.pods != nil {
+		if err := s.pods.RemoveTemplates(img.ID); err != nil {
+			return nil, fmt.Errorf("image %s was removed, its warm start templates not: %w", img.ID, err)
+		}
 	}
 	return &runtimeapi.RemoveImageResponse{}, nil
 }

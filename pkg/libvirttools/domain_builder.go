@@ -71,6 +71,9 @@ func configureIdentity(spec *DomainSpec, dom *libvirtxml.Domain) error {
 	dom.Name = spec.Name
 	dom.UUID = spec.UUID
 	dom.Devices.Emulator = spec.Emulator
+	if spec.GenID {
+		dom.GenID = &libvirtxml.DomainGenID{}
+	}
 	return nil
 }
 

@@ -117,6 +117,10 @@ type DomainSpec struct {
 	// domain on the same file.
 	SerialLog string
 
+	// GenID gives the VM a VM generation ID device (<genid/>, a value
+	// libvirt picks): a guest restored from a snapshot as another VM gets
+	// a new ID and reseeds its random number generator (warm start).
+	GenID bool
 	// TBCacheMiB sets the TCG translation block cache size in MiB; 0 keeps
 	// QEMU's default (1 GiB, which dominates the memory overhead of a small
 	// TCG guest). Ignored when Type is kvm, where it does not apply.

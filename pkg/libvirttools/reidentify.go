@@ -21,12 +21,16 @@ type Reidentity struct {
 	Dirs map[string]string
 	// Taps maps each old tap name to its new one.
 	Taps map[string]string
+	// GenID, when set, replaces the VM generation ID (the definition must
+	// have one): the guest sees a new VM and reseeds its RNG.
+	GenID string
 }
 
 var (
 	nameRE     = regexp.MustCompile(`<name>[^<]*</name>`)
 	uuidRE     = regexp.MustCompile(`<uuid>[^<]*</uuid>`)
 	metadataRE = regexp.MustCompile(`(?s)<metadata>.*?</metadata>`)
+	genidRE    = regexp.MustCompile(`<genid>[^<]*</genid>|<genid/>`)
 )
 
 // Reidentify rewrites a domain XML as libvirt wrote it (a save image's
@@ -53,6 +57,12 @@ func Reidentify(domainXML string, r Reidentity) (string, error) {
 	out := replaceFirst(nameRE, domainXML, "<name>"+xmlEscape(r.Name)+"</name>")
 	out = replaceFirst(uuidRE, out, "<uuid>"+r.UUID+"</uuid>")
 	out = replaceFirst(metadataRE, out, "<metadata>"+md.Metadata.XML+"</metadata>")
+	if r.GenID != "" {
+		if dom.GenID == nil {
+			return "", bad("no VM generation ID to renew")
+		}
+		out = replaceFirst(genidRE, out, "<genid>"+r.GenID+"</genid>")
+	}
 	for old, nu := range r.Dirs {
 		if old == "" || nu == "" {
 			return "", bad("an empty directory in the rewrite")
@@ -71,7 +81,7 @@ func Reidentify(domainXML string, r Reidentity) (string, error) {
 	if err := check.Unmarshal(out); err != nil {
 		return "", bad("after the rewrite: %v", err)
 	}
-	if check.Name != r.Name || !strings.EqualFold(check.UUID, r.UUID) {
+	if check.Name != r.Name || !strings.EqualFold(check.UUID, r.UUID) || (r.GenID != "" && (check.GenID == nil || !strings.EqualFold(check.GenID.Value, r.GenID))) {
 		return "", bad("the rewrite did not take (name %q, uuid %q)", check.Name, check.UUID)
 	}
 	if check.Devices != nil {

@@ -8,6 +8,7 @@ import (
 const savedXML = `<domain type='qemu'>
   <name>vmpod-old</name>
   <uuid>11111111-1111-1111-1111-111111111111</uuid>
+  <genid>33333333-3333-3333-3333-333333333333</genid>
   <metadata>
     <vmpod:vmpod xmlns:vmpod="https://vmpod.dev/xmlns/domain/1">
       <vmpod:sandbox id="sb-old"/>
@@ -40,11 +41,12 @@ func TestReidentify(t *testing.T) {
 		Metadata: Metadata{SandboxID: "sb-new", ContainerID: "new", PodName: "b", PodNamespace: "ns", PodUID: "u-new"},
 		Dirs:     map[string]string{"/var/lib/vmpod/containers/old": "/var/lib/vmpod/containers/new", "/run/vmpod/vms/old": "/run/vmpod/vms/new"},
 		Taps:     map[string]string{"vtold0": "vtnew0"},
+		GenID:    "44444444-4444-4444-4444-444444444444",
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, gone := range []string{"vmpod-old", "1111", "sb-old", "u-old", "containers/old/", "vms/old/", "vtold0"} {
+	for _, gone := range []string{"vmpod-old", "1111", "3333", "sb-old", "u-old", "containers/old/", "vms/old/", "vtold0"} {
 		if strings.Contains(out, gone) {
 			t.Errorf("%q is still in\n%s", gone, out)
 		}

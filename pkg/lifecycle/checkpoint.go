@@ -93,7 +93,6 @@ func (c *Controller) CheckpointContainer(ctx context.Context, id, location strin
 	if err != nil {
 		return err
 	}
-	sbRec := sb.Get()
 	live, err := c.libvirt.XML(ctx, rec.Domain)
 	if err != nil {
 		return fmt.Errorf("read domain %s: %w", rec.Domain, err)
@@ -105,25 +104,38 @@ func (c *Controller) CheckpointContainer(ctx context.Context, id, location strin
 	if d := dom.Devices; d != nil && (len(d.Filesystems) > 0 || len(d.Disks) > 2) {
 		return fmt.Errorf("container %s has shared directories or block devices; QEMU cannot save a virtiofs device and a block device's content would not be in the checkpoint: %w", rec.ID, errdefs.ErrFailedPrecondition)
 	}
-	log := logging.From(ctx).With(logging.KeyContainerID, rec.ID, logging.KeyDomain, rec.Domain)
 	if timeout <= 0 {
 		timeout = c.cfg.CreateTimeout.Std()
 	}
-
 	stage, err := os.MkdirTemp(c.cfg.StateDir, "checkpoint-")
 	if err != nil {
 		return fmt.Errorf("create the checkpoint's staging directory: %w", err)
 	}
 	defer os.RemoveAll(stage)
+	begin := time.Now()
+	logging.From(ctx).Info("checkpoint: saving the VM", logging.KeyContainerID, rec.ID, "location", location)
+	m, members, err := c.snapshotInPlace(ctx, ct, sb, dom, stage, timeout)
+	if err != nil {
+		return err
+	}
+	if err := checkpoint.Write(location, m, members); err != nil {
+		return fmt.Errorf("write the checkpoint archive %s: %w", location, err)
+	}
+	logging.From(ctx).Info("checkpoint written", logging.KeyContainerID, rec.ID, "location", location, "seconds", fmt.Sprintf("%.3f", time.Since(begin).Seconds()))
+	return nil
+}
+
+// snapshotInPlace saves a running VM into stage (memory.save, root.qcow2,
+// seed.iso, efivars.fd for UEFI guests) and restores it in place at once:
+// the guest runs on. dom is its live definition. ct.op is held.
+func (c *Controller) snapshotInPlace(ctx context.Context, ct *container, sb *sandbox, dom libvirtxml.Domain, stage string, timeout time.Duration) (checkpointMeta, []checkpoint.Member, error) {
+	rec, sbRec := ct.Get(), sb.Get()
+	log := logging.From(ctx).With(logging.KeyContainerID, rec.ID, logging.KeyDomain, rec.Domain)
 	l := rec.Layout()
 	members := []checkpoint.Member{
 		{Name: memberMemory, Path: filepath.Join(stage, memberMemory)},
 		{Name: memberRoot, Path: filepath.Join(stage, memberRoot)},
 		{Name: memberSeed, Path: filepath.Join(stage, memberSeed)},
-	}
-	// The seed does not change: copied before the VM stops.
-	if err := copyFile(l.SeedISO(), members[2].Path); err != nil {
-		return fmt.Errorf("copy the seed: %w", err)
 	}
 	m := checkpointMeta{
 		VmpodVersion: version.Version, ContainerID: rec.ID, Name: ct.config.GetMetadata().GetName(),
@@ -143,11 +155,13 @@ func (c *Controller) CheckpointContainer(ctx context.Context, id, location strin
 			m.NICs = append(m.NICs, n)
 		}
 	}
-
+	// The seed does not change: copied before the VM stops.
+	if err := copyFile(l.SeedISO(), members[2].Path); err != nil {
+		return m, nil, fmt.Errorf("copy the seed: %w", err)
+	}
 	begin := time.Now()
-	log.Info("checkpoint: saving the VM", "location", location)
 	if err := c.libvirt.Save(ctx, rec.Domain, members[0].Path, timeout); err != nil {
-		return fmt.Errorf("save domain %s: %w", rec.Domain, err)
+		return m, nil, fmt.Errorf("save domain %s: %w", rec.Domain, err)
 	}
 	saved := time.Since(begin)
 	copyErr := copyFile(rec.RootDisk, members[1].Path)
@@ -161,18 +175,14 @@ func (c *Controller) CheckpointContainer(ctx context.Context, id, location strin
 	if err := c.bootVM(ctx, ct, sb, func(ctx context.Context) error {
 		return c.libvirt.Restore(ctx, members[0].Path, true, timeout)
 	}, false); err != nil {
-		log.Error("checkpoint: the VM could not be restored after its save; it is stopped", logging.KeyErr, err)
-		return fmt.Errorf("the VM was saved but could not be restored, so it is stopped (its container will be reported exited): %w", err)
+		log.Error("the VM could not be restored after its save; it is stopped", logging.KeyErr, err)
+		return m, nil, fmt.Errorf("the VM was saved but could not be restored, so it is stopped (its container will be reported exited): %w", err)
 	}
-	log.Info("checkpoint: the VM runs again", "paused_seconds", fmt.Sprintf("%.3f", time.Since(begin).Seconds()), "save_seconds", fmt.Sprintf("%.3f", saved.Seconds()))
+	log.Info("snapshot taken; the VM runs again", "paused_seconds", fmt.Sprintf("%.3f", time.Since(begin).Seconds()), "save_seconds", fmt.Sprintf("%.3f", saved.Seconds()))
 	if copyErr != nil {
-		return fmt.Errorf("copy the VM's disks for the checkpoint: %w", copyErr)
+		return m, nil, fmt.Errorf("copy the VM's disks for the snapshot: %w", copyErr)
 	}
-	if err := checkpoint.Write(location, m, members); err != nil {
-		return fmt.Errorf("write the checkpoint archive %s: %w", location, err)
-	}
-	log.Info("checkpoint written", "location", location, "seconds", fmt.Sprintf("%.3f", time.Since(begin).Seconds()))
-	return nil
+	return m, members, nil
 }
 
 // copyFile copies src to a new file dst (0600); the kernel copies the

@@ -117,6 +117,13 @@ func (c *Controller) createContainer(ctx context.Context, sb *sandbox, name stri
 	if err != nil {
 		return "", err
 	}
+	var warm *WarmStartState
+	if key := c.warmStartKey(h, opts, sbRec, sb.config, cfg, img, shape, mounts, command); key != "" {
+		if c.hasTemplate(img.ID, key) {
+			return c.createFromTemplate(ctx, sb, name, cfg, img, key, seed)
+		}
+		warm = &WarmStartState{Key: key, Marker: opts.WarmStart.Marker}
+	}
 
 	id := newID()
 	log := logging.From(ctx).With(logging.KeyContainerID, id, logging.KeySandboxID, sbRec.ID, logging.KeyDomain, DomainName(id))
@@ -144,7 +151,7 @@ func (c *Controller) createContainer(ctx context.Context, sb *sandbox, name stri
 		ImageName: cfg.GetImage().GetImage(), ImageRef: img.ID, ImageDisk: img.Disk(), LogPath: logPath,
 		Domain: DomainName(id), Dir: layout.Dir, RunDir: layout.RunDir,
 		RootDisk: layout.RootDisk(), CreatedAt: c.now().UnixNano(), Config: raw, VM: shape, Resources: resRaw,
-		Command: command,
+		Command: command, WarmStart: warm,
 	}
 	ct := c.reg.newContainer(rec, cfg)
 	// The create is the container's first operation: a RemoveContainer

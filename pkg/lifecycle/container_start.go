@@ -73,6 +73,9 @@ func (c *Controller) StartContainer(ctx context.Context, id string) (retErr erro
 	if rec.Restore != nil {
 		c.finishRestore(ct)
 	}
+	if rec.WarmStart != nil {
+		go c.buildTemplate(ct)
+	}
 	logging.From(ctx).Info("VM started", logging.KeyContainerID, rec.ID, logging.KeyDomain, rec.Domain, "restored", rec.Restore != nil)
 	return nil
 }

@@ -28,6 +28,7 @@ func (c *Controller) vmSpec(rec ContainerRecord, sbRec SandboxRecord, sbCfg *run
 		},
 		OVMFCode: c.cfg.OVMFCode, OVMFVars: c.cfg.OVMFVars,
 		CommandOutput: rec.Command != nil,
+		GenID:         rec.WarmStart != nil,
 	}
 	if att := sbRec.LiveNetwork(); att != nil {
 		for _, ifc := range att.Interfaces {
@@ -42,6 +43,15 @@ func (c *Controller) vmSpec(rec ContainerRecord, sbRec SandboxRecord, sbCfg *run
 // mounts and devices. (Its command is not in the seed: vmpod runs it
 // through the guest agent, container_command.go.)
 func buildSeed(sbRec SandboxRecord, sbCfg *runtimeapi.PodSandboxConfig, cfg *runtimeapi.ContainerConfig, m volumes.Plan, ci podspec.CloudInitOptions) (cloudinit.Seed, error) {
+	seed, err := cloudinit.Build(seedInput(sbRec, sbCfg, cfg, m, ci))
+	if err != nil {
+		return cloudinit.Seed{}, fmt.Errorf("cloud-init seed: %w", err)
+	}
+	return seed, nil
+}
+
+// seedInput is what a container's seed is built from.
+func seedInput(sbRec SandboxRecord, sbCfg *runtimeapi.PodSandboxConfig, cfg *runtimeapi.ContainerConfig, m volumes.Plan, ci podspec.CloudInitOptions) cloudinit.Input {
 	in := cloudinit.Input{
 		Datasource: ci.Datasource,
 		// Stable per pod UID: a new pod (new UID) is a new instance, a
@@ -65,11 +75,7 @@ func buildSeed(sbRec SandboxRecord, sbCfg *runtimeapi.PodSandboxConfig, cfg *run
 	if d := sbCfg.GetDnsConfig(); d != nil {
 		in.DNS = &cloudinit.DNS{Servers: d.GetServers(), Searches: d.GetSearches(), Options: d.GetOptions()}
 	}
-	seed, err := cloudinit.Build(in)
-	if err != nil {
-		return cloudinit.Seed{}, fmt.Errorf("cloud-init seed: %w", err)
-	}
-	return seed, nil
+	return in
 }
 
 // qemuOwner is the user and group QEMU runs as for domainType, asked of

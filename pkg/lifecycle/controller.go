@@ -170,7 +170,11 @@ type Controller struct {
 	stats statsCache
 
 	ownerMu sync.Mutex
-	owners  map[string]libvirttools.Owner // by domain type: who QEMU runs as
+	// tmplMu guards tmplBuilding: the warm start keys whose template a
+	// container is saving (warmstart.go).
+	tmplMu       sync.Mutex
+	tmplBuilding map[string]bool
+	owners       map[string]libvirttools.Owner // by domain type: who QEMU runs as
 }
 
 // New returns a Controller over its dependencies. Call Recover before

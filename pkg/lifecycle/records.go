@@ -116,6 +116,9 @@ type ContainerRecord struct {
 	// Restore is set on a container created from a checkpoint archive
 	// (restore.go).
 	Restore *RestoreState `json:"restore,omitempty"`
+	// WarmStart is set on a container booted cold with warm start on:
+	// once it is ready, vmpod saves its template (warmstart.go).
+	WarmStart *WarmStartState `json:"warm_start,omitempty"`
 }
 
 // CommandState is what is known of a container's command, stored at each

@@ -32,6 +32,9 @@ type RestoreState struct {
 	// order: once the guest agent answers, vmpod gives each interface its
 	// new MAC and has the guest renew its DHCP lease.
 	MACs [][2]string `json:"macs,omitempty"`
+	// Hostname, when set, is given to the guest once its agent answers
+	// (a warm start: the template's guest has its first pod's name).
+	Hostname string `json:"hostname,omitempty"`
 }
 
 // restoreSlack is what a save image holds beyond the guest's RAM: its
@@ -150,64 +153,93 @@ func (c *Controller) restoreContainer(ctx context.Context, sb *sandbox, name str
 	}
 	log.Info("restore: checkpoint verified", "seconds", fmt.Sprintf("%.3f", time.Since(begin).Seconds()), "from_container", meta.ContainerID, "from_pod", meta.PodNamespace+"/"+meta.PodName)
 
-	shape := meta.VM
-	shape.CgroupParent = sb.config.GetLinux().GetCgroupParent()
-	owner, err := c.qemuOwner(ctx, shape.DomainType)
+	owner, err := c.qemuOwner(ctx, meta.VM.DomainType)
 	if err != nil {
 		return "", err
 	}
 	if err := layout.Create(owner.GID); err != nil {
 		return "", fmt.Errorf("create container directory: %w", err)
 	}
-	for _, f := range []string{layout.RootDisk(), layout.SeedISO(), layout.EFIVars()} {
-		if err := os.Chmod(f, vm.FileMode); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return "", err
-		}
-	}
-	tctx, cancel := c.toolContext(ctx)
-	err = c.overlays.Adopt(tctx, layout.RootDisk(), c.images.Path(img.id), img.format)
-	cancel()
-	if err != nil {
-		return "", fmt.Errorf("restore from %s: %w", archive, toolErr(tctx, err))
-	}
-
-	// The saved definition, re-identified as the new container.
-	saved, err := libvirttools.SaveImageXML(rec.Restore.MemoryFile)
-	if err != nil {
+	if err := c.defineRestored(ctx, ct, sb, restoredVM{from: archive, meta: meta, img: img}); err != nil {
 		return "", fmt.Errorf("restore from %s: %w", archive, err)
-	}
-	m := sb.config.GetMetadata()
-	ri := libvirttools.Reidentity{
-		Name: rec.Domain, UUID: DomainUUID(id),
-		Metadata: libvirttools.Metadata{SandboxID: sbRec.ID, ContainerID: id, PodName: m.GetName(), PodNamespace: m.GetNamespace(),
-			PodUID: m.GetUid(), Attempt: m.GetAttempt(), Instance: c.reg.meta.InstanceID()},
-		Dirs: map[string]string{meta.Dir: layout.Dir, meta.RunDir: layout.RunDir},
-		Taps: map[string]string{},
-	}
-	var macs [][2]string
-	for i, ifc := range netInterfaces(sbRec) {
-		ri.Taps[meta.NICs[i].Tap] = ifc.Tap
-		macs = append(macs, [2]string{meta.NICs[i].MAC, ifc.MAC})
-	}
-	xml, err := libvirttools.Reidentify(saved, ri)
-	if err != nil {
-		return "", fmt.Errorf("restore from %s: %w", archive, err)
-	}
-	if err := libvirttools.RewriteSaveImageXML(rec.Restore.MemoryFile, xml); err != nil {
-		return "", fmt.Errorf("restore from %s: %w", archive, err)
-	}
-	if err := c.libvirt.Define(ctx, xml); err != nil {
-		return "", fmt.Errorf("define domain %s: %w", rec.Domain, err)
-	}
-	if _, err := ct.Update(func(r *ContainerRecord) error {
-		r.State, r.VM, r.ImageRef, r.ImageDisk = ContainerCreated, shape, img.id, img.disk
-		r.Restore.MACs = macs
-		return nil
-	}); err != nil {
-		return "", fmt.Errorf("store container record: %w", err)
 	}
 	log.Info("container created from a checkpoint", "archive", archive, "seconds", fmt.Sprintf("%.3f", time.Since(begin).Seconds()))
 	return id, nil
+}
+
+// restoredVM is a saved VM whose files are in a new container's
+// directory (memory.save, root.qcow2, seed.iso, efivars.fd), to define as
+// that container.
+type restoredVM struct {
+	from string // the archive, or the warm start template
+	meta checkpointMeta
+	img  imageOf
+	// genID, when set, is the VM's new generation ID; hostname, when set,
+	// is given to the guest once its agent answers (warm start).
+	genID, hostname string
+}
+
+// defineRestored re-points the root overlay at this node's file of the
+// image, rewrites the saved definition for the new container (name,
+// UUID, metadata, paths, taps, generation ID) into the save image, and
+// defines it; the container becomes CREATED with the saved shape. ct.op
+// is held.
+func (c *Controller) defineRestored(ctx context.Context, ct *container, sb *sandbox, r restoredVM) error {
+	rec, sbRec := ct.Get(), sb.Get()
+	layout := rec.Layout()
+	for _, f := range []string{layout.RootDisk(), layout.SeedISO(), layout.EFIVars()} {
+		if err := os.Chmod(f, vm.FileMode); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	tctx, cancel := c.toolContext(ctx)
+	err := c.overlays.Adopt(tctx, layout.RootDisk(), c.images.Path(r.img.id), r.img.format)
+	cancel()
+	if err != nil {
+		return toolErr(tctx, err)
+	}
+	saved, err := libvirttools.SaveImageXML(rec.Restore.MemoryFile)
+	if err != nil {
+		return err
+	}
+	m := sb.config.GetMetadata()
+	ri := libvirttools.Reidentity{
+		Name: rec.Domain, UUID: DomainUUID(rec.ID),
+		Metadata: libvirttools.Metadata{SandboxID: sbRec.ID, ContainerID: rec.ID, PodName: m.GetName(), PodNamespace: m.GetNamespace(),
+			PodUID: m.GetUid(), Attempt: m.GetAttempt(), Instance: c.reg.meta.InstanceID()},
+		Dirs:  map[string]string{r.meta.Dir: layout.Dir, r.meta.RunDir: layout.RunDir},
+		Taps:  map[string]string{},
+		GenID: r.genID,
+	}
+	ifcs := netInterfaces(sbRec)
+	if len(ifcs) != len(r.meta.NICs) {
+		return fmt.Errorf("the saved VM has %d network interfaces and the new pod %d: %w", len(r.meta.NICs), len(ifcs), errdefs.ErrFailedPrecondition)
+	}
+	var macs [][2]string
+	for i, ifc := range ifcs {
+		ri.Taps[r.meta.NICs[i].Tap] = ifc.Tap
+		macs = append(macs, [2]string{r.meta.NICs[i].MAC, ifc.MAC})
+	}
+	xml, err := libvirttools.Reidentify(saved, ri)
+	if err != nil {
+		return err
+	}
+	if err := libvirttools.RewriteSaveImageXML(rec.Restore.MemoryFile, xml); err != nil {
+		return err
+	}
+	if err := c.libvirt.Define(ctx, xml); err != nil {
+		return fmt.Errorf("define domain %s: %w", rec.Domain, err)
+	}
+	shape := r.meta.VM
+	shape.CgroupParent = sb.config.GetLinux().GetCgroupParent()
+	if _, err := ct.Update(func(rr *ContainerRecord) error {
+		rr.State, rr.VM, rr.ImageRef, rr.ImageDisk = ContainerCreated, shape, r.img.id, r.img.disk
+		rr.Restore.MACs, rr.Restore.Hostname = macs, r.hostname
+		return nil
+	}); err != nil {
+		return fmt.Errorf("store container record: %w", err)
+	}
+	return nil
 }
 
 type imageOf struct{ id, disk, format string }
@@ -263,7 +295,7 @@ func (c *Controller) finishRestore(ct *container) {
 	if err := os.Remove(rec.Restore.MemoryFile); err != nil && !errors.Is(err, os.ErrNotExist) {
 		log.Warn("restore: remove the save image", logging.KeyErr, err)
 	}
-	if len(rec.Restore.MACs) == 0 {
+	if len(rec.Restore.MACs) == 0 && rec.Restore.Hostname == "" {
 		return
 	}
 	go func() {
@@ -273,6 +305,11 @@ func (c *Controller) finishRestore(ct *container) {
 		if err := c.waitAgent(ctx, a, rec.ID); err != nil {
 			log.Warn("restore: the guest agent does not answer; the guest keeps its saved MACs and has no network in its new pod", logging.KeyErr, err)
 			return
+		}
+		if h := rec.Restore.Hostname; h != "" {
+			if err := a.Run(ctx, []string{"/bin/sh", "-c", `hostname "$1" && echo "$1" >/etc/hostname`, "vmpod-hostname", h}); err != nil {
+				log.Warn("restore: the guest's hostname could not be set", "hostname", h, logging.KeyErr, err)
+			}
 		}
 		for _, mac := range rec.Restore.MACs {
 			if strings.EqualFold(mac[0], mac[1]) {

@@ -38,6 +38,11 @@ const (
 	AnnDiskBus        = "vmpod.dev/disk-bus"
 	AnnCPUModel       = "vmpod.dev/cpu-model"
 	AnnFirmware       = "vmpod.dev/firmware"
+	// AnnWarmStart ("true"/"false") and AnnWarmStartMarker (a regexp of a
+	// console line that says the guest is ready) choose warm start
+	// (docs/snapshots.md#warm-start).
+	AnnWarmStart       = "vmpod.dev/warm-start"
+	AnnWarmStartMarker = "vmpod.dev/warm-start-marker"
 
 	// AnnUserData is the whole cloud-init user-data: a "#cloud-config"
 	// document, a "#!" script, or a MIME multipart message.
@@ -66,7 +71,11 @@ const annPrefix = "vmpod.dev/"
 var known = []string{
 	AnnVCPUs, AnnMemory, AnnRootVolumeSize, AnnDiskBus, AnnCPUModel, AnnFirmware,
 	AnnUserData, AnnMetaData, AnnNetworkConfig, AnnSSHAuthorizedKeys, AnnDatasource,
+	AnnWarmStart, AnnWarmStartMarker,
 }
+
+// MaxWarmStartMarker bounds the marker regexp.
+const MaxWarmStartMarker = 256
 
 // The bandwidth annotations' bounds, as containerd and CRI-O check them
 // (Kubernetes' pkg/util/bandwidth): beyond them a quantity is refused, never
@@ -82,6 +91,7 @@ var cpuModelRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 // of a field means "not set". It is stored with the sandbox record (JSON).
 type Options struct {
 	VM        VMOptions        `json:"vm"`
+	WarmStart WarmStartOptions `json:"warm_start,omitempty"`
 	CloudInit CloudInitOptions `json:"cloud_init"`
 	Network   NetworkOptions   `json:"network"`
 }
@@ -94,6 +104,13 @@ type VMOptions struct {
 	DiskBus        string `json:"disk_bus,omitempty"`  // "" is virtio
 	CPUModel       string `json:"cpu_model,omitempty"` // "" leaves the default
 	Firmware       string `json:"firmware,omitempty"`  // "" is bios
+}
+
+// WarmStartOptions are the warm start annotations. Enabled is nil when
+// the pod does not say (the handler's warm_start then decides).
+type WarmStartOptions struct {
+	Enabled *bool  `json:"enabled,omitempty"`
+	Marker  string `json:"marker,omitempty"`
 }
 
 // CloudInitOptions are the cloud-init annotations, checked by pkg/cloudinit.
@@ -195,6 +212,21 @@ func (o Options) Merge(ann map[string]string) (Options, error) {
 		default:
 			bad(AnnFirmware, v, "bios or uefi")
 		}
+	}
+	if v, ok := ann[AnnWarmStart]; ok {
+		switch v {
+		case "true", "false":
+			on := v == "true"
+			out.WarmStart.Enabled = &on
+		default:
+			bad(AnnWarmStart, v, "true or false")
+		}
+	}
+	if v, ok := ann[AnnWarmStartMarker]; ok {
+		if _, err := regexp.Compile(v); err != nil || v == "" || len(v) > MaxWarmStartMarker {
+			bad(AnnWarmStartMarker, v, fmt.Sprintf("a regular expression (Go syntax) of 1 to %d bytes matching the console line that says the guest is ready", MaxWarmStartMarker))
+		}
+		out.WarmStart.Marker = v
 	}
 	ci := &out.CloudInit
 	if v, ok := ann[AnnDatasource]; ok {
@@ -305,5 +337,9 @@ func (o Options) clone() Options {
 	c := o
 	c.CloudInit.MetaData = maps.Clone(o.CloudInit.MetaData)
 	c.CloudInit.SSHKeys = slices.Clone(o.CloudInit.SSHKeys)
+	if o.WarmStart.Enabled != nil {
+		on := *o.WarmStart.Enabled
+		c.WarmStart.Enabled = &on
+	}
 	return c
 }

@@ -318,3 +318,24 @@ func TestBounds(t *testing.T) {
 		})
 	}
 }
+
+func TestWarmStartAnnotations(t *testing.T) {
+	o, err := Parse(map[string]string{AnnWarmStart: "true", AnnWarmStartMarker: `^ready \d+$`})
+	if err != nil || o.WarmStart.Enabled == nil || !*o.WarmStart.Enabled || o.WarmStart.Marker != `^ready \d+$` {
+		t.Fatalf("Parse = %+v, %v", o.WarmStart, err)
+	}
+	off, err := o.Merge(map[string]string{AnnWarmStart: "false"})
+	if err != nil || *off.WarmStart.Enabled || !*o.WarmStart.Enabled {
+		t.Fatalf("a container's false over the pod's true: %+v (pod's now %v), %v", off.WarmStart, *o.WarmStart.Enabled, err)
+	}
+	for _, bad := range []map[string]string{
+		{AnnWarmStart: "yes"},
+		{AnnWarmStartMarker: "("},
+		{AnnWarmStartMarker: ""},
+		{AnnWarmStartMarker: strings.Repeat("a", MaxWarmStartMarker+1)},
+	} {
+		if _, err := Parse(bad); err == nil {
+			t.Errorf("%v: accepted", bad)
+		}
+	}
+}

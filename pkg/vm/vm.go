@@ -102,6 +102,8 @@ type Spec struct {
 	// CommandOutput gives the VM the ports of its container's command's
 	// stdout and stderr (a container with a command).
 	CommandOutput bool
+	// GenID gives the VM a generation ID device (warm start templates).
+	GenID bool
 }
 
 // Domain builds the VM's libvirt domain XML: the root overlay, the seed
@@ -121,6 +123,7 @@ func Domain(s Spec) (string, error) {
 		GuestAgentSocket: l.AgentSocket(),
 		ExecSockets:      l.ExecSockets(),
 		TBCacheMiB:       vm.TBCacheMiB,
+		GenID:            s.GenID,
 		Metadata:         s.Metadata,
 		NICs:             s.NICs,
 		Filesystems:      s.Volumes.Filesystems,
