@@ -72,8 +72,8 @@ func main() {
 	var tmpl []string
 	for len(tmpl) == 0 {
 		tmpl, _ = filepath.Glob(filepath.Join(v.Dir, "state", "templates", "*", "*", "meta.json"))
-		if time.Since(t0) > 5*time.Minute {
-			check(fmt.Errorf("no template 5 minutes after the first pod started"))
+		if time.Since(t0) > 10*time.Minute {
+			check(fmt.Errorf("no template 10 minutes after the first pod started"))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

@@ -290,7 +290,19 @@ const maxMarkerScan = 4 << 20
 // matching marker (read from its log), else its guest agent answering.
 func (c *Controller) waitReady(ctx context.Context, rec ContainerRecord, marker string) error {
 	if marker == "" {
-		return c.waitAgent(ctx, guest.NewAgent(c.libvirt, rec.Domain), rec.ID)
+		// Each wait is bounded by agent_wait_timeout; a slow boot gets
+		// as many as ctx allows.
+		for {
+			err := c.waitAgent(ctx, guest.NewAgent(c.libvirt, rec.Domain), rec.ID)
+			if err == nil || ctx.Err() != nil {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(time.Second):
+			}
+		}
 	}
 	re, err := regexp.Compile(marker)
 	if err != nil {
