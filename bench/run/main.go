@@ -39,6 +39,7 @@ var benchmarks = []struct {
 	{"pull", []string{"-vmpod", "{vmpod}"}},
 	{"pulloci", []string{"-vmpod", "{vmpod}"}},
 	{"boot", []string{"-vmpod", "{vmpod}", "-guest", "{guest}"}},
+	{"warmstart", []string{"-vmpod", "{vmpod}", "-guest", "{guest}"}},
 	{"net", []string{"-vmpod", "{vmpod}", "-guest", "{guest}"}},
 	{"exec", []string{"-vmpod", "{vmpod}", "-guest", "{guest}"}},
 	{"stats", []string{"-new", "{vmpod}", "-old", "{old}", "-guest", "{guest}"}},
@@ -70,7 +71,7 @@ func main() {
 	}
 	run := func(name string) bool { return len(want) == 0 || want[name] }
 
-	if _, err := os.Stat(*guest); err != nil && (run("boot") || run("net") || run("exec") || run("stats") || run("overhead") || run("density")) {
+	if _, err := os.Stat(*guest); err != nil && (run("boot") || run("warmstart") || run("net") || run("exec") || run("stats") || run("overhead") || run("density")) {
 		fatalf("the test guest: %v (build it with tests/e2e/images/build-guest.sh %s)", err, *guest)
 	}
 	guestAbs, _ := filepath.Abs(*guest)
