@@ -89,13 +89,15 @@ type chunk struct {
 // page cache, and leaves no dirty pages for the final fsync (or for
 // other processes) to wait for. Where the file system refuses O_DIRECT,
 // the file is written through the page cache and the kernel is asked to
-// start writeback every writebackChunk bytes. The last block is written
-// padded with zeros to the alignment O_DIRECT needs, and the file is
-// truncated to its size at the end; so are aligned all-zero blocks of
-// holeSize bytes left as holes, so raw disks with empty space stay sparse.
+// start writeback every writebackChunk bytes. Aligned all-zero blocks of
+// holeSize bytes are not written, so raw disks with empty space stay
+// sparse; the last block is written padded with zeros to the alignment
+// O_DIRECT needs; the file is truncated to its size at the end.
 //
-// written is set to the bytes written so far; lim bounds the bytes read
-// and runs its check on the way. A write error is a *WriteError.
+// written is set to the bytes written so far, a buffer at a time (a
+// caller watching a slow source counts its reads itself); lim bounds the
+// bytes read and runs its check on the way. A write error is a
+// *WriteError.
 func Copy(dst *os.File, src io.Reader, h hash.Hash, written *atomic.Int64, lim Limit) (int64, error) {
 	mem, err := unix.Mmap(-1, 0, buffers*bufferSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
