@@ -1,108 +1,222 @@
-// Command pull benchmarks vmpod's HTTP image pull against curl.
+// Command pull benchmarks vmpod's HTTP image pull against a shell
+// pipeline that does the same work: download the file, write it, hash it
+// and make it durable.
 //
 // It makes a 1 GiB qcow2 of incompressible data (cached in a work dir),
 // serves it from an in-process Go HTTP server on 127.0.0.1 (sendfile), and
-// in the same run alternates `curl -o` of the file (and `curl -o` followed
-// by an fsync of the file, the durable baseline) with `crictl pull`
-// through a freshly started vmpod (empty image store each time). It prints
-// each time, the medians, the ratio vmpod/curl (target: at most 1.15), and
-// vmpod's RSS after the pull (target: under 40 MiB).
+// in the same run alternates (the order rotating from run to run, `sync`
+// before each):
+//
+//   - `curl -s URL | tee FILE | sha256sum` then `sync FILE` (an fsync of
+//     the file), timed as a whole (bash -o pipefail): the baseline. vmpod
+//     too hashes what it receives, writes it and fsyncs the file before it
+//     records the image.
+//   - the same pipeline with `openssl dgst -sha256` as the hasher: GNU
+//     sha256sum (coreutils 9.1) does not use the CPU's SHA instructions and
+//     hashes at about 350 MiB/s, slower than the network and the disk here;
+//     openssl does, as Go's crypto/sha256 does.
+//   - `curl -o FILE`, for reference: no hash and no fsync, so 1 GiB of
+//     dirty pages left in the page cache.
+//   - `crictl pull` through a freshly started vmpod (empty image store
+//     each time), and with -old the same for another build.
+//
+// It prints each time, then per contender the median and the spread, the
+// ratio of the medians vmpod / baseline (target: at most 1.15), and vmpod's
+// RSS after the pull. -md writes the results as docs/benchmarks.md's
+// "pull" section.
 //
 // Usage (root, libvirtd running, vmpod and crictl built):
 //
-//	go run ./bench/pull -vmpod ./bin/vmpod -runs 3
+//	go run ./bench/pull -vmpod ./bin/vmpod -runs 5 [-old /tmp/vmpod-old] [-md pull.md]
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/vmpod/vmpod/bench/internal/measure"
 )
 
+// contender is one way of pulling the file, and its figures.
+type contender struct {
+	name  string
+	run   func() time.Duration
+	times []time.Duration
+	// rss and hwm are vmpod's RSS after the pull and its peak (KiB).
+	rss, hwm, anon []int
+}
+
 func main() {
 	vmpod := flag.String("vmpod", "./bin/vmpod", "vmpod binary")
+	oldBin := flag.String("old", "", "another vmpod build to measure in the same runs (e.g. the one before a change)")
 	work := flag.String("work", "/var/tmp/vmpod-bench-pull", "work dir (the 1 GiB image is cached here)")
-	runs := flag.Int("runs", 3, "runs of each")
+	runs := flag.Int("runs", 5, "runs of each")
 	sizeMiB := flag.Int("size-mib", 1024, "image size in MiB")
+	// bench/run passes every benchmark the test guest; a pull needs none.
+	flag.String("guest", "", "ignored (bench/run passes it to every benchmark)")
+	md := flag.String("md", "", "write the results as markdown (docs/benchmarks.md's pull section) to this file")
 	flag.Parse()
 	img, err := measure.RandomQcow2(*work, *sizeMiB)
 	must(err)
 	st, _ := os.Stat(img)
-	fmt.Printf("image: %s, %d bytes\n", img, st.Size())
+	sum := fileDigest(img)
+	fmt.Printf("image: %s, %d bytes, sha256 %s\n", img, st.Size(), sum)
 
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
-	}
+	must(err)
 	srv := &http.Server{Handler: http.FileServer(http.Dir(*work))}
 	go srv.Serve(lis)
 	defer srv.Close()
 	url := "http://" + lis.Addr().String() + "/" + filepath.Base(img)
+	out := filepath.Join(*work, "curl.out")
+	sumFile := filepath.Join(*work, "curl.sum")
 
-	var curlT, curlSyncT, vmpodT []time.Duration
-	var rss, hwm []int
+	pipeline := func(hasher string) func() time.Duration {
+		return func() time.Duration {
+			defer os.Remove(out)
+			d, err := measure.Pipeline(fmt.Sprintf("curl -sSf %s | tee %s | %s >%s; sync %s", url, out, hasher, sumFile, out))
+			must(err)
+			got, _ := os.ReadFile(sumFile)
+			if !strings.Contains(string(got), sum) {
+				log.Fatalf("%s printed %q, want %s", hasher, got, sum)
+			}
+			return d
+		}
+	}
+	cs := []*contender{
+		{name: "`curl -s URL \\| tee FILE \\| sha256sum`, `sync FILE`", run: pipeline("sha256sum")},
+		{name: "`curl -s URL \\| tee FILE \\| openssl dgst -sha256`, `sync FILE`", run: pipeline("openssl dgst -sha256")},
+		{name: "`curl -o FILE` (no hash, no fsync)", run: func() time.Duration {
+			defer os.Remove(out)
+			d, err := measure.Pipeline(fmt.Sprintf("curl -sSf -o %s %s", out, url))
+			must(err)
+			return d
+		}},
+	}
+	vm := &contender{name: "vmpod `crictl pull`"}
+	vm.run = func() time.Duration { return timeVmpod(vm, *vmpod, url, *work) }
+	cs = append(cs, vm)
+	var old *contender
+	if *oldBin != "" {
+		old = &contender{name: "vmpod `crictl pull`, -old build " + measure.BuildID(*oldBin)}
+		old.run = func() time.Duration { return timeVmpod(old, *oldBin, url, *work) }
+		cs = append(cs, old)
+	}
+
+	sec := measure.NewSection("pull", *vmpod, *runs)
 	for i := 0; i < *runs; i++ {
-		// Flush dirty pages first so neither side pays for the other's
-		// writeback.
-		exec.Command("sync").Run()
-		curlT = append(curlT, timeCurl(url, *work, false))
-		exec.Command("sync").Run()
-		curlSyncT = append(curlSyncT, timeCurl(url, *work, true))
-		exec.Command("sync").Run()
-		t, r, h := timeVmpod(*vmpod, url, *work)
-		vmpodT = append(vmpodT, t)
-		rss, hwm = append(rss, r), append(hwm, h)
-		fmt.Printf("run %d: curl %.2fs  curl+fsync %.2fs  vmpod %.2fs  vmpod RSS after pull %d KiB (peak %d KiB)\n",
-			i+1, curlT[i].Seconds(), curlSyncT[i].Seconds(), t.Seconds(), r, h)
+		fmt.Printf("run %d:", i+1)
+		for j := range cs {
+			c := cs[(i+j)%len(cs)]
+			// Flush dirty pages first so that no one pays for another's
+			// writeback.
+			exec.Command("sync").Run()
+			d := c.run()
+			c.times = append(c.times, d)
+			fmt.Printf("  %s %.2fs", short(c.name), d.Seconds())
+		}
+		fmt.Println()
 	}
-	mc, mv := measure.Median(curlT), measure.Median(vmpodT)
-	fmt.Printf("\nmedian over %d runs: curl -o %.2fs (%.0f MiB/s), vmpod pull %.2fs (%.0f MiB/s), ratio vmpod/curl %.2f (target <= 1.15)\n",
-		*runs, mc.Seconds(), float64(st.Size())/(1<<20)/mc.Seconds(), mv.Seconds(), float64(st.Size())/(1<<20)/mv.Seconds(), mv.Seconds()/mc.Seconds())
-	ms := measure.Median(curlSyncT)
-	fmt.Printf("durable baseline: curl -o + fsync of the file %.2fs, ratio vmpod/(curl+fsync) %.2f (vmpod fsyncs before it records an image)\n",
-		ms.Seconds(), mv.Seconds()/ms.Seconds())
-	fmt.Printf("vmpod RSS after pull: median %d KiB (%.1f MiB), peak during pull %.1f MiB (target < 40 MiB)\n",
-		measure.Median(rss), float64(measure.Median(rss))/1024, float64(measure.Median(hwm))/1024)
+
+	mib := float64(st.Size()) / (1 << 20)
+	secs := func(d time.Duration) string { return measure.Secs(d) }
+	var rows [][]string
+	for _, c := range cs {
+		m := measure.Median(c.times)
+		rows = append(rows, []string{c.name, measure.Spread(c.times, secs), fmt.Sprintf("%.0f MiB/s", mib/m.Seconds())})
+	}
+	sec.Printf("A %d MiB qcow2 of random data (%d bytes) served by an in-process Go HTTP server on 127.0.0.1 (sendfile); "+
+		"`sync` before each, the order rotating from run to run; vmpod starts on an empty store each time.\n\n", *sizeMiB, st.Size())
+	sec.Table([]string{"", fmt.Sprintf("median (spread) of %d", *runs), "rate"}, rows)
+	mv := measure.Median(vm.times)
+	// ratio is c's median over base's, with the spread of the runs' own
+	// ratios (each run measured both).
+	ratio := func(base, c *contender) string {
+		var per []int // per mille
+		for i := range c.times {
+			per = append(per, int(1000*c.times[i].Seconds()/base.times[i].Seconds()))
+		}
+		lo, hi := measure.MinMax(per)
+		return fmt.Sprintf("%.2f (runs %.2f–%.2f)", measure.Median(c.times).Seconds()/measure.Median(base.times).Seconds(),
+			float64(lo)/1000, float64(hi)/1000)
+	}
+	target := "met"
+	if r := mv.Seconds() / measure.Median(cs[0].times).Seconds(); r > 1.15 {
+		target = "**not met**"
+	}
+	rrows := [][]string{
+		{"vmpod / (curl \\| tee \\| sha256sum + fsync)", ratio(cs[0], vm) + ", target ≤ 1.15: " + target},
+		{"vmpod / (curl \\| tee \\| openssl + fsync)", ratio(cs[1], vm)},
+		{"vmpod / `curl -o`", ratio(cs[2], vm)},
+	}
+	if old != nil {
+		rrows = append(rrows, []string{"vmpod / -old build", ratio(old, vm)})
+	}
+	sec.Table([]string{"ratio of the medians", ""}, rrows)
+	mem := func(c *contender) string {
+		return fmt.Sprintf("%.1f MiB, %.1f MiB of it anonymous (peak during the pull %.1f MiB)",
+			float64(measure.Median(c.rss))/1024, float64(measure.Median(c.anon))/1024, float64(measure.Median(c.hwm))/1024)
+	}
+	sec.Printf("vmpod's RSS after the pull (median): %s.\n", mem(vm))
+	if old != nil {
+		sec.Printf("The -old build's: %s.\n", mem(old))
+	}
+	fmt.Print("\n" + sec.String())
+	must(sec.Write(*md))
 }
 
-// timeCurl times `curl -o` of url; with durable it also fsyncs the file
-// (coreutils `sync FILE`), as vmpod does before recording an image.
-func timeCurl(url, work string, durable bool) time.Duration {
-	out := filepath.Join(work, "curl.out")
-	defer os.Remove(out)
-	start := time.Now()
-	must(exec.Command("curl", "-sSf", "-o", out, url).Run())
-	if durable {
-		must(exec.Command("sync", out).Run())
+// short is a contender's name for the per-run line.
+func short(name string) string {
+	switch {
+	case strings.Contains(name, "-old"):
+		return "old"
+	case strings.Contains(name, "vmpod"):
+		return "vmpod"
+	case strings.Contains(name, "openssl"):
+		return "curl|tee|openssl"
+	case strings.Contains(name, "sha256sum"):
+		return "curl|tee|sha256sum"
 	}
-	return time.Since(start)
+	return "curl-o"
 }
 
-// timeVmpod starts vmpod on an empty state dir, times `crictl pull`, reads
-// vmpod's RSS, and stops it.
-func timeVmpod(bin, url, work string) (time.Duration, int, int) {
+// timeVmpod starts bin on an empty state dir, times `crictl pull`, reads
+// vmpod's RSS into c, and stops it.
+func timeVmpod(c *contender, bin, url, work string) time.Duration {
 	tr := filepath.Join(work, "bench-images.d")
 	must(os.MkdirAll(tr, 0o755))
 	must(os.WriteFile(filepath.Join(tr, "bench.toml"), []byte(fmt.Sprintf("[[translations]]\nname = \"bench\"\nurl = %q\n", url)), 0o644))
 	v, err := measure.StartVmpod(bin, work, "VMPOD_IMAGE_TRANSLATIONS_DIR="+tr)
 	must(err)
 	defer v.Close()
-	idle, _ := measure.ReadProc(v.Pid())
-	fmt.Printf("  vmpod RSS before pull %d KiB\n", idle.RSS)
 	start := time.Now()
 	must(v.Crictl("pull", "bench"))
 	d := time.Since(start)
 	p, err := measure.ReadProc(v.Pid())
 	must(err)
-	return d, p.RSS, p.HWM
+	c.rss, c.hwm, c.anon = append(c.rss, p.RSS), append(c.hwm, p.HWM), append(c.anon, p.Anon)
+	return d
+}
+
+func fileDigest(path string) string {
+	f, err := os.Open(path)
+	must(err)
+	defer f.Close()
+	h := sha256.New()
+	_, err = io.Copy(h, f)
+	must(err)
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 func must(err error) {

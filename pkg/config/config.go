@@ -74,10 +74,10 @@ type Config struct {
 	// and past which a VM's figure that could not be refreshed (its domain
 	// busy) is reported as missing.
 	StatsMaxAge Duration `toml:"stats_max_age" mapstructure:"stats_max_age" comment:"Oldest CPU or memory figure a stats RPC answers with: a VM's figure still older (libvirt kept skipping\nthe busy domain) is left out of the answer, and a sampling round's libvirt call gets no longer. At least\nstats_interval (env VMPOD_STATS_MAX_AGE)."`
-	// ImageCheckCPUSeconds and ImageCheckMemoryMiB bound `qemu-img info` and `qemu-img check`.
-	ImageCheckCPUSeconds int `toml:"image_check_cpu_seconds" mapstructure:"image_check_cpu_seconds" comment:"CPU-time limit, in seconds, for each of 'qemu-img info' and 'qemu-img check' when a pulled image\nis checked (env VMPOD_IMAGE_CHECK_CPU_SECONDS)."`
-	// ImageCheckMemoryMiB is the address-space limit for qemu-img info and check.
-	ImageCheckMemoryMiB int `toml:"image_check_memory_mib" mapstructure:"image_check_memory_mib" comment:"Address-space limit, in MiB, for each of 'qemu-img info' and 'qemu-img check' when a pulled image\nis checked (env VMPOD_IMAGE_CHECK_MEMORY_MIB)."`
+	// ImageCheckCPUSeconds and ImageCheckMemoryMiB bound `qemu-img check` of a pulled qcow2.
+	ImageCheckCPUSeconds int `toml:"image_check_cpu_seconds" mapstructure:"image_check_cpu_seconds" comment:"CPU-time limit, in seconds, for 'qemu-img check' when a pulled qcow2 image is checked\n(env VMPOD_IMAGE_CHECK_CPU_SECONDS)."`
+	// ImageCheckMemoryMiB is the address-space limit for qemu-img check.
+	ImageCheckMemoryMiB int `toml:"image_check_memory_mib" mapstructure:"image_check_memory_mib" comment:"Address-space limit, in MiB, for 'qemu-img check' when a pulled qcow2 image is checked\n(env VMPOD_IMAGE_CHECK_MEMORY_MIB)."`
 	// RegistriesConf is the containers-registries.conf(5) file for OCI pulls.
 	RegistriesConf string `toml:"registries_conf" mapstructure:"registries_conf" comment:"containers-registries.conf(5) file used for OCI registry pulls: mirrors, blocked registries,\n'insecure = true' for plain-HTTP registries, short-name resolution; a missing file means none\n(env VMPOD_REGISTRIES_CONF). CA files go in /etc/containers/certs.d/<host:port>/ca.crt."`
 	// MaxImageSize bounds every pull: an HTTP(S) body, a registry blob, a decompressed layer, the disk.

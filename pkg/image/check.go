@@ -17,20 +17,13 @@ import (
 	"github.com/vmpod/vmpod/pkg/image/qcow2"
 )
 
-// DiskInfo is what `qemu-img info` reports about an image file.
+// DiskInfo is what the checks found out about an image file.
 type DiskInfo struct {
-	Format      string `json:"format"`
-	VirtualSize int64  `json:"virtual-size"`
-	ActualSize  int64  `json:"actual-size"`
-	Encrypted   bool   `json:"encrypted"`
-	Backing     string `json:"backing-filename"`
-	FullBacking string `json:"full-backing-filename"`
-	Specific    struct {
-		Type string `json:"type"`
-		Data struct {
-			DataFile string `json:"data-file"`
-		} `json:"data"`
-	} `json:"format-specific"`
+	// Format is "qcow2" or "raw".
+	Format string
+	// VirtualSize is the size of the disk the guest sees: the qcow2
+	// header's, or the raw file's size.
+	VirtualSize int64
 }
 
 // Checker inspects a downloaded file and accepts it only if it is a
@@ -38,41 +31,28 @@ type DiskInfo struct {
 type Checker struct {
 	// QemuImg is the qemu-img binary; default "qemu-img".
 	QemuImg string
-	// CPUSeconds and MemoryBytes bound each qemu-img process (a crafted
-	// image must not make the probe eat the node), as KubeVirt does.
+	// CPUSeconds and MemoryBytes bound the qemu-img process (a crafted
+	// image must not make the check eat the node), as KubeVirt does.
 	CPUSeconds  int
 	MemoryBytes int64
 }
 
 // Check decides the file's format from its first bytes, in process: qcow2
 // by its magic, then walked table by table (pkg/image/qcow2: complete,
-// no backing or data file, not encrypted); anything else is raw, unless
-// it starts like another image format or a compressed file. Only then
-// does qemu-img see it, always told the format with -f (never probing):
-// `qemu-img info` for the sizes and, for qcow2, `qemu-img check` for the
-// consistency of the refcounts, each under the CPU-time and address-space
-// limits. Errors wrap errdefs.ErrInvalidArgument and say why the file was
-// refused.
+// no backing or data file, not encrypted, not marked dirty or corrupt),
+// which gives its virtual size; anything else is raw, unless it starts
+// like another image format or a compressed file. Only a qcow2 that
+// passed all that is shown to QEMU: `qemu-img check -f qcow2` (the format
+// given, never probed) opens it as QEMU will and checks the consistency
+// of its refcounts, under the CPU-time and address-space limits. A raw
+// file has nothing more to check. Errors wrap errdefs.ErrInvalidArgument
+// and say why the file was refused.
 func (c Checker) Check(ctx context.Context, path string) (DiskInfo, error) {
-	format, err := detectFormat(path)
+	info, err := inspect(path)
 	if err != nil {
 		return DiskInfo{}, err
 	}
-	var stdout bytes.Buffer
-	if err := c.run(ctx, &stdout, "info", "-f", format, "--output=json", path); err != nil {
-		return DiskInfo{}, fmt.Errorf("qemu-img info could not read the file as %s: %w", format, err)
-	}
-	var info DiskInfo
-	if err := json.Unmarshal(stdout.Bytes(), &info); err != nil {
-		return DiskInfo{}, fmt.Errorf("parse qemu-img info output: %w", err)
-	}
-	if info.Format != format {
-		return DiskInfo{}, fmt.Errorf("qemu-img info reports format %q for a file read as %s: %w", info.Format, format, errdefs.ErrInvalidArgument)
-	}
-	if err := validate(info); err != nil {
-		return DiskInfo{}, err
-	}
-	if format == "qcow2" {
+	if info.Format == "qcow2" {
 		if err := c.consistent(ctx, path); err != nil {
 			return DiskInfo{}, err
 		}
@@ -121,8 +101,9 @@ func (e *qemuImgError) exitCode() int {
 }
 
 // consistent runs `qemu-img check -f qcow2`: corruptions (exit 2) or a
-// check that could not complete (exit 1) refuse the image; leaked
-// clusters (exit 3) only waste space and are accepted.
+// check that could not complete (exit 1: QEMU could not open the image,
+// or met errors) refuse the image; leaked clusters (exit 3) only waste
+// space and are accepted.
 func (c Checker) consistent(ctx context.Context, path string) error {
 	var stdout bytes.Buffer
 	err := c.run(ctx, &stdout, "check", "-f", "qcow2", "--output=json", path)
@@ -134,10 +115,14 @@ func (c Checker) consistent(ctx context.Context, path string) error {
 		return ctx.Err()
 	}
 	var res struct {
-		Corruptions int `json:"corruptions"`
-		CheckErrors int `json:"check-errors"`
+		Format      string `json:"format"`
+		Corruptions int    `json:"corruptions"`
+		CheckErrors int    `json:"check-errors"`
 	}
-	_ = json.Unmarshal(stdout.Bytes(), &res)
+	if json.Unmarshal(stdout.Bytes(), &res) != nil || res.Format == "" {
+		// No report: QEMU did not get as far as checking.
+		return fmt.Errorf("qemu-img could not open the file as a qcow2 image: %w", err)
+	}
 	return fmt.Errorf("qemu-img check found the qcow2 image inconsistent (%d corruptions, %d check errors; %v); repair it with 'qemu-img check -r all' before publishing it: %w",
 		res.Corruptions, res.CheckErrors, err, errdefs.ErrInvalidArgument)
 }
@@ -163,58 +148,46 @@ var otherFormats = []struct {
 	{0, "BZh", "bzip2-compressed; publish the uncompressed image (or a qcow2 with compressed clusters)"},
 }
 
-// detectFormat reads the start of path and returns "qcow2" (after walking
-// its tables) or "raw" (after the raw checks), or an error saying what the
-// file is instead.
-func detectFormat(path string) (string, error) {
+// inspect reads the start of path and returns its format and virtual
+// size: a qcow2 after walking its tables and refusing it unless it is
+// self-contained, a raw disk after the raw checks, or an error saying what
+// the file is instead.
+func inspect(path string) (DiskInfo, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", err
+		return DiskInfo{}, err
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return "", err
+		return DiskInfo{}, err
 	}
 	head := make([]byte, 512)
 	n, err := io.ReadFull(f, head)
 	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
-		return "", err
+		return DiskInfo{}, err
 	}
 	head = head[:n]
 	if qcow2.HasMagic(head) {
 		h, err := qcow2.Check(f, st.Size())
 		if err != nil {
-			return "", fmt.Errorf("the file is not a complete qcow2 image: %w", err)
+			return DiskInfo{}, fmt.Errorf("the file is not a complete qcow2 image: %w", err)
 		}
-		return "qcow2", h.SelfContained()
+		if err := h.SelfContained(); err != nil {
+			return DiskInfo{}, err
+		}
+		// Check refuses a virtual size above math.MaxInt64.
+		return DiskInfo{Format: "qcow2", VirtualSize: int64(h.VirtualSize)}, nil
 	}
 	for _, o := range otherFormats {
 		if len(head) >= o.off+len(o.magic) && string(head[o.off:o.off+len(o.magic)]) == o.magic {
-			return "", fmt.Errorf("the file is %s; vmpod boots qcow2 and raw disk images only: %w", o.what, errdefs.ErrInvalidArgument)
+			return DiskInfo{}, fmt.Errorf("the file is %s; vmpod boots qcow2 and raw disk images only: %w", o.what, errdefs.ErrInvalidArgument)
 		}
 	}
-	return "raw", checkRaw(head, st.Size())
-}
-
-// validate checks what qemu-img info reports, whatever the in-process
-// checks found.
-func validate(info DiskInfo) error {
-	switch {
-	case info.Backing != "" || info.FullBacking != "":
-		return fmt.Errorf("image has a backing file %q; images that refer to other files are refused because the guest would read that host file: %w",
-			info.Backing, errdefs.ErrInvalidArgument)
-	case info.Specific.Data.DataFile != "":
-		return fmt.Errorf("image has an external data file %q; images that refer to other files are refused: %w",
-			info.Specific.Data.DataFile, errdefs.ErrInvalidArgument)
-	case info.Encrypted:
-		return fmt.Errorf("image is encrypted; vmpod has no key to open it: %w", errdefs.ErrInvalidArgument)
-	case info.Format == "qcow2" || info.Format == "raw":
-		return nil
-	default:
-		return fmt.Errorf("image format is %q; only qcow2 and raw disk images are accepted (convert with 'qemu-img convert -O qcow2'): %w",
-			info.Format, errdefs.ErrInvalidArgument)
+	if err := checkRaw(head, st.Size()); err != nil {
+		return DiskInfo{}, err
 	}
+	return DiskInfo{Format: "raw", VirtualSize: st.Size()}, nil
 }
 
 // checkRaw weeds out files that would be "raw" only because every file is

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -14,33 +15,6 @@ import (
 
 	"github.com/containerd/errdefs"
 )
-
-func TestValidate(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		info DiskInfo
-		want string
-	}{
-		{"qcow2 ok", DiskInfo{Format: "qcow2"}, ""},
-		{"backing", DiskInfo{Format: "qcow2", Backing: "/etc/shadow"}, "backing file"},
-		{"data file", func() DiskInfo { d := DiskInfo{Format: "qcow2"}; d.Specific.Data.DataFile = "/dev/sda"; return d }(), "data file"},
-		{"encrypted", DiskInfo{Format: "qcow2", Encrypted: true}, "encrypted"},
-		{"vmdk", DiskInfo{Format: "vmdk"}, "only qcow2 and raw"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			err := validate(tc.info)
-			if tc.want == "" {
-				if err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, errdefs.ErrInvalidArgument) {
-				t.Fatalf("err = %v, want %q", err, tc.want)
-			}
-		})
-	}
-}
 
 // needTools skips a test when qemu-img or prlimit is missing.
 func needTools(t *testing.T) {
@@ -75,8 +49,9 @@ func makeQcow2(t *testing.T, dir, name string, extra ...string) string {
 func testChecker() Checker { return Checker{CPUSeconds: 30, MemoryBytes: 1 << 30} }
 
 // TestCheckerTellsQemuImgTheFormat runs the checker with a stand-in
-// qemu-img that records its arguments: the format is always given with
-// -f, never probed.
+// qemu-img that records its arguments: a qcow2 is checked with -f, never
+// probed; a raw file is not shown to qemu-img at all (there is nothing in
+// it to check); a qemu-img that cannot open the file refuses it.
 func TestCheckerTellsQemuImgTheFormat(t *testing.T) {
 	needTools(t)
 	dir := t.TempDir()
@@ -84,8 +59,7 @@ func TestCheckerTellsQemuImgTheFormat(t *testing.T) {
 	fake := filepath.Join(dir, "qemu-img")
 	script := `#!/bin/sh
 echo "$*" >>` + argsFile + `
-for a; do case $a in qcow2|raw) f=$a;; esac; done
-case $1 in info) echo "{\"format\": \"$f\", \"virtual-size\": 1048576}";; esac
+case $* in *cannot-open*) echo "qemu-img: Could not open: something QEMU dislikes" >&2; exit 1;; esac
 `
 	if err := os.WriteFile(fake, []byte(script), 0o700); err != nil {
 		t.Fatal(err)
@@ -95,23 +69,73 @@ case $1 in info) echo "{\"format\": \"$f\", \"virtual-size\": 1048576}";; esac
 		t.Fatal(err)
 	}
 	q := makeQcow2(t, dir, "disk.qcow2")
+	bad := filepath.Join(dir, "cannot-open.qcow2")
+	if b, err := os.ReadFile(q); err != nil || os.WriteFile(bad, b, 0o600) != nil {
+		t.Fatal(err)
+	}
 	c := testChecker()
 	c.QemuImg = fake
 	for _, tc := range []struct {
-		path string
-		want []string
+		path    string
+		want    []string
+		refused string
 	}{
-		{raw, []string{"info -f raw --output=json " + raw}},
-		{q, []string{"info -f qcow2 --output=json " + q, "check -f qcow2 --output=json " + q}},
+		{raw, nil, ""},
+		{q, []string{"check -f qcow2 --output=json " + q}, ""},
+		{bad, []string{"check -f qcow2 --output=json " + bad}, "qemu-img could not open the file as a qcow2 image"},
 	} {
 		os.Remove(argsFile)
 		info, err := c.Check(context.Background(), tc.path)
-		if err != nil {
+		if tc.refused == "" && err != nil {
 			t.Fatalf("Check(%s): %v", tc.path, err)
 		}
+		if tc.refused != "" && (err == nil || !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), tc.refused)) {
+			t.Fatalf("Check(%s) = %v, want InvalidArgument mentioning %q", tc.path, err, tc.refused)
+		}
 		got, _ := os.ReadFile(argsFile)
-		if lines := strings.Split(strings.TrimSpace(string(got)), "\n"); !slices.Equal(lines, tc.want) {
+		var lines []string
+		if s := strings.TrimSpace(string(got)); s != "" {
+			lines = strings.Split(s, "\n")
+		}
+		if !slices.Equal(lines, tc.want) {
 			t.Errorf("qemu-img called with %q, want %q (format %s)", lines, tc.want, info.Format)
+		}
+	}
+}
+
+// TestCheckerAgreesWithQemuImgInfo compares what the checker reads in
+// process with what `qemu-img info` reports of the same files.
+func TestCheckerAgreesWithQemuImgInfo(t *testing.T) {
+	needTools(t)
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "disk.raw")
+	os.WriteFile(raw, bytes.Repeat([]byte{0, 1, 2, 0xff}, 3<<17), 0o600)
+	for _, p := range []string{
+		makeQcow2(t, dir, "plain.qcow2"),
+		makeQcow2(t, dir, "compressed.qcow2", "-c"),
+		makeQcow2(t, dir, "zstd.qcow2", "-c", "-o", "compression_type=zstd"),
+		makeQcow2(t, dir, "v2.qcow2", "-o", "compat=0.10"),
+		makeQcow2(t, dir, "big-clusters.qcow2", "-o", "cluster_size=2M"),
+		raw,
+	} {
+		got, err := testChecker().Check(context.Background(), p)
+		if err != nil {
+			t.Fatalf("Check(%s): %v", p, err)
+		}
+		format := strings.TrimPrefix(filepath.Ext(p), ".")
+		out, err := exec.Command("qemu-img", "info", "-f", format, "--output=json", p).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want struct {
+			Format      string `json:"format"`
+			VirtualSize int64  `json:"virtual-size"`
+		}
+		if err := json.Unmarshal(out, &want); err != nil {
+			t.Fatal(err)
+		}
+		if got.Format != want.Format || got.VirtualSize != want.VirtualSize {
+			t.Errorf("%s: Check says %+v, qemu-img info %+v", filepath.Base(p), got, want)
 		}
 	}
 }
@@ -143,6 +167,25 @@ func TestCheckerRefuses(t *testing.T) {
 	block := binary.BigEndian.Uint64(b[binary.BigEndian.Uint64(b[48:]):]) &^ 0x1ff
 	binary.BigEndian.PutUint16(b[block:], 0)
 	os.WriteFile(badRef, b, 0o600)
+	// Header fields qemu-img info used to be asked about, now read in
+	// process only: each is refused before qemu-img sees the file.
+	patched := func(name string, off int, v uint64, n int) string {
+		b := append([]byte(nil), data...)
+		if n == 8 {
+			binary.BigEndian.PutUint64(b[off:], v)
+		} else {
+			binary.BigEndian.PutUint32(b[off:], uint32(v))
+		}
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, b, 0o600)
+		return p
+	}
+	dataFile := patched("datafile.qcow2", 72, 1<<2, 8)
+	encrypted := patched("aes.qcow2", 32, 1, 4)
+	luks := patched("luks.qcow2", 32, 2, 4)
+	dirty := patched("dirty.qcow2", 72, 1<<0, 8)
+	corrupt := patched("corrupt.qcow2", 72, 1<<1, 8)
+	backingOffset := patched("backing-offset.qcow2", 8, 0x200, 8)
 	raw := filepath.Join(dir, "disk.raw")
 	os.WriteFile(raw, bytes.Repeat([]byte{0, 1, 2, 0xff}, 1<<18), 0o600)
 	xz := filepath.Join(dir, "disk.raw.xz")
@@ -158,6 +201,12 @@ func TestCheckerRefuses(t *testing.T) {
 		{truncated, "not a complete qcow2 image"},
 		{ctruncated, "not a complete qcow2 image"},
 		{backed, "backing file"},
+		{backingOffset, "backing file"},
+		{dataFile, "external data file"},
+		{encrypted, "encrypted"},
+		{luks, "encrypted"},
+		{dirty, "dirty"},
+		{corrupt, "corrupt"},
 		{vmdk, "VMDK"},
 		{badRef, "qemu-img check found"},
 		{xz, "xz-compressed"},

@@ -7,9 +7,9 @@
 // pkg/image/httppull; if none does, the name is an OCI reference pulled
 // from its registry by pkg/image/oci. Both pullers hand back a temporary
 // file and its digest; the store checks it (Checker: the format decided in
-// process, qcow2 tables walked by pkg/image/qcow2, then qemu-img info and
-// check with -f, under resource limits), renames it into place and records
-// it. Concurrent pulls of one image share one download (flight.go).
+// process, a qcow2's header and tables read by pkg/image/qcow2, then
+// `qemu-img check -f qcow2` under resource limits), renames it into place
+// and records it. Concurrent pulls of one image share one download (flight.go).
 //
 // # Identity
 //

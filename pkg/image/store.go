@@ -39,7 +39,7 @@ type Options struct {
 	Meta       *store.Store
 	Translator Translator
 	// Checker validates a downloaded file before it is stored; Checker
-	// (qemu-img info) in production.
+	// (in process, then qemu-img check) in production.
 	Checker DiskChecker
 	// ProgressInterval is how often a running pull logs progress.
 	ProgressInterval time.Duration

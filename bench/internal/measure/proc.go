@@ -7,12 +7,15 @@ import (
 )
 
 // Proc is what the benchmarks read of a process: its resident memory now
-// and at its peak (KiB), its threads and its open file descriptors.
+// and at its peak (KiB), the anonymous part of it (KiB: heap, stacks,
+// mappings of no file; the rest are pages of the binary and libraries,
+// which vary with the page cache), its threads and its open file
+// descriptors.
 type Proc struct {
-	RSS, HWM, Threads, FDs int
+	RSS, HWM, Anon, Threads, FDs int
 }
 
-// ReadProc reads VmRSS, VmHWM and Threads from /proc/PID/status and counts
+// ReadProc reads VmRSS, VmHWM, RssAnon and Threads from /proc/PID/status and counts
 // /proc/PID/fd.
 func ReadProc(pid int) (Proc, error) {
 	var ps Proc
@@ -30,6 +33,8 @@ func ReadProc(pid int) (Proc, error) {
 			fmt.Sscan(f[1], &ps.RSS)
 		case "VmHWM:":
 			fmt.Sscan(f[1], &ps.HWM)
+		case "RssAnon:":
+			fmt.Sscan(f[1], &ps.Anon)
 		case "Threads:":
 			fmt.Sscan(f[1], &ps.Threads)
 		}

@@ -227,3 +227,24 @@ func TestPullNoTransparentDecompression(t *testing.T) {
 		t.Fatalf("stored %d bytes (sent %d), Accept-Encoding %q", res.Size, gz.Len(), acceptEncoding)
 	}
 }
+
+// TestPullSlowBodyIsNotStalled: a body that keeps coming, however slowly,
+// is not taken for a stalled one, though the copy writes 1 MiB at a time.
+func TestPullSlowBodyIsNotStalled(t *testing.T) {
+	const pieces, piece = 32, 4 << 10
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(pieces*piece))
+		for range pieces {
+			w.Write(bytes.Repeat([]byte{7}, piece))
+			w.(http.Flusher).Flush()
+			time.Sleep(100 * time.Millisecond)
+		}
+	}))
+	defer slow.Close()
+	opts := testOptions(t)
+	opts.Limits = transfer.Limits{RequestTimeout: 2 * time.Second, StallTimeout: 2 * time.Second} // the body takes 3.2 s
+	res, err := Pull(context.Background(), source(slow.URL+"/disk"), nil, opts)
+	if err != nil || res.Size != pieces*piece {
+		t.Fatalf("Pull = %+v, %v; want the whole slow body", res, err)
+	}
+}

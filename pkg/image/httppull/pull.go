@@ -28,10 +28,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -196,7 +198,11 @@ func Pull(ctx context.Context, src imagetranslation.Source, have *Validators, op
 	prog.Total = resp.ContentLength
 	h := sha256.New()
 	stop := prog.Report(log, opts.ProgressInterval)
-	n, err := diskcopy.Copy(tmp, resp.Body, h, &prog.Received, diskcopy.Limit{
+	// Received counts every read, not each 1 MiB buffer written: the
+	// stall watch sees a slow body's progress as it comes.
+	body := &counted{r: resp.Body, n: &prog.Received}
+	var written atomic.Int64
+	n, err := diskcopy.Copy(tmp, body, h, &written, diskcopy.Limit{
 		Max: lim.MaxImageSize, Every: transfer.SpaceCheckInterval,
 		Check: func(int64) error { return lim.Space(0) },
 	})
@@ -248,6 +254,18 @@ func bodyError(ctx, wctx context.Context, src imagetranslation.Source, lim trans
 		return err
 	}
 	return readError(n, total, err)
+}
+
+// counted is a reader that adds what it reads to n.
+type counted struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *counted) Read(p []byte) (int, error) {
+	m, err := c.r.Read(p)
+	c.n.Add(int64(m))
+	return m, err
 }
 
 // withDefaults fills in the defaults of the zero fields.

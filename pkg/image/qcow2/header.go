@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 
 	"github.com/containerd/errdefs"
@@ -170,6 +171,11 @@ func ReadHeader(r io.ReaderAt, size int64) (Header, error) {
 	}
 	if h.ClusterBits < minClusterBits || h.ClusterBits > maxClusterBits {
 		return h, invalid("cluster_bits %d is outside %d..%d", h.ClusterBits, minClusterBits, maxClusterBits)
+	}
+	if h.VirtualSize > math.MaxInt64 {
+		// Nothing addresses more (QEMU's lengths are int64_t), and sums
+		// with the virtual size must not wrap.
+		return h, invalid("virtual size %d is above 2^63-1 bytes", h.VirtualSize)
 	}
 	cs := h.ClusterSize()
 	if h.Version == 3 && (h.HeaderLength < 104 || h.HeaderLength%8 != 0 || uint64(h.HeaderLength) > cs) {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -70,6 +71,8 @@ func TestCheckHandBuilt(t *testing.T) {
 		{"L1 past the end", newImage().u64(40, 100*cs).b, "L1 table"},
 		{"L1 misaligned", newImage().u64(40, 3*cs+8).b, "not aligned"},
 		{"L1 too small", newImage().u64(24, 65*cs).b, "too few"},
+		{"virtual size past int64", newImage().u64(24, 1<<63).b, "virtual size"},
+		{"virtual size that wraps the L1 count", newImage().u64(24, 1<<64-1).b, "virtual size"},
 		{"L1 huge", newImage().u32(36, 1<<30).b, "L1 table"},
 		{"L2 past the end", newImage().u64(3*cs, 40*cs).b, "L2 table 0"},
 		{"data past the end", newImage().u64(4*cs+16, 9*cs|1<<63).b, "data cluster 2"},
@@ -202,6 +205,10 @@ func FuzzCheck(f *testing.F) {
 		h, err := check(b)
 		if err == nil {
 			_ = h.SelfContained()
+			// pkg/image records it as an int64.
+			if h.VirtualSize > math.MaxInt64 {
+				t.Fatalf("accepted a virtual size of %d", h.VirtualSize)
+			}
 		}
 	})
 }
