@@ -4,7 +4,7 @@
 // It builds vmpod from the working tree into bin/vmpod with -buildvcs=true
 // (the binary carries its commit; a modified tree is measured as
 // "+dirty"), builds the old
-// build bench/stats compares against in a temporary git worktree, then
+// build bench/stats compares against in a temporary local clone, then
 // runs each benchmark one after the other with -md, each writing its
 // section: the build, date, machine, load, number of runs, and its tables
 // with medians and spreads. Each section replaces the text between
@@ -87,9 +87,13 @@ func main() {
 	step("building vmpod", "go", "build", "-buildvcs=true", "-o", vmpod, "./cmd/vmpod")
 	old := filepath.Join(work, "vmpod-old")
 	if run("stats") {
+		// A local clone, not a worktree: go stamps no VCS revision in a
+		// worktree's build here.
 		tree := filepath.Join(work, "old-tree")
-		step("checking out "+*statsOld, "git", "worktree", "add", "--detach", tree, *statsOld)
-		defer exec.Command("git", "worktree", "remove", "--force", tree).Run()
+		step("cloning for "+*statsOld, "git", "clone", "-q", "--shared", "--no-checkout", ".", tree)
+		rev, err := exec.Command("git", "rev-parse", *statsOld).Output()
+		check(err)
+		step("checking out "+*statsOld, "git", "-C", tree, "checkout", "-q", "--detach", strings.TrimSpace(string(rev)))
 		cmd := exec.Command("go", "build", "-buildvcs=true", "-o", old, "./cmd/vmpod")
 		cmd.Dir = tree
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
