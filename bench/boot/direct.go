@@ -317,6 +317,45 @@ var variants = map[string]variant{
 		}
 		return errors.New("no seed disk")
 	}},
+	"no-nic-rom": {"the NIC's option ROM off", func(d *libvirtxml.Domain) error {
+		for i := range d.Devices.Interfaces {
+			d.Devices.Interfaces[i].ROM = &libvirtxml.DomainROM{Enabled: "no"}
+		}
+		return nil
+	}},
+	"seed-virtio": {"the seed as a read-only virtio disk, no SCSI controller", func(d *libvirtxml.Domain) error {
+		virtio, scsi := 0, 0
+		for _, disk := range d.Devices.Disks {
+			if disk.Target != nil && disk.Target.Bus == "virtio" {
+				virtio++
+			}
+			if disk.Target != nil && disk.Target.Bus == "scsi" {
+				scsi++
+			}
+		}
+		for i := range d.Devices.Disks {
+			disk := &d.Devices.Disks[i]
+			if disk.Source == nil || disk.Source.File == nil || !strings.HasSuffix(disk.Source.File.File, ".iso") {
+				continue
+			}
+			if disk.Target.Bus == "virtio" {
+				return nil
+			}
+			disk.Device, disk.Address = "disk", nil
+			disk.Target = &libvirtxml.DomainDiskTarget{Dev: "vd" + string(rune('a'+virtio)), Bus: "virtio"}
+			if scsi == 1 { // the seed was the only SCSI device
+				var cs []libvirtxml.DomainController
+				for _, c := range d.Devices.Controllers {
+					if c.Type != "scsi" {
+						cs = append(cs, c)
+					}
+				}
+				d.Devices.Controllers = cs
+			}
+			return nil
+		}
+		return errors.New("no seed disk")
+	}},
 	"balloon": {"a virtio balloon with stats every 10 s", func(d *libvirtxml.Domain) error {
 		d.Devices.MemBalloon = &libvirtxml.DomainMemBalloon{Model: "virtio", Stats: &libvirtxml.DomainMemBalloonStats{Period: 10}}
 		return nil
