@@ -122,9 +122,13 @@ func Domain(s Spec) (string, error) {
 		GuestAgentSocket: l.AgentSocket(),
 		ExecSockets:      l.ExecSockets(),
 		TBCacheMiB:       vm.TBCacheMiB,
-		Metadata:         s.Metadata,
-		NICs:             s.NICs,
-		Filesystems:      s.Volumes.Filesystems,
+		// A VM in its pod's cgroup has its memory figures from there
+		// (pkg/lifecycle/stats_collector.go); only the others need the
+		// balloon's.
+		NoBalloon:   vm.CgroupParent != "",
+		Metadata:    s.Metadata,
+		NICs:        s.NICs,
+		Filesystems: s.Volumes.Filesystems,
 	}
 	if s.CommandOutput {
 		spec.StdoutSocket, spec.StderrSocket = l.StdoutSocket(), l.StderrSocket()

@@ -28,7 +28,7 @@ func TestWorkingSetNotBelowHost(t *testing.T) {
 	}
 }
 
-func TestDomainSeed(t *testing.T) {
+func TestDomainSeedAndBalloon(t *testing.T) {
 	shape := podspec.Shape{DomainType: libvirttools.DomainTypeQEMU, VCPUs: 1, MemoryBytes: 256 << 20}
 	layout := Layout{Dir: "/var/lib/vmpod/containers/c1", RunDir: "/run/vmpod/vms/c1"}
 	vol := volumes.Plan{Disks: []libvirttools.Disk{{Path: "/dev/vg0/data", Block: true, Format: libvirttools.DiskFormatRaw, Serial: "data"}}}
@@ -42,6 +42,7 @@ func TestDomainSeed(t *testing.T) {
 	}{
 		{"virtio root: seed is the last virtio disk", "", "", `dev="vdc" bus="virtio"`, false, `<memballoon model="virtio">`},
 		{"scsi root: seed is a CD-ROM", libvirttools.DiskBusSCSI, "", `dev="sdb" bus="scsi"`, true, `<memballoon model="virtio">`},
+		{"in a cgroup: no balloon", "", "/kubepods/pod1", `dev="vdc" bus="virtio"`, false, `<memballoon model="none">`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := shape
