@@ -173,6 +173,14 @@ func (b *bench) directBoot(bl *baseline, n int, variant string) directRun {
 	b.directDomains[name] = true
 	b.mu.Unlock()
 	t = time.Now()
+	if alive, err := b.lv.IsAlive(); err != nil || !alive {
+		// libvirtd was restarted (it is shared): a new connection.
+		b.lv.Close()
+		if b.lv, err = libvirt.NewConnect(b.opts.uri); err != nil {
+			r.err = fmt.Errorf("reconnect to libvirt: %w", err)
+			return r
+		}
+	}
 	d, err := b.lv.DomainDefineXML(xml)
 	if err != nil {
 		r.err = fmt.Errorf("define: %w", err)
@@ -191,7 +199,7 @@ func (b *bench) directBoot(bl *baseline, n int, variant string) directRun {
 	conn, connected, ready, err := waitSerial(filepath.Join(dir, "serial.sock"), deadline)
 	r.connect = connected.Sub(t)
 	if err != nil {
-		r.err = err
+		r.err = fmt.Errorf("%w; the serial log ends: %q", err, tail(filepath.Join(dir, "serial.log"), 300))
 	} else {
 		r.ready = ready.Sub(t0)
 	}
