@@ -20,11 +20,11 @@ import (
 // libvirt API, without vmpod: the inactive XML of the first vmpod pod's
 // domain, with its own name, overlay, sockets, serial log and a copy of
 // the pod's cloud-init seed, and its NIC on a tap the benchmark makes on
-// a bridge of its own (directBridge: no address, nothing else on it).
+// a bridge of its own (bridgeName: no address, nothing else on it).
 
-// directBridge is the bridge the baseline's taps are on; only this
-// machine has it, and the benchmark removes it.
-const directBridge = "vmpodbootd0"
+// bridgeName is the bridge the baseline's taps are on; only this run has
+// it, and the benchmark removes it.
+func (b *bench) bridgeName() string { return "vbd" + b.tag }
 
 // baseline is vmpod's domain definition and the paths in it that belong
 // to the pod it was taken from.
@@ -234,9 +234,9 @@ func (b *bench) removeDirect(d *libvirt.Domain, name string) error {
 // makeBridge makes the baseline's bridge (no address: the guest's DHCP
 // gets no answer, and its ready line does not wait for one).
 func (b *bench) makeBridge() error {
-	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: directBridge}}
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: b.bridgeName()}}
 	if err := netlink.LinkAdd(br); err != nil {
-		return fmt.Errorf("create bridge %s: %w", directBridge, err)
+		return fmt.Errorf("create bridge %s: %w", b.bridgeName(), err)
 	}
 	b.bridgeMade = true
 	return netlink.LinkSetUp(br)
@@ -255,7 +255,7 @@ func (b *bench) makeTap(name string) error {
 	for _, f := range tap.Fds {
 		f.Close()
 	}
-	br, err := netlink.LinkByName(directBridge)
+	br, err := netlink.LinkByName(b.bridgeName())
 	if err == nil {
 		err = netlink.LinkSetMaster(tap, br)
 	}
@@ -287,7 +287,7 @@ func (b *bench) removeBridge() {
 			}
 		}
 	}
-	if l, err := netlink.LinkByName(directBridge); err == nil {
+	if l, err := netlink.LinkByName(b.bridgeName()); err == nil {
 		netlink.LinkDel(l)
 	}
 }

@@ -234,7 +234,7 @@ func (b *bench) sequential() *seqResult {
 			// Kept with -keep, for a look at what the baseline boots.
 			os.WriteFile(filepath.Join(b.work, "vmpod-domain.xml"), []byte(bl.xml), 0o644)
 			fmt.Printf("baseline XML: inactive definition of %s (%d bytes), renamed vmpodbench-%s-<n>, uuid and vmpod metadata removed, its NIC on a tap on bridge %s, disk/socket/log paths replaced\n",
-				bl.name, len(bl.xml), b.tag, directBridge)
+				bl.name, len(bl.xml), b.tag, b.bridgeName())
 		}
 		var stop, rm time.Duration
 		if p.podID != "" {
