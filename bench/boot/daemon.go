@@ -51,6 +51,7 @@ type bench struct {
 	srv        *http.Server
 	lv         *libvirt.Connect // the baseline's
 	bridgeMade bool
+	aborted    bool // guarded by mu
 	vmpod      *testdaemon.Daemon
 	conn       *grpc.ClientConn
 	rt         runtimeapi.RuntimeServiceClient
@@ -80,6 +81,9 @@ func (b *bench) fatalf(format string, args ...any) {
 
 // abort cleans up, reports the problems seen and exits with code.
 func (b *bench) abort(code int) {
+	b.mu.Lock()
+	b.aborted = true // no baseline domain is defined from now on
+	b.mu.Unlock()
 	b.cleanup()
 	b.mu.Lock()
 	for _, p := range b.problems {

@@ -169,9 +169,6 @@ func (b *bench) directBoot(bl *baseline, n int, variant string) directRun {
 		return r
 	}
 	r.qemuImg = time.Since(t)
-	b.mu.Lock()
-	b.directDomains[name] = true
-	b.mu.Unlock()
 	t = time.Now()
 	if alive, err := b.lv.IsAlive(); err != nil || !alive {
 		// libvirtd was restarted (it is shared): a new connection.
@@ -181,7 +178,19 @@ func (b *bench) directBoot(bl *baseline, n int, variant string) directRun {
 			return r
 		}
 	}
+	// Defined under mu, so the cleanup of an abort either sees the domain
+	// or keeps it from being defined.
+	b.mu.Lock()
+	if b.aborted {
+		b.mu.Unlock()
+		r.err = errors.New("aborted")
+		return r
+	}
 	d, err := b.lv.DomainDefineXML(xml)
+	if err == nil {
+		b.directDomains[name] = true
+	}
+	b.mu.Unlock()
 	if err != nil {
 		r.err = fmt.Errorf("define: %w", err)
 		return r
