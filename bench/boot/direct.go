@@ -102,8 +102,10 @@ func (bl *baseline) forDomain(name, dir, tap, variant string) (string, error) {
 		dom.Devices.Interfaces[i].Target.Dev = tap
 	}
 	if variant != "" {
-		if err := variants[variant].apply(&dom); err != nil {
-			return "", fmt.Errorf("variant %s: %w", variant, err)
+		for _, v := range strings.Split(variant, "+") {
+			if err := variants[v].apply(&dom); err != nil {
+				return "", fmt.Errorf("variant %s: %w", v, err)
+			}
 		}
 	}
 	x, err := dom.Marshal()
@@ -381,6 +383,15 @@ var variants = map[string]variant{
 		d.Devices.MemBalloon = &libvirtxml.DomainMemBalloon{Model: "none"}
 		return nil
 	}},
+}
+
+// variantDoc describes variant, which may join several with "+".
+func variantDoc(variant string) string {
+	var d []string
+	for _, v := range strings.Split(variant, "+") {
+		d = append(d, variants[v].doc)
+	}
+	return strings.Join(d, " and ")
 }
 
 // variantNames lists the variants for the flag's help.

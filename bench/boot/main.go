@@ -108,15 +108,17 @@ func main() {
 	flag.StringVar(&o.logLevel, "log-level", "info", "vmpod log level")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (vmpod log, pod logs)")
 	flag.StringVar(&o.md, "md", "", "write the benchmark's section of docs/benchmarks.md to this file")
-	vs := flag.String("variants", "", "comma-separated baseline variants also booted in every run, to measure what a device costs: "+variantNames())
+	vs := flag.String("variants", "", "comma-separated baseline variants also booted in every run, to measure what a device costs (a+b applies both): "+variantNames())
 	flag.Parse()
 	for _, v := range strings.Split(*vs, ",") {
 		if v == "" {
 			continue
 		}
-		if _, ok := variants[v]; !ok {
-			fmt.Fprintf(os.Stderr, "boot bench: unknown variant %q (%s)\n", v, variantNames())
-			os.Exit(2)
+		for _, one := range strings.Split(v, "+") {
+			if _, ok := variants[one]; !ok {
+				fmt.Fprintf(os.Stderr, "boot bench: unknown variant %q (%s; join several with +)\n", one, variantNames())
+				os.Exit(2)
+			}
 		}
 		o.variants = append(o.variants, v)
 	}
@@ -411,7 +413,7 @@ func printSummary(b *bench, s *seqResult, c *concResult, idle, after, final meas
 			if len(rt) == 0 {
 				continue
 			}
-			fmt.Printf("  variant %s (%s): %s; minus direct, per run: %s\n", v, variants[v].doc, measure.Spread(rt, ms), measure.Spread(s.vpairs[v], signedMs))
+			fmt.Printf("  variant %s (%s): %s; minus direct, per run: %s\n", v, variantDoc(v), measure.Spread(rt, ms), measure.Spread(s.vpairs[v], signedMs))
 		}
 		fmt.Printf("  vmpod before the first boot: RSS %s, %d fds, %d threads; after the sequential boots (no pods): RSS %s (peak %s), %d fds, %d threads\n",
 			mib(idle.RSS), idle.FDs, idle.Threads, mib(after.RSS), mib(after.HWM), after.FDs, after.Threads)

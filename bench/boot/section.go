@@ -40,7 +40,7 @@ func writeSection(sec *measure.Section, b *bench, s *seqResult, c *concResult, e
 				rt = append(rt, r.ready)
 			}
 			if len(rt) > 0 {
-				rows = append(rows, []string{"direct with " + variants[v].doc, measure.Spread(rt, ms), "minus direct, per run: " + measure.Spread(s.vpairs[v], signedMs)})
+				rows = append(rows, []string{"direct with " + variantDoc(v), measure.Spread(rt, ms), "minus direct, per run: " + measure.Spread(s.vpairs[v], signedMs)})
 			}
 		}
 		sec.Table([]string{"", "to ready: median (spread)", "medians of the steps"}, rows)
