@@ -34,9 +34,8 @@ type Layout struct {
 // RootDisk is the root overlay.
 func (l Layout) RootDisk() string { return filepath.Join(l.Dir, "root.qcow2") }
 
-// SeedISO is the cloud-init seed (an ISO 9660 image), attached read-only:
-// a virtio disk after the volumes' disks, or a CD-ROM on virtio-scsi for
-// a root disk on another bus (see seedDisk).
+// SeedISO is the cloud-init seed, attached as a read-only CD-ROM
+// (virtio-scsi: Debian's cloud kernel has no SATA driver).
 func (l Layout) SeedISO() string { return filepath.Join(l.Dir, "seed.iso") }
 
 // SerialSocket is where QEMU serves the serial console (ttyS0).
@@ -133,30 +132,14 @@ func Domain(s Spec) (string, error) {
 	if s.CommandOutput {
 		spec.StdoutSocket, spec.StderrSocket = l.StdoutSocket(), l.StderrSocket()
 	}
-	if seed := seedDisk(vm.DiskBus, l.SeedISO()); seed.Bus == libvirttools.DiskBusVirtio {
-		spec.ExtraDisks = append(append(spec.ExtraDisks, s.Volumes.Disks...), seed)
-	} else {
-		spec.ExtraDisks = append(append(spec.ExtraDisks, seed), s.Volumes.Disks...)
-	}
+	spec.ExtraDisks = append(spec.ExtraDisks, libvirttools.Disk{
+		Path: l.SeedISO(), Format: libvirttools.DiskFormatRaw, Device: libvirttools.DiskDeviceCDROM, ReadOnly: true,
+	})
+	spec.ExtraDisks = append(spec.ExtraDisks, s.Volumes.Disks...)
 	if vm.Firmware == libvirttools.FirmwareUEFI {
 		spec.UEFI = libvirttools.UEFIFirmware{Code: s.OVMFCode, VarsTemplate: s.OVMFVars, Vars: l.EFIVars()}
 	}
 	return libvirttools.DomainXML(spec)
-}
-
-// seedDisk is how the seed is attached for a root disk on rootBus. With
-// the root on virtio (the default) it is one more read-only virtio disk,
-// after the volumes' disks so they keep their names: cloud-init finds a
-// seed by its label on any block device, and a virtio-scsi controller
-// only for the seed would cost every boot the firmware's and the guest
-// kernel's SCSI scan. A guest whose root is on another bus may have no
-// virtio-blk driver: there the seed stays a CD-ROM on virtio-scsi, as
-// before.
-func seedDisk(rootBus, path string) libvirttools.Disk {
-	if rootBus == "" || rootBus == libvirttools.DiskBusVirtio {
-		return libvirttools.Disk{Path: path, Format: libvirttools.DiskFormatRaw, Bus: libvirttools.DiskBusVirtio, ReadOnly: true}
-	}
-	return libvirttools.Disk{Path: path, Format: libvirttools.DiskFormatRaw, Device: libvirttools.DiskDeviceCDROM, ReadOnly: true}
 }
 
 // Exit codes and reasons of a VM that stopped. A guest that powers itself
