@@ -50,9 +50,7 @@ func validateNICs(spec *DomainSpec, p *specProblems) {
 
 // configureNICs attaches each NIC to its pre-made tap (type ethernet,
 // managed='no': libvirt neither creates nor reconfigures it; vmpod's
-// network code owns it), without its option ROM: the guest boots from
-// its disk, never over the network, and the firmware would load and run
-// the NIC's iPXE ROM at every boot for nothing.
+// network code owns it).
 func configureNICs(spec *DomainSpec, dom *libvirtxml.Domain) error {
 	for _, n := range spec.NICs {
 		hw, err := net.ParseMAC(n.MAC)
@@ -64,7 +62,6 @@ func configureNICs(spec *DomainSpec, dom *libvirtxml.Domain) error {
 			Source: &libvirtxml.DomainInterfaceSource{Ethernet: &libvirtxml.DomainInterfaceSourceEthernet{}},
 			Target: &libvirtxml.DomainInterfaceTarget{Dev: n.TapName, Managed: "no"},
 			Model:  &libvirtxml.DomainInterfaceModel{Type: n.model()},
-			ROM:    &libvirtxml.DomainROM{Enabled: "no"},
 		})
 	}
 	return nil
