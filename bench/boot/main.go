@@ -11,14 +11,18 @@
 //     CRI gRPC socket, timed until the line "vmpod-test-guest ready" is in
 //     the container's CRI log file (inotify on the log directory, with a
 //     fallback re-read every -poll); then StopPodSandbox + RemovePodSandbox.
-//  2. direct baseline, alternating with 1 (the order swaps every run, so
-//     both see the same machine): vmpod's own domain XML (the inactive
+//  2. direct baseline, interleaved with 1 (the order rotates every run,
+//     so both see the same machine): vmpod's own domain XML (the inactive
 //     definition of the first vmpod domain, renamed vmpodbench-<tag>-<n>,
 //     without UUID and vmpod metadata, with a fresh overlay, its own
-//     sockets and serial log, a copy of the pod's cloud-init seed, and no
-//     NICs, since vmpod's taps exist only for its own pods), timed over
-//     qemu-img create + virsh create + reading the serial socket until the
-//     ready line; then virsh destroy.
+//     sockets and serial log, a copy of the pod's cloud-init seed, its
+//     guest agent channel, and its NIC on a tap the benchmark makes on a
+//     bridge of its own), timed over tap + qemu-img create +
+//     virDomainDefineXML + virDomainCreate through the libvirt Go API +
+//     reading the serial socket until the ready line; then destroy,
+//     undefine, tap removed. With -variants, variants of that domain
+//     (a device added or changed) boot in the same rotation, to measure
+//     what the device costs.
 //  3. concurrency: -pods pods booted at once in goroutines while
 //     ListPodSandbox (and, for information, ListContainers) are called every
 //     -list-interval, with Version in the same loop as a control (it reads
@@ -32,15 +36,16 @@
 // (target: p99 under 20 ms) and vmpod's RSS (target: under 60 MiB). A
 // benchmark reports: it never fails because targets are missed.
 //
-// libvirtd is shared, so the benchmark only touches domains it created, and
-// it waits (up to -foreign-wait) before starting vmpod while someone else's
-// vmpod-* domains exist, because vmpod's start-up recovery destroys every
-// vmpod-* domain it has no record of.
+// libvirtd is shared, so the benchmark only touches domains it created
+// (vmpod's start-up recovery removes only its own instance's domains).
 //
 // Usage (root, libvirtd running, vmpod built, guest image built):
 //
 //	go build -o bin/vmpod ./cmd/vmpod
-//	go run ./bench/boot -vmpod ./bin/vmpod -guest tests/e2e/images/out/vmpod-test-guest.qcow2 -runs 10
+//	go run ./bench/boot -vmpod ./bin/vmpod -guest tests/e2e/images/out/vmpod-test-guest.qcow2 -runs 10 -md /tmp/boot.md
+//
+// With -md it writes its section of docs/benchmarks.md (bench/run pastes
+// it between <!-- bench:boot --> and <!-- /bench:boot -->).
 package main
 
 import (
@@ -74,6 +79,8 @@ type options struct {
 	tbCacheMiB   int
 	logLevel     string
 	keep         bool
+	md           string
+	variants     []string
 }
 
 // Targets from the issue.
@@ -96,11 +103,25 @@ func main() {
 	flag.DurationVar(&o.concTimeout, "concurrent-timeout", 5*time.Minute, "limit for all concurrent pods to be ready")
 	flag.DurationVar(&o.listInterval, "list-interval", 20*time.Millisecond, "ListPodSandbox period during the concurrency phase")
 	flag.DurationVar(&o.poll, "poll", 15*time.Millisecond, "fallback re-read of the CRI log (inotify wakes the wait sooner)")
-	flag.DurationVar(&o.foreignWait, "foreign-wait", 5*time.Minute, "how long to wait for other vmpod-* domains to go before starting vmpod")
+	flag.DurationVar(&o.foreignWait, "foreign-wait", 0, "how long to wait for other vmpod-* domains to go before starting vmpod (they are safe from it; this is for a quieter machine)")
 	flag.IntVar(&o.tbCacheMiB, "tb-cache-mib", 0, "VMPOD_TCG_TB_CACHE_MIB for vmpod (0: vmpod's default)")
 	flag.StringVar(&o.logLevel, "log-level", "info", "vmpod log level")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (vmpod log, pod logs)")
+	flag.StringVar(&o.md, "md", "", "write the benchmark's section of docs/benchmarks.md to this file")
+	vs := flag.String("variants", "", "comma-separated baseline variants also booted in every run, to measure what a device costs (a+b applies both): "+variantNames())
 	flag.Parse()
+	for _, v := range strings.Split(*vs, ",") {
+		if v == "" {
+			continue
+		}
+		for _, one := range strings.Split(v, "+") {
+			if _, ok := variants[one]; !ok {
+				fmt.Fprintf(os.Stderr, "boot bench: unknown variant %q (%s; join several with +)\n", one, variantNames())
+				os.Exit(2)
+			}
+		}
+		o.variants = append(o.variants, v)
+	}
 	if o.runs < 1 || o.pods < 0 || o.warmup < 0 {
 		fmt.Fprintln(os.Stderr, "boot bench: -runs must be at least 1, -pods and -warmup at least 0")
 		os.Exit(2)
@@ -120,6 +141,8 @@ func main() {
 		os.Exit(1)
 	}
 
+	// The section's first line has the load before the run.
+	sec := measure.NewSection("boot", o.vmpod, o.runs)
 	var tag [3]byte
 	rand.Read(tag[:])
 	b := &bench{opts: o, tag: hex.EncodeToString(tag[:]), vmpodDomains: map[string]bool{}, directDomains: map[string]bool{}}
@@ -172,21 +195,28 @@ func main() {
 	b.cleanup()
 
 	printSummary(b, seq, conc, idle, after, final, endLoad)
+	writeSection(sec, b, seq, conc, endLoad)
+	if err := sec.Write(o.md); err != nil {
+		fmt.Fprintf(os.Stderr, "boot bench: %v\n", err)
+		os.Exit(1)
+	}
 }
 
 // seqResult is the interleaved sequential runs.
 type seqResult struct {
-	vmpod  []*podBoot
-	stop   []time.Duration
-	remove []time.Duration
-	direct []directRun
-	pairs  []time.Duration // vmpod - direct, per run where both succeeded
-	failed int
+	vmpod    []*podBoot
+	stop     []time.Duration
+	remove   []time.Duration
+	direct   []directRun
+	pairs    []time.Duration // vmpod - direct, per run where both succeeded
+	variants map[string][]directRun
+	vpairs   map[string][]time.Duration // variant - direct, per run
+	failed   int
 }
 
 func (b *bench) sequential() *seqResult {
 	o := b.opts
-	r := &seqResult{}
+	r := &seqResult{variants: map[string][]directRun{}, vpairs: map[string][]time.Duration{}}
 	var bl *baseline
 	n := 0
 	bootVmpod := func() (*podBoot, time.Duration, time.Duration) {
@@ -205,8 +235,8 @@ func (b *bench) sequential() *seqResult {
 			}
 			// Kept with -keep, for a look at what the baseline boots.
 			os.WriteFile(filepath.Join(b.work, "vmpod-domain.xml"), []byte(bl.xml), 0o644)
-			fmt.Printf("baseline XML: inactive definition of %s (%d bytes), renamed vmpodbench-%s-<n>, uuid and vmpod metadata removed, disk/socket/log paths replaced\n",
-				bl.name, len(bl.xml), b.tag)
+			fmt.Printf("baseline XML: inactive definition of %s (%d bytes), renamed vmpodbench-%s-<n>, uuid and vmpod metadata removed, its NIC on a tap on bridge %s, disk/socket/log paths replaced\n",
+				bl.name, len(bl.xml), b.tag, b.bridgeName())
 		}
 		var stop, rm time.Duration
 		if p.podID != "" {
@@ -218,45 +248,55 @@ func (b *bench) sequential() *seqResult {
 		return p, stop, rm
 	}
 
-	fmt.Printf("\n--- sequential boots: %d warm-up + %d timed of each path, interleaved ---\n", o.warmup, o.runs)
+	// The paths of one run, in an order that rotates from run to run, so
+	// every path sees the same machine; vmpod goes first until there is a
+	// baseline.
+	paths := append([]string{"vmpod", "direct"}, o.variants...)
+	fmt.Printf("\n--- sequential boots: %d warm-up + %d timed of each path (%s), interleaved ---\n", o.warmup, o.runs, strings.Join(paths, ", "))
 	for i := -o.warmup; i < o.runs; i++ {
 		label := fmt.Sprintf("run %2d", i+1)
 		if i < 0 {
 			label = "warm-up"
 		}
-		vmpodFirst := i < 0 || i%2 == 0 || bl == nil
+		rot := 0
+		if i >= 0 && bl != nil {
+			rot = i % len(paths)
+		}
 		var p *podBoot
 		var stop, rm time.Duration
 		var d directRun
-		if vmpodFirst {
-			p, stop, rm = bootVmpod()
-			if bl == nil {
-				b.fatalf("the first vmpod boot failed, so there is no domain XML for the baseline: %v\n%s", p.err, b.vmpod.LogTail(30))
+		vd := map[string]directRun{}
+		var order []string
+		for k := range paths {
+			path := paths[(k+rot)%len(paths)]
+			order = append(order, path)
+			switch path {
+			case "vmpod":
+				p, stop, rm = bootVmpod()
+				if bl == nil {
+					b.fatalf("the first vmpod boot failed, so there is no domain XML for the baseline: %v\n%s", p.err, b.vmpod.LogTail(30))
+				}
+			case "direct":
+				n++
+				d = b.directBoot(bl, n, "")
+			default:
+				n++
+				vd[path] = b.directBoot(bl, n, path)
 			}
-			d = b.directBoot(bl, n)
-		} else {
-			d = b.directBoot(bl, n+1)
-			p, stop, rm = bootVmpod()
 		}
-		order := "vmpod first "
-		if !vmpodFirst {
-			order = "direct first"
-		}
-		line := fmt.Sprintf("%s (%s): ", label, order)
+		line := fmt.Sprintf("%s (%s): ", label, strings.Join(order, ", "))
 		if p.err != nil {
 			line += fmt.Sprintf("vmpod FAILED: %v", p.err)
 		} else {
 			line += fmt.Sprintf("vmpod %s [runp %s, create %s, start %s, then ready %s; stopp %s, rmp %s]",
 				ms(p.total()), msf(p.runp), msf(p.create), msf(p.start), ms(p.total()-p.runp-p.create-p.start), ms(stop), ms(rm))
 		}
-		if d.err != nil {
-			line += fmt.Sprintf("  direct FAILED: %v", d.err)
-		} else {
-			line += fmt.Sprintf("  direct %s [qemu-img %s, virsh create %s, connect %s, then ready %s; destroy %s]",
-				ms(d.ready), msf(d.qemuImg), msf(d.create), msf(d.connect), ms(d.ready-d.qemuImg-d.create-d.connect), ms(d.destroy))
-		}
+		line += "  direct " + d.String()
 		if p.err == nil && d.err == nil {
 			line += "  diff " + signedMs(p.total()-d.ready)
+		}
+		for _, v := range o.variants {
+			line += "  " + v + " " + vd[v].String()
 		}
 		fmt.Println(line)
 		if i < 0 {
@@ -281,8 +321,27 @@ func (b *bench) sequential() *seqResult {
 		if p.err == nil && d.err == nil {
 			r.pairs = append(r.pairs, p.total()-d.ready)
 		}
+		for v, vr := range vd {
+			if vr.err != nil {
+				b.problem("%s: %s boot failed: %v", label, v, vr.err)
+				continue
+			}
+			r.variants[v] = append(r.variants[v], vr)
+			if d.err == nil {
+				r.vpairs[v] = append(r.vpairs[v], vr.ready-d.ready)
+			}
+		}
 	}
 	return r
+}
+
+// String is the run's line.
+func (d directRun) String() string {
+	if d.err != nil {
+		return fmt.Sprintf("FAILED: %v", d.err)
+	}
+	return fmt.Sprintf("%s [tap %s, qemu-img %s, define %s, create %s, connect %s, then ready %s; destroy %s]",
+		ms(d.ready), msf(d.tap), msf(d.qemuImg), msf(d.define), msf(d.create), msf(d.connect), ms(d.ready-d.tap-d.qemuImg-d.define-d.create-d.connect), ms(d.destroy))
 }
 
 func printConcurrent(c *concResult) {
@@ -313,7 +372,7 @@ func printConcurrent(c *concResult) {
 
 func printSummary(b *bench, s *seqResult, c *concResult, idle, after, final measure.Proc, endLoad string) {
 	o := b.opts
-	var vt, dt, runp, create, start, vready, stop, rm, qimg, vcreate, connect, dready, destroy []time.Duration
+	var vt, dt, runp, create, start, vready, stop, rm, tap, qimg, define, vcreate, connect, dready, destroy []time.Duration
 	for i, p := range s.vmpod {
 		vt = append(vt, p.total())
 		runp, create, start = append(runp, p.runp), append(create, p.create), append(start, p.start)
@@ -322,8 +381,9 @@ func printSummary(b *bench, s *seqResult, c *concResult, idle, after, final meas
 	}
 	for _, d := range s.direct {
 		dt = append(dt, d.ready)
-		qimg, vcreate, connect = append(qimg, d.qemuImg), append(vcreate, d.create), append(connect, d.connect)
-		dready = append(dready, d.ready-d.qemuImg-d.create-d.connect)
+		tap, qimg, define = append(tap, d.tap), append(qimg, d.qemuImg), append(define, d.define)
+		vcreate, connect = append(vcreate, d.create), append(connect, d.connect)
+		dready = append(dready, d.ready-d.tap-d.qemuImg-d.define-d.create-d.connect)
 		destroy = append(destroy, d.destroy)
 	}
 
@@ -336,15 +396,25 @@ func printSummary(b *bench, s *seqResult, c *concResult, idle, after, final meas
 		vmin, vmax := measure.MinMax(vt)
 		dmin, dmax := measure.MinMax(dt)
 		fmt.Printf("  vmpod  RunPodSandbox -> ready line in the CRI log:     median %s  (min %s, max %s, n=%d)\n", ms(mv), ms(vmin), ms(vmax), len(vt))
-		fmt.Printf("  direct qemu-img + virsh create -> ready on serial:    median %s  (min %s, max %s, n=%d)\n", ms(md), ms(dmin), ms(dmax), len(dt))
+		fmt.Printf("  direct tap + qemu-img + define + create -> ready on serial: median %s  (min %s, max %s, n=%d)\n", ms(md), ms(dmin), ms(dmax), len(dt))
 		diff, ratio := mv-md, float64(mv)/float64(md)
 		fmt.Printf("  difference vmpod - direct: %s (median of the %d per-run differences: %s)   target < %s: %s\n",
 			signedMs(diff), len(s.pairs), signedMs(measure.Median(s.pairs)), ms(targetDiff), met(diff < targetDiff))
 		fmt.Printf("  ratio vmpod / direct: %.3f   target < %.2f: %s\n", ratio, targetRatio, met(ratio < targetRatio))
 		fmt.Printf("  vmpod phases (medians):  RunPodSandbox %s, CreateContainer %s, StartContainer %s, then ready %s; StopPodSandbox %s, RemovePodSandbox %s\n",
 			msf(measure.Median(runp)), msf(measure.Median(create)), msf(measure.Median(start)), ms(measure.Median(vready)), ms(measure.Median(stop)), ms(measure.Median(rm)))
-		fmt.Printf("  direct phases (medians): qemu-img create %s, virsh create %s, socket connect %s, then ready %s; virsh destroy %s\n",
-			msf(measure.Median(qimg)), msf(measure.Median(vcreate)), msf(measure.Median(connect)), ms(measure.Median(dready)), ms(measure.Median(destroy)))
+		fmt.Printf("  direct phases (medians): tap %s, qemu-img create %s, define %s, create %s, socket connect %s, then ready %s; destroy + undefine %s\n",
+			msf(measure.Median(tap)), msf(measure.Median(qimg)), msf(measure.Median(define)), msf(measure.Median(vcreate)), msf(measure.Median(connect)), ms(measure.Median(dready)), ms(measure.Median(destroy)))
+		for _, v := range o.variants {
+			var rt []time.Duration
+			for _, r := range s.variants[v] {
+				rt = append(rt, r.ready)
+			}
+			if len(rt) == 0 {
+				continue
+			}
+			fmt.Printf("  variant %s (%s): %s; minus direct, per run: %s\n", v, variantDoc(v), measure.Spread(rt, ms), measure.Spread(s.vpairs[v], signedMs))
+		}
 		fmt.Printf("  vmpod before the first boot: RSS %s, %d fds, %d threads; after the sequential boots (no pods): RSS %s (peak %s), %d fds, %d threads\n",
 			mib(idle.RSS), idle.FDs, idle.Threads, mib(after.RSS), mib(after.HWM), after.FDs, after.Threads)
 	} else {
@@ -392,7 +462,7 @@ func printSummary(b *bench, s *seqResult, c *concResult, idle, after, final meas
 		fmt.Printf("  vmpod after teardown: RSS %s, %d fds, %d threads\n", mib(final.RSS), final.FDs, final.Threads)
 	}
 	if len(b.foreignAtStart) > 0 {
-		fmt.Printf("note: waited for %d foreign vmpod-* domain(s) to go before starting vmpod\n", len(b.foreignAtStart))
+		fmt.Printf("note: %d other vmpod-* domain(s) were on libvirtd at the start (someone else's load on the machine)\n", len(b.foreignAtStart))
 	}
 	fmt.Printf("problems seen: %d\n", len(b.problems))
 	for _, p := range b.problems {

@@ -85,7 +85,19 @@ func (b *bench) bootPod(name string, w *logWatcher, t0 time.Time, deadline time.
 		return p
 	}
 	p.ready, p.err = w.wait(deadline, 10*time.Second, func() error { return b.checkRunning(p.ctrID) })
+	if p.err != nil {
+		p.err = fmt.Errorf("%w; the log ends: %q", p.err, tail(w.path, 300))
+	}
 	return p
+}
+
+// tail is the last n bytes of a file, for a failure's message.
+func tail(path string, n int64) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	return string(b[max(0, int64(len(b))-n):])
 }
 
 // checkRunning returns an error when the container is no longer running

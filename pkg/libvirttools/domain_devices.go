@@ -7,7 +7,8 @@ import "libvirt.org/go/libvirtxml"
 const memBalloonStatsPeriod = 10
 
 // configureBaseDevices adds the devices every vmpod guest has: a virtio
-// balloon (for guest memory statistics, not for resizing), a virtio RNG fed
+// balloon (for guest memory statistics, not for resizing; none with
+// spec.NoBalloon), a virtio RNG fed
 // from the host's /dev/urandom (so early boot does not stall on entropy),
 // and nothing graphical: no USB controller (hence no tablet), no
 // <graphics>, video model none.
@@ -21,6 +22,9 @@ func configureBaseDevices(spec *DomainSpec, dom *libvirtxml.Domain) error {
 	dom.Devices.MemBalloon = &libvirtxml.DomainMemBalloon{
 		Model: "virtio",
 		Stats: &libvirtxml.DomainMemBalloonStats{Period: memBalloonStatsPeriod},
+	}
+	if spec.NoBalloon {
+		dom.Devices.MemBalloon = &libvirtxml.DomainMemBalloon{Model: "none"}
 	}
 	dom.Devices.RNGs = append(dom.Devices.RNGs, libvirtxml.DomainRNG{
 		Model:   "virtio",

@@ -71,6 +71,7 @@ func goldenCases() []struct {
 	kvm.CPUQuotaUS = 150000
 	kvm.CPUPeriodUS = 100000
 	kvm.CgroupPartition = "/machine/vmpod"
+	kvm.NoBalloon = true // a VM in a cgroup: memory figures from there
 
 	kvmDefault := baseSpec()
 	kvmDefault.Type = DomainTypeKVM

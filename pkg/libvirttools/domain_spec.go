@@ -98,6 +98,12 @@ type DomainSpec struct {
 	// directory machine/vmpod.partition in every cgroup hierarchy).
 	CgroupPartition string
 
+	// NoBalloon leaves the virtio balloon out (<memballoon model='none'>,
+	// since libvirt adds one otherwise). The balloon is only there for
+	// the guest's memory statistics, which a VM whose figures come from
+	// its cgroup does not need.
+	NoBalloon bool
+
 	// Firmware is FirmwareBIOS or FirmwareUEFI; "" means FirmwareBIOS.
 	Firmware string
 	// UEFI holds the OVMF paths, required when Firmware is FirmwareUEFI.

@@ -6,16 +6,19 @@ import (
 	"time"
 )
 
-// Pair is a Connection that spreads calls over two libvirt connections.
+// Pair is a Connection that spreads calls over three libvirt connections.
 // libvirtd serves at most max_client_requests calls at a time per client
 // connection (5 by default), and a domain start, shutdown or destroy takes
 // 0.5–1.7 s under TCG; with five of them in flight on one connection every
 // other call waits behind them (measured: a 60 ms CreateContainer took
 // 1.27 s while ten pods started). So the slow lifecycle calls use one
-// connection and everything quick (define, status, list, XML, resume,
-// cputune) the other.
+// connection, everything quick (define, status, list, XML, resume,
+// cputune) another, and guest agent calls a third: an agent call waits up
+// to its timeout for a guest that has not started its agent yet (every
+// booting VM's command runner and probes ask), and five of them must not
+// hold up the VM starts, nor a start the agent calls.
 type Pair struct {
-	slow, quick *Libvirt
+	slow, quick, agent *Libvirt
 }
 
 var _ Connection = (*Pair)(nil)
@@ -26,7 +29,7 @@ var _ Connection = (*Pair)(nil)
 func NewPair(uri string, o Options) *Pair {
 	quick := NewLibvirt(uri, o)
 	o.Events = false
-	return &Pair{slow: NewLibvirt(uri, o), quick: quick}
+	return &Pair{slow: NewLibvirt(uri, o), quick: quick, agent: NewLibvirt(uri, o)}
 }
 
 // Subscribe implements Events.
@@ -79,9 +82,9 @@ func (p *Pair) WaitShutoff(ctx context.Context, name string, timeout time.Durati
 }
 
 // AgentCommand implements Domains; guest agent calls can take seconds, so
-// they use the slow connection.
+// they have their own connection.
 func (p *Pair) AgentCommand(ctx context.Context, name, command string, timeout time.Duration) (string, error) {
-	return p.slow.AgentCommand(ctx, name, command, timeout)
+	return p.agent.AgentCommand(ctx, name, command, timeout)
 }
 
 // Stats implements Domains.
@@ -90,4 +93,4 @@ func (p *Pair) Stats(ctx context.Context, names []string) ([]DomainStats, error)
 }
 
 // Close implements Connection.
-func (p *Pair) Close() error { return errors.Join(p.slow.Close(), p.quick.Close()) }
+func (p *Pair) Close() error { return errors.Join(p.slow.Close(), p.quick.Close(), p.agent.Close()) }

@@ -124,9 +124,13 @@ func Domain(s Spec) (string, error) {
 		ExecSockets:      l.ExecSockets(),
 		TBCacheMiB:       vm.TBCacheMiB,
 		GenID:            s.GenID,
-		Metadata:         s.Metadata,
-		NICs:             s.NICs,
-		Filesystems:      s.Volumes.Filesystems,
+		// A VM in its pod's cgroup has its memory figures from there
+		// (pkg/lifecycle/stats_collector.go); only the others need the
+		// balloon's.
+		NoBalloon:   vm.CgroupParent != "",
+		Metadata:    s.Metadata,
+		NICs:        s.NICs,
+		Filesystems: s.Volumes.Filesystems,
 	}
 	if s.CommandOutput {
 		spec.StdoutSocket, spec.StderrSocket = l.StdoutSocket(), l.StderrSocket()
