@@ -76,7 +76,9 @@ func main() {
 	flag.DurationVar(&o.waveTimeout, "wave-timeout", 6*time.Minute, "longest wait for a wave's pods to be ready")
 	flag.IntVar(&o.minAvailMiB, "min-available", 3072, "MiB of MemAvailable below which no more pods are started")
 	flag.Parse()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP,
+		// A closed stdout (`| head`) must not kill the run before it removed its pods.
+		syscall.SIGPIPE)
 	defer stop()
 	if err := run(ctx, o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/density:", err)
@@ -159,13 +161,15 @@ func (b *bench) measure(ctx context.Context) (*report, error) {
 		return nil, err
 	}
 	rep.samples = append(rep.samples, s)
-	fmt.Println(s)
 
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	loops := b.startLoad(loadCtx)
 	defer func() { stopLoad(); loops.Wait() }()
 	b.calls.setPhase(0, false)
+	cpu0 := b.cpu()
 	sleep(ctx, b.o.settle)
+	rep.samples[0].cpu = b.cpu().since(cpu0)
+	fmt.Println(rep.samples[0])
 
 	t0 := time.Now()
 	minAvail := b.o.minAvailMiB << 10
@@ -195,11 +199,13 @@ func (b *bench) measure(ctx context.Context) (*report, error) {
 		}
 		rep.allReady = time.Since(t0)
 		b.calls.setPhase(started, false)
+		cpu0 := b.cpu()
 		sleep(ctx, b.o.settle)
 		s, err := b.sample(started)
 		if err != nil {
 			return nil, err
 		}
+		s.cpu = b.cpu().since(cpu0)
 		rep.samples = append(rep.samples, s)
 		fmt.Println(s)
 		if s.memAvail < minAvail {

@@ -18,11 +18,81 @@ type sample struct {
 	qemuRSS, qemuPSS int // KiB, sums over the pods' QEMU processes
 	memAvail         int // KiB
 	load             string
+	cpu              cpuUse // during the idle time before the sample
+}
+
+// cpuTime is the CPU time vmpod, libvirtd and the pods' QEMUs used so
+// far, at a time.
+type cpuTime struct {
+	at                    time.Time
+	vmpod, libvirtd, qemu time.Duration
+}
+
+// cpuUse is the CPU vmpod, libvirtd and all the QEMUs used over a time,
+// in cores.
+type cpuUse struct{ vmpod, libvirtd, qemu float64 }
+
+func (c cpuTime) since(old cpuTime) cpuUse {
+	d := c.at.Sub(old.at).Seconds()
+	if d <= 0 {
+		return cpuUse{}
+	}
+	return cpuUse{(c.vmpod - old.vmpod).Seconds() / d, (c.libvirtd - old.libvirtd).Seconds() / d, (c.qemu - old.qemu).Seconds() / d}
+}
+
+// cpu reads the CPU time of vmpod, libvirtd and the QEMU of every pod
+// started so far.
+func (b *bench) cpu() cpuTime {
+	c := cpuTime{at: time.Now(), vmpod: procCPU(b.v.Pid())}
+	if pid, err := pidFile("/run/libvirtd.pid"); err == nil {
+		c.libvirtd = procCPU(pid)
+	}
+	for _, pid := range b.qemuPids() {
+		c.qemu += procCPU(pid)
+	}
+	return c
+}
+
+// procCPU is a process's user and system time from /proc/PID/stat, 0
+// when unreadable.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command, which may hold spaces, in parentheses.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	var utime, stime int64
+	fmt.Sscan(f[11], &utime)
+	fmt.Sscan(f[12], &stime)
+	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
+}
+
+// qemuPids returns the QEMU process of every pod started so far that has
+// one.
+func (b *bench) qemuPids() []int {
+	b.mu.Lock()
+	ps := append([]*pod(nil), b.pods...)
+	b.mu.Unlock()
+	var out []int
+	for _, p := range ps {
+		if p.ctrID == "" {
+			continue
+		}
+		if pid, err := pidFile(filepath.Join("/run/libvirt/qemu", "vmpod-"+p.ctrID+".pid")); err == nil {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 func (s sample) String() string {
-	return fmt.Sprintf("%d pods: vmpod RSS %s, %d fds, %d threads; libvirtd RSS %s, %d fds; %d QEMU: RSS %s, PSS %s; MemAvailable %s; load %s",
-		s.pods, mib(s.vmpod.RSS), s.vmpod.FDs, s.vmpod.Threads, mib(s.libvirtd.RSS), s.libvirtd.FDs, s.qemuN, mib(s.qemuRSS), mib(s.qemuPSS), mib(s.memAvail), s.load)
+	return fmt.Sprintf("%d pods: vmpod RSS %s, %d fds, %d threads; libvirtd RSS %s, %d fds; %d QEMU: RSS %s, PSS %s; MemAvailable %s; load %s; idle CPU: vmpod %s, libvirtd %s, QEMUs %s",
+		s.pods, mib(s.vmpod.RSS), s.vmpod.FDs, s.vmpod.Threads, mib(s.libvirtd.RSS), s.libvirtd.FDs, s.qemuN, mib(s.qemuRSS), mib(s.qemuPSS), mib(s.memAvail), s.load,
+		millicores(s.cpu.vmpod), millicores(s.cpu.libvirtd), millicores(s.cpu.qemu))
 }
 
 // sample reads vmpod, libvirtd (its pid file, as hack/start-libvirt.sh
@@ -40,17 +110,7 @@ func (b *bench) sample(pods int) (sample, error) {
 	if s.libvirtd, err = measure.ReadProc(pid); err != nil {
 		return s, fmt.Errorf("libvirtd: %w", err)
 	}
-	b.mu.Lock()
-	ps := append([]*pod(nil), b.pods...)
-	b.mu.Unlock()
-	for _, p := range ps {
-		if p.ctrID == "" {
-			continue
-		}
-		pid, err := pidFile(filepath.Join("/run/libvirt/qemu", "vmpod-"+p.ctrID+".pid"))
-		if err != nil {
-			continue
-		}
+	for _, pid := range b.qemuPids() {
 		m, err := measure.SmapsRollup(pid)
 		if err != nil {
 			continue
@@ -118,6 +178,8 @@ type report struct {
 	wall     time.Duration
 }
 
+func millicores(cores float64) string { return fmt.Sprintf("%.0fm", cores*1000) }
+
 func mib(kib int) string { return fmt.Sprintf("%.1f MiB", float64(kib)/1024) }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
@@ -158,10 +220,11 @@ func (r *report) write(b *bench, md string) error {
 			return fmt.Sprintf("%s (%s per VM)", mib(kib), mib(kib/s.qemuN))
 		}
 		rows = append(rows, []string{fmt.Sprint(s.pods), mib(s.vmpod.RSS), fmt.Sprint(s.vmpod.FDs), fmt.Sprint(s.vmpod.Threads),
-			mib(s.libvirtd.RSS), fmt.Sprint(s.libvirtd.FDs), per(s.qemuRSS), per(s.qemuPSS), mib(s.memAvail), s.load})
+			mib(s.libvirtd.RSS), fmt.Sprint(s.libvirtd.FDs), per(s.qemuRSS), per(s.qemuPSS), mib(s.memAvail),
+			fmt.Sprintf("%s / %s / %s", millicores(s.cpu.vmpod), millicores(s.cpu.libvirtd), millicores(s.cpu.qemu)), s.load})
 	}
-	sec.Printf("Resources with the pods idle (after each wave and its %v of load):\n\n", o.settle)
-	sec.Table([]string{"pods", "vmpod RSS", "vmpod fds", "vmpod threads", "libvirtd RSS", "libvirtd fds", "QEMU RSS, sum", "QEMU PSS, sum", "MemAvailable", "load average"}, rows)
+	sec.Printf("Resources with the pods idle, read at the end of the %v after each wave (CPU: used over those %v, in millicores, the load loops' calls included):\n\n", o.settle, o.settle)
+	sec.Table([]string{"pods", "vmpod RSS", "vmpod fds", "vmpod threads", "libvirtd RSS", "libvirtd fds", "QEMU RSS, sum", "QEMU PSS, sum", "MemAvailable", "CPU idle: vmpod / libvirtd / QEMUs", "load average"}, rows)
 
 	// Slopes and the estimate.
 	xs := make([]float64, len(r.samples))
@@ -192,6 +255,17 @@ func (r *report) write(b *bench, md string) error {
 	countRow("libvirtd fds", func(s sample) int { return s.libvirtd.FDs })
 	kibRow("QEMU RSS, sum", func(s sample) int { return s.qemuRSS })
 	kibRow("QEMU PSS, sum", func(s sample) int { return s.qemuPSS })
+	coresRow := func(name string, f func(sample) float64) {
+		ys := make([]float64, len(r.samples))
+		for i, s := range r.samples {
+			ys[i] = f(s)
+		}
+		a, sl := fit(xs, ys)
+		rows = append(rows, []string{name, millicores(sl), millicores(a), millicores(a + sl*n)})
+	}
+	coresRow("vmpod CPU, idle pods", func(s sample) float64 { return s.cpu.vmpod })
+	coresRow("libvirtd CPU, idle pods", func(s sample) float64 { return s.cpu.libvirtd })
+	coresRow("QEMU CPU, idle pods, sum", func(s sample) float64 { return s.cpu.qemu })
 	kibRow("host memory used (MemAvailable's drop)", func(s sample) int { return r.samples[0].memAvail - s.memAvail })
 	sec.Printf("Least-squares lines through the %d samples above, and where they reach at %d pods:\n\n", len(r.samples), o.estimate)
 	sec.Table([]string{"", "per pod", "at 0 pods", fmt.Sprintf("at %d pods", o.estimate)}, rows)
