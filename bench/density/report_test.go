@@ -1,0 +1,40 @@
+package main
+
+import (
+	"math"
+	"os"
+	"testing"
+	"time"
+)
+
+func TestFit(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		xs, ys []float64
+		a, b   float64
+	}{
+		{"exact line", []float64{0, 25, 50, 75, 100}, []float64{10, 60, 110, 160, 210}, 10, 2},
+		{"noise around a line", []float64{0, 1, 2, 3}, []float64{1, 2, 2, 3}, 1.1, 0.6},
+		{"one point: no slope", []float64{5}, []float64{7}, 0, 0},
+		{"one x: the mean, no slope", []float64{3, 3}, []float64{1, 3}, 2, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := fit(tc.xs, tc.ys)
+			if math.Abs(a-tc.a) > 1e-9 || math.Abs(b-tc.b) > 1e-9 {
+				t.Fatalf("fit = %v + %v·x, want %v + %v·x", a, b, tc.a, tc.b)
+			}
+		})
+	}
+}
+
+func TestProcCPU(t *testing.T) {
+	// Burn a little CPU so this process's time is above 0.
+	for end := time.Now().Add(30 * time.Millisecond); time.Now().Before(end); {
+	}
+	if got := procCPU(os.Getpid()); got <= 0 {
+		t.Fatalf("procCPU(self) = %v", got)
+	}
+	if got := procCPU(-1); got != 0 {
+		t.Fatalf("procCPU(-1) = %v, want 0", got)
+	}
+}
