@@ -30,6 +30,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -73,7 +74,7 @@ func main() {
 	flag.DurationVar(&o.interval, "interval", 100*time.Millisecond, "pause between two calls of each list, status and stats loop")
 	flag.DurationVar(&o.execEvery, "exec-interval", 500*time.Millisecond, "pause between two ExecSync calls")
 	flag.DurationVar(&o.settle, "settle", 15*time.Second, "load loops with the pods idle after each wave")
-	flag.DurationVar(&o.waveTimeout, "wave-timeout", 6*time.Minute, "longest wait for a wave's pods to be ready")
+	flag.DurationVar(&o.waveTimeout, "wave-timeout", 10*time.Minute, "longest wait for a wave's pods to be ready")
 	flag.IntVar(&o.minAvailMiB, "min-available", 3072, "MiB of MemAvailable below which no more pods are started")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP,
@@ -326,27 +327,11 @@ const readyLine = "vmpod-test-guest ready"
 // waitReady polls p's CRI log for the ready line every 100 ms (a pod's
 // boot takes tens of seconds here).
 func waitReady(ctx context.Context, p *pod) error {
-	var off int64
-	var tail string
+	var r criLogReader
 	for {
-		if f, err := os.Open(p.log); err == nil {
-			f.Seek(off, 0)
-			buf := make([]byte, 64<<10)
-			for {
-				n, _ := f.Read(buf)
-				if n == 0 {
-					break
-				}
-				off += int64(n)
-				tail += string(buf[:n])
-				if strings.Contains(tail, readyLine) {
-					f.Close()
-					p.readyAt = time.Now()
-					return nil
-				}
-				tail = tail[max(0, len(tail)-len(readyLine)):]
-			}
-			f.Close()
+		if r.ready(p.log) {
+			p.readyAt = time.Now()
+			return nil
 		}
 		select {
 		case <-ctx.Done():
@@ -354,6 +339,64 @@ func waitReady(ctx context.Context, p *pod) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// criLogReader finds the ready line in a CRI log file as it grows. The
+// file holds "TIMESTAMP STREAM TAG TEXT" lines, and vmpod writes a console
+// line that waits too long for its end as P (partial) lines, the last part
+// an F line: a guest starved of CPU prints "v" and "mpod-test-guest
+// ready" seconds apart. So the reader joins the parts of each line.
+type criLogReader struct {
+	off  int64
+	raw  []byte // a file line not complete yet
+	line string // the parts of a console line so far
+}
+
+func (r *criLogReader) ready(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if _, err := f.Seek(r.off, 0); err != nil {
+		return false
+	}
+	buf := make([]byte, 64<<10)
+	for {
+		n, _ := f.Read(buf)
+		if n == 0 {
+			return false
+		}
+		r.off += int64(n)
+		r.raw = append(r.raw, buf[:n]...)
+		for {
+			i := bytes.IndexByte(r.raw, '\n')
+			if i < 0 {
+				break
+			}
+			if r.feed(string(r.raw[:i])) {
+				return true
+			}
+			r.raw = r.raw[i+1:]
+		}
+	}
+}
+
+// feed takes one line of the file and reports whether the console line it
+// completes or continues holds the ready line.
+func (r *criLogReader) feed(fileLine string) bool {
+	f := strings.SplitN(fileLine, " ", 4)
+	if len(f) < 3 {
+		return false
+	}
+	if len(f) == 4 {
+		r.line += f[3]
+	}
+	found := strings.Contains(r.line, readyLine)
+	if f[2] != "P" {
+		r.line = ""
+	}
+	return found
 }
 
 // teardown stops and removes every pod, eight at a time, and checks that

@@ -3,6 +3,7 @@ package main
 import (
 	"math"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -36,5 +37,36 @@ func TestProcCPU(t *testing.T) {
 	}
 	if got := procCPU(-1); got != 0 {
 		t.Fatalf("procCPU(-1) = %v, want 0", got)
+	}
+}
+
+func TestCRILogReader(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "vm.log")
+	write := func(s string) {
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString(s)
+		f.Close()
+	}
+	var r criLogReader
+	if r.ready(p) {
+		t.Fatal("ready before the file exists")
+	}
+	// The ready line in parts, as a starved guest prints it (from a real
+	// log), the file written in pieces that cut a file line.
+	write("2026-12-07T13:24:44.5Z stdout F vmpod-test-guest qemu-ga started\n2026-12-07T13:24:49.7Z stdout P v\n2026-12-07T13:24:49.8Z std")
+	if r.ready(p) {
+		t.Fatal("ready after a partial line")
+	}
+	write("out F mpod-test-guest ready\n")
+	if !r.ready(p) {
+		t.Fatal("the ready line in two parts was not found")
+	}
+	var r2 criLogReader
+	write("2026-12-07T13:24:50Z stdout F not vmpod-test-guest\n")
+	if !r2.ready(p) {
+		t.Fatal("a fresh reader did not find the ready line")
 	}
 }
