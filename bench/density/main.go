@@ -419,11 +419,20 @@ func (b *bench) teardown() error {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-			defer cancel()
-			_, err := b.g.RT.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: p.podID})
-			if err == nil {
-				_, err = b.g.RT.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p.podID})
+			// Retried for a while: libvirtd may be restarting (the machine's
+			// other users' tests restart it).
+			var err error
+			for end := time.Now().Add(3 * time.Minute); ; {
+				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+				_, err = b.g.RT.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: p.podID})
+				if err == nil {
+					_, err = b.g.RT.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p.podID})
+				}
+				cancel()
+				if err == nil || time.Now().After(end) {
+					break
+				}
+				time.Sleep(2 * time.Second)
 			}
 			if err != nil {
 				mu.Lock()
