@@ -194,15 +194,23 @@ func (b *bench) measure(ctx context.Context) (*report, error) {
 		started += n
 		fmt.Printf("wave %d: %d pods started, %d ready, last %.1f s after its first RunPodSandbox\n", len(rep.waves), n, w.ready, w.took.Seconds())
 		if w.ready < n {
-			rep.stopped = fmt.Sprintf("stopped after wave %d: %d of its %d pods were not ready (%v)", len(rep.waves), n-w.ready, n, w.firstErr)
+			rep.failed = append(rep.failed, fmt.Sprintf("wave %d: %d of %d pods not ready, the first: %v", len(rep.waves), n-w.ready, n, w.firstErr))
+			fmt.Println(rep.failed[len(rep.failed)-1])
+		}
+		if w.ready == 0 {
+			rep.stopped = fmt.Sprintf("stopped after wave %d: none of its pods got ready", len(rep.waves))
 			fmt.Println(rep.stopped)
 			break
 		}
 		rep.allReady = time.Since(t0)
-		b.calls.setPhase(started, false)
+		// The samples count the pods that are up.
+		b.mu.Lock()
+		up := len(b.ready)
+		b.mu.Unlock()
+		b.calls.setPhase(up, false)
 		cpu0 := b.cpu()
 		sleep(ctx, b.o.settle)
-		s, err := b.sample(started)
+		s, err := b.sample(up)
 		if err != nil {
 			return nil, err
 		}
@@ -210,7 +218,7 @@ func (b *bench) measure(ctx context.Context) (*report, error) {
 		rep.samples = append(rep.samples, s)
 		fmt.Println(s)
 		if s.memAvail < minAvail {
-			rep.stopped = fmt.Sprintf("stopped at %d pods: MemAvailable %d MiB, under %d MiB", started, s.memAvail>>10, b.o.minAvailMiB)
+			rep.stopped = fmt.Sprintf("stopped at %d pods: MemAvailable %d MiB, under %d MiB", up, s.memAvail>>10, b.o.minAvailMiB)
 			fmt.Println(rep.stopped)
 			break
 		}

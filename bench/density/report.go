@@ -175,6 +175,7 @@ type report struct {
 	waves    []waveResult
 	allReady time.Duration // first RunPodSandbox to the last pod's ready line
 	stopped  string        // why fewer than -pods ran, if so
+	failed   []string      // waves with pods that did not get ready
 	wall     time.Duration
 }
 
@@ -207,7 +208,10 @@ func (r *report) write(b *bench, md string) error {
 	if r.stopped != "" {
 		sec.Printf("**Only %d pods ran**: %s.\n\n", last.pods, r.stopped)
 	}
-	sec.Printf("All %d pods were ready %.1f s after the first RunPodSandbox, counting the %v idle measurement after each wave but the last; each wave took from its first RunPodSandbox to its last ready line: %s.\n\n",
+	for _, f := range r.failed {
+		sec.Printf("**Not ready**: %s.\n\n", f)
+	}
+	sec.Printf("%d pods were ready %.1f s after the first RunPodSandbox, counting the %v idle measurement after each wave but the last; each wave took from its first RunPodSandbox to its last ready line: %s.\n\n",
 		last.pods, r.allReady.Seconds(), o.settle, strings.Join(waves, ", "))
 
 	// Resources at each count.
