@@ -95,7 +95,9 @@ func (c *Calls) Run(ctx context.Context, op string, timeout time.Duration, fn fu
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	c.mu.Lock()
-	if n := c.abandoned; n >= MaxAbandonedCalls {
+	// Every turn held by a call past its deadline: libvirtd is not
+	// answering, and waiting for a turn would only wait for the timeout.
+	if n := c.abandoned; n >= MaxAbandonedCalls || (c.Limit > 0 && n >= c.Limit) {
 		c.mu.Unlock()
 		return fmt.Errorf("%s: %d earlier libvirt calls have not returned after their deadline (is libvirtd hung?); not starting another: %w: %w: %w",
 			op, n, errRefused, ErrCallTimeout, errdefs.ErrUnavailable)

@@ -117,8 +117,8 @@ func TestCallsRace(t *testing.T) {
 
 // TestCallsLimit: with a Limit, no more calls run at once; a call waiting
 // for its turn is not timed until it gets one, so it succeeds although
-// its wait and its run together take longer than its timeout; with no turn
-// coming within the timeout it fails Unavailable without running.
+// its wait and its run together take longer than its timeout; with every
+// turn held by a hung call it fails Unavailable at once without running.
 func TestCallsLimit(t *testing.T) {
 	c := Calls{Limit: 2}
 	const timeout = 2 * time.Second
@@ -163,8 +163,9 @@ func TestCallsLimit(t *testing.T) {
 	}
 	waitAbandoned(t, &c, 2)
 	ran := false
-	err := c.Run(context.Background(), "list", 50*time.Millisecond, func() error { ran = true; return nil })
-	if !errors.Is(err, errdefs.ErrUnavailable) || !errors.Is(err, ErrCallTimeout) || ran {
-		t.Fatalf("call with every turn taken by hung calls: %v (ran %v)", err, ran)
+	start = time.Now()
+	err := c.Run(context.Background(), "list", time.Hour, func() error { ran = true; return nil })
+	if !errors.Is(err, errdefs.ErrUnavailable) || !errors.Is(err, ErrCallTimeout) || ran || time.Since(start) > time.Second {
+		t.Fatalf("call with every turn taken by hung calls: %v (ran %v) after %v; want Unavailable at once", err, ran, time.Since(start))
 	}
 }
