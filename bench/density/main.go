@@ -150,7 +150,13 @@ func run(ctx context.Context, o options) (retErr error) {
 		return err
 	}
 	rep.wall = time.Since(wall)
-	return rep.write(b, o.md)
+	if err := rep.write(b, o.md); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("interrupted (report written): %w", err)
+	}
+	return nil
 }
 
 // measure starts the pods wave by wave with the load loops running and
@@ -223,8 +229,10 @@ func (b *bench) measure(ctx context.Context) (*report, error) {
 			break
 		}
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("interrupted: %w", err)
+	if ctx.Err() != nil {
+		b.mu.Lock()
+		rep.stopped = fmt.Sprintf("interrupted with %d pods started, %d ready; the figures are those measured until then", len(b.pods), len(b.ready))
+		b.mu.Unlock()
 	}
 	return rep, nil
 }

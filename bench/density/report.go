@@ -271,8 +271,10 @@ func (r *report) write(b *bench, md string) error {
 	coresRow("libvirtd CPU, idle pods", func(s sample) float64 { return s.cpu.libvirtd })
 	coresRow("QEMU CPU, idle pods, sum", func(s sample) float64 { return s.cpu.qemu })
 	kibRow("host memory used (MemAvailable's drop)", func(s sample) int { return r.samples[0].memAvail - s.memAvail })
-	sec.Printf("Least-squares lines through the %d samples above, and where they reach at %d pods:\n\n", len(r.samples), o.estimate)
-	sec.Table([]string{"", "per pod", "at 0 pods", fmt.Sprintf("at %d pods", o.estimate)}, rows)
+	if len(r.samples) >= 2 {
+		sec.Printf("Least-squares lines through the %d samples above, and where they reach at %d pods:\n\n", len(r.samples), o.estimate)
+		sec.Table([]string{"", "per pod", "at 0 pods", fmt.Sprintf("at %d pods", o.estimate)}, rows)
+	}
 
 	// Calls.
 	booting := func(p phase) bool { return p.booting }
