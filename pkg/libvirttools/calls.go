@@ -54,7 +54,8 @@ const DefaultMaxRequests = 5
 // for concurrent use; the zero value is ready (no limit).
 type Calls struct {
 	// Limit is how many calls may run at once; 0 is no limit. A call
-	// waits for its turn at most its timeout, and its timeout starts
+	// waits for its turn while the calls in flight keep returning (at
+	// most its timeout without one returning), and its timeout starts
 	// when its turn comes, so time in the queue does not count as
 	// libvirtd's; a turn ends when the call returns, also after its
 	// caller gave up on it. Set it before the first Run.
@@ -64,6 +65,43 @@ type Calls struct {
 	abandoned int
 	turnsOnce sync.Once
 	turns     chan struct{} // Limit slots; nil without a limit
+	lastDone  time.Time     // when a call last returned
+}
+
+// waitTurn takes one of turns for a call. It waits as long as the calls
+// in flight keep returning, and fails once none returned for timeout
+// (libvirtd is not answering) or ctx ends: under load libvirtd takes
+// tens of seconds per domain start, and 25 starts 5 at a time take longer
+// than one start's timeout, yet it is working through them.
+func (c *Calls) waitTurn(ctx context.Context, op string, turns chan struct{}, timeout time.Duration) error {
+	start := time.Now()
+	for {
+		c.mu.Lock()
+		progress := c.lastDone
+		c.mu.Unlock()
+		left := timeout - time.Since(later(start, progress))
+		if left <= 0 {
+			return fmt.Errorf("%s: %d libvirt calls in flight and none returned for %s (is libvirtd hung?): %w: %w",
+				op, c.Limit, timeout, ErrCallTimeout, errdefs.ErrUnavailable)
+		}
+		wait := time.NewTimer(left)
+		select {
+		case turns <- struct{}{}:
+			wait.Stop()
+			return nil
+		case <-wait.C:
+		case <-ctx.Done():
+			wait.Stop()
+			return fmt.Errorf("%s: %w", op, ctx.Err())
+		}
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // slots returns the channel of turns, nil without a limit.
@@ -88,8 +126,8 @@ func (c *Calls) Abandoned() int {
 // error wrapping errdefs.ErrUnavailable and ErrCallTimeout) or ctx ends
 // first (an error wrapping ctx.Err()). op names the call in errors. fn
 // must not use ctx to return early: it may go on after Run returned. With
-// a Limit, Run first waits up to timeout for a turn (the same errors when
-// none comes), and timeout counts from the turn.
+// a Limit, Run first waits for a turn (the same errors when no call in
+// flight returned for timeout), and timeout counts from the turn.
 func (c *Calls) Run(ctx context.Context, op string, timeout time.Duration, fn func() error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
@@ -105,16 +143,8 @@ func (c *Calls) Run(ctx context.Context, op string, timeout time.Duration, fn fu
 	c.mu.Unlock()
 	turns := c.slots()
 	if turns != nil {
-		wait := time.NewTimer(timeout)
-		select {
-		case turns <- struct{}{}:
-			wait.Stop()
-		case <-wait.C:
-			return fmt.Errorf("%s: %d libvirt calls still in flight after %s (is libvirtd hung?): %w: %w",
-				op, c.Limit, timeout, ErrCallTimeout, errdefs.ErrUnavailable)
-		case <-ctx.Done():
-			wait.Stop()
-			return fmt.Errorf("%s: %w", op, ctx.Err())
+		if err := c.waitTurn(ctx, op, turns, timeout); err != nil {
+			return err
 		}
 	}
 	var (
@@ -128,6 +158,7 @@ func (c *Calls) Run(ctx context.Context, op string, timeout time.Duration, fn fu
 			<-turns
 		}
 		c.mu.Lock()
+		c.lastDone = time.Now()
 		finished = true
 		if abandoned {
 			c.abandoned--

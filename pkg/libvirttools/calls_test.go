@@ -115,6 +115,27 @@ func TestCallsRace(t *testing.T) {
 	waitAbandoned(t, &c, 0)
 }
 
+// TestCallsQueueProgress: a call waits for its turn longer than its
+// timeout while the calls ahead of it keep returning (libvirtd starting
+// many domains slowly, not hung).
+func TestCallsQueueProgress(t *testing.T) {
+	c := Calls{Limit: 1}
+	const timeout = time.Second
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Go(func() {
+			errs[i] = c.Run(context.Background(), "start", timeout, func() error { time.Sleep(600 * time.Millisecond); return nil })
+		})
+	}
+	wg.Wait() // the last one waited about 1.8 s for its turn
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("call %d: %v", i, err)
+		}
+	}
+}
+
 // TestCallsLimit: with a Limit, no more calls run at once; a call waiting
 // for its turn is not timed until it gets one, so it succeeds although
 // its wait and its run together take longer than its timeout; with every
