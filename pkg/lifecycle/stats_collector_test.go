@@ -250,3 +250,39 @@ func TestStatsCallWaitIsBounded(t *testing.T) {
 		t.Errorf("%d libvirt stats calls, want 2", n)
 	}
 }
+
+// TestStatsSlowLoopRoundNoWait: while the loop's round, started within
+// stats_interval, is under way (rounds slower than stats_interval with
+// many VMs), a call answers from the last samples at once, even with an
+// unbounded wait.
+func TestStatsSlowLoopRoundNoWait(t *testing.T) {
+	e := lifecycletest.NewEnv(t) // StatsWait a minute
+	ctx := lifecycletest.Ctx(t)
+	_, id := startVM(t, e, "a")
+	t0 := e.Clock.Now()
+	if _, err := e.Pods.ContainerStats(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	e.Clock.Set(t0.Add(time.Second))
+	release := e.LV.Hang("Stats")
+	defer release()
+	round := make(chan struct{})
+	go func() { e.Pods.SampleStats(ctx); close(round) }() // the loop's round, slow
+	for e.LV.Waiting("Stats") < 1 {
+		time.Sleep(time.Millisecond)
+	}
+	e.Clock.Set(t0.Add(1500 * time.Millisecond)) // the last finished round is 1.5 s old
+	start := time.Now()
+	cs, err := e.Pods.ContainerStats(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > time.Second || cs.Timestamp != t0.UnixNano() {
+		t.Fatalf("call during a slow round: %+v after %v; want the sample of %v at once", cs, took, t0)
+	}
+	release()
+	<-round
+	if cs, _ := e.Pods.ContainerStats(ctx, id); cs.Timestamp <= t0.UnixNano() {
+		t.Errorf("after the round: sample of %v, want the round's, newer than %v", time.Unix(0, cs.Timestamp), t0)
+	}
+}
