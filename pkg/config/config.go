@@ -70,8 +70,8 @@ type Config struct {
 	// VM (CPU, memory, root disk, the pod's network); the stats RPCs read
 	// its samples.
 	StatsInterval Duration `toml:"stats_interval" mapstructure:"stats_interval" comment:"How often vmpod samples the CPU, memory, root disk and network of every running VM (10ms to 1m); the\nstats RPCs answer from these samples, each stamped with its own time (env VMPOD_STATS_INTERVAL).\nSee docs/configuration.md."`
-	// StatsMaxAge is the age past which a stats RPC samples again itself,
-	// and past which a VM's figure that could not be refreshed (its domain
+	// StatsMaxAge bounds a sampling round's libvirt call, and is the age
+	// past which a VM's figure that could not be refreshed (its domain
 	// busy) is reported as missing.
 	StatsMaxAge Duration `toml:"stats_max_age" mapstructure:"stats_max_age" comment:"Oldest CPU or memory figure a stats RPC answers with: a VM's figure still older (libvirt kept skipping\nthe busy domain) is left out of the answer, and a sampling round's libvirt call gets no longer. At least\nstats_interval (env VMPOD_STATS_MAX_AGE)."`
 	// ImageCheckCPUSeconds and ImageCheckMemoryMiB bound `qemu-img check` of a pulled qcow2.

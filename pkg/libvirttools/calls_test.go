@@ -114,3 +114,79 @@ func TestCallsRace(t *testing.T) {
 	wg.Wait()
 	waitAbandoned(t, &c, 0)
 }
+
+// TestCallsQueueProgress: a call waits for its turn longer than its
+// timeout while the calls ahead of it keep returning (libvirtd starting
+// many domains slowly, not hung).
+func TestCallsQueueProgress(t *testing.T) {
+	c := Calls{Limit: 1}
+	const timeout = time.Second
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Go(func() {
+			errs[i] = c.Run(context.Background(), "start", timeout, func() error { time.Sleep(600 * time.Millisecond); return nil })
+		})
+	}
+	wg.Wait() // the last one waited about 1.8 s for its turn
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("call %d: %v", i, err)
+		}
+	}
+}
+
+// TestCallsLimit: with a Limit, no more calls run at once; a call waiting
+// for its turn is not timed until it gets one, so it succeeds although
+// its wait and its run together take longer than its timeout; with every
+// turn held by a hung call it fails Unavailable at once without running.
+func TestCallsLimit(t *testing.T) {
+	c := Calls{Limit: 2}
+	const timeout = 2 * time.Second
+	var running, most atomic.Int32
+	call := func(d time.Duration) func() error {
+		return func() error {
+			n := running.Add(1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			time.Sleep(d)
+			running.Add(-1)
+			return nil
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range 2 {
+		wg.Go(func() { errs[i] = c.Run(context.Background(), "start", timeout, call(1200*time.Millisecond)) })
+	}
+	for running.Load() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	start := time.Now()
+	errs[2] = c.Run(context.Background(), "start", timeout, call(1200*time.Millisecond))
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("call %d: %v", i, err)
+		}
+	}
+	if took := time.Since(start); took <= timeout {
+		t.Logf("the queued call took %v, no longer than its timeout: the test proves less than it should", took)
+	}
+	if m := most.Load(); m != 2 {
+		t.Errorf("%d calls at once, want 2", m)
+	}
+
+	unblock := make(chan struct{})
+	defer close(unblock)
+	for range 2 {
+		go c.Run(context.Background(), "hang", 10*time.Millisecond, func() error { <-unblock; return nil })
+	}
+	waitAbandoned(t, &c, 2)
+	ran := false
+	start = time.Now()
+	err := c.Run(context.Background(), "list", time.Hour, func() error { ran = true; return nil })
+	if !errors.Is(err, errdefs.ErrUnavailable) || !errors.Is(err, ErrCallTimeout) || ran || time.Since(start) > time.Second {
+		t.Fatalf("call with every turn taken by hung calls: %v (ran %v) after %v; want Unavailable at once", err, ran, time.Since(start))
+	}
+}

@@ -62,6 +62,11 @@ type Options struct {
 	Events bool
 	// Log receives connection losses and reconnects; nil is slog.Default().
 	Log *slog.Logger
+	// MaxRequests is how many calls the connection has in libvirtd at
+	// once (libvirtd's max_client_requests); 0 is DefaultMaxRequests.
+	// Further calls wait in vmpod, where their CallTimeout has not
+	// started yet (Calls.Limit).
+	MaxRequests int
 }
 
 // Libvirt is a Connection to a real libvirtd.
@@ -139,7 +144,11 @@ func NewLibvirt(uri string, o Options) *Libvirt {
 		o.Log = slog.Default()
 	}
 	startEventLoop(o.Log)
+	if o.MaxRequests <= 0 {
+		o.MaxRequests = DefaultMaxRequests
+	}
 	l := &Libvirt{uri: uri, timeout: o.CallTimeout, log: o.Log, stop: make(chan struct{})}
+	l.calls.Limit = o.MaxRequests
 	if o.Events {
 		l.events = newEvents()
 	}

@@ -136,6 +136,10 @@ type Options struct {
 	// a cgroup_parent is refused.
 	Cgroups    Cgroups
 	CgroupsErr error
+	// StatsWait is the longest a stats call waits for the sampling round
+	// it needs (stats_collector.go) before it answers from the last
+	// samples; 0 is DefaultStatsWait.
+	StatsWait time.Duration
 }
 
 // Controller runs VM pods.
@@ -166,8 +170,10 @@ type Controller struct {
 	events  *broadcast.Broadcaster[Event]
 	eventMu sync.Mutex
 
-	// stats holds the stats collector's samples (stats_collector.go).
-	stats statsCache
+	// stats holds the stats collector's samples (stats_collector.go);
+	// statsWait bounds a call's wait for a round.
+	stats     statsCache
+	statsWait time.Duration
 
 	ownerMu sync.Mutex
 	// tmplMu guards tmplBuilding: the warm start keys whose template a
@@ -192,11 +198,15 @@ func New(o Options) *Controller {
 	if o.EventBuffer <= 0 {
 		o.EventBuffer = eventBufferSize
 	}
+	if o.StatsWait <= 0 {
+		o.StatsWait = DefaultStatsWait
+	}
 	c := &Controller{
 		cfg: o.Config, images: o.Images, libvirt: o.Libvirt, log: o.Log,
 		newConsole: o.NewConsole, overlays: o.Overlays, net: o.Network, now: o.Now,
 		hostCheck: o.HostCheck, metrics: o.Metrics, roVirtiofsd: o.ReadOnlyVirtiofsd, cgroups: o.Cgroups,
 		pending: pending.New(), events: broadcast.New[Event](o.EventBuffer, "container event"),
+		statsWait: o.StatsWait,
 	}
 	if o.CgroupsErr != nil {
 		c.cgroupsErr = o.CgroupsErr.Error()

@@ -196,3 +196,93 @@ func TestStatsLoop(t *testing.T) {
 		t.Errorf("after a failed round: %+v, %v", cs, err)
 	}
 }
+
+// TestStatsCallWaitIsBounded: a stats call whose round is slow (libvirtd
+// busy starting VMs) answers from the last samples after StatsWait rather
+// than wait for it; the round goes on for the calls after, and calls
+// meanwhile start no second one.
+func TestStatsCallWaitIsBounded(t *testing.T) {
+	e := lifecycletest.NewEnv(t)
+	e.StatsWait = 50 * time.Millisecond
+	e.Pods = e.NewPods()
+	ctx := lifecycletest.Ctx(t)
+	_, id := startVM(t, e, "a")
+	t0 := e.Clock.Now()
+	if _, err := e.Pods.ContainerStats(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	t1 := t0.Add(time.Second)
+	e.Clock.Set(t1) // the round is stats_interval old
+	release := e.LV.Hang("Stats")
+	defer release()
+	for i := 0; i < 3; i++ {
+		start := time.Now()
+		cs, err := e.Pods.ContainerStats(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Fatalf("call %d waited %v for a hung round", i, took)
+		}
+		if !cs.Running || cs.Timestamp != t0.UnixNano() {
+			t.Fatalf("call %d: %+v, want the last sample, of %v", i, cs, t0)
+		}
+	}
+	if n := e.LV.Waiting("Stats"); n != 1 {
+		t.Fatalf("%d rounds waiting for libvirt, want 1", n)
+	}
+	release()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		cs, err := e.Pods.ContainerStats(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cs.Timestamp == t1.UnixNano() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the round was released: %+v, want the sample of %v", cs, t1)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := len(statsCalls(e)); n != 2 {
+		t.Errorf("%d libvirt stats calls, want 2", n)
+	}
+}
+
+// TestStatsSlowLoopRoundNoWait: while the loop's round, started within
+// stats_interval, is under way (rounds slower than stats_interval with
+// many VMs), a call answers from the last samples at once, even with an
+// unbounded wait.
+func TestStatsSlowLoopRoundNoWait(t *testing.T) {
+	e := lifecycletest.NewEnv(t) // StatsWait a minute
+	ctx := lifecycletest.Ctx(t)
+	_, id := startVM(t, e, "a")
+	t0 := e.Clock.Now()
+	if _, err := e.Pods.ContainerStats(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	e.Clock.Set(t0.Add(time.Second))
+	release := e.LV.Hang("Stats")
+	defer release()
+	round := make(chan struct{})
+	go func() { e.Pods.SampleStats(ctx); close(round) }() // the loop's round, slow
+	for e.LV.Waiting("Stats") < 1 {
+		time.Sleep(time.Millisecond)
+	}
+	e.Clock.Set(t0.Add(1500 * time.Millisecond)) // the last finished round is 1.5 s old
+	start := time.Now()
+	cs, err := e.Pods.ContainerStats(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > time.Second || cs.Timestamp != t0.UnixNano() {
+		t.Fatalf("call during a slow round: %+v after %v; want the sample of %v at once", cs, took, t0)
+	}
+	release()
+	<-round
+	if cs, _ := e.Pods.ContainerStats(ctx, id); cs.Timestamp <= t0.UnixNano() {
+		t.Errorf("after the round: sample of %v, want the round's, newer than %v", time.Unix(0, cs.Timestamp), t0)
+	}
+}

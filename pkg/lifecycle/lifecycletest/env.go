@@ -54,7 +54,11 @@ type Env struct {
 	// EventBuffer, when set before NewPods, is the controller's event
 	// buffer per subscriber.
 	EventBuffer int
-	Pods        *lifecycle.Controller
+	// StatsWait, when set before NewPods, is the controller's bound on a
+	// stats call's wait for a round; 0 waits a minute, so that a call
+	// always gets the round it asks for on a slow test machine.
+	StatsWait time.Duration
+	Pods      *lifecycle.Controller
 }
 
 // NewEnv builds an Env with a ready network, TCG guests and handlers
@@ -104,6 +108,10 @@ func (e *Env) NewPods() *lifecycle.Controller {
 		Config: e.Cfg, Images: e.Images, Libvirt: e.LV, Meta: e.Meta, Log: QuietLog(),
 		NewConsole: e.Consoles.New, Overlays: e.Overlays, Now: e.Clock.Now, Network: e.Net, Metrics: e.Metrics,
 		EventBuffer: e.EventBuffer, ReadOnlyVirtiofsd: "/var/lib/vmpod/bin/vmpod-virtiofsd-ro",
+		StatsWait: e.StatsWait,
+	}
+	if o.StatsWait == 0 {
+		o.StatsWait = time.Minute
 	}
 	if e.Cgroups != nil {
 		o.Cgroups = e.Cgroups
