@@ -12,8 +12,8 @@
 // benchmark that fails leaves its section as it was and makes run exit 1
 // after the others ran. Nothing else in the docs changes.
 //
-// Usage (root, libvirtd running, the test guest built; about 40 minutes on
-// a 2-core machine under TCG, most of it in density):
+// Usage (root, libvirtd running, the test guest built; about an hour on an
+// idle 2-core machine under TCG, 20 minutes of it in density):
 //
 //	go run ./bench/run                   # every benchmark
 //	go run ./bench/run -only pull,boot   # some
