@@ -73,8 +73,8 @@ func TestRuntimeInfo(t *testing.T) {
 	if out := d.mustCrictl("runtime-config"); !strings.Contains(out, "CGROUPFS") {
 		t.Errorf("runtime-config = %q, want the cgroupfs driver", out)
 	}
-	// Not yet built RPCs say what is missing.
-	if errOut := d.failCrictl("checkpoint", "--export", filepath.Join(t.TempDir(), "c.tar"), "0123456789ab"); !strings.Contains(errOut, "Unimplemented") || !strings.Contains(errOut, "checkpoint") {
+	// A checkpoint of a container that does not exist says so.
+	if errOut := d.failCrictl("checkpoint", "--export", filepath.Join(t.TempDir(), "c.tar"), "0123456789ab"); !strings.Contains(errOut, "NotFound") || !strings.Contains(errOut, "0123456789ab") {
 		t.Errorf("crictl checkpoint error = %q", errOut)
 	}
 }
