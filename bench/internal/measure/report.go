@@ -22,10 +22,11 @@ type Section struct {
 // NewSection starts the section of benchmark name with the line that
 // says what was measured: the date, the build of bin (its commit from
 // Go's build information, "+dirty" for a modified tree), the machine, its
-// load before the run and the number of runs.
+// load when the section begins (some benchmarks begin it after their run)
+// and the number of runs.
 func NewSection(name, bin string, runs int) *Section {
 	s := &Section{Name: name}
-	s.Printf("Measured %s, build %s, %s, load average %s before the run, %d runs.\n\n",
+	s.Printf("Measured %s, build %s, %s, load average %s (1, 5, 15 min) when this section began, %d runs.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), BuildID(bin), Machine(), LoadAvg(), runs)
 	return s
 }
