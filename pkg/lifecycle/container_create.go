@@ -129,42 +129,15 @@ func (c *Controller) createContainer(ctx context.Context, sb *sandbox, name stri
 	log := logging.From(ctx).With(logging.KeyContainerID, id, logging.KeySandboxID, sbRec.ID, logging.KeyDomain, DomainName(id))
 	var undo rollback.Steps
 	defer func() { undo.Run(ctx, log, retErr) }()
-	if err := c.reg.reserve(name, id); err != nil {
-		return "", fmt.Errorf("container %s: %w", name, err)
-	}
-	undo.Add("the name "+name, func(context.Context) error { c.reg.release(name, id); return nil })
-	raw, err := encodeContainerConfig(cfg)
+	ct, err := c.beginCreate(sb, name, cfg, id, func(r *ContainerRecord) {
+		r.ImageRef, r.ImageDisk, r.VM, r.Command, r.WarmStart = img.ID, img.Disk(), shape, command, warm
+	}, &undo, &retErr)
 	if err != nil {
 		return "", err
 	}
-	resRaw, err := encodeResources(cfg.GetLinux().GetResources())
-	if err != nil {
-		return "", err
-	}
-	logPath := ""
-	if cfg.GetLogPath() != "" {
-		logPath = filepath.Join(sb.config.GetLogDirectory(), cfg.GetLogPath())
-	}
-	layout := vm.Layout{Dir: filepath.Join(c.ContainersDir(), id), RunDir: filepath.Join(c.RunDir(), id[:16])}
-	rec := ContainerRecord{
-		ID: id, SandboxID: sbRec.ID, Name: name, State: ContainerCreating,
-		ImageName: cfg.GetImage().GetImage(), ImageRef: img.ID, ImageDisk: img.Disk(), LogPath: logPath,
-		Domain: DomainName(id), Dir: layout.Dir, RunDir: layout.RunDir,
-		RootDisk: layout.RootDisk(), CreatedAt: c.now().UnixNano(), Config: raw, VM: shape, Resources: resRaw,
-		Command: command, WarmStart: warm,
-	}
-	ct := c.reg.newContainer(rec, cfg)
-	// The create is the container's first operation: a RemoveContainer
-	// that finds it waits until it is done (then removes what it made).
-	ct.op.Lock()
 	defer ct.op.Unlock()
-	// The CREATING record goes first, so a crash at any later point leaves
-	// a trace that start-up recovery cleans up.
-	if err := ct.save(rec); err != nil {
-		return "", fmt.Errorf("store container record: %w", err)
-	}
-	c.reg.addContainer(ct)
-	undo.Add("container "+id, func(ctx context.Context) error { return c.dropFailedCreate(ctx, ct, retErr) })
+	rec := ct.Get()
+	layout := rec.Layout()
 	failpoint.Hit("create/record-stored")
 
 	owner, err := c.qemuOwner(ctx, shape.DomainType)
@@ -209,6 +182,52 @@ func (c *Controller) createContainer(ctx context.Context, sb *sandbox, name stri
 	failpoint.Hit("create/created")
 	log.Info("container created", "image", img.ID, "vcpus", shape.VCPUs, "memory_bytes", shape.MemoryBytes, "domain_type", shape.DomainType)
 	return id, nil
+}
+
+// beginCreate starts the create of container name in sb under id: it
+// reserves the name and stores the container's CREATING record, whose
+// identity, log path, directories and configs it fills in before fill
+// adds the rest, and makes the container a member with its op lock held
+// (the create is its first operation: a RemoveContainer that finds it
+// waits until it is done, then removes what it made). The CREATING record
+// goes first, so a crash at any later point leaves a trace that start-up
+// recovery cleans up. undo gets the name's release and the container's
+// removal (dropFailedCreate, *cause being the create's error by then).
+// The caller unlocks ct.op.
+func (c *Controller) beginCreate(sb *sandbox, name string, cfg *runtimeapi.ContainerConfig, id string, fill func(*ContainerRecord), undo *rollback.Steps, cause *error) (*container, error) {
+	if err := c.reg.reserve(name, id); err != nil {
+		return nil, fmt.Errorf("container %s: %w", name, err)
+	}
+	undo.Add("the name "+name, func(context.Context) error { c.reg.release(name, id); return nil })
+	raw, err := encodeContainerConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	resRaw, err := encodeResources(cfg.GetLinux().GetResources())
+	if err != nil {
+		return nil, err
+	}
+	logPath := ""
+	if cfg.GetLogPath() != "" {
+		logPath = filepath.Join(sb.config.GetLogDirectory(), cfg.GetLogPath())
+	}
+	layout := vm.Layout{Dir: filepath.Join(c.ContainersDir(), id), RunDir: filepath.Join(c.RunDir(), id[:16])}
+	rec := ContainerRecord{
+		ID: id, SandboxID: sb.Get().ID, Name: name, State: ContainerCreating,
+		ImageName: cfg.GetImage().GetImage(), LogPath: logPath,
+		Domain: DomainName(id), Dir: layout.Dir, RunDir: layout.RunDir,
+		RootDisk: layout.RootDisk(), CreatedAt: c.now().UnixNano(), Config: raw, Resources: resRaw,
+	}
+	fill(&rec)
+	ct := c.reg.newContainer(rec, cfg)
+	ct.op.Lock()
+	if err := ct.save(rec); err != nil {
+		ct.op.Unlock()
+		return nil, fmt.Errorf("store container record: %w", err)
+	}
+	c.reg.addContainer(ct)
+	undo.Add("container "+id, func(ctx context.Context) error { return c.dropFailedCreate(ctx, ct, *cause) })
+	return ct, nil
 }
 
 // newCommandState checks the container's command (nil when it has none)

@@ -122,39 +122,16 @@ func (c *Controller) createFromTemplate(ctx context.Context, sb *sandbox, name s
 	log := logging.From(ctx).With(logging.KeyContainerID, id, logging.KeySandboxID, sbRec.ID, logging.KeyDomain, DomainName(id))
 	var undo rollback.Steps
 	defer func() { undo.Run(ctx, log, retErr) }()
-	if err := c.reg.reserve(name, id); err != nil {
-		return "", fmt.Errorf("container %s: %w", name, err)
-	}
-	undo.Add("the name "+name, func(context.Context) error { c.reg.release(name, id); return nil })
-	rawCfg, err := encodeContainerConfig(cfg)
-	if err != nil {
-		return "", err
-	}
-	resRaw, err := encodeResources(cfg.GetLinux().GetResources())
-	if err != nil {
-		return "", err
-	}
-	logPath := ""
-	if cfg.GetLogPath() != "" {
-		logPath = filepath.Join(sb.config.GetLogDirectory(), cfg.GetLogPath())
-	}
-	layout := vm.Layout{Dir: filepath.Join(c.ContainersDir(), id), RunDir: filepath.Join(c.RunDir(), id[:16])}
 	from := "warm start template " + key
-	rec := ContainerRecord{
-		ID: id, SandboxID: sbRec.ID, Name: name, State: ContainerCreating,
-		ImageName: cfg.GetImage().GetImage(), ImageRef: img.ID, ImageDisk: img.Disk(), LogPath: logPath,
-		Domain: DomainName(id), Dir: layout.Dir, RunDir: layout.RunDir,
-		RootDisk: layout.RootDisk(), CreatedAt: c.now().UnixNano(), Config: rawCfg, Resources: resRaw,
-		Restore: &RestoreState{From: from, MemoryFile: filepath.Join(layout.Dir, memberMemory)},
+	ct, err := c.beginCreate(sb, name, cfg, id, func(r *ContainerRecord) {
+		r.ImageRef, r.ImageDisk = img.ID, img.Disk()
+		r.Restore = &RestoreState{From: from, MemoryFile: filepath.Join(r.Dir, memberMemory)}
+	}, &undo, &retErr)
+	if err != nil {
+		return "", err
 	}
-	ct := c.reg.newContainer(rec, cfg)
-	ct.op.Lock()
 	defer ct.op.Unlock()
-	if err := ct.save(rec); err != nil {
-		return "", fmt.Errorf("store container record: %w", err)
-	}
-	c.reg.addContainer(ct)
-	undo.Add("container "+id, func(ctx context.Context) error { return c.dropFailedCreate(ctx, ct, retErr) })
+	layout := ct.Get().Layout()
 
 	begin := time.Now()
 	owner, err := c.qemuOwner(ctx, meta.VM.DomainType)
