@@ -60,6 +60,19 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// waitCommandStarted waits until the controller's record has the
+// command's guest pid. It polls what ContainerInfo reads, not the store:
+// guarded.Update stores before it swaps the in-memory record, so a stored
+// pid may not be the controller's yet, while an in-memory one is stored.
+func waitCommandStarted(t *testing.T, e *lifecycletest.Env, id string) {
+	t.Helper()
+	eventually(t, "the command started", func() bool {
+		info, err := e.Pods.ContainerInfo(lifecycletest.Ctx(t), id)
+		cmd, _ := info["command"].(map[string]any)
+		return err == nil && cmd != nil && cmd["guestPID"] != 0
+	})
+}
+
 func waitExited(t *testing.T, e *lifecycletest.Env, id string) lifecycle.ContainerRecord {
 	t.Helper()
 	eventually(t, "container "+id+" exited", func() bool {
@@ -77,7 +90,7 @@ func TestCommandIsTheWorkload(t *testing.T) {
 	e := lifecycletest.NewEnv(t)
 	g := guesttest.New()
 	id := startCmd(t, e, "job", g)
-	eventually(t, "the command started", func() bool { return e.Record(t, id).Command.PID != 0 })
+	waitCommandStarted(t, e, id)
 	rec := e.Record(t, id)
 	if rec.State != lifecycle.ContainerRunning || rec.Command.PID != g.CommandPID() || !rec.Command.Starting || rec.Command.Nonce == "" {
 		t.Fatalf("record while the command runs: %s %+v (guest pid %d)", rec.State, rec.Command, g.CommandPID())
@@ -150,7 +163,7 @@ func TestCommandStop(t *testing.T) {
 	e := lifecycletest.NewEnv(t)
 	g := guesttest.New()
 	id := startCmd(t, e, "term", g)
-	eventually(t, "the command started", func() bool { return e.Record(t, id).Command.PID != 0 })
+	waitCommandStarted(t, e, id)
 	e.Consoles.Last(t).EndOutput()
 	start := time.Now()
 	if err := e.Pods.StopContainer(lifecycletest.Ctx(t), id, 10*time.Second); err != nil {
@@ -168,7 +181,7 @@ func TestCommandStop(t *testing.T) {
 	g2 := guesttest.New()
 	g2.IgnoreTERM()
 	id = startCmd(t, e2, "stubborn", g2)
-	eventually(t, "the command started", func() bool { return e2.Record(t, id).Command.PID != 0 })
+	waitCommandStarted(t, e2, id)
 	start = time.Now()
 	if err := e2.Pods.StopContainer(lifecycletest.Ctx(t), id, time.Second); err != nil {
 		t.Fatal(err)
@@ -216,7 +229,7 @@ func TestCommandAcrossRestart(t *testing.T) {
 		e := lifecycletest.NewEnv(t)
 		g := guesttest.New()
 		id := startCmd(t, e, "r", g)
-		eventually(t, "the command started", func() bool { return e.Record(t, id).Command.PID != 0 })
+		waitCommandStarted(t, e, id)
 		restart(e)
 		g.EndCommand(3)
 		e.Consoles.Last(t).EndOutput()
@@ -229,7 +242,7 @@ func TestCommandAcrossRestart(t *testing.T) {
 		e := lifecycletest.NewEnv(t)
 		g := guesttest.New()
 		id := startCmd(t, e, "x", g)
-		eventually(t, "the command started", func() bool { return e.Record(t, id).Command.PID != 0 })
+		waitCommandStarted(t, e, id)
 		e.Meta.Close() // the dying vmpod stores nothing more
 		g.EndCommand(5)
 		g.ForgetCommand()
