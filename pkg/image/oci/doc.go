@@ -1,6 +1,8 @@
 // Package oci pulls KubeVirt-style "containerDisk" images from OCI/Docker
 // registries: an image whose layers hold exactly one regular file under
-// /disk/ (a qcow2 or raw disk). It owns talking to the registry (through
+// /disk/ (a qcow2 or raw disk). A checkpoint image is pulled the same
+// way: its one regular file is under /checkpoint/ (a vmpod checkpoint
+// archive); Result.Kind says which. It owns talking to the registry (through
 // containers/image's docker transport, so registries.conf, registries.d,
 // certs.d, mirrors, blocked and insecure registries and short-name
 // resolution behave as in podman and cri-o), choosing the platform's

@@ -12,9 +12,30 @@ import (
 	"github.com/containerd/errdefs"
 )
 
-// diskDir is the directory a containerDisk keeps its disk in, without the
-// leading slash (tar entry names are relative).
-const diskDir = "disk/"
+// diskDir is the directory a containerDisk keeps its disk in, and
+// checkpointDir the one a checkpoint image keeps its archive in, without
+// the leading slash (tar entry names are relative). An image holds one
+// regular file in one of them: its payload.
+const (
+	diskDir       = "disk/"
+	checkpointDir = "checkpoint/"
+)
+
+// payloadDir is the payload directory p is in ("disk/" or
+// "checkpoint/"), or "".
+func payloadDir(p string) string {
+	for _, d := range []string{diskDir, checkpointDir} {
+		if strings.HasPrefix(p, d) {
+			return d
+		}
+	}
+	return ""
+}
+
+// isPayloadDir reports whether p is a payload directory itself.
+func isPayloadDir(p string) bool {
+	return p+"/" == diskDir || p+"/" == checkpointDir
+}
 
 // overlay is what the layers above the one being read hide in it.
 type overlay struct {
@@ -55,7 +76,8 @@ func (o *overlay) merge(l *overlay) {
 }
 
 // findings collects what the layers hold, for the error when there is no
-// disk: everything met under /disk/ and a sample of the rest.
+// disk: everything met under /disk/ or /checkpoint/ and a sample of the
+// rest.
 type findings struct {
 	underDisk   []string
 	others      []string
@@ -81,9 +103,9 @@ func (f *findings) other(p string) {
 
 func (f *findings) noDiskError() error {
 	var b strings.Builder
-	b.WriteString("the image has no regular file under /disk/")
+	b.WriteString("the image has no regular file under /disk/ or /checkpoint/")
 	if len(f.underDisk) > 0 {
-		fmt.Fprintf(&b, "; found under /disk/: %s", strings.Join(f.underDisk, ", "))
+		fmt.Fprintf(&b, "; found there: %s", strings.Join(f.underDisk, ", "))
 		if f.diskDropped > 0 {
 			fmt.Fprintf(&b, " and %d more", f.diskDropped)
 		}
@@ -96,7 +118,7 @@ func (f *findings) noDiskError() error {
 	} else if len(f.underDisk) == 0 {
 		b.WriteString("; the layers are empty")
 	}
-	b.WriteString("; a containerDisk holds exactly one disk image as /disk/<name>")
+	b.WriteString("; a containerDisk holds exactly one disk image as /disk/<name>, a checkpoint image one vmpod checkpoint archive as /checkpoint/<name>")
 	return fmt.Errorf("%s: %w", b.String(), errdefs.ErrInvalidArgument)
 }
 
@@ -109,9 +131,10 @@ type diskSink interface {
 
 // scanLayer reads one layer's tar stream. Entries hidden by the layers
 // above (ov) are skipped. It returns the path (without the leading slash)
-// of the visible regular file under /disk/ that it gave to sink, or "" if
-// the layer has none; then changes holds the layer's whiteouts and entries
-// for the layers below. A second distinct file under /disk/ is an error.
+// of the visible regular file under /disk/ or /checkpoint/ that it gave
+// to sink, or "" if the layer has none; then changes holds the layer's
+// whiteouts and entries for the layers below. A second distinct file
+// under either directory is an error.
 func scanLayer(ctx context.Context, tr *tar.Reader, ov *overlay, sink diskSink, found *findings) (disk string, changes *overlay, err error) {
 	changes = newOverlay()
 	// isLink is set when the visible /disk/ entry is a hard link (to
@@ -120,7 +143,7 @@ func scanLayer(ctx context.Context, tr *tar.Reader, ov *overlay, sink diskSink, 
 	var isLink bool
 	var linkTarget string
 	several := func(a, b string) error {
-		return fmt.Errorf("the image has several files under /disk/ (/%s and /%s); a containerDisk holds exactly one: %w",
+		return fmt.Errorf("the image has several files under /disk/ and /checkpoint/ (/%s and /%s); a containerDisk or checkpoint image holds exactly one: %w",
 			bounded(a), bounded(b), errdefs.ErrInvalidArgument)
 	}
 	for {
@@ -160,13 +183,13 @@ func scanLayer(ctx context.Context, tr *tar.Reader, ov *overlay, sink diskSink, 
 			// with something else, as unpacking the layer would.
 			disk, isLink = "", false
 		}
-		if p == strings.TrimSuffix(diskDir, "/") {
+		if isPayloadDir(p) {
 			if h.Typeflag != tar.TypeDir && !ov.hidden(p) {
 				found.disk(fmt.Sprintf("/%s itself (%s)", p, kind(h)))
 			}
 			continue
 		}
-		if !strings.HasPrefix(p, diskDir) {
+		if payloadDir(p) == "" {
 			found.other(p)
 			continue
 		}

@@ -96,8 +96,8 @@ func FuzzLayers(f *testing.F) {
 			}
 			return
 		}
-		if clean, ok := cleanEntryName(disk); !ok || clean != disk || !strings.HasPrefix(disk, diskDir) || len(disk) == len(diskDir) {
-			t.Fatalf("disk %q is not a clean path under %s", disk, diskDir)
+		if clean, ok := cleanEntryName(disk); !ok || clean != disk || payloadDir(disk) == "" || len(disk) == len(payloadDir(disk)) {
+			t.Fatalf("disk %q is not a clean path under %s or %s", disk, diskDir, checkpointDir)
 		}
 		if bytes.Equal(from, lower) && !bytes.Equal(upper, lower) {
 			upperOnly := newOverlay()

@@ -81,6 +81,22 @@ func TestPullLayers(t *testing.T) {
 		name:     "nested path and ./ prefix",
 		layers:   [][]entry{{dirEntry("./disk/"), fileEntry("./disk/a.qcow2", a)}},
 		wantPath: "/disk/a.qcow2", want: a,
+	}, {
+		name:     "a checkpoint image",
+		layers:   [][]entry{{dirEntry("checkpoint/"), fileEntry("checkpoint/web.tar", a)}},
+		wantPath: "/checkpoint/web.tar", want: a,
+	}, {
+		name:     "a checkpoint above a disk layer",
+		layers:   [][]entry{{fileEntry("disk/a.qcow2", a)}, {fileEntry("checkpoint/web.tar", b)}},
+		wantPath: "/checkpoint/web.tar", want: b,
+	}, {
+		name:    "a disk and a checkpoint in one layer",
+		layers:  [][]entry{{fileEntry("disk/a.qcow2", a), fileEntry("checkpoint/web.tar", b)}},
+		wantErr: []string{"several files under /disk/ and /checkpoint/", "/disk/a.qcow2", "/checkpoint/web.tar"},
+	}, {
+		name:    "a checkpoint that is a symlink",
+		layers:  [][]entry{{fileEntry("srv/web.tar", a), {name: "checkpoint/web.tar", typeflag: tar.TypeSymlink, linkname: "/srv/web.tar"}}},
+		wantErr: []string{"no regular file under /disk/ or /checkpoint/", "/checkpoint/web.tar (symlink to /srv/web.tar)"},
 	}}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -113,6 +129,9 @@ func TestPullLayers(t *testing.T) {
 				t.Fatal(err)
 			}
 			checkPulled(t, res, opts, img, tc.wantPath, tc.want)
+			if want := map[bool]Kind{false: KindDisk, true: KindCheckpoint}[strings.HasPrefix(tc.wantPath, "/checkpoint/")]; res.Kind != want {
+				t.Errorf("Kind = %q, want %q", res.Kind, want)
+			}
 		})
 	}
 }

@@ -47,13 +47,27 @@ type Identity struct {
 	ConfigDigest string
 }
 
-// Result is a pulled containerDisk. Pull does not look inside the disk
-// file: checking that it is a qcow2 or raw image is the caller's job
-// (pkg/image's DiskChecker).
+// Kind is what an image's payload file is.
+type Kind string
+
+const (
+	// KindDisk is a containerDisk: the file is under /disk/.
+	KindDisk Kind = "disk"
+	// KindCheckpoint is a checkpoint image: the file, under /checkpoint/,
+	// is a vmpod checkpoint archive (docs/snapshots.md).
+	KindCheckpoint Kind = "checkpoint"
+)
+
+// Result is a pulled containerDisk or checkpoint image. Pull does not
+// look inside the file: checking that it is a qcow2 or raw image, or a
+// checkpoint archive, is the caller's job (pkg/image's DiskChecker,
+// CheckpointChecker).
 type Result struct {
 	Identity
-	// DiskPath is where the disk file is inside the image, e.g.
-	// "/disk/debian.qcow2".
+	// Kind says which directory the file was in.
+	Kind Kind
+	// DiskPath is where the file is inside the image, e.g.
+	// "/disk/debian.qcow2" or "/checkpoint/web.tar".
 	DiskPath string
 	// TmpFile is the file in Options.TmpDir holding the disk, synced to
 	// disk. The caller owns it: rename or remove it.
@@ -80,7 +94,7 @@ func Resolve(ctx context.Context, ref string, auth *Auth, opts Options) (Identit
 	return img.id, nil
 }
 
-// Pull downloads the containerDisk ref names into a temporary file in
+// Pull downloads the containerDisk or checkpoint image ref names into a temporary file in
 // opts.TmpDir and returns the file and the image's identity. auth may be
 // nil. The config is fetched and verified, and so is every layer read,
 // against its digest (compressed) and its diff_id (uncompressed): the
@@ -88,10 +102,10 @@ func Resolve(ctx context.Context, ref string, auth *Auth, opts Options) (Identit
 // stops the pull and removes the file.
 //
 // Errors wrap an errdefs class: ErrInvalidArgument for a bad name, an
-// ambiguous short name, an image that is not a containerDisk (no or
-// several files under /disk/, naming them) or whose config does not
-// describe its layers (a config that is no image config, a diff_id
-// mismatch); ErrNotFound for a missing repository, tag or platform;
+// ambiguous short name, an image that is not a containerDisk or
+// checkpoint image (no file, or several, under /disk/ and /checkpoint/,
+// naming them) or whose config does not describe its layers (a config
+// that is no image config, a diff_id mismatch); ErrNotFound for a missing repository, tag or platform;
 // ErrUnauthenticated for rejected credentials, ErrPermissionDenied for
 // denied access or a blocked registry; ErrFailedPrecondition for TLS and
 // registries.conf problems; ErrResourceExhausted for a blob, a layer or a
@@ -119,7 +133,11 @@ func Pull(ctx context.Context, ref string, auth *Auth, opts Options) (Result, er
 		}
 		return Result{}, fmt.Errorf("pull image %q: %w", ref, err)
 	}
-	return Result{Identity: img.id, DiskPath: d.path, TmpFile: d.tmpFile, DiskDigest: d.digest, Size: d.size}, nil
+	kind := KindDisk
+	if strings.HasPrefix(d.path, "/"+checkpointDir) {
+		kind = KindCheckpoint
+	}
+	return Result{Identity: img.id, Kind: kind, DiskPath: d.path, TmpFile: d.tmpFile, DiskDigest: d.digest, Size: d.size}, nil
 }
 
 // puller holds one pull's settings.
