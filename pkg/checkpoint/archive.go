@@ -166,7 +166,19 @@ type Limits struct {
 // returns the manifest. Any mismatch fails with errdefs.ErrInvalidArgument
 // and a message naming it; members written before the failure are
 // removed.
-func Extract(src, dir string, lim Limits) (_ *Manifest, retErr error) {
+func Extract(src, dir string, lim Limits) (*Manifest, error) {
+	return read(src, dir, lim)
+}
+
+// Verify checks the archive at src as Extract does (the manifest, then
+// every member's type, size and sha256) without writing anything.
+func Verify(src string, lim Limits) (*Manifest, error) {
+	return read(src, "", lim)
+}
+
+// read verifies the archive at src and, when dir is not "", writes its
+// members into dir.
+func read(src, dir string, lim Limits) (_ *Manifest, retErr error) {
 	f, err := os.Open(src)
 	if err != nil {
 		return nil, fmt.Errorf("open the checkpoint archive: %w", err)
@@ -236,12 +248,14 @@ func Extract(src, dir string, lim Limits) (_ *Manifest, retErr error) {
 			return nil, invalid("checkpoint member %s: type %q, %d bytes; the manifest says a file of %d", h.Name, h.Typeflag, h.Size, mi.Size)
 		}
 		seen[h.Name] = true
-		p := filepath.Join(dir, h.Name)
-		out, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return nil, fmt.Errorf("extract %s: %w", h.Name, err)
+		var out io.WriteCloser = nopCloser{io.Discard}
+		if dir != "" {
+			p := filepath.Join(dir, h.Name)
+			if out, err = os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600); err != nil {
+				return nil, fmt.Errorf("extract %s: %w", h.Name, err)
+			}
+			written = append(written, p)
 		}
-		written = append(written, p)
 		sum := sha256.New()
 		n, err := io.Copy(io.MultiWriter(out, sum), io.LimitReader(tr, mi.Size))
 		if cerr := out.Close(); err == nil {
@@ -264,6 +278,10 @@ func Extract(src, dir string, lim Limits) (_ *Manifest, retErr error) {
 	}
 	return &m, nil
 }
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
 
 func invalid(format string, a ...any) error {
 	return fmt.Errorf(format+": %w", append(a, errdefs.ErrInvalidArgument)...)

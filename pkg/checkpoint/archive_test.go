@@ -56,6 +56,14 @@ func TestRoundTrip(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(out, "memory.save")); string(b) != "MEMORY" {
 		t.Fatalf("memory.save = %q", b)
 	}
+	// Verify reads the same archive and writes nothing.
+	before, _ := os.ReadDir(filepath.Dir(dst))
+	if m, err := Verify(dst, Limits{Allowed: allowed}); err != nil || len(m.Members) != 2 {
+		t.Fatalf("Verify: %v, %v", m, err)
+	}
+	if after, _ := os.ReadDir(filepath.Dir(dst)); len(after) != len(before) {
+		t.Fatalf("Verify wrote files: %v, before %v", after, before)
+	}
 }
 
 // rewrite rebuilds the archive at src with edit applied to its entries.
@@ -145,6 +153,9 @@ func TestExtractRefuses(t *testing.T) {
 			_, src := writeArchive(t)
 			bad := rewrite(t, src, edit)
 			out := t.TempDir()
+			if _, err := Verify(bad, Limits{Allowed: allowed}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+				t.Fatalf("Verify: err = %v, want InvalidArgument", err)
+			}
 			_, err := Extract(bad, out, Limits{Allowed: allowed})
 			if !errors.Is(err, errdefs.ErrInvalidArgument) {
 				t.Fatalf("err = %v, want InvalidArgument", err)
