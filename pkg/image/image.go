@@ -35,8 +35,11 @@ type Image struct {
 	RepoDigests []string `json:"repo_digests,omitempty"`
 	// Size is the file size in bytes.
 	Size int64 `json:"size"`
-	// Format is "qcow2" or "raw".
+	// Format is "qcow2" or "raw", or FormatCheckpoint for a checkpoint
+	// image (its file is a checkpoint archive).
 	Format string `json:"format"`
+	// Checkpoint is a checkpoint image's base image.
+	Checkpoint *CheckpointBase `json:"checkpoint,omitempty"`
 	// VirtualSize is the guest-visible disk size in bytes.
 	VirtualSize int64 `json:"virtual_size"`
 	// Origins records where the file was fetched from, for conditional

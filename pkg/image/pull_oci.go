@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containerd/errdefs"
+
 	"github.com/vmpod/vmpod/pkg/failpoint"
 	"github.com/vmpod/vmpod/pkg/image/oci"
 	"github.com/vmpod/vmpod/pkg/logging"
@@ -36,6 +38,17 @@ func (s *Store) pullOCI(ctx context.Context, name string, r Reference, auth *oci
 	repo := repoOf(id.RepoDigest)
 	s.mu.Lock()
 	if img, have := s.images[id.ConfigDigest]; have && img.Verified && img.hasRepo(repo) {
+		if base := img.Checkpoint; base != nil {
+			// This pull's credentials must reach the base image too.
+			s.mu.Unlock()
+			if ctx.Value(basePullKey{}) != nil {
+				return Image{}, fmt.Errorf("pull image %q: the base image of a checkpoint is itself a checkpoint image: %w", name, errdefs.ErrInvalidArgument)
+			}
+			if err := s.pullBase(ctx, *base, auth); err != nil {
+				return Image{}, fmt.Errorf("pull image %q: %w", name, err)
+			}
+			s.mu.Lock()
+		}
 		rec, err := s.recordNamesLocked(id.ConfigDigest, tags, digests, nil, nil)
 		s.mu.Unlock()
 		logging.From(ctx).Info("image already present, nothing downloaded", "image", name, "id", id.ConfigDigest)
@@ -45,7 +58,15 @@ func (s *Store) pullOCI(ctx context.Context, name string, r Reference, auth *oci
 
 	// One download per manifest of one repository: a caller joining it has
 	// been let see that manifest by the registry.
-	img, _, err := s.flights.do(ctx, "oci:"+repo+"@"+id.ManifestDigest, func(ctx context.Context) (Image, error) {
+	// A checkpoint's base image is pulled in a flight of its own: the
+	// checkpoint's flight waits for it, so it must never join a flight
+	// that may wait for the checkpoint's (two archives naming each other
+	// as their base would hold each other forever).
+	key := "oci:" + repo + "@" + id.ManifestDigest
+	if ctx.Value(basePullKey{}) != nil {
+		key = "base:" + key
+	}
+	img, _, err := s.flights.do(ctx, key, func(ctx context.Context) (Image, error) {
 		return s.fetchOCI(ctx, name, auth, opts, tags, digests)
 	})
 	if err != nil {
@@ -96,7 +117,14 @@ func (s *Store) fetchOCI(ctx context.Context, name string, auth *oci.Auth, opts 
 	}
 	defer os.Remove(res.TmpFile) // no-op after the rename
 	failpoint.Hit("pull/downloaded")
-	info, err := s.opts.Checker.Check(ctx, res.TmpFile)
+	var info DiskInfo
+	var base *CheckpointBase
+	if res.Kind == oci.KindCheckpoint {
+		base, err = s.checkCheckpoint(ctx, res.TmpFile, auth)
+		info.Format = FormatCheckpoint
+	} else {
+		info, err = s.opts.Checker.Check(ctx, res.TmpFile)
+	}
 	if err != nil {
 		return Image{}, fmt.Errorf("refused %s in %s: %w", res.DiskPath, res.Name, err)
 	}
@@ -120,7 +148,7 @@ func (s *Store) fetchOCI(ctx context.Context, name string, auth *oci.Auth, opts 
 	}
 	img, err := s.recordNamesLocked(res.ConfigDigest, tags, digests, &Origin{URL: "docker://" + res.Name}, &Image{
 		ID: res.ConfigDigest, Verified: true, DiskDigest: res.DiskDigest, Size: res.Size,
-		Format: info.Format, VirtualSize: info.VirtualSize, Pulled: time.Now().UTC(),
+		Format: info.Format, VirtualSize: info.VirtualSize, Checkpoint: base, Pulled: time.Now().UTC(),
 	})
 	if err != nil {
 		return Image{}, err

@@ -92,11 +92,18 @@ func (r *testRegistry) ref(repoTag string) name.Reference {
 // /disk/disk.img, with a correct config.
 func containerDisk(t *testing.T, disk []byte) v1.Image {
 	t.Helper()
+	return oneFileImage(t, "disk/disk.img", disk)
+}
+
+// oneFileImage builds a one-layer (gzip) image holding content as path
+// (under one directory), with a correct config.
+func oneFileImage(t *testing.T, path string, content []byte) v1.Image {
+	t.Helper()
 	var tb bytes.Buffer
 	tw := tar.NewWriter(&tb)
-	tw.WriteHeader(&tar.Header{Name: "disk/", Typeflag: tar.TypeDir, Mode: 0o555})
-	tw.WriteHeader(&tar.Header{Name: "disk/disk.img", Typeflag: tar.TypeReg, Mode: 0o444, Size: int64(len(disk))})
-	tw.Write(disk)
+	tw.WriteHeader(&tar.Header{Name: path[:strings.Index(path, "/")+1], Typeflag: tar.TypeDir, Mode: 0o555})
+	tw.WriteHeader(&tar.Header{Name: path, Typeflag: tar.TypeReg, Mode: 0o444, Size: int64(len(content))})
+	tw.Write(content)
 	tw.Close()
 	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(tb.Bytes())), nil })
 	if err != nil {

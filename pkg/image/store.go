@@ -41,6 +41,9 @@ type Options struct {
 	// Checker validates a downloaded file before it is stored; Checker
 	// (in process, then qemu-img check) in production.
 	Checker DiskChecker
+	// Checkpoints verifies the archive of a pulled checkpoint image
+	// (pkg/lifecycle's); nil refuses checkpoint images.
+	Checkpoints CheckpointChecker
 	// ProgressInterval is how often a running pull logs progress.
 	ProgressInterval time.Duration
 	// OCI configures pulls from OCI registries (names no translation rule

@@ -101,7 +101,7 @@ func (p *puller) extract(ctx context.Context, img *image) (_ diskFile, retErr er
 	ctx, stopWatch := lim.WatchStall(ctx, &prog.Received)
 	defer stopWatch()
 	log := p.log.With("name", img.id.Name, "manifest", img.id.ManifestDigest)
-	log.Info("pulling containerDisk", "layers", len(img.layers), "bytes_total", prog.Total)
+	log.Info("pulling image", "layers", len(img.layers), "bytes_total", prog.Total)
 	stop := prog.Report(log, p.opts.ProgressInterval)
 	defer stop()
 	if p.opts.Downloaded != nil {
@@ -145,7 +145,11 @@ func (p *puller) extract(ctx context.Context, img *image) (_ diskFile, retErr er
 	}
 	n := prog.Received.Load()
 	elapsed := time.Since(prog.Start)
-	log.Info("containerDisk pulled", "disk", "/"+disk, "disk_digest", sink.digest, "disk_bytes", sink.size,
+	what := "containerDisk pulled"
+	if payloadDir(disk) == checkpointDir {
+		what = "checkpoint image pulled"
+	}
+	log.Info(what, "disk", "/"+disk, "disk_digest", sink.digest, "disk_bytes", sink.size,
 		"bytes", n, "seconds", fmt.Sprintf("%.1f", elapsed.Seconds()), "rate_mib_s", transfer.Rate(n, elapsed))
 	return diskFile{path: "/" + disk, tmpFile: tmpName, digest: sink.digest, size: sink.size}, nil
 }
