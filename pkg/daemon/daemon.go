@@ -78,6 +78,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (retErr error
 			CPUSeconds:  cfg.ImageCheckCPUSeconds,
 			MemoryBytes: int64(cfg.ImageCheckMemoryMiB) << 20,
 		},
+		Checkpoints:      lifecycle.CheckpointImageChecker(&cfg),
 		ProgressInterval: cfg.PullProgressInterval.Std(),
 		OCI:              oci.Options{RegistriesConf: cfg.RegistriesConf},
 		Log:              log,

@@ -8,12 +8,16 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/vmpod/vmpod/pkg/checkpoint"
+	"github.com/vmpod/vmpod/pkg/config"
+	"github.com/vmpod/vmpod/pkg/image"
 	"github.com/vmpod/vmpod/pkg/logging"
 	"github.com/vmpod/vmpod/pkg/podspec"
 	"github.com/vmpod/vmpod/pkg/version"
@@ -35,14 +39,18 @@ const (
 type checkpointMeta struct {
 	VmpodVersion string `json:"vmpod_version"`
 	// The container that was checkpointed.
-	ContainerID string        `json:"container_id"`
-	Name        string        `json:"name"` // its CRI metadata name
-	ImageName   string        `json:"image_name"`
-	ImageRef    string        `json:"image_ref"` // the image ID its root overlay is backed by
-	VM          podspec.Shape `json:"vm"`
-	Domain      string        `json:"domain"`
-	Dir         string        `json:"dir"`
-	RunDir      string        `json:"run_dir"`
+	ContainerID string `json:"container_id"`
+	Name        string `json:"name"` // its CRI metadata name
+	ImageName   string `json:"image_name"`
+	ImageRef    string `json:"image_ref"` // the image ID its root overlay is backed by
+	// ImagePullNames are names the image ImageRef can be pulled by (its
+	// repo digests, then the names it was asked for): a checkpoint image's
+	// pull pulls its base by one of them (pkg/image's pullBase).
+	ImagePullNames []string      `json:"image_pull_names,omitempty"`
+	VM             podspec.Shape `json:"vm"`
+	Domain         string        `json:"domain"`
+	Dir            string        `json:"dir"`
+	RunDir         string        `json:"run_dir"`
 	// Its pod.
 	SandboxID    string `json:"sandbox_id"`
 	PodName      string `json:"pod_name"`
@@ -141,7 +149,7 @@ func (c *Controller) snapshotInPlace(ctx context.Context, ct *container, sb *san
 		VmpodVersion: version.Version, ContainerID: rec.ID, Name: ct.config.GetMetadata().GetName(),
 		ImageName: rec.ImageName, ImageRef: rec.ImageRef, VM: rec.VM, Domain: rec.Domain, Dir: rec.Dir, RunDir: rec.RunDir,
 		SandboxID: sbRec.ID, PodName: sb.config.GetMetadata().GetName(), PodNamespace: sb.config.GetMetadata().GetNamespace(),
-		PodUID: sb.config.GetMetadata().GetUid(),
+		PodUID: sb.config.GetMetadata().GetUid(), ImagePullNames: c.pullNames(ct),
 	}
 	if dom.Devices != nil {
 		for _, ifc := range dom.Devices.Interfaces {
@@ -205,6 +213,79 @@ func copyFile(src, dst string) error {
 }
 
 // decodeCheckpointMeta reads an archive's metadata.
+// pullNames are the names a container's image can be pulled by, for a
+// checkpoint's metadata: the image's repo digests (pinned), the name the
+// user gave, its repo tags; image IDs are no pullable name.
+func (c *Controller) pullNames(ct *container) []string {
+	rec := ct.Get()
+	var names []string
+	if img, err := c.images.Get(rec.ImageRef); err == nil {
+		names = append(names, img.RepoDigests...)
+	}
+	names = append(names, ct.config.GetImage().GetUserSpecifiedImage(), rec.ImageName)
+	if img, err := c.images.Get(rec.ImageRef); err == nil {
+		names = append(names, img.RepoTags...)
+	}
+	var out []string
+	for _, n := range names {
+		if n == "" || strings.HasPrefix(n, "sha256:") || slices.Contains(out, n) {
+			continue
+		}
+		if out = append(out, n); len(out) == maxPullNames {
+			break
+		}
+	}
+	return out
+}
+
+// maxPullNames bounds a checkpoint's ImagePullNames (pkg/image tries at
+// most 4).
+const maxPullNames = 4
+
+// basePullNames are the names a checkpoint's base image is pulled by:
+// ImagePullNames, or for archives without them the image name, unless
+// it is an image ID.
+func (m checkpointMeta) basePullNames() []string {
+	if len(m.ImagePullNames) > 0 {
+		return m.ImagePullNames
+	}
+	if m.ImageName != "" && !strings.HasPrefix(m.ImageName, "sha256:") {
+		return []string{m.ImageName}
+	}
+	return nil
+}
+
+// checkpointLimits are the bounds of a checkpoint archive's members.
+func checkpointLimits(cfg *config.Config) map[string]int64 {
+	return map[string]int64{
+		memberMemory:  int64(cfg.MaxVMMemory) + restoreSlack,
+		memberRoot:    int64(cfg.MaxRootVolumeSize) + restoreSlack,
+		memberSeed:    64 << 20,
+		memberEFIVars: 16 << 20,
+	}
+}
+
+// CheckpointImageChecker verifies the archive of a pulled checkpoint
+// image (pkg/image's Options.Checkpoints) as a restore would, without
+// extracting it, and returns its base image: the image ID its root disk
+// is an overlay of and the names to pull it by.
+func CheckpointImageChecker(cfg *config.Config) image.CheckpointChecker {
+	return func(ctx context.Context, path string) (image.CheckpointBase, error) {
+		var meta checkpointMeta
+		_, err := checkpoint.Verify(path, checkpoint.Limits{
+			Allowed: checkpointLimits(cfg),
+			Check: func(m *checkpoint.Manifest) (err error) {
+				meta, err = decodeCheckpointMeta(m)
+				return err
+			},
+		})
+		if err != nil {
+			return image.CheckpointBase{}, err
+		}
+		return image.CheckpointBase{ID: meta.ImageRef, Names: meta.basePullNames()}, nil
+	}
+}
+
 func decodeCheckpointMeta(m *checkpoint.Manifest) (checkpointMeta, error) {
 	var meta checkpointMeta
 	if err := json.Unmarshal(m.Meta, &meta); err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/errdefs"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/vmpod/vmpod/pkg/image"
 	"github.com/vmpod/vmpod/pkg/libvirttools"
 	"github.com/vmpod/vmpod/pkg/lifecycle"
 	"github.com/vmpod/vmpod/pkg/lifecycle/lifecycletest"
@@ -181,4 +182,77 @@ func mustMarshal(t *testing.T, x interface{ Marshal() (string, error) }) string 
 		t.Fatal(err)
 	}
 	return s
+}
+
+// TestRestoreFromACheckpointImage: an archive pulled as a checkpoint
+// image (its file in the image store) restores as the archive does, into
+// a pod of its namespace only; its checker (pkg/image's) verifies it and
+// names its base image and the names to pull it by.
+func TestRestoreFromACheckpointImage(t *testing.T) {
+	e, dir := checkpointEnv(t)
+	ctx := lifecycletest.Ctx(t)
+	_, old := startVM(t, e, "a")
+	archive := filepath.Join(dir, "a.tar")
+	if err := e.Pods.CheckpointContainer(ctx, old, archive, 0); err != nil {
+		t.Fatal(err)
+	}
+	base, err := lifecycle.CheckpointImageChecker(&e.Cfg)(ctx, archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if base.ID != lifecycletest.ImageDebian.ID || !slices.Equal(base.Names, []string{"debian:12"}) {
+		t.Fatalf("checkpoint base %+v, want %s by debian:12", base, lifecycletest.ImageDebian.ID)
+	}
+	ckpt := image.Image{ID: "sha256:" + strings.Repeat("c1", 32), RepoTags: []string{"registry.test/ckpt:1"}, Format: image.FormatCheckpoint,
+		Checkpoint: &base, Verified: true}
+	e.Images.Images = append(e.Images.Images, ckpt)
+	b, _ := os.ReadFile(archive)
+	if err := os.WriteFile(e.Images.Path(ckpt.ID), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tampered := append([]byte(nil), b...)
+	tampered[len(tampered)-2048] ^= 1
+	tamperedPath := filepath.Join(t.TempDir(), "t.tar")
+	os.WriteFile(tamperedPath, tampered, 0o600)
+	if _, err := lifecycle.CheckpointImageChecker(&e.Cfg)(ctx, tamperedPath); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Fatalf("the checker on a tampered archive: %v", err)
+	}
+
+	other := pod("o")
+	other.Metadata.Namespace = "other"
+	sbOther, err := e.Pods.RunSandbox(ctx, other, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := ctr("vm")
+	cfg.Image = &runtimeapi.ImageSpec{Image: ckpt.ID, UserSpecifiedImage: "registry.test/ckpt:1"}
+	before := len(e.ContainerRecords(t))
+	if _, err := e.Pods.CreateContainer(ctx, sbOther, cfg); !errors.Is(err, errdefs.ErrPermissionDenied) {
+		t.Fatalf("a checkpoint image restored in another namespace: %v", err)
+	}
+	if n := len(e.ContainerRecords(t)); n != before {
+		t.Fatalf("%d container records after the refusal, was %d", n, before)
+	}
+
+	sb, err := e.Pods.RunSandbox(ctx, pod("b"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := e.Pods.CreateContainer(ctx, sb, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := e.Record(t, id)
+	if rec.Restore == nil || !strings.Contains(rec.Restore.From, "registry.test/ckpt:1") || rec.ImageRef != lifecycletest.ImageDebian.ID {
+		t.Fatalf("restored record: restore %+v, image %s", rec.Restore, rec.ImageRef)
+	}
+	if err := e.Pods.StartContainer(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.Record(t, id); got.State != lifecycle.ContainerRunning {
+		t.Fatalf("restored container %s", got.State)
+	}
+	if _, err := os.Stat(e.Images.Path(ckpt.ID)); err != nil {
+		t.Fatalf("the checkpoint image's file: %v", err)
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/vmpod/vmpod/pkg/cloudinit"
 	"github.com/vmpod/vmpod/pkg/failpoint"
 	"github.com/vmpod/vmpod/pkg/guest"
+	"github.com/vmpod/vmpod/pkg/image"
 	"github.com/vmpod/vmpod/pkg/logging"
 	"github.com/vmpod/vmpod/pkg/podspec"
 	"github.com/vmpod/vmpod/pkg/rollback"
@@ -86,7 +87,7 @@ func (c *Controller) createContainer(ctx context.Context, sb *sandbox, name stri
 		return "", err
 	}
 	if archive != "" {
-		return c.restoreContainer(ctx, sb, name, cfg, archive)
+		return c.restoreContainer(ctx, sb, name, cfg, archive, archive)
 	}
 	img, err := c.images.Get(cfg.GetImage().GetImage())
 	if err != nil {
@@ -94,6 +95,15 @@ func (c *Controller) createContainer(ctx context.Context, sb *sandbox, name stri
 			return "", fmt.Errorf("image %q is not pulled; pull it first (crictl pull, or the kubelet's image pull): %w", cfg.GetImage().GetImage(), errdefs.ErrNotFound)
 		}
 		return "", err
+	}
+	if img.Format == image.FormatCheckpoint {
+		// A checkpoint image: its file is the archive, verified when it
+		// was pulled and again as it is extracted.
+		named := cfg.GetImage().GetUserSpecifiedImage()
+		if named == "" {
+			named = cfg.GetImage().GetImage()
+		}
+		return c.restoreContainer(ctx, sb, name, cfg, c.images.Path(img.ID), fmt.Sprintf("image %s (%s)", named, img.ID))
 	}
 	h, err := c.cfg.ResolveHandler(sbRec.Handler)
 	if err != nil {

@@ -23,7 +23,8 @@ import (
 // RestoreState says a container is a checkpoint restored into a new pod
 // (restore.go): StartContainer restores its memory instead of booting.
 type RestoreState struct {
-	// From is the archive it was restored from.
+	// From is the archive it was restored from: its path, or the
+	// checkpoint image as "NAME (ID)".
 	From string `json:"from"`
 	// MemoryFile is the save image StartContainer restores (removed once
 	// the VM runs).
@@ -77,15 +78,17 @@ func (c *Controller) checkpointArchive(image string) (string, error) {
 // the saved domain definition is rewritten for the new container (name,
 // UUID, metadata, paths, taps) into the save image and defined. The VM
 // keeps the saved shape and devices; the archive must come from a pod of
-// the same namespace. sb.op is held by the caller.
-func (c *Controller) restoreContainer(ctx context.Context, sb *sandbox, name string, cfg *runtimeapi.ContainerConfig, archive string) (_ string, retErr error) {
+// the same namespace. from names the archive for messages and the record:
+// its path, or the checkpoint image's name and ID. sb.op is held by the
+// caller.
+func (c *Controller) restoreContainer(ctx context.Context, sb *sandbox, name string, cfg *runtimeapi.ContainerConfig, archive, from string) (_ string, retErr error) {
 	sbRec := sb.Get()
 	id := newID()
 	log := logging.From(ctx).With(logging.KeyContainerID, id, logging.KeySandboxID, sbRec.ID, logging.KeyDomain, DomainName(id))
 	var undo rollback.Steps
 	defer func() { undo.Run(ctx, log, retErr) }()
 	ct, err := c.beginCreate(sb, name, cfg, id, func(r *ContainerRecord) {
-		r.Restore = &RestoreState{From: archive, MemoryFile: filepath.Join(r.Dir, memberMemory)}
+		r.Restore = &RestoreState{From: from, MemoryFile: filepath.Join(r.Dir, memberMemory)}
 	}, &undo, &retErr)
 	if err != nil {
 		return "", err
@@ -99,16 +102,11 @@ func (c *Controller) restoreContainer(ctx context.Context, sb *sandbox, name str
 		return "", fmt.Errorf("create container directory: %w", err)
 	}
 	begin := time.Now()
-	log.Info("restore: verifying and extracting the checkpoint", "archive", archive)
+	log.Info("restore: verifying and extracting the checkpoint", "archive", from)
 	var meta checkpointMeta
 	var img imageOf
 	_, err = checkpoint.Extract(archive, layout.Dir, checkpoint.Limits{
-		Allowed: map[string]int64{
-			memberMemory:  int64(c.cfg.MaxVMMemory) + restoreSlack,
-			memberRoot:    int64(c.cfg.MaxRootVolumeSize) + restoreSlack,
-			memberSeed:    64 << 20,
-			memberEFIVars: 16 << 20,
-		},
+		Allowed: checkpointLimits(&c.cfg),
 		Check: func(m *checkpoint.Manifest) error {
 			var err error
 			if meta, err = decodeCheckpointMeta(m); err != nil {
@@ -129,7 +127,7 @@ func (c *Controller) restoreContainer(ctx context.Context, sb *sandbox, name str
 		},
 	})
 	if err != nil {
-		return "", fmt.Errorf("restore from %s: %w", archive, err)
+		return "", fmt.Errorf("restore from %s: %w", from, err)
 	}
 	log.Info("restore: checkpoint verified", "seconds", fmt.Sprintf("%.3f", time.Since(begin).Seconds()), "from_container", meta.ContainerID, "from_pod", meta.PodNamespace+"/"+meta.PodName)
 
@@ -140,10 +138,10 @@ func (c *Controller) restoreContainer(ctx context.Context, sb *sandbox, name str
 	if err := layout.Create(owner.GID); err != nil {
 		return "", fmt.Errorf("create container directory: %w", err)
 	}
-	if err := c.defineRestored(ctx, ct, sb, restoredVM{from: archive, meta: meta, img: img}); err != nil {
-		return "", fmt.Errorf("restore from %s: %w", archive, err)
+	if err := c.defineRestored(ctx, ct, sb, restoredVM{from: from, meta: meta, img: img}); err != nil {
+		return "", fmt.Errorf("restore from %s: %w", from, err)
 	}
-	log.Info("container created from a checkpoint", "archive", archive, "seconds", fmt.Sprintf("%.3f", time.Since(begin).Seconds()))
+	log.Info("container created from a checkpoint", "archive", from, "seconds", fmt.Sprintf("%.3f", time.Since(begin).Seconds()))
 	return id, nil
 }
 
