@@ -238,6 +238,19 @@ func TestRestoreFromACheckpointImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// What a restored VM cannot get is refused, not dropped.
+	withCmd := ctr("vm")
+	withCmd.Image, withCmd.Command = cfg.Image, []string{"/bin/true"}
+	withShare := ctr("vm")
+	withShare.Image, withShare.Mounts = cfg.Image, []*runtimeapi.Mount{{HostPath: t.TempDir(), ContainerPath: "/data"}}
+	for what, c := range map[string]*runtimeapi.ContainerConfig{"a command": withCmd, "a shared directory": withShare} {
+		if _, err := e.Pods.CreateContainer(ctx, sb, c); !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "restores a checkpoint") {
+			t.Fatalf("a restore with %s: %v, want FailedPrecondition", what, err)
+		}
+	}
+	if n := len(e.ContainerRecords(t)); n != before {
+		t.Fatalf("%d container records after the refusals, was %d", n, before)
+	}
 	id, err := e.Pods.CreateContainer(ctx, sb, cfg)
 	if err != nil {
 		t.Fatal(err)

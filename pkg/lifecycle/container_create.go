@@ -115,7 +115,7 @@ func (c *Controller) createContainer(ctx context.Context, sb *sandbox, name stri
 	}
 	// Everything that can be refused is worked out before anything is
 	// created: mounts, devices and the cloud-init seed.
-	mounts, err := volumes.Resolve(cfg, volumes.Options{ShareType: c.cfg.SharedDirType, ReadOnlyVirtiofsd: c.roVirtiofsd})
+	mounts, err := volumes.Resolve(cfg, c.volumeOptions())
 	if err != nil {
 		return "", err
 	}
@@ -274,4 +274,9 @@ func (c *Controller) dropFailedCreate(ctx context.Context, ct *container, cause 
 		return errors.Join(fmt.Errorf("the container is kept as exited until it is removed: %w", err), serr)
 	}
 	return c.reg.removeContainer(ct)
+}
+
+// volumeOptions say how the container's directories are shared.
+func (c *Controller) volumeOptions() volumes.Options {
+	return volumes.Options{ShareType: c.cfg.SharedDirType, ReadOnlyVirtiofsd: c.roVirtiofsd}
 }

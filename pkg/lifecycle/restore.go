@@ -18,6 +18,7 @@ import (
 	"github.com/vmpod/vmpod/pkg/logging"
 	"github.com/vmpod/vmpod/pkg/rollback"
 	"github.com/vmpod/vmpod/pkg/vm"
+	"github.com/vmpod/vmpod/pkg/volumes"
 )
 
 // RestoreState says a container is a checkpoint restored into a new pod
@@ -82,6 +83,9 @@ func (c *Controller) checkpointArchive(image string) (string, error) {
 // its path, or the checkpoint image's name and ID. sb.op is held by the
 // caller.
 func (c *Controller) restoreContainer(ctx context.Context, sb *sandbox, name string, cfg *runtimeapi.ContainerConfig, archive, from string) (_ string, retErr error) {
+	if err := restorable(cfg, c.volumeOptions()); err != nil {
+		return "", err
+	}
 	sbRec := sb.Get()
 	id := newID()
 	log := logging.From(ctx).With(logging.KeyContainerID, id, logging.KeySandboxID, sbRec.ID, logging.KeyDomain, DomainName(id))
@@ -143,6 +147,27 @@ func (c *Controller) restoreContainer(ctx context.Context, sb *sandbox, name str
 	}
 	log.Info("container created from a checkpoint", "archive", from, "seconds", fmt.Sprintf("%.3f", time.Since(begin).Seconds()))
 	return id, nil
+}
+
+// restorable refuses a container config that asks for what a restored
+// VM cannot get: the VM keeps the devices and seed it was saved with, so a
+// command, shared directories and block devices of the new container
+// would silently be missing (FailedPrecondition). Files (Secrets,
+// ConfigMaps, tokens) are in the saved seed and the guest's memory as
+// they were; the new container's are not applied.
+func restorable(cfg *runtimeapi.ContainerConfig, o volumes.Options) error {
+	if guestCommand(cfg, "") != nil {
+		return fmt.Errorf("the container restores a checkpoint, whose guest carries on where it was saved; it cannot run a command: remove command and args: %w", errdefs.ErrFailedPrecondition)
+	}
+	plan, err := volumes.Resolve(cfg, o)
+	if err != nil {
+		return err
+	}
+	if len(plan.Shares) > 0 || len(plan.Disks) > 0 {
+		return fmt.Errorf("the container restores a checkpoint, whose VM keeps the devices it was saved with; it cannot get shared directories or block devices (%d, %d): remove those volumes: %w",
+			len(plan.Shares), len(plan.Disks), errdefs.ErrFailedPrecondition)
+	}
+	return nil
 }
 
 // restoredVM is a saved VM whose files are in a new container's
