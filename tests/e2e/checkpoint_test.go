@@ -41,9 +41,14 @@ func firstCounter(path string) int {
 // whose guest runs a counter; the VM runs on; a new pod created from the
 // archive's path continues the counter (the process survived in the
 // guest's memory) and answers on its own pod IP.
+//
+// The same archive pushed to a registry as a checkpoint image (one file
+// under /checkpoint/) is pulled with crictl and restores into a third pod
+// by its image reference, as the kubelet restores.
 func TestCheckpointRestore(t *testing.T) {
 	ckDir := t.TempDir()
-	e := newVMEnvWith(t, daemonOpts{extraEnv: []string{"VMPOD_CHECKPOINT_RESTORE_DIRS=" + ckDir}})
+	reg := startRegistry(t, "", "")
+	e := newVMEnvWith(t, daemonOpts{extraEnv: []string{"VMPOD_CHECKPOINT_RESTORE_DIRS=" + ckDir, "VMPOD_REGISTRIES_CONF=" + registriesConf(t, reg)}})
 	f, ctrID := e.bootVM("ckpt-a", nil)
 	waitLog(t, f.logPath, regexp.MustCompile(`vmpod-test-guest qemu-ga started`), 30*time.Second)
 	e.mustCrictl("exec", "-s", ctrID, "sh", "-c",
@@ -99,33 +104,62 @@ func TestCheckpointRestore(t *testing.T) {
 	restored := strings.TrimSpace(e.mustCrictl("create", podB, fr.ctr, fr.pod))
 	e.mustCrictl("start", restored)
 	t.Logf("restored container created and started in %v", time.Since(start).Round(time.Millisecond))
-	waitLog(t, fr.logPath, counterRE, time.Minute)
-	first := firstCounter(fr.logPath)
+	checkRestored(t, e, fr, restored, ipB, atCheckpoint)
+
+	// The archive as a checkpoint image in a registry.
+	ref := reg.addr + "/ckpt/a:1"
+	reg.push(t, archive, "ckpt/a:1", "", "DISK_DIR=checkpoint")
+	start = time.Now()
+	imgID := strings.TrimPrefix(strings.TrimSpace(e.mustCrictl("pull", ref)), "Image is up to date for ")
+	t.Logf("checkpoint image pulled in %v: %s", time.Since(start).Round(time.Millisecond), imgID)
+	if info := e.mustCrictl("inspecti", ref); !regexp.MustCompile(`"format":\s*"checkpoint"`).MatchString(info) {
+		t.Fatalf("crictl inspecti %s:\n%s", ref, info)
+	}
+	fc := e.podConfigs("ckpt-c", 0, nil)
+	e.editCtr(fc, func(ctr map[string]any) { ctr["image"] = map[string]any{"image": ref} })
+	podC := strings.TrimSpace(e.mustCrictl("runp", fc.pod))
+	ipC := e.podIP(podC)
+	start = time.Now()
+	fromImage := strings.TrimSpace(e.mustCrictl("create", podC, fc.ctr, fc.pod))
+	e.mustCrictl("start", fromImage)
+	t.Logf("container restored from the checkpoint image created and started in %v", time.Since(start).Round(time.Millisecond))
+	checkRestored(t, e, fc, fromImage, ipC, atCheckpoint)
+
+	// All three VMs run, with their own counters.
+	for _, id := range []string{ctrID, restored, fromImage} {
+		if ci := e.inspect(id); ci.Status.State != "CONTAINER_RUNNING" {
+			t.Fatalf("container %s is %s", id, ci.Status.State)
+		}
+	}
+}
+
+// checkRestored: the restored guest's counter continues from the
+// checkpoint (it did not boot), and once the agent moved its interface to
+// the new pod's MAC and the guest renewed its lease, it has the new pod's
+// IP and serves HTTP there.
+func checkRestored(t *testing.T, e *vmEnv, f podFiles, id, ip string, atCheckpoint int) {
+	t.Helper()
+	waitLog(t, f.logPath, counterRE, time.Minute)
+	first := firstCounter(f.logPath)
 	if first < atCheckpoint {
 		t.Fatalf("the restored guest's counter starts at %d; it was at %d at the checkpoint", first, atCheckpoint)
 	}
 	t.Logf("the restored guest's counter starts at %d", first)
-	if strings.Contains(readFile(t, fr.logPath), "vmpod-test-guest ready") {
+	if strings.Contains(readFile(t, f.logPath), "vmpod-test-guest ready") {
 		t.Fatal("the restored guest booted")
 	}
-	// Its new address, once the agent moved it to the new pod's MAC and
-	// the guest renewed its lease.
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		out, _, _ := e.crictl("exec", "-s", restored, "ip", "-4", "addr", "show")
-		if strings.Contains(out, ipB+"/") {
+		out, _, _ := e.crictl("exec", "-s", id, "ip", "-4", "addr", "show")
+		if strings.Contains(out, ip+"/") {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the restored guest does not have its pod's IP %s:\n%s", ipB, out)
+			t.Fatalf("the restored guest does not have its pod's IP %s:\n%s", ip, out)
 		}
 		time.Sleep(2 * time.Second)
 	}
-	if body, err := httpGet("http://" + ipB + ":8080/"); err != nil {
-		t.Fatalf("the restored guest's httpd on its new IP %s: %v (%q)", ipB, err, body)
-	}
-	// Both VMs run, with their own counters.
-	if ci := e.inspect(ctrID); ci.Status.State != "CONTAINER_RUNNING" {
-		t.Fatalf("the original is %s", ci.Status.State)
+	if body, err := httpGet("http://" + ip + ":8080/"); err != nil {
+		t.Fatalf("the restored guest's httpd on its new IP %s: %v (%q)", ip, err, body)
 	}
 }

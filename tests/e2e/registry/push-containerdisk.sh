@@ -72,8 +72,8 @@ diffid=$(cat "$work/diffid")
 [[ ${#diffid} -eq 64 ]] || { echo "$0: could not digest the layer" >&2; exit 1; }
 layer=$(put "$work/layer" "$layer_mt")
 
-printf '{"architecture":"%s","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created_by":"vmpod push-containerdisk.sh: ADD --chown=107:107 %s /disk/"}]}' \
-	"$arch" "$diffid" "$name" >"$work/config"
+printf '{"architecture":"%s","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created_by":"vmpod push-containerdisk.sh: ADD --chown=107:107 %s /%s/"}]}' \
+	"$arch" "$diffid" "$name" "$diskdir" >"$work/config"
 config=$(put "$work/config" application/vnd.oci.image.config.v1+json)
 
 printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":%s,"layers":[%s]}' \
