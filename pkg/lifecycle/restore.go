@@ -231,6 +231,12 @@ func (c *Controller) defineRestored(ctx context.Context, ct *container, sb *sand
 		return err
 	}
 	if err := c.libvirt.Define(ctx, xml); err != nil {
+		if errdefs.IsInvalidArgument(err) {
+			// The saved device model is what the archive's host ran: a
+			// machine type, CPU model or device this host's QEMU lacks.
+			return fmt.Errorf("this node cannot run the saved VM as it was saved (restore it on a node with the same QEMU and CPU): define domain %s: %v: %w",
+				rec.Domain, err, errdefs.ErrFailedPrecondition)
+		}
 		return fmt.Errorf("define domain %s: %w", rec.Domain, err)
 	}
 	shape := r.meta.VM

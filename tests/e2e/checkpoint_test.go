@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vmpod/vmpod/pkg/checkpoint"
+	"github.com/vmpod/vmpod/pkg/libvirttools"
 )
 
 var counterRE = regexp.MustCompile(`vmpod-counter (\d+)`)
@@ -95,6 +99,39 @@ func TestCheckpointRestore(t *testing.T) {
 		t.Fatalf("containers left in the pod: %s", out)
 	}
 
+	// An archive from a host whose QEMU has a machine type this one lacks
+	// (a consistent archive: its manifest matches) is refused at create,
+	// with libvirt's reason, and leaves nothing.
+	alien := filepath.Join(ckDir, "alien.tar")
+	rewriteArchive(t, archive, alien, func(dir string) {
+		mem := filepath.Join(dir, "memory.save")
+		x, err := libvirttools.SaveImageXML(mem)
+		if err != nil {
+			t.Fatal(err)
+		}
+		re := regexp.MustCompile(`machine='[^']*'`)
+		if !re.MatchString(x) {
+			t.Fatalf("no machine type in the saved definition:\n%s", x)
+		}
+		if err := libvirttools.RewriteSaveImageXML(mem, re.ReplaceAllString(x, `machine='pc-q35-99.0'`)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	fa := e.podConfigs("ckpt-alien", 0, nil)
+	e.editCtr(fa, func(ctr map[string]any) { ctr["image"] = map[string]any{"image": alien} })
+	alienPod := strings.TrimSpace(e.mustCrictl("runp", fa.pod))
+	if out := e.failCrictl("create", alienPod, fa.ctr, fa.pod); !strings.Contains(out, "pc-q35-99.0") || !strings.Contains(out, "FailedPrecondition") {
+		t.Fatalf("an archive with a machine type this host lacks: %s", out)
+	} else {
+		t.Logf("an archive with a machine type this host lacks: %s", strings.TrimSpace(out))
+	}
+	if got := virshDomains(t); got != domainsBefore {
+		t.Fatalf("domains after the refused restore:\n%s\nbefore:\n%s", got, domainsBefore)
+	}
+	if out := e.mustCrictl("ps", "-a", "-q", "-p", alienPod); strings.TrimSpace(out) != "" {
+		t.Fatalf("containers left in the pod: %s", out)
+	}
+
 	// The restore into a new pod.
 	fr := e.podConfigs("ckpt-b", 0, nil)
 	e.editCtr(fr, func(ctr map[string]any) { ctr["image"] = map[string]any{"image": archive} })
@@ -161,5 +198,29 @@ func checkRestored(t *testing.T, e *vmEnv, f podFiles, id, ip string, atCheckpoi
 	}
 	if body, err := httpGet("http://" + ip + ":8080/"); err != nil {
 		t.Fatalf("the restored guest's httpd on its new IP %s: %v (%q)", ip, err, body)
+	}
+}
+
+// rewriteArchive writes dst: the checkpoint archive src with edit applied
+// to its extracted members, and a manifest that matches them (what a
+// consistent archive from another host looks like).
+func rewriteArchive(t *testing.T, src, dst string, edit func(dir string)) {
+	t.Helper()
+	dir := t.TempDir()
+	var meta json.RawMessage
+	m, err := checkpoint.Extract(src, dir, checkpoint.Limits{
+		Allowed: map[string]int64{"memory.save": 16 << 30, "root.qcow2": 16 << 30, "seed.iso": 64 << 20, "efivars.fd": 16 << 20},
+		Check:   func(m *checkpoint.Manifest) error { meta = m.Meta; return nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit(dir)
+	var members []checkpoint.Member
+	for _, mi := range m.Members {
+		members = append(members, checkpoint.Member{Name: mi.Name, Path: filepath.Join(dir, mi.Name)})
+	}
+	if err := checkpoint.Write(dst, meta, members); err != nil {
+		t.Fatal(err)
 	}
 }
