@@ -253,6 +253,9 @@ func checkDeploy(t *testing.T, docs []doc, kvm bool) {
 		t.Errorf("vmpod-images is mounted at %q, image_translations_dir is %q", got, cfg.ImageTranslationsDir)
 	}
 	vmPaths := []string{cfg.StateDir, filepath.Dir(cfg.Socket), "/run/libvirt", "/var/log/pods", "/var/lib/kubelet/pods", "/run/netns", "/etc/cni/net.d", "/opt/cni/bin"}
+	// The kubelet's checkpoint API has vmpod write archives there, and
+	// restores read them there.
+	vmPaths = append(vmPaths, cfg.CheckpointRestoreDirList()...)
 	if kvm {
 		vmPaths = append(vmPaths, "/dev/kvm")
 	}

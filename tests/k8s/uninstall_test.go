@@ -17,7 +17,7 @@ import (
 // namespaces with its pods). The uninstall leaves them; every other host
 // path of the DaemonSet must be one the uninstall removes.
 var nodeOwnPaths = []string{"/sys/fs/cgroup", "/dev/kvm", "/var/log/pods", "/var/lib/kubelet/pods",
-	"/etc/cni/net.d", "/opt/cni/bin", "/run/netns"}
+	"/var/lib/kubelet/checkpoints", "/etc/cni/net.d", "/opt/cni/bin", "/run/netns"}
 
 // uninstallPaths reads the directories docs/install.md's uninstall removes
 // on a node (its `rm -rf` lines), so the test removes what a user would.
