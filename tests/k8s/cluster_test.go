@@ -53,6 +53,7 @@ type cluster struct {
 	podLogs, kubeletRoot           string
 	kubeconfig                     string
 	apiPort, kubeletPort           int
+	registry                       string // host:port of the registry for checkpoint images (startRegistry)
 
 	procs map[string]*proc
 

@@ -113,7 +113,8 @@ func (c *cluster) overlayDir() string { return c.path("overlay") }
 
 // writeOverlay writes the test's kustomization over
 // deploy/overlays/example: the image tag, the private root, the test's
-// kubelet directories and network, TCG, and the test guest's image rule.
+// kubelet directories and network, TCG, the test guest's image rule, and
+// the test's registry for checkpoint images.
 // What a user's overlay sets (image, nodes) comes from the example.
 func (c *cluster) writeOverlay(tag, guestURL string) {
 	c.t.Helper()
@@ -151,10 +152,15 @@ func (c *cluster) writeOverlay(tag, guestURL string) {
 	// and the CNI config's host-local store is the test's: mount them at
 	// the paths the kubelet and the config give.
 	kubeletPods := filepath.Join(c.kubeletRoot, "pods")
-	for name, p := range map[string]string{"test-kubelet-pods": kubeletPods, "test-pod-logs": c.podLogs, "test-ipam": c.ipamDir} {
+	for name, p := range map[string]string{"test-kubelet-pods": kubeletPods, "test-pod-logs": c.podLogs, "test-ipam": c.ipamDir,
+		"test-kubelet-checkpoints": c.checkpointDir()} {
 		os.MkdirAll(p, 0o755)
 		volumes = append(volumes, map[string]any{"name": name, "hostPath": map[string]any{"path": p, "type": "Directory"}})
 	}
+	// vmpod pulls checkpoint images from the test's plain-HTTP registry
+	// (checkpoint_test.go): a registries.conf in a ConfigMap of the
+	// overlay's, as a node's administrator would ship it.
+	volumes = append(volumes, map[string]any{"name": "test-registries", "configMap": map[string]any{"name": registriesConfigMap}})
 	hostToContainer := map[string]any{"name": "test-kubelet-pods", "mountPath": kubeletPods, "mountPropagation": "HostToContainer"}
 	// vmpod's state directory at the path it has on the host, in both
 	// containers (QEMU opens the disks at the paths vmpod gives), as on a
@@ -175,9 +181,13 @@ func (c *cluster) writeOverlay(tag, guestURL string) {
 					// test's kubelet uses cgroupfs.
 					"env": []map[string]any{{"name": "VMPOD_ACCELERATOR", "value": "tcg"}, {"name": "VMPOD_TCG_TB_CACHE_MIB", "value": "256"},
 						{"name": "VMPOD_LOG_LEVEL", "value": "debug"}, {"name": "VMPOD_CGROUP_DRIVER", "value": "cgroupfs"},
-						{"name": "VMPOD_STATE_DIR", "value": stateDir}},
+						{"name": "VMPOD_STATE_DIR", "value": stateDir},
+						{"name": "VMPOD_CHECKPOINT_RESTORE_DIRS", "value": c.checkpointDir()},
+						{"name": "VMPOD_REGISTRIES_CONF", "value": registriesMount + "/registries.conf"}},
 					"volumeMounts": []map[string]any{hostToContainer, stateMount,
-						{"name": "test-pod-logs", "mountPath": c.podLogs}, {"name": "test-ipam", "mountPath": c.ipamDir}}},
+						{"name": "test-pod-logs", "mountPath": c.podLogs}, {"name": "test-ipam", "mountPath": c.ipamDir},
+						{"name": "test-kubelet-checkpoints", "mountPath": c.checkpointDir()},
+						{"name": "test-registries", "mountPath": registriesMount, "readOnly": true}}},
 			},
 		}}},
 	}
@@ -190,9 +200,14 @@ func (c *cluster) writeOverlay(tag, guestURL string) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
+	registries := map[string]any{
+		"apiVersion": "v1", "kind": "ConfigMap",
+		"metadata": map[string]any{"name": registriesConfigMap, "namespace": dsNamespace},
+		"data":     map[string]any{"registries.conf": c.registriesConf()},
+	}
 	kz := map[string]any{
 		"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-		"resources": []string{rel},
+		"resources": []string{rel, "registries.yaml"},
 		"images":    []map[string]any{{"name": k.Images[0].NewName, "newName": "vmpod", "newTag": tag}},
 		"patches":   []map[string]any{{"path": "node.yaml"}, {"path": "images.yaml"}},
 	}
@@ -205,7 +220,7 @@ func (c *cluster) writeOverlay(tag, guestURL string) {
 		}
 		kz["components"] = []string{noKVM}
 	}
-	for name, obj := range map[string]any{"kustomization.yaml": kz, "node.yaml": patch, "images.yaml": images} {
+	for name, obj := range map[string]any{"kustomization.yaml": kz, "node.yaml": patch, "images.yaml": images, "registries.yaml": registries} {
 		b, err := yaml.Marshal(obj)
 		if err != nil {
 			c.t.Fatal(err)

@@ -8,8 +8,9 @@
 // kubectl (logs, attach, exec, port-forward, a readiness probe) beside an
 // ordinary container pod; the VM in its pod's cgroup and in the kubelet's
 // /stats/summary; that the VM survives the DaemonSet's pod being
-// deleted and upgraded to a second image; and that the uninstall leaves
-// the node clean. It needs root, the binaries and images hack/k8s-e2e.sh
+// deleted and upgraded to a second image; a checkpoint through the
+// kubelet's checkpoint API, pushed to a registry as a checkpoint image and
+// restored into a new pod; and that the uninstall leaves the node clean. It needs root, the binaries and images hack/k8s-e2e.sh
 // builds, and runs only when VMPOD_K8S_E2E=1; hack/k8s-e2e.sh sets it up.
 package k8se2e
 
@@ -148,6 +149,10 @@ func TestKubelet(t *testing.T) {
 	t.Cleanup(srv.Close)
 	guestURL := srv.URL + "/vmpod-test-guest.qcow2"
 
+	s = begin(t, "a registry on 127.0.0.1 for the checkpoint image")
+	c.startRegistry()
+	s.done()
+
 	s = begin(t, "install 1-3: import "+images[0].name+", label the node, kubectl apply -k")
 	c.importImage(images[0])
 	c.labelNode(true)
@@ -195,7 +200,7 @@ func TestKubelet(t *testing.T) {
 	if !strings.HasPrefix(vmIP, "10.252.") || vmIP == cp.Status.PodIP {
 		t.Fatalf("%s: pod IP %q (container pod %s), want another one from %s", vmPod, vmIP, cp.Status.PodIP, subnet)
 	}
-	vmSandbox, vmCtr := c.vmpodIDs(t)
+	vmSandbox, vmCtr := c.vmpodIDs(t, vmPod)
 	t.Logf("%s: pod IP %s, vmpod sandbox %s, container %s; %s: pod IP %s", vmPod, vmIP, vmSandbox, vmCtr, ctrPod, cp.Status.PodIP)
 	s.done()
 
@@ -253,6 +258,44 @@ func TestKubelet(t *testing.T) {
 	c.attachEcho(vmPod)
 	s.done()
 
+	// checkpoint_test.go
+	s = begin(t, "checkpoint the VM pod with the kubelet's API; the VM runs on")
+	c.startCounter(vmPod)
+	ck := c.kubeletCheckpoint(vmPod, "vm")
+	c.waitFor("kubectl logs "+vmPod+": the counter goes on", "vmpod", time.Minute, func() error {
+		if n := lastCounter(c.mustKubectl("logs", vmPod)); n < ck.after+3 {
+			return fmt.Errorf("counter at %d, want %d", n, ck.after+3)
+		}
+		return nil
+	})
+	vp = c.waitPod(vmPod, time.Minute, podReady)
+	if restarts(vp) != 0 || vp.Status.PodIP != vmIP {
+		t.Fatalf("%s after the checkpoint: %d restarts, pod IP %s (was %s)", vmPod, restarts(vp), vp.Status.PodIP, vmIP)
+	}
+	// The checkpoint saved the VM and restored it in place: a new QEMU.
+	if vm.qemu, err = c.qemuPID(vmCtr); err != nil {
+		t.Fatal(err)
+	}
+	s.done()
+
+	s = begin(t, "push the archive to the registry as a checkpoint image")
+	ckRef := c.pushCheckpoint(ck.archive, "vms/"+vmPod+"-checkpoint:1")
+	s.done()
+
+	s = begin(t, "restore: a new pod in the same namespace from the checkpoint image")
+	c.mustKubectl("apply", "-f", c.restoredPodManifest(ckRef, vp.Spec.Containers[0].Resources))
+	rp := c.checkRestored(ck, vmIP)
+	rSandbox, rCtr := c.vmpodIDs(t, restoredPod)
+	rQEMU, err := c.qemuPID(rCtr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored := vmPodRef{sandbox: rSandbox, ctr: rCtr, ip: rp.Status.PodIP, qemu: rQEMU}
+	if vp := c.waitPod(vmPod, time.Minute, podReady); restarts(vp) != 0 {
+		t.Fatalf("%s: %d restarts after the restore of its checkpoint", vmPod, restarts(vp))
+	}
+	s.done()
+
 	s = begin(t, "the router shows both runtimes' pods")
 	if out, err := c.crictl(c.routerSock, "pods", "--state", "ready", "-o", "json"); err != nil || !strings.Contains(out, `"`+vmPod+`"`) || !strings.Contains(out, `"`+ctrPod+`"`) {
 		t.Fatalf("crictl pods through the router: %v\n%s", err, out)
@@ -262,8 +305,8 @@ func TestKubelet(t *testing.T) {
 
 	c.checkJobs() // jobs_test.go
 
-	s = begin(t, "delete both pods (the upgraded vmpod stops the VM); nothing left behind")
-	c.mustKubectl("delete", "pod", vmPod, ctrPod, "--wait=true", "--timeout=3m")
+	s = begin(t, "delete the pods (the upgraded vmpod stops the VMs); nothing left behind")
+	c.mustKubectl("delete", "pod", vmPod, restoredPod, ctrPod, "--wait=true", "--timeout=3m")
 	// The kubelet removes the stopped sandboxes in its garbage collection,
 	// which runs once a minute.
 	c.waitFor("both runtimes without pods", "kubelet", 4*time.Minute, func() error {
@@ -277,14 +320,14 @@ func TestKubelet(t *testing.T) {
 		}
 		return nil
 	})
-	if left := c.leftovers(vm, ctrSandbox, ctrNetns); len(left) > 0 {
+	if left := c.leftovers([]vmPodRef{vm, restored}, ctrSandbox, ctrNetns); len(left) > 0 {
 		t.Fatalf("left after deleting the pods: %v", left)
 	}
 	s.done()
 
 	s = begin(t, "uninstall (docs/install.md): the node is clean")
 	c.uninstall(images[:])
-	if left := c.nodeLeftovers([]vmPodRef{vm}, daemons); len(left) > 0 {
+	if left := c.nodeLeftovers([]vmPodRef{vm, restored}, daemons); len(left) > 0 {
 		t.Fatalf("left after the uninstall: %v", left)
 	}
 	c.hostLibvirtServes(daemons)

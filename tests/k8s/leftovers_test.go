@@ -10,12 +10,12 @@ import (
 	"testing"
 )
 
-// vmpodIDs returns the VM pod's sandbox and container IDs in vmpod.
-func (c *cluster) vmpodIDs(t *testing.T) (sandbox, ctr string) {
+// vmpodIDs returns a VM pod's sandbox and container IDs in vmpod.
+func (c *cluster) vmpodIDs(t *testing.T, pod string) (sandbox, ctr string) {
 	t.Helper()
-	out, err := c.crictl(c.vmpodSock, "pods", "--name", vmPod, "-q")
+	out, err := c.crictl(c.vmpodSock, "pods", "--name", "^"+pod+"$", "-q")
 	if err != nil || len(strings.Fields(out)) != 1 {
-		t.Fatalf("vmpod's pods named %s: %v %q", vmPod, err, out)
+		t.Fatalf("vmpod's pods named %s: %v %q", pod, err, out)
 	}
 	sandbox = strings.TrimSpace(out)
 	out, err = c.crictl(c.vmpodSock, "ps", "-a", "--pod", sandbox, "-q")
@@ -148,11 +148,14 @@ func (c *cluster) requireFootprint(vm vmPodRef) {
 	c.t.Logf("the running VM pod's footprint: %v", found)
 }
 
-// leftovers lists what of the two pods is still on the host.
-func (c *cluster) leftovers(vm vmPodRef, ctrSandbox, ctrNetns string) []string {
+// leftovers lists what of the VM pods and the container pod is still on
+// the host.
+func (c *cluster) leftovers(vms []vmPodRef, ctrSandbox, ctrNetns string) []string {
 	var left []string
-	for k, v := range c.vmFootprint(vm) {
-		left = append(left, k+": "+v)
+	for _, vm := range vms {
+		for k, v := range c.vmFootprint(vm) {
+			left = append(left, k+": "+v)
+		}
 	}
 	if _, err := os.Stat(ctrNetns); err == nil {
 		left = append(left, "netns "+ctrNetns)
