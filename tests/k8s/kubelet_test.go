@@ -283,7 +283,7 @@ func TestKubelet(t *testing.T) {
 	s.done()
 
 	s = begin(t, "restore: a new pod in the same namespace from the checkpoint image")
-	c.mustKubectl("apply", "-f", c.restoredPodManifest(ckRef, vp.Spec.Containers[0].Resources))
+	c.mustKubectl("apply", "-f", c.restoredPodManifest(ckRef, vp.Spec.Containers[0].Resources.Limits))
 	rp := c.checkRestored(ck, vmIP)
 	rSandbox, rCtr := c.vmpodIDs(t, restoredPod)
 	rQEMU, err := c.qemuPID(rCtr)
