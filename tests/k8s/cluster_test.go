@@ -57,8 +57,9 @@ type cluster struct {
 
 	procs map[string]*proc
 
-	sysctls map[string]string // as they were before the kubelet changed them
-	made    []string          // hostDirs that did not exist before the test
+	sysctls    map[string]string // as they were before the kubelet changed them
+	madeBridge bool              // setupNetwork made the bridge (teardown removes only then)
+	made       []string          // hostDirs that did not exist before the test
 }
 
 func newCluster(t *testing.T, bin, guest string) *cluster {
@@ -106,6 +107,7 @@ func (c *cluster) setupNetwork() {
 		c.t.Fatalf("%s is already routed on this machine: %s", subnet, out)
 	}
 	c.mustRun("ip", "link", "add", bridge, "type", "bridge")
+	c.madeBridge = true
 	c.mustRun("ip", "addr", "add", gateway+"/16", "dev", bridge)
 	c.mustRun("ip", "link", "set", bridge, "up")
 	c.write(filepath.Join(c.cniConf, "10-"+netName+".conflist"), fmt.Sprintf(`{
@@ -404,7 +406,9 @@ func (c *cluster) teardown() {
 		}
 		os.Remove(d) // only when empty
 	}
-	exec.Command("ip", "link", "del", bridge).Run()
+	if c.madeBridge {
+		exec.Command("ip", "link", "del", bridge).Run()
+	}
 	if os.Getenv("VMPOD_K8S_KEEP") == "" {
 		os.RemoveAll(c.dir)
 	} else {

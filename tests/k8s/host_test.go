@@ -2,11 +2,15 @@ package k8se2e
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
+	"testing"
+	"time"
 )
 
 // hostDirs are the host paths that the kubelet and containerd use whatever
@@ -16,6 +20,38 @@ import (
 var hostDirs = []string{"/var/lib/kubelet/device-plugins", "/var/lib/kubelet",
 	"/var/lib/cni/results", "/var/lib/cni",
 	"/run/containerd/s", "/run/containerd/runc/k8s.io", "/run/containerd/runc", "/run/containerd"}
+
+// runLock is held by the run of TestKubelet on this machine: the test
+// uses fixed names (the bridge, its subnet, the kubelet's cgroupRoot,
+// host directories), so a second run at the same time would fail, and
+// its teardown would remove the first run's bridge under its pods.
+const runLock = "/run/lock/vmpod-k8s-e2e.lock"
+
+// lockRun waits (up to 20 minutes) until no other run of the test holds
+// runLock, then holds it until the test ends.
+func lockRun(t *testing.T) {
+	t.Helper()
+	f, err := os.OpenFile(runLock, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Minute)
+	for waited := false; ; waited = true {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			f.Close()
+			t.Fatalf("lock %s (another run of this test on this machine?): %v", runLock, err)
+		}
+		if !waited {
+			t.Logf("another run of this test holds %s; waiting for it", runLock)
+		}
+		time.Sleep(5 * time.Second)
+	}
+	t.Cleanup(func() { f.Close() }) // the lock goes with the descriptor
+}
 
 // noteHostDirs records which hostDirs do not exist yet.
 func (c *cluster) noteHostDirs() {

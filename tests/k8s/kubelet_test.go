@@ -99,6 +99,7 @@ const (
 
 func TestKubelet(t *testing.T) {
 	total := time.Now()
+	lockRun(t)
 	daemons := hostDaemons() // the host's libvirtd and virtlogd; its libvirtd must still serve at the end
 	c := newCluster(t, k8sBin, guest)
 	c.noteHostDirs()
