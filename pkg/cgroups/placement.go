@@ -132,8 +132,20 @@ func (h *Host) Apply(p Placement, pid int) (Placement, error) {
 	if _, err := h.Verify(p, pid); err != nil {
 		return p, err
 	}
+	// A VM placed again (a checkpoint restores it in place: a new QEMU,
+	// in new directories of libvirt's) keeps the directories of its
+	// earlier QEMU in the list, for Remove: libvirt removes its own when
+	// that QEMU ends only if it still knows them, which a libvirtd
+	// restarted since it moved out of them does not. The start-up memory
+	// is the new QEMU's.
+	earlier := p.Libvirt
 	p.Libvirt = h.libvirtDirs(before, p.Hierarchies)
 	p.StartMemoryBytes = h.startMemory(p)
+	for _, d := range earlier {
+		if !slices.Contains(p.Libvirt, d) {
+			p.Libvirt = append(p.Libvirt, d)
+		}
+	}
 	return p, nil
 }
 

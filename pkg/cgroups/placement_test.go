@@ -140,6 +140,67 @@ func TestApplyV1Hybrid(t *testing.T) {
 	}
 }
 
+// A VM restored in place after a checkpoint is a new QEMU in new
+// directories of libvirt's, placed again: the earlier QEMU's directories
+// stay in the placement (a libvirtd restarted since the first move does
+// not remove them when that QEMU ends), and Remove removes both; the
+// start-up memory is the new QEMU's.
+func TestApplyAgainKeepsEarlierLibvirtDirs(t *testing.T) {
+	testMode(t)
+	root := v1Root(t, false)
+	v1Pod(t, root, podPath)
+	h, err := Open(Options{Root: root, Driver: DriverCgroupfs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := newFakeKernel(h)
+	k.spawn(qemuPID, qemuThreads, libvirtCgroup)
+	libvirtDirs(t, root, []string{"memory"})
+	p, err := h.Plan(podPath, ctrID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1NewCgroupFiles(t, root, p.Path)
+	first, err := h.Apply(p, qemuPID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The save ends the first QEMU; the restore starts a second one in
+	// libvirt's directories of the domain's next run.
+	k.exit(qemuPID)
+	const second = qemuPID + 100
+	k.spawn(second, []int{second, second + 1}, func(tid int, hier string) string {
+		return strings.ReplaceAll(libvirtCgroup(qemuPID, hier), "qemu-7-", "qemu-8-")
+	})
+	write(t, root, "memory/machine/qemu-8-vmpod-c0ffee.libvirt-qemu/memory.usage_in_bytes", "1048576\n")
+	again, err := h.Apply(first, second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, d := range first.Libvirt {
+		want = append(want, strings.ReplaceAll(d, "qemu-7-", "qemu-8-"))
+	}
+	want = append(want, first.Libvirt...)
+	if len(first.Libvirt) == 0 || !slices.Equal(again.Libvirt, want) {
+		t.Errorf("libvirt's dirs after the second placement %q, want %q", again.Libvirt, want)
+	}
+	newDir := filepath.Join(root, "memory/machine/qemu-8-vmpod-c0ffee.libvirt-qemu")
+	oldDir := filepath.Join(root, "memory/machine/qemu-7-vmpod-c0ffee.libvirt-qemu")
+	if again.StartMemoryBytes != 1<<20 {
+		t.Errorf("start-up memory %d, want the second QEMU's %d", again.StartMemoryBytes, 1<<20)
+	}
+	k.exit(second)
+	if err := h.Remove(again); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{oldDir, newDir} {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Errorf("libvirt's %s left: %v", d, err)
+		}
+	}
+}
+
 // A pod cgroup that exists in no hierarchy (crictl without the kubelet):
 // the VM's limits and accounting need memory, cpu, cpuacct and pids,
 // made with their parents; the others are joined only where the pod has
