@@ -218,7 +218,7 @@ func TestKubelet(t *testing.T) {
 		t.Fatal(err)
 	}
 	vm := vmPodRef{sandbox: vmSandbox, ctr: vmCtr, ip: vmIP, qemu: qemu}
-	c.requireFootprint(vm)
+	c.requireFootprint(vm, "")
 	s.done()
 
 	s = begin(t, "VM in its pod's cgroup with its limits; /stats/summary shows it")
@@ -292,6 +292,7 @@ func TestKubelet(t *testing.T) {
 		t.Fatal(err)
 	}
 	restored := vmPodRef{sandbox: rSandbox, ctr: rCtr, ip: rp.Status.PodIP, qemu: rQEMU}
+	c.requireFootprint(restored, "iptables") // no hostPort: no portmap rules
 	if vp := c.waitPod(vmPod, time.Minute, podReady); restarts(vp) != 0 {
 		t.Fatalf("%s: %d restarts after the restore of its checkpoint", vmPod, restarts(vp))
 	}
