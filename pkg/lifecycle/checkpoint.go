@@ -218,14 +218,8 @@ func copyFile(src, dst string) error {
 // user gave, its repo tags; image IDs are no pullable name.
 func (c *Controller) pullNames(ct *container) []string {
 	rec := ct.Get()
-	var names []string
-	if img, err := c.images.Get(rec.ImageRef); err == nil {
-		names = append(names, img.RepoDigests...)
-	}
-	names = append(names, ct.config.GetImage().GetUserSpecifiedImage(), rec.ImageName)
-	if img, err := c.images.Get(rec.ImageRef); err == nil {
-		names = append(names, img.RepoTags...)
-	}
+	img, _ := c.images.Get(rec.ImageRef) // gone: the names the container gave
+	names := slices.Concat(img.RepoDigests, []string{ct.config.GetImage().GetUserSpecifiedImage(), rec.ImageName}, img.RepoTags)
 	var out []string
 	for _, n := range names {
 		if n == "" || strings.HasPrefix(n, "sha256:") || slices.Contains(out, n) {
