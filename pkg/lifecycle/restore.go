@@ -234,8 +234,8 @@ func (c *Controller) defineRestored(ctx context.Context, ct *container, sb *sand
 		if errdefs.IsInvalidArgument(err) {
 			// The saved device model is what the archive's host ran: a
 			// machine type, CPU model or device this host's QEMU lacks.
-			return fmt.Errorf("this node cannot run the saved VM as it was saved (restore it on a node with the same QEMU and CPU): define domain %s: %v: %w",
-				rec.Domain, err, errdefs.ErrFailedPrecondition)
+			return fmt.Errorf("this node cannot run the saved VM as it was saved (restore it on a node with the same QEMU and CPU): %s: %w",
+				strings.TrimSuffix(err.Error(), ": "+errdefs.ErrInvalidArgument.Error()), errdefs.ErrFailedPrecondition)
 		}
 		return fmt.Errorf("define domain %s: %w", rec.Domain, err)
 	}
