@@ -311,12 +311,27 @@ func (c *Controller) finishRestore(ct *container) {
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.AgentWaitTimeout.Std()+time.Minute)
 		defer cancel()
 		a := guest.NewAgent(c.libvirt, rec.Domain)
+		// A container stopped meanwhile (its pod deleted right away) is
+		// no failure of the guest's.
+		stopped := func() bool {
+			if ct.Get().State != ContainerRunning {
+				log.Info("restore: the container stopped before the guest took its new identity")
+				return true
+			}
+			return false
+		}
 		if err := c.waitAgent(ctx, a, rec.ID); err != nil {
+			if stopped() {
+				return
+			}
 			log.Warn("restore: the guest agent does not answer; the guest keeps its saved MACs and has no network in its new pod", logging.KeyErr, err)
 			return
 		}
 		if h := rec.Restore.Hostname; h != "" {
 			if err := a.Run(ctx, []string{"/bin/sh", "-c", `hostname "$1" && echo "$1" >/etc/hostname`, "vmpod-hostname", h}); err != nil {
+				if stopped() {
+					return
+				}
 				log.Warn("restore: the guest's hostname could not be set", "hostname", h, logging.KeyErr, err)
 			}
 		}
@@ -325,6 +340,9 @@ func (c *Controller) finishRestore(ct *container) {
 				continue
 			}
 			if err := a.Run(ctx, []string{"/bin/sh", "-c", networkChangedScript, "vmpod-network-changed", mac[0], mac[1]}); err != nil {
+				if stopped() {
+					return
+				}
 				log.Warn("restore: the guest's interface could not take the new pod's MAC and lease", "saved_mac", mac[0], "mac", mac[1], logging.KeyErr, err)
 				continue
 			}
