@@ -39,8 +39,9 @@ const maxBaseNames = 4
 type basePullKey struct{}
 
 // checkCheckpoint verifies a pulled checkpoint archive and pulls its base
-// image with the same credentials (pullBase).
-func (s *Store) checkCheckpoint(ctx context.Context, path string, auth *oci.Auth) (*CheckpointBase, error) {
+// image with the same credentials (pullBase), scoped to the registry of
+// the checkpoint image name (fully qualified).
+func (s *Store) checkCheckpoint(ctx context.Context, name, path string, auth *oci.Auth) (*CheckpointBase, error) {
 	if ctx.Value(basePullKey{}) != nil {
 		return nil, fmt.Errorf("the base image of a checkpoint is itself a checkpoint image: %w", errdefs.ErrInvalidArgument)
 	}
@@ -51,15 +52,28 @@ func (s *Store) checkCheckpoint(ctx context.Context, path string, auth *oci.Auth
 	if err != nil {
 		return nil, fmt.Errorf("the checkpoint archive: %w", err)
 	}
-	if err := s.pullBase(ctx, base, auth); err != nil {
+	if err := s.pullBase(ctx, base, scopeAuth(auth, name)); err != nil {
 		return nil, err
 	}
 	return &base, nil
 }
 
+// scopeAuth pins credentials that name no registry to the registry of
+// the image they came with (name, fully qualified, as pulled): a base
+// image an archive names in another registry is pulled without them, so
+// an archive cannot send a pull secret to a registry of its choosing.
+func scopeAuth(auth *oci.Auth, name string) *oci.Auth {
+	if auth == nil || auth.ServerAddress != "" {
+		return auth
+	}
+	a := *auth
+	a.ServerAddress, _, _ = strings.Cut(name, "/")
+	return &a
+}
+
 // pullBase pulls a checkpoint's base image by one of its names, with the
-// credentials of the checkpoint's pull, and requires the image ID the
-// archive names. A restore backs the VM's disk with that image: the pull
+// credentials of the checkpoint's pull (for the checkpoint's registry
+// only: scopeAuth), and requires the image ID the archive names. A restore backs the VM's disk with that image: the pull
 // shows that whoever pulls the checkpoint may pull its base image too,
 // so an archive (whose metadata anyone can write) cannot name another
 // tenant's private image already on the node. The kubelet's measures for

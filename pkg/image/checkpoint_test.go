@@ -42,26 +42,29 @@ func checkpointImage(t *testing.T, base CheckpointBase) v1.Image {
 // node is refused to a pull without that image's credentials, on the
 // first pull and on later ones that download nothing.
 func TestCheckpointImagePullsItsBase(t *testing.T) {
-	private := newTestRegistry(t)
-	private.user, private.pass = "alice", "s3cret"
+	reg := newTestRegistry(t)
+	reg.user, reg.pass, reg.private = "alice", "s3cret", "alice/" // alice/* needs her credentials, the rest is public
 	alice := &oci.Auth{Username: "alice", Password: "s3cret"}
-	public := newTestRegistry(t)
 	s, _ := newStore(t, mapTranslator{})
 	s.opts.Checkpoints = jsonCheckpoints
-	trustRegistries(t, s, private, public)
+	trustRegistry(t, s, reg)
 	ctx := context.Background()
 
 	disk := containerDisk(t, fakeQcow2("alice's private disk"))
-	diskRef := private.push(disk, "alice/vm:1")
+	diskRef := reg.push(disk, "alice/vm:1")
+	if _, err := s.Pull(ctx, diskRef, nil); !errors.Is(err, errdefs.ErrUnauthenticated) {
+		t.Fatalf("the private image without credentials: %v", err)
+	}
 	base, err := s.Pull(ctx, diskRef, alice)
 	if err != nil {
 		t.Fatal(err)
 	}
 	md, _ := disk.Digest()
-	pinned := private.host + "/alice/vm@" + md.String()
+	pinned := reg.host + "/alice/vm@" + md.String()
 
-	// Alice's checkpoint, pulled with her credentials: stored, with its base.
-	mine := public.push(checkpointImage(t, CheckpointBase{ID: base.ID, Names: []string{pinned}}), "alice/ckpt:1")
+	// Alice's checkpoint in a public repository, pulled with her
+	// credentials: stored, with its base.
+	mine := reg.push(checkpointImage(t, CheckpointBase{ID: base.ID, Names: []string{pinned}}), "public/ckpt:1")
 	img, err := s.Pull(ctx, mine, alice)
 	if err != nil {
 		t.Fatal(err)
@@ -79,9 +82,9 @@ func TestCheckpointImagePullsItsBase(t *testing.T) {
 	}
 
 	// Mallory's archive names Alice's image (it is on the node) by its
-	// pinned name, or by its ID only.
+	// pinned name, or by its ID only, or by nothing.
 	for i, names := range [][]string{{pinned}, {base.ID}, nil} {
-		ref := public.push(checkpointImage(t, CheckpointBase{ID: base.ID, Names: names}), "mallory/ckpt:"+string(rune('a'+i)))
+		ref := reg.push(checkpointImage(t, CheckpointBase{ID: base.ID, Names: names}), "mallory/ckpt:"+string(rune('a'+i)))
 		if got, err := s.Pull(ctx, ref, nil); err == nil {
 			t.Fatalf("mallory's checkpoint naming %q was stored as %s", names, got.ID)
 		} else {
@@ -96,18 +99,39 @@ func TestCheckpointImagePullsItsBase(t *testing.T) {
 	}
 }
 
-// trustRegistries lets the store pull from regs over plain HTTP.
-func trustRegistries(t *testing.T, s *Store, regs ...*testRegistry) {
-	t.Helper()
-	var conf strings.Builder
-	for _, r := range regs {
-		conf.WriteString("[[registry]]\nlocation = \"" + r.host + "\"\ninsecure = true\n")
-	}
-	p := t.TempDir() + "/registries.conf"
-	if err := os.WriteFile(p, []byte(conf.String()), 0o644); err != nil {
+// TestCheckpointImageCredentialsStayWithTheirRegistry: credentials given
+// for a checkpoint image without a server address are not sent to the
+// registry its archive names for the base image.
+func TestCheckpointImageCredentialsStayWithTheirRegistry(t *testing.T) {
+	home := newTestRegistry(t)
+	home.user, home.pass = "alice", "s3cret"
+	// Its repositories are public, but it asks for credentials (a ping
+	// challenge), so a client holding some would send them.
+	elsewhere := newTestRegistry(t)
+	elsewhere.user, elsewhere.pass, elsewhere.private = "eve", "x", "eve/"
+	s, _ := newStore(t, mapTranslator{})
+	s.opts.Checkpoints = jsonCheckpoints
+	trustRegistries(t, s, home, elsewhere)
+	ctx := context.Background()
+	baseRef := elsewhere.push(containerDisk(t, fakeQcow2("a public disk")), "vm:1")
+	base, err := s.Pull(ctx, baseRef, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
-	s.opts.OCI.RegistriesConf = p
+	ref := home.push(checkpointImage(t, CheckpointBase{ID: base.ID, Names: []string{baseRef}}), "ckpt:1")
+	elsewhere.mu.Lock()
+	elsewhere.authSeen = 0 // the push's
+	elsewhere.mu.Unlock()
+	img, err := s.Pull(ctx, ref, &oci.Auth{Username: "alice", Password: "s3cret"})
+	if err != nil || img.Checkpoint == nil {
+		t.Fatalf("checkpoint image with a public base elsewhere: %+v, %v", img, err)
+	}
+	elsewhere.mu.Lock()
+	n := elsewhere.authSeen
+	elsewhere.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("the base image's registry was sent credentials %d times", n)
+	}
 }
 
 // TestCheckpointImageRefusals: a base whose name now gives another image,
@@ -155,4 +179,18 @@ func TestCheckpointImageRefusals(t *testing.T) {
 	if left := tmpEntries(t, s); len(left) != 0 {
 		t.Fatalf("temp files left: %v", left)
 	}
+}
+
+// trustRegistries lets the store pull from regs over plain HTTP.
+func trustRegistries(t *testing.T, s *Store, regs ...*testRegistry) {
+	t.Helper()
+	var conf strings.Builder
+	for _, r := range regs {
+		conf.WriteString("[[registry]]\nlocation = \"" + r.host + "\"\ninsecure = true\n")
+	}
+	p := t.TempDir() + "/registries.conf"
+	if err := os.WriteFile(p, []byte(conf.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.opts.OCI.RegistriesConf = p
 }

@@ -44,7 +44,7 @@ func (s *Store) pullOCI(ctx context.Context, name string, r Reference, auth *oci
 			if ctx.Value(basePullKey{}) != nil {
 				return Image{}, fmt.Errorf("pull image %q: the base image of a checkpoint is itself a checkpoint image: %w", name, errdefs.ErrInvalidArgument)
 			}
-			if err := s.pullBase(ctx, *base, auth); err != nil {
+			if err := s.pullBase(ctx, *base, scopeAuth(auth, id.Name)); err != nil {
 				return Image{}, fmt.Errorf("pull image %q: %w", name, err)
 			}
 			s.mu.Lock()
@@ -120,7 +120,7 @@ func (s *Store) fetchOCI(ctx context.Context, name string, auth *oci.Auth, opts 
 	var info DiskInfo
 	var base *CheckpointBase
 	if res.Kind == oci.KindCheckpoint {
-		base, err = s.checkCheckpoint(ctx, res.TmpFile, auth)
+		base, err = s.checkCheckpoint(ctx, res.Name, res.TmpFile, auth)
 		info.Format = FormatCheckpoint
 	} else {
 		info, err = s.opts.Checker.Check(ctx, res.TmpFile)

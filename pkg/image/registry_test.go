@@ -35,7 +35,12 @@ type testRegistry struct {
 
 	mu         sync.Mutex
 	user, pass string
-	blobGets   map[string]int
+	// private, when set, limits the basic auth to repositories under
+	// that prefix ("alice/"); the others are anonymous.
+	private  string
+	blobGets map[string]int
+	// authSeen counts reads (GET, HEAD) that carried credentials.
+	authSeen int
 }
 
 func newTestRegistry(t *testing.T) *testRegistry {
@@ -45,8 +50,20 @@ func newTestRegistry(t *testing.T) *testRegistry {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.mu.Lock()
 		user, pass := r.user, r.pass
+		// The ping (/v2/) still answers with the challenge, so clients
+		// know to send credentials, as registries with per-repository
+		// access do.
+		if r.private != "" && req.URL.Path != "/v2/" && !strings.HasPrefix(req.URL.Path, "/v2/"+r.private) {
+			user = ""
+		}
 		if i := strings.LastIndex(req.URL.Path, "/blobs/sha256:"); i >= 0 && req.Method == http.MethodGet {
 			r.blobGets[req.URL.Path[i+len("/blobs/"):]]++
+		}
+		// containers/image answers a challenge without credentials with
+		// an empty Basic pair (":"), which is no credential.
+		if u, p, _ := req.BasicAuth(); (u != "" || p != "" || strings.HasPrefix(req.Header.Get("Authorization"), "Bearer ")) &&
+			(req.Method == http.MethodGet || req.Method == http.MethodHead) {
+			r.authSeen++
 		}
 		r.mu.Unlock()
 		if user != "" {
