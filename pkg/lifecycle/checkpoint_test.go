@@ -26,6 +26,18 @@ func checkpointEnv(t *testing.T) (*lifecycletest.Env, string) {
 	return e, dir
 }
 
+// checkpointed starts a VM in pod "a" and checkpoints it to dir/a.tar;
+// it returns the container and the archive.
+func checkpointed(t *testing.T, e *lifecycletest.Env, dir string) (id, archive string) {
+	t.Helper()
+	_, id = startVM(t, e, "a")
+	archive = filepath.Join(dir, "a.tar")
+	if err := e.Pods.CheckpointContainer(lifecycletest.Ctx(t), id, archive, 0); err != nil {
+		t.Fatal(err)
+	}
+	return id, archive
+}
+
 func TestCheckpointKeepsTheVMRunning(t *testing.T) {
 	e, dir := checkpointEnv(t)
 	ctx := lifecycletest.Ctx(t)
@@ -79,11 +91,7 @@ func TestCheckpointRefusals(t *testing.T) {
 func TestRestoreIntoANewPod(t *testing.T) {
 	e, dir := checkpointEnv(t)
 	ctx := lifecycletest.Ctx(t)
-	_, old := startVM(t, e, "a")
-	archive := filepath.Join(dir, "a.tar")
-	if err := e.Pods.CheckpointContainer(ctx, old, archive, 0); err != nil {
-		t.Fatal(err)
-	}
+	old, archive := checkpointed(t, e, dir)
 	sb, err := e.Pods.RunSandbox(ctx, pod("b"), "")
 	if err != nil {
 		t.Fatal(err)
@@ -123,11 +131,7 @@ func TestRestoreIntoANewPod(t *testing.T) {
 func TestRestoreRefusals(t *testing.T) {
 	e, dir := checkpointEnv(t)
 	ctx := lifecycletest.Ctx(t)
-	_, old := startVM(t, e, "a")
-	archive := filepath.Join(dir, "a.tar")
-	if err := e.Pods.CheckpointContainer(ctx, old, archive, 0); err != nil {
-		t.Fatal(err)
-	}
+	_, archive := checkpointed(t, e, dir)
 	outside := filepath.Join(t.TempDir(), "a.tar")
 	b, _ := os.ReadFile(archive)
 	os.WriteFile(outside, b, 0o600)
@@ -191,11 +195,7 @@ func mustMarshal(t *testing.T, x interface{ Marshal() (string, error) }) string 
 func TestRestoreFromACheckpointImage(t *testing.T) {
 	e, dir := checkpointEnv(t)
 	ctx := lifecycletest.Ctx(t)
-	_, old := startVM(t, e, "a")
-	archive := filepath.Join(dir, "a.tar")
-	if err := e.Pods.CheckpointContainer(ctx, old, archive, 0); err != nil {
-		t.Fatal(err)
-	}
+	_, archive := checkpointed(t, e, dir)
 	base, err := lifecycle.CheckpointImageChecker(&e.Cfg)(ctx, archive)
 	if err != nil {
 		t.Fatal(err)
