@@ -133,15 +133,7 @@ func TestCheckpointRestore(t *testing.T) {
 	}
 
 	// The restore into a new pod.
-	fr := e.podConfigs("ckpt-b", 0, nil)
-	e.editCtr(fr, func(ctr map[string]any) { ctr["image"] = map[string]any{"image": archive} })
-	podB := strings.TrimSpace(e.mustCrictl("runp", fr.pod))
-	ipB := e.podIP(podB)
-	start = time.Now()
-	restored := strings.TrimSpace(e.mustCrictl("create", podB, fr.ctr, fr.pod))
-	e.mustCrictl("start", restored)
-	t.Logf("restored container created and started in %v", time.Since(start).Round(time.Millisecond))
-	checkRestored(t, e, fr, restored, ipB, atCheckpoint)
+	restored := restoreInto(t, e, "ckpt-b", archive, atCheckpoint)
 
 	// The archive as a checkpoint image in a registry.
 	ref := reg.addr + "/ckpt/a:1"
@@ -152,15 +144,7 @@ func TestCheckpointRestore(t *testing.T) {
 	if info := e.mustCrictl("inspecti", ref); !regexp.MustCompile(`"format":\s*"checkpoint"`).MatchString(info) {
 		t.Fatalf("crictl inspecti %s:\n%s", ref, info)
 	}
-	fc := e.podConfigs("ckpt-c", 0, nil)
-	e.editCtr(fc, func(ctr map[string]any) { ctr["image"] = map[string]any{"image": ref} })
-	podC := strings.TrimSpace(e.mustCrictl("runp", fc.pod))
-	ipC := e.podIP(podC)
-	start = time.Now()
-	fromImage := strings.TrimSpace(e.mustCrictl("create", podC, fc.ctr, fc.pod))
-	e.mustCrictl("start", fromImage)
-	t.Logf("container restored from the checkpoint image created and started in %v", time.Since(start).Round(time.Millisecond))
-	checkRestored(t, e, fc, fromImage, ipC, atCheckpoint)
+	fromImage := restoreInto(t, e, "ckpt-c", ref, atCheckpoint)
 
 	// All three VMs run, with their own counters.
 	for _, id := range []string{ctrID, restored, fromImage} {
@@ -170,12 +154,21 @@ func TestCheckpointRestore(t *testing.T) {
 	}
 }
 
-// checkRestored: the restored guest's counter continues from the
-// checkpoint (it did not boot), and once the agent moved its interface to
-// the new pod's MAC and the guest renewed its lease, it has the new pod's
-// IP and serves HTTP there.
-func checkRestored(t *testing.T, e *vmEnv, f podFiles, id, ip string, atCheckpoint int) {
+// restoreInto runs pod name with a container whose image is image (an
+// archive's path or a checkpoint image) and returns the container, once
+// its guest's counter continues from the checkpoint (it did not boot) and,
+// after the agent moved its interface to the new pod's MAC and the guest
+// renewed its lease, it has the new pod's IP and serves HTTP there.
+func restoreInto(t *testing.T, e *vmEnv, name, image string, atCheckpoint int) string {
 	t.Helper()
+	f := e.podConfigs(name, 0, nil)
+	e.editCtr(f, func(ctr map[string]any) { ctr["image"] = map[string]any{"image": image} })
+	podID := strings.TrimSpace(e.mustCrictl("runp", f.pod))
+	ip := e.podIP(podID)
+	start := time.Now()
+	id := strings.TrimSpace(e.mustCrictl("create", podID, f.ctr, f.pod))
+	e.mustCrictl("start", id)
+	t.Logf("container restored from %s created and started in %v", image, time.Since(start).Round(time.Millisecond))
 	waitLog(t, f.logPath, counterRE, time.Minute)
 	first := firstCounter(f.logPath)
 	if first < atCheckpoint {
@@ -199,6 +192,7 @@ func checkRestored(t *testing.T, e *vmEnv, f podFiles, id, ip string, atCheckpoi
 	if body, err := httpGet("http://" + ip + ":8080/"); err != nil {
 		t.Fatalf("the restored guest's httpd on its new IP %s: %v (%q)", ip, err, body)
 	}
+	return id
 }
 
 // rewriteArchive writes dst: the checkpoint archive src with edit applied
