@@ -43,32 +43,14 @@ func (c cpuTime) since(old cpuTime) cpuUse {
 // cpu reads the CPU time of vmpod, libvirtd and the QEMU of every pod
 // started so far.
 func (b *bench) cpu() cpuTime {
-	c := cpuTime{at: time.Now(), vmpod: procCPU(b.v.Pid())}
+	c := cpuTime{at: time.Now(), vmpod: measure.CPUTime(b.v.Pid())}
 	if pid, err := pidFile("/run/libvirtd.pid"); err == nil {
-		c.libvirtd = procCPU(pid)
+		c.libvirtd = measure.CPUTime(pid)
 	}
 	for _, pid := range b.qemuPids() {
-		c.qemu += procCPU(pid)
+		c.qemu += measure.CPUTime(pid)
 	}
 	return c
-}
-
-// procCPU is a process's user and system time from /proc/PID/stat, 0
-// when unreadable.
-func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command, which may hold spaces, in parentheses.
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	var utime, stime int64
-	fmt.Sscan(f[11], &utime)
-	fmt.Sscan(f[12], &stime)
-	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
 }
 
 // qemuPids returns the QEMU process of every pod started so far that has

@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 )
 
 func TestFit(t *testing.T) {
@@ -25,18 +24,6 @@ func TestFit(t *testing.T) {
 				t.Fatalf("fit = %v + %v·x, want %v + %v·x", a, b, tc.a, tc.b)
 			}
 		})
-	}
-}
-
-func TestProcCPU(t *testing.T) {
-	// Burn a little CPU so this process's time is above 0.
-	for end := time.Now().Add(30 * time.Millisecond); time.Now().Before(end); {
-	}
-	if got := procCPU(os.Getpid()); got <= 0 {
-		t.Fatalf("procCPU(self) = %v", got)
-	}
-	if got := procCPU(-1); got != 0 {
-		t.Fatalf("procCPU(-1) = %v, want 0", got)
 	}
 }
 

@@ -178,15 +178,15 @@ func run(o options) error {
 		}
 		// Idle CPU over the settle period, for information: TCG spends
 		// host CPU on an idle guest's timer interrupts that KVM does not.
-		cpu0 := map[int]int{v.Pid(): cpuTicks(v.Pid())}
+		cpu0 := map[int]time.Duration{v.Pid(): measure.CPUTime(v.Pid())}
 		for _, x := range r.vms {
-			cpu0[x.pid] = cpuTicks(x.pid)
+			cpu0[x.pid] = measure.CPUTime(x.pid)
 		}
 		time.Sleep(o.settle)
 		for _, x := range r.vms {
-			x.idleMilli = milliCores(cpuTicks(x.pid)-cpu0[x.pid], o.settle)
+			x.idleMilli = milliCores(measure.CPUTime(x.pid)-cpu0[x.pid], o.settle)
 		}
-		r.vmpodMilli = milliCores(cpuTicks(v.Pid())-cpu0[v.Pid()], o.settle)
+		r.vmpodMilli = milliCores(measure.CPUTime(v.Pid())-cpu0[v.Pid()], o.settle)
 		busy, err := measure.SmapsRollup(v.Pid())
 		if err != nil {
 			return err
@@ -389,25 +389,9 @@ func removeAll(v *measure.Vmpod) {
 	}
 }
 
-// cpuTicks is the process's user + system time in clock ticks.
-func cpuTicks(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name (which may hold spaces) in ")".
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.Atoi(f[11])
-	s, _ := strconv.Atoi(f[12])
-	return u + s
-}
-
-// milliCores turns clock ticks (100 per second) over d into millicores.
-func milliCores(ticks int, d time.Duration) int {
-	return int(float64(ticks) * 10 / d.Seconds())
+// milliCores turns CPU time used over d into millicores.
+func milliCores(cpu time.Duration, d time.Duration) int {
+	return int(float64(cpu/time.Millisecond) / d.Seconds())
 }
 
 func mib(kib int) string { return fmt.Sprintf("%.1f MiB", float64(kib)/1024) }

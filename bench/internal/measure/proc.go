@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 )
 
 // Proc is what the benchmarks read of a process: its resident memory now
@@ -43,6 +44,24 @@ func ReadProc(pid int) (Proc, error) {
 		ps.FDs = len(es)
 	}
 	return ps, nil
+}
+
+// CPUTime is a process's user and system time from /proc/PID/stat, 0
+// when unreadable.
+func CPUTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command, which may hold spaces, in parentheses.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	var utime, stime int64
+	fmt.Sscan(f[11], &utime)
+	fmt.Sscan(f[12], &stime)
+	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
 }
 
 // SmapsRollup returns the fields of /proc/PID/smaps_rollup in KiB (Rss,
