@@ -31,11 +31,8 @@
 package main
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"flag"
 	"fmt"
-	"io"
 	"log"
 	"net"
 	"net/http"
@@ -47,15 +44,6 @@ import (
 
 	"github.com/vmpod/vmpod/bench/internal/measure"
 )
-
-// contender is one way of pulling the file, and its figures.
-type contender struct {
-	name  string
-	run   func() time.Duration
-	times []time.Duration
-	// rss and hwm are vmpod's RSS after the pull and its peak (KiB).
-	rss, hwm, anon []int
-}
 
 func main() {
 	vmpod := flag.String("vmpod", "./bin/vmpod", "vmpod binary")
@@ -70,7 +58,8 @@ func main() {
 	img, err := measure.RandomQcow2(*work, *sizeMiB)
 	must(err)
 	st, _ := os.Stat(img)
-	sum := fileDigest(img)
+	sum, err := measure.FileDigest(img)
+	must(err)
 	fmt.Printf("image: %s, %d bytes, sha256 %s\n", img, st.Size(), sum)
 
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -94,106 +83,66 @@ func main() {
 			return d
 		}
 	}
-	cs := []*contender{
-		{name: "`curl -s URL \\| tee FILE \\| sha256sum`, `sync FILE`", run: pipeline("sha256sum")},
-		{name: "`curl -s URL \\| tee FILE \\| openssl dgst -sha256`, `sync FILE`", run: pipeline("openssl dgst -sha256")},
-		{name: "`curl -o FILE` (no hash, no fsync)", run: func() time.Duration {
+	cs := []*measure.Contender{
+		{Name: "`curl -s URL \\| tee FILE \\| sha256sum`, `sync FILE`", Short: "curl|tee|sha256sum", Run: pipeline("sha256sum")},
+		{Name: "`curl -s URL \\| tee FILE \\| openssl dgst -sha256`, `sync FILE`", Short: "curl|tee|openssl", Run: pipeline("openssl dgst -sha256")},
+		{Name: "`curl -o FILE` (no hash, no fsync)", Short: "curl-o", Run: func() time.Duration {
 			defer os.Remove(out)
 			d, err := measure.Pipeline(fmt.Sprintf("curl -sSf -o %s %s", out, url))
 			must(err)
 			return d
 		}},
 	}
-	vm := &contender{name: "vmpod `crictl pull`"}
-	vm.run = func() time.Duration { return timeVmpod(vm, *vmpod, url, *work) }
+	vm := &measure.Contender{Name: "vmpod `crictl pull`", Short: "vmpod"}
+	vm.Run = func() time.Duration { return timeVmpod(vm, *vmpod, url, *work) }
 	cs = append(cs, vm)
-	var old *contender
+	var old *measure.Contender
 	if *oldBin != "" {
-		old = &contender{name: "vmpod `crictl pull`, -old build " + measure.BuildID(*oldBin)}
-		old.run = func() time.Duration { return timeVmpod(old, *oldBin, url, *work) }
+		old = &measure.Contender{Name: "vmpod `crictl pull`, -old build " + measure.BuildID(*oldBin), Short: "old"}
+		old.Run = func() time.Duration { return timeVmpod(old, *oldBin, url, *work) }
 		cs = append(cs, old)
 	}
 
 	sec := measure.NewSection("pull", *vmpod, *runs)
-	for i := 0; i < *runs; i++ {
-		fmt.Printf("run %d:", i+1)
-		for j := range cs {
-			c := cs[(i+j)%len(cs)]
-			// Flush dirty pages first so that no one pays for another's
-			// writeback.
-			exec.Command("sync").Run()
-			d := c.run()
-			c.times = append(c.times, d)
-			fmt.Printf("  %s %.2fs", short(c.name), d.Seconds())
-		}
-		fmt.Println()
-	}
+	// Dirty pages are flushed before each run, so that no one pays for
+	// another's writeback.
+	measure.Interleave(cs, *runs, func() { exec.Command("sync").Run() })
 
 	mib := float64(st.Size()) / (1 << 20)
 	secs := func(d time.Duration) string { return measure.Secs(d) }
 	var rows [][]string
 	for _, c := range cs {
-		m := measure.Median(c.times)
-		rows = append(rows, []string{c.name, measure.Spread(c.times, secs), fmt.Sprintf("%.0f MiB/s", mib/m.Seconds())})
+		m := measure.Median(c.Times)
+		rows = append(rows, []string{c.Name, measure.Spread(c.Times, secs), fmt.Sprintf("%.0f MiB/s", mib/m.Seconds())})
 	}
 	sec.Printf("A %d MiB qcow2 of random data (%d bytes) served by an in-process Go HTTP server on 127.0.0.1 (sendfile); "+
 		"`sync` before each, the order rotating from run to run; vmpod starts on an empty store each time.\n\n", *sizeMiB, st.Size())
 	sec.Table([]string{"", fmt.Sprintf("median (spread) of %d", *runs), "rate"}, rows)
-	mv := measure.Median(vm.times)
-	// ratio is c's median over base's, with the spread of the runs' own
-	// ratios (each run measured both).
-	ratio := func(base, c *contender) string {
-		var per []int // per mille
-		for i := range c.times {
-			per = append(per, int(1000*c.times[i].Seconds()/base.times[i].Seconds()))
-		}
-		lo, hi := measure.MinMax(per)
-		return fmt.Sprintf("%.2f (runs %.2f–%.2f)", measure.Median(c.times).Seconds()/measure.Median(base.times).Seconds(),
-			float64(lo)/1000, float64(hi)/1000)
-	}
+	mv := measure.Median(vm.Times)
 	target := "met"
-	if r := mv.Seconds() / measure.Median(cs[0].times).Seconds(); r > 1.15 {
+	if r := mv.Seconds() / measure.Median(cs[0].Times).Seconds(); r > 1.15 {
 		target = "**not met**"
 	}
 	rrows := [][]string{
-		{"vmpod / (curl \\| tee \\| sha256sum + fsync)", ratio(cs[0], vm) + ", target ≤ 1.15: " + target},
-		{"vmpod / (curl \\| tee \\| openssl + fsync)", ratio(cs[1], vm)},
-		{"vmpod / `curl -o`", ratio(cs[2], vm)},
+		{"vmpod / (curl \\| tee \\| sha256sum + fsync)", measure.Ratio(cs[0], vm) + ", target ≤ 1.15: " + target},
+		{"vmpod / (curl \\| tee \\| openssl + fsync)", measure.Ratio(cs[1], vm)},
+		{"vmpod / `curl -o`", measure.Ratio(cs[2], vm)},
 	}
 	if old != nil {
-		rrows = append(rrows, []string{"vmpod / -old build", ratio(old, vm)})
+		rrows = append(rrows, []string{"vmpod / -old build", measure.Ratio(old, vm)})
 	}
 	sec.Table([]string{"ratio of the medians", ""}, rrows)
-	mem := func(c *contender) string {
-		return fmt.Sprintf("%.1f MiB, %.1f MiB of it anonymous (peak during the pull %.1f MiB)",
-			float64(measure.Median(c.rss))/1024, float64(measure.Median(c.anon))/1024, float64(measure.Median(c.hwm))/1024)
-	}
-	sec.Printf("vmpod's RSS after the pull (median): %s.\n", mem(vm))
+	sec.Printf("vmpod's RSS after the pull (median): %s.\n", vm.Mem())
 	if old != nil {
-		sec.Printf("The -old build's: %s.\n", mem(old))
+		sec.Printf("The -old build's: %s.\n", old.Mem())
 	}
 	fmt.Print("\n" + sec.String())
 	must(sec.Write(*md))
 }
 
-// short is a contender's name for the per-run line.
-func short(name string) string {
-	switch {
-	case strings.Contains(name, "-old"):
-		return "old"
-	case strings.Contains(name, "vmpod"):
-		return "vmpod"
-	case strings.Contains(name, "openssl"):
-		return "curl|tee|openssl"
-	case strings.Contains(name, "sha256sum"):
-		return "curl|tee|sha256sum"
-	}
-	return "curl-o"
-}
-
 // timeVmpod starts bin on an empty state dir, times `crictl pull`, reads
 // vmpod's RSS into c, and stops it.
-func timeVmpod(c *contender, bin, url, work string) time.Duration {
+func timeVmpod(c *measure.Contender, bin, url, work string) time.Duration {
 	tr := filepath.Join(work, "bench-images.d")
 	must(os.MkdirAll(tr, 0o755))
 	must(os.WriteFile(filepath.Join(tr, "bench.toml"), []byte(fmt.Sprintf("[[translations]]\nname = \"bench\"\nurl = %q\n", url)), 0o644))
@@ -203,20 +152,8 @@ func timeVmpod(c *contender, bin, url, work string) time.Duration {
 	start := time.Now()
 	must(v.Crictl("pull", "bench"))
 	d := time.Since(start)
-	p, err := measure.ReadProc(v.Pid())
-	must(err)
-	c.rss, c.hwm, c.anon = append(c.rss, p.RSS), append(c.hwm, p.HWM), append(c.anon, p.Anon)
+	must(c.RecordProc(v.Pid()))
 	return d
-}
-
-func fileDigest(path string) string {
-	f, err := os.Open(path)
-	must(err)
-	defer f.Close()
-	h := sha256.New()
-	_, err = io.Copy(h, f)
-	must(err)
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 func must(err error) {

@@ -38,12 +38,9 @@
 package main
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"log"
 	"net"
 	"net/http"
@@ -55,13 +52,6 @@ import (
 
 	"github.com/vmpod/vmpod/bench/internal/measure"
 )
-
-type contender struct {
-	name, short    string
-	run            func() time.Duration
-	times          []time.Duration
-	rss, hwm, anon []int
-}
 
 func main() {
 	vmpod := flag.String("vmpod", "./bin/vmpod", "vmpod binary")
@@ -79,7 +69,8 @@ func main() {
 	must(err)
 	st, err := os.Stat(disk)
 	must(err)
-	diskSum := fileDigest(disk)
+	diskSum, err := measure.FileDigest(disk)
+	must(err)
 
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	must(err)
@@ -133,68 +124,49 @@ sync disk.qcow2`, d, reg, img.config, hasher, img.layer, dec, filepath.Base(disk
 			return t
 		}
 	}
-	cs := []*contender{
-		{name: "curl \\| sha256sum, " + *compress + " -d, sha256sum, tar -xO \\| tee FILE \\| sha256sum, `sync FILE`", short: "unpack+sha256sum", run: unpack("sha256sum")},
-		{name: "the same with `openssl dgst -sha256`", short: "unpack+openssl", run: unpack("openssl dgst -sha256")},
+	cs := []*measure.Contender{
+		{Name: "curl \\| sha256sum, " + *compress + " -d, sha256sum, tar -xO \\| tee FILE \\| sha256sum, `sync FILE`", Short: "unpack+sha256sum", Run: unpack("sha256sum")},
+		{Name: "the same with `openssl dgst -sha256`", Short: "unpack+openssl", Run: unpack("openssl dgst -sha256")},
 	}
 	if *skopeo {
-		cs = append(cs, &contender{name: "`skopeo copy docker://… dir:` (no unpacking, no fsync)", short: "skopeo", run: func() time.Duration {
+		cs = append(cs, &measure.Contender{Name: "`skopeo copy docker://… dir:` (no unpacking, no fsync)", Short: "skopeo", Run: func() time.Duration {
 			return timeSkopeo(ref, *work)
 		}})
 	}
-	vm := &contender{name: "vmpod `crictl pull`", short: "vmpod"}
-	vm.run = func() time.Duration { return timeVmpod(vm, *vmpod, ref, conf, *work) }
+	vm := &measure.Contender{Name: "vmpod `crictl pull`", Short: "vmpod"}
+	vm.Run = func() time.Duration { return timeVmpod(vm, *vmpod, ref, conf, *work) }
 	cs = append(cs, vm)
-	var old *contender
+	var old *measure.Contender
 	if *oldBin != "" {
-		old = &contender{name: "vmpod `crictl pull`, -old build " + measure.BuildID(*oldBin), short: "old"}
-		old.run = func() time.Duration { return timeVmpod(old, *oldBin, ref, conf, *work) }
+		old = &measure.Contender{Name: "vmpod `crictl pull`, -old build " + measure.BuildID(*oldBin), Short: "old"}
+		old.Run = func() time.Duration { return timeVmpod(old, *oldBin, ref, conf, *work) }
 		cs = append(cs, old)
 	}
 
 	sec := measure.NewSection("pulloci", *vmpod, *runs)
-	for i := 0; i < *runs; i++ {
-		fmt.Printf("run %d:", i+1)
-		for j := range cs {
-			c := cs[(i+j)%len(cs)]
-			exec.Command("sync").Run()
-			d := c.run()
-			c.times = append(c.times, d)
-			fmt.Printf("  %s %.2fs", c.short, d.Seconds())
-		}
-		fmt.Println()
-	}
+	measure.Interleave(cs, *runs, func() { exec.Command("sync").Run() })
 
 	secs := func(d time.Duration) string { return measure.Secs(d) }
 	var rows [][]string
 	for _, c := range cs {
-		rows = append(rows, []string{c.name, measure.Spread(c.times, secs)})
+		rows = append(rows, []string{c.Name, measure.Spread(c.Times, secs)})
 	}
 	sec.Printf("A %d MiB qcow2 of compressible data (%d bytes; `measure.MixedQcow2`: random, text and nearly empty blocks) as a one-layer %s containerDisk "+
 		"(layer %d bytes, %.0f%% of the disk) in Debian's docker-registry on 127.0.0.1; `sync` before each, the order rotating from run to run; "+
 		"vmpod starts on an empty store each time.\n\n",
 		*sizeMiB, st.Size(), *compress, img.layerSize, 100*float64(img.layerSize)/float64(st.Size()))
 	sec.Table([]string{"", fmt.Sprintf("median (spread) of %d", *runs)}, rows)
-	ratio := func(base, c *contender) string {
-		var per []int // per mille
-		for i := range c.times {
-			per = append(per, int(1000*c.times[i].Seconds()/base.times[i].Seconds()))
-		}
-		lo, hi := measure.MinMax(per)
-		return fmt.Sprintf("%.2f (runs %.2f–%.2f)", measure.Median(c.times).Seconds()/measure.Median(base.times).Seconds(),
-			float64(lo)/1000, float64(hi)/1000)
-	}
 	best := cs[0]
-	if measure.Median(cs[1].times) < measure.Median(best.times) {
+	if measure.Median(cs[1].Times) < measure.Median(best.Times) {
 		best = cs[1]
 	}
 	target := "met"
-	if measure.Median(vm.times) > measure.Median(best.times) {
+	if measure.Median(vm.Times) > measure.Median(best.Times) {
 		target = "**not met**"
 	}
 	rrows := [][]string{
-		{"vmpod / unpacking baseline (sha256sum)", ratio(cs[0], vm)},
-		{"vmpod / unpacking baseline (openssl)", ratio(cs[1], vm)},
+		{"vmpod / unpacking baseline (sha256sum)", measure.Ratio(cs[0], vm)},
+		{"vmpod / unpacking baseline (openssl)", measure.Ratio(cs[1], vm)},
 	}
 	bi := 0
 	if best == cs[1] {
@@ -202,19 +174,15 @@ sync disk.qcow2`, d, reg, img.config, hasher, img.layer, dec, filepath.Base(disk
 	}
 	rrows[bi][1] += ", target ≤ 1 (the faster baseline): " + target
 	if *skopeo {
-		rrows = append(rrows, []string{"vmpod / skopeo copy", ratio(cs[2], vm)})
+		rrows = append(rrows, []string{"vmpod / skopeo copy", measure.Ratio(cs[2], vm)})
 	}
 	if old != nil {
-		rrows = append(rrows, []string{"vmpod / -old build", ratio(old, vm)})
+		rrows = append(rrows, []string{"vmpod / -old build", measure.Ratio(old, vm)})
 	}
 	sec.Table([]string{"ratio of the medians", ""}, rrows)
-	mem := func(c *contender) string {
-		return fmt.Sprintf("%.1f MiB, %.1f MiB of it anonymous (peak during the pull %.1f MiB)",
-			float64(measure.Median(c.rss))/1024, float64(measure.Median(c.anon))/1024, float64(measure.Median(c.hwm))/1024)
-	}
-	sec.Printf("vmpod's RSS after the pull (median): %s.\n", mem(vm))
+	sec.Printf("vmpod's RSS after the pull (median): %s.\n", vm.Mem())
 	if old != nil {
-		sec.Printf("The -old build's: %s.\n", mem(old))
+		sec.Printf("The -old build's: %s.\n", old.Mem())
 	}
 	fmt.Print("\n" + sec.String())
 	must(sec.Write(*md))
@@ -269,27 +237,15 @@ func timeSkopeo(ref, work string) time.Duration {
 	return time.Since(start)
 }
 
-func timeVmpod(c *contender, bin, ref, conf, work string) time.Duration {
+func timeVmpod(c *measure.Contender, bin, ref, conf, work string) time.Duration {
 	v, err := measure.StartVmpod(bin, work, "VMPOD_REGISTRIES_CONF="+conf, "VMPOD_IMAGE_TRANSLATIONS_DIR={dir}/none")
 	must(err)
 	defer v.Close()
 	start := time.Now()
 	must(v.Crictl("pull", ref))
 	d := time.Since(start)
-	p, err := measure.ReadProc(v.Pid())
-	must(err)
-	c.rss, c.hwm, c.anon = append(c.rss, p.RSS), append(c.hwm, p.HWM), append(c.anon, p.Anon)
+	must(c.RecordProc(v.Pid()))
 	return d
-}
-
-func fileDigest(path string) string {
-	f, err := os.Open(path)
-	must(err)
-	defer f.Close()
-	h := sha256.New()
-	_, err = io.Copy(h, f)
-	must(err)
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 func must(err error) {
