@@ -42,9 +42,6 @@ type basePullKey struct{}
 // image with the same credentials (pullBase), scoped to the registry of
 // the checkpoint image name (fully qualified).
 func (s *Store) checkCheckpoint(ctx context.Context, name, path string, auth *oci.Auth) (*CheckpointBase, error) {
-	if ctx.Value(basePullKey{}) != nil {
-		return nil, fmt.Errorf("the base image of a checkpoint is itself a checkpoint image: %w", errdefs.ErrInvalidArgument)
-	}
 	if s.opts.Checkpoints == nil {
 		return nil, fmt.Errorf("it is a checkpoint image, which this vmpod does not restore: %w", errdefs.ErrFailedPrecondition)
 	}
@@ -52,7 +49,7 @@ func (s *Store) checkCheckpoint(ctx context.Context, name, path string, auth *oc
 	if err != nil {
 		return nil, fmt.Errorf("the checkpoint archive: %w", err)
 	}
-	if err := s.pullBase(ctx, base, scopeAuth(auth, name)); err != nil {
+	if err := s.pullBase(ctx, name, base, auth); err != nil {
 		return nil, err
 	}
 	return &base, nil
@@ -71,15 +68,21 @@ func scopeAuth(auth *oci.Auth, name string) *oci.Auth {
 	return &a
 }
 
-// pullBase pulls a checkpoint's base image by one of its names, with the
-// credentials of the checkpoint's pull (for the checkpoint's registry
-// only: scopeAuth), and requires the image ID the archive names. A restore backs the VM's disk with that image: the pull
+// pullBase pulls the base image of checkpoint image name (fully
+// qualified) by one of its names, with the credentials of the
+// checkpoint's pull (for the checkpoint's registry only: scopeAuth), and
+// requires the image ID the archive names. A checkpoint image pulled as
+// another's base is refused. A restore backs the VM's disk with that image: the pull
 // shows that whoever pulls the checkpoint may pull its base image too,
 // so an archive (whose metadata anyone can write) cannot name another
 // tenant's private image already on the node. The kubelet's measures for
 // images already on a node (AlwaysPullImages, ensured secret pulls) apply
 // to the checkpoint image, and through this pull to its base.
-func (s *Store) pullBase(ctx context.Context, base CheckpointBase, auth *oci.Auth) error {
+func (s *Store) pullBase(ctx context.Context, name string, base CheckpointBase, auth *oci.Auth) error {
+	if ctx.Value(basePullKey{}) != nil {
+		return fmt.Errorf("the base image of a checkpoint is itself a checkpoint image: %w", errdefs.ErrInvalidArgument)
+	}
+	auth = scopeAuth(auth, name)
 	names := base.Names
 	if len(names) > maxBaseNames {
 		names = names[:maxBaseNames]

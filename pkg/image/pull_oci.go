@@ -7,8 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/containerd/errdefs"
-
 	"github.com/vmpod/vmpod/pkg/failpoint"
 	"github.com/vmpod/vmpod/pkg/image/oci"
 	"github.com/vmpod/vmpod/pkg/logging"
@@ -41,10 +39,7 @@ func (s *Store) pullOCI(ctx context.Context, name string, r Reference, auth *oci
 		if base := img.Checkpoint; base != nil {
 			// This pull's credentials must reach the base image too.
 			s.mu.Unlock()
-			if ctx.Value(basePullKey{}) != nil {
-				return Image{}, fmt.Errorf("pull image %q: the base image of a checkpoint is itself a checkpoint image: %w", name, errdefs.ErrInvalidArgument)
-			}
-			if err := s.pullBase(ctx, *base, scopeAuth(auth, id.Name)); err != nil {
+			if err := s.pullBase(ctx, id.Name, *base, auth); err != nil {
 				return Image{}, fmt.Errorf("pull image %q: %w", name, err)
 			}
 			s.mu.Lock()
