@@ -149,11 +149,23 @@ func FuzzAuth(f *testing.F) {
 	f.Add("u", "p", "", "", "", "other.example", "quay.io")
 	f.Fuzz(func(t *testing.T, user, pass, authField, idToken, regToken, server, registry string) {
 		a := Auth{Username: user, Password: pass, Auth: authField, IdentityToken: idToken, RegistryToken: regToken, ServerAddress: server}
-		shown := fmt.Sprint(a) + fmt.Sprintf("%v %+v %#v %s", a, a, a, &a) + a.LogValue().String()
-		for _, s := range []string{pass, authField, idToken, regToken} {
-			if len(s) >= 4 && strings.Contains(shown, s) && !strings.Contains(user+server+"<redacted>", s) {
-				t.Fatalf("%q shows the secret %q", shown, s)
+		render := func(a Auth) string {
+			return fmt.Sprint(a) + fmt.Sprintf("%v %+v %#v %s", a, a, a, &a) + a.LogValue().String()
+		}
+		shown := render(a)
+		// Every rendering is that of the same credentials with other
+		// secrets: nothing of a secret but whether it is set is shown. (A
+		// secret may still occur in it as part of the fixed text, e.g.
+		// "toke" in "identity_token=": a search for the secret alone
+		// cannot tell.)
+		other := a
+		for _, p := range []*string{&other.Password, &other.Auth, &other.IdentityToken, &other.RegistryToken} {
+			if *p != "" {
+				*p = "\x00"
 			}
+		}
+		if want := render(other); shown != want {
+			t.Fatalf("%q shows a secret: with other secrets it is %q", shown, want)
 		}
 		da, err := a.dockerAuth()
 		if err != nil {
